@@ -1,0 +1,82 @@
+package agent
+
+import (
+	"context"
+	"io"
+	"time"
+
+	"github.com/canopy-grid/canopy/images"
+	"github.com/canopy-grid/canopy/protocol"
+)
+
+// Driver is what the agent needs from one cloud: its sizes and limits, the
+// servers in its project, booting and deleting servers, and its images.
+// Implementations: localcloud (VMs as local processes, for the demo and
+// tests) and openstack (Nova, Glance and Neutron through gophercloud).
+//
+// Drivers must be safe for concurrent use and must not keep their own
+// record of what Canopy booted: the cloud's server listing, with the
+// metadata written at boot, is the record.
+type Driver interface {
+	// Flavors lists the VM sizes the project may boot.
+	Flavors(ctx context.Context) ([]protocol.Flavor, error)
+	// Limits returns the project's absolute limits and usage.
+	Limits(ctx context.Context) (protocol.Limits, error)
+	// Servers lists every server in the project, Canopy's and foreign ones.
+	Servers(ctx context.Context) ([]Server, error)
+	// Boot creates one server. The name is unique per site; the caller has
+	// already checked that no server of that name exists.
+	Boot(ctx context.Context, spec BootSpec) (Server, error)
+	// Delete deletes a server by id. Deleting a server that is already gone
+	// is not an error.
+	Delete(ctx context.Context, id string) error
+	// Images lists the project's images.
+	Images(ctx context.Context) ([]images.Image, error)
+	// UploadImage creates an image from r and returns it once active.
+	UploadImage(ctx context.Context, meta images.Image, r io.Reader) (images.Image, error)
+	// DownloadImage streams an image's bytes.
+	DownloadImage(ctx context.Context, id string) (io.ReadCloser, error)
+}
+
+// Metadata keys Canopy writes on every server it boots. Servers without
+// MetaHub are foreign: they count against quotas but are never touched.
+const (
+	MetaHub    = "canopy_hub"
+	MetaSite   = "canopy_site"
+	MetaGroup  = "canopy_group"
+	MetaVMType = "canopy_vm_type"
+	MetaPlan   = "canopy_plan"
+)
+
+// ServerStatus is a cloud server's status, reduced to what Canopy acts on.
+type ServerStatus string
+
+// Server statuses.
+const (
+	StatusBuild   ServerStatus = "BUILD"
+	StatusActive  ServerStatus = "ACTIVE"
+	StatusError   ServerStatus = "ERROR"
+	StatusDeleted ServerStatus = "DELETED"
+	StatusOther   ServerStatus = "OTHER"
+)
+
+// Server is one server as the cloud lists it.
+type Server struct {
+	ID        string
+	Name      string
+	Flavor    string
+	Image     string
+	Status    ServerStatus
+	Fault     string
+	Metadata  map[string]string
+	CreatedAt time.Time
+}
+
+// BootSpec is everything needed to create one server.
+type BootSpec struct {
+	Name     string
+	Flavor   string
+	Image    string
+	Metadata map[string]string
+	UserData []byte
+}

@@ -1,0 +1,247 @@
+package protocol
+
+import (
+	"time"
+
+	"github.com/canopy-grid/canopy/images"
+)
+
+// Kind identifies the message type carried by a frame.
+type Kind uint8
+
+// Message kinds. Values are part of the wire format: never renumber.
+const (
+	KindHello     Kind = 1
+	KindWelcome   Kind = 2
+	KindInventory Kind = 3
+	KindCommand   Kind = 4
+	KindResult    Kind = 5
+	KindHeartbeat Kind = 6
+	KindError     Kind = 7
+)
+
+// String names the kind for logs and errors.
+func (k Kind) String() string {
+	switch k {
+	case KindHello:
+		return "hello"
+	case KindWelcome:
+		return "welcome"
+	case KindInventory:
+		return "inventory"
+	case KindCommand:
+		return "command"
+	case KindResult:
+		return "result"
+	case KindHeartbeat:
+		return "heartbeat"
+	case KindError:
+		return "error"
+	}
+	return "unknown"
+}
+
+// Message is implemented by every type that travels in a frame.
+type Message interface {
+	Kind() Kind
+}
+
+// Hello is the first message an agent sends on a new session.
+type Hello struct {
+	// Versions lists the protocol versions the agent speaks.
+	Versions []uint16 `cbor:"versions"`
+	// Site is the site the agent claims to serve; it must match its certificate.
+	Site string `cbor:"site"`
+	// Software is the agent's build version, for the status page.
+	Software string `cbor:"software"`
+}
+
+// Welcome is the hub's answer to Hello: the version both sides will speak.
+type Welcome struct {
+	Version uint16 `cbor:"version"`
+	HubID   string `cbor:"hub_id"`
+	// HeartbeatEvery is how often the hub wants heartbeats.
+	HeartbeatEvery time.Duration `cbor:"heartbeat_every"`
+	// InventoryEvery is how often the hub wants full inventories.
+	InventoryEvery time.Duration `cbor:"inventory_every"`
+}
+
+// Flavor is a VM size a cloud offers.
+type Flavor struct {
+	ID      string `cbor:"id" json:"id"`
+	Name    string `cbor:"name" json:"name"`
+	VCPUs   int    `cbor:"vcpus" json:"vcpus"`
+	RAMMiB  int    `cbor:"ram_mib" json:"ram_mib"`
+	DiskGiB int    `cbor:"disk_gib" json:"disk_gib"`
+}
+
+// Limits are a cloud project's absolute limits and usage. A negative maximum
+// means unlimited.
+type Limits struct {
+	MaxCores      int `cbor:"max_cores" json:"max_cores"`
+	MaxRAMMiB     int `cbor:"max_ram_mib" json:"max_ram_mib"`
+	MaxInstances  int `cbor:"max_instances" json:"max_instances"`
+	UsedCores     int `cbor:"used_cores" json:"used_cores"`
+	UsedRAMMiB    int `cbor:"used_ram_mib" json:"used_ram_mib"`
+	UsedInstances int `cbor:"used_instances" json:"used_instances"`
+}
+
+// VMState is a server's lifecycle state as the site agent sees it.
+type VMState string
+
+// VM states reported by agents.
+const (
+	VMBooting  VMState = "booting"  // created, not yet ACTIVE in the cloud
+	VMActive   VMState = "active"   // ACTIVE in the cloud
+	VMError    VMState = "error"    // ERROR in the cloud
+	VMDeleting VMState = "deleting" // delete requested
+)
+
+// VM is one server in a site's inventory.
+type VM struct {
+	ID     string  `cbor:"id" json:"id"`
+	Name   string  `cbor:"name" json:"name"`
+	Flavor string  `cbor:"flavor" json:"flavor"`
+	Image  string  `cbor:"image" json:"image"`
+	Group  string  `cbor:"group" json:"group"`
+	VMType string  `cbor:"vm_type" json:"vm_type"`
+	PlanID string  `cbor:"plan_id" json:"plan_id"`
+	State  VMState `cbor:"state" json:"state"`
+	// Fault is the cloud's error message for a server in ERROR.
+	Fault string `cbor:"fault,omitempty" json:"fault,omitempty"`
+	// Ready is true once the VM's vmagent has contextualized and checked in.
+	Ready bool `cbor:"ready" json:"ready"`
+	// Retiring is true once a retirement order reached the VM.
+	Retiring bool `cbor:"retiring" json:"retiring"`
+	// Foreign marks servers in the project that Canopy did not boot; they
+	// count against quotas and are never touched.
+	Foreign   bool      `cbor:"foreign,omitempty" json:"foreign,omitempty"`
+	CreatedAt time.Time `cbor:"created_at" json:"created_at"`
+	ReadyAt   time.Time `cbor:"ready_at,omitempty" json:"ready_at,omitempty"`
+	LastSeen  time.Time `cbor:"last_seen,omitempty" json:"last_seen,omitempty"`
+}
+
+// Inventory is an agent's full report of what is true in its cloud.
+type Inventory struct {
+	Seq     uint64         `cbor:"seq"`
+	Flavors []Flavor       `cbor:"flavors"`
+	Limits  Limits         `cbor:"limits"`
+	VMs     []VM           `cbor:"vms"`
+	Images  []images.Image `cbor:"images"`
+	TakenAt time.Time      `cbor:"taken_at"`
+}
+
+// CommandKind says what a command asks the agent to do.
+type CommandKind string
+
+// Command kinds.
+const (
+	CmdBoot   CommandKind = "boot"
+	CmdRetire CommandKind = "retire"
+	CmdDelete CommandKind = "delete"
+)
+
+// Command is an order from the hub to an agent. Commands are idempotent: an
+// agent that sees the same ID twice carries it out once, and a boot names its
+// servers so that a replay finds them instead of booting again.
+type Command struct {
+	ID     string         `cbor:"id"`
+	Op     CommandKind    `cbor:"op"`
+	Boot   *BootCommand   `cbor:"boot,omitempty"`
+	Retire *RetireCommand `cbor:"retire,omitempty"`
+	Delete *DeleteCommand `cbor:"delete,omitempty"`
+}
+
+// BootCommand asks for servers with the given names.
+type BootCommand struct {
+	PlanID string   `cbor:"plan_id"`
+	Group  string   `cbor:"group"`
+	VMType string   `cbor:"vm_type"`
+	Flavor string   `cbor:"flavor"`
+	Image  string   `cbor:"image"`
+	Names  []string `cbor:"names"`
+}
+
+// RetireCommand asks VMs to stop taking jobs, finish within Deadline, and be deleted.
+type RetireCommand struct {
+	VMIDs    []string      `cbor:"vm_ids"`
+	Deadline time.Duration `cbor:"deadline"`
+	Reason   string        `cbor:"reason"`
+}
+
+// DeleteCommand asks for servers to be deleted at once.
+type DeleteCommand struct {
+	VMIDs  []string `cbor:"vm_ids"`
+	Reason string   `cbor:"reason"`
+}
+
+// ErrorClass classifies a failed command so the planner can react.
+type ErrorClass string
+
+// Error classes reported in results.
+const (
+	ErrClassNone      ErrorClass = ""
+	ErrClassAuth      ErrorClass = "auth"
+	ErrClassQuota     ErrorClass = "quota"
+	ErrClassNoHost    ErrorClass = "no_valid_host"
+	ErrClassRateLimit ErrorClass = "rate_limited"
+	ErrClassTransient ErrorClass = "transient"
+	ErrClassInvalid   ErrorClass = "invalid"
+	ErrClassInternal  ErrorClass = "internal"
+)
+
+// Result is an agent's answer to one command.
+type Result struct {
+	CommandID string     `cbor:"command_id"`
+	OK        bool       `cbor:"ok"`
+	Class     ErrorClass `cbor:"class,omitempty"`
+	Error     string     `cbor:"error,omitempty"`
+	// VMIDs are the servers the command created or acted on.
+	VMIDs []string `cbor:"vm_ids,omitempty"`
+}
+
+// Heartbeat tells the hub the agent is alive.
+type Heartbeat struct {
+	Seq    uint64    `cbor:"seq"`
+	SentAt time.Time `cbor:"sent_at"`
+}
+
+// ErrorCode classifies a protocol error frame.
+type ErrorCode string
+
+// Protocol error codes.
+const (
+	CodeMalformed   ErrorCode = "malformed"
+	CodeTooLarge    ErrorCode = "too_large"
+	CodeUnknownKind ErrorCode = "unknown_kind"
+	CodeBadVersion  ErrorCode = "bad_version"
+	CodeBadIdentity ErrorCode = "bad_identity"
+	CodeUnexpected  ErrorCode = "unexpected"
+)
+
+// Error is sent before a side closes a stream because of the peer's input.
+type Error struct {
+	Code    ErrorCode `cbor:"code"`
+	Message string    `cbor:"message"`
+}
+
+// Kind implements Message.
+func (Hello) Kind() Kind { return KindHello }
+
+// Kind implements Message.
+func (Welcome) Kind() Kind { return KindWelcome }
+
+// Kind implements Message.
+func (Inventory) Kind() Kind { return KindInventory }
+
+// Kind implements Message.
+func (Command) Kind() Kind { return KindCommand }
+
+// Kind implements Message.
+func (Result) Kind() Kind { return KindResult }
+
+// Kind implements Message.
+func (Heartbeat) Kind() Kind { return KindHeartbeat }
+
+// Kind implements Message.
+func (Error) Kind() Kind { return KindError }
