@@ -68,11 +68,11 @@ type Welcome struct {
 
 // Flavor is a VM size a cloud offers.
 type Flavor struct {
-	ID      string `cbor:"id" json:"id"`
-	Name    string `cbor:"name" json:"name"`
-	VCPUs   int    `cbor:"vcpus" json:"vcpus"`
-	RAMMiB  int    `cbor:"ram_mib" json:"ram_mib"`
-	DiskGiB int    `cbor:"disk_gib" json:"disk_gib"`
+	ID      string `cbor:"id" json:"id" yaml:"id"`
+	Name    string `cbor:"name" json:"name" yaml:"name"`
+	VCPUs   int    `cbor:"vcpus" json:"vcpus" yaml:"vcpus"`
+	RAMMiB  int    `cbor:"ram_mib" json:"ram_mib" yaml:"ram_mib"`
+	DiskGiB int    `cbor:"disk_gib" json:"disk_gib" yaml:"disk_gib"`
 }
 
 // Limits are a cloud project's absolute limits and usage. A negative maximum

@@ -1,0 +1,251 @@
+// Package agent is Canopy's site agent: one per cloud tenant. It keeps a
+// mutual-TLS QUIC session to the hub, reports what is true in its cloud
+// (flavors, limits, servers, images), carries out the hub's commands
+// idempotently through a cloud Driver, and answers its VMs' check-ins.
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/canopy-grid/canopy/agent/vmtoken"
+	"github.com/canopy-grid/canopy/protocol"
+	"github.com/canopy-grid/canopy/protocol/pki"
+)
+
+// Config is the agent's own configuration (the cloud driver's settings are
+// configured separately).
+type Config struct {
+	// Site is this agent's site name; it must match its certificate.
+	Site string `yaml:"site"`
+	Hub  Hub    `yaml:"hub"`
+	// StateDir holds the agent's VM token key.
+	StateDir string `yaml:"state_dir"`
+	// VMListen is where VMs check in (host:port). VMs must reach it.
+	VMListen string `yaml:"vm_listen"`
+	// VMAdvertise is the URL VMs are told to use; default http://VMListen.
+	VMAdvertise string `yaml:"vm_advertise"`
+	// CondorHost is the HTCondor central manager VMs join.
+	CondorHost string `yaml:"condor_host"`
+	// TokenTTL is how long a VM's identity token is valid.
+	TokenTTL time.Duration `yaml:"token_ttl"`
+	// CheckinEvery is how often VMs check in.
+	CheckinEvery time.Duration `yaml:"checkin_every"`
+	// RetireGrace is how long after a VM reports it has drained, or past
+	// its retirement deadline, before the server is deleted anyway.
+	RetireGrace time.Duration `yaml:"retire_grace"`
+	// ReconnectMin and ReconnectMax bound the reconnect backoff.
+	ReconnectMin time.Duration `yaml:"reconnect_min"`
+	ReconnectMax time.Duration `yaml:"reconnect_max"`
+}
+
+// Hub says how to reach and trust the hub.
+type Hub struct {
+	Addr       string `yaml:"addr"`
+	ServerName string `yaml:"server_name"`
+	CA         string `yaml:"ca"`
+	Cert       string `yaml:"cert"`
+	Key        string `yaml:"key"`
+}
+
+// withDefaults fills unset fields.
+func (c Config) withDefaults() Config {
+	if c.VMListen == "" {
+		c.VMListen = "127.0.0.1:0"
+	}
+	if c.TokenTTL == 0 {
+		c.TokenTTL = 7 * 24 * time.Hour
+	}
+	if c.CheckinEvery == 0 {
+		c.CheckinEvery = 10 * time.Second
+	}
+	if c.RetireGrace == 0 {
+		c.RetireGrace = 30 * time.Second
+	}
+	if c.ReconnectMin == 0 {
+		c.ReconnectMin = 500 * time.Millisecond
+	}
+	if c.ReconnectMax == 0 {
+		c.ReconnectMax = 30 * time.Second
+	}
+	if c.Hub.ServerName == "" {
+		if host, _, err := net.SplitHostPort(c.Hub.Addr); err == nil {
+			c.Hub.ServerName = host
+		}
+	}
+	return c
+}
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	if err := pki.ValidSite(c.Site); err != nil {
+		return err
+	}
+	for name, v := range map[string]string{"hub.addr": c.Hub.Addr, "hub.ca": c.Hub.CA, "hub.cert": c.Hub.Cert,
+		"hub.key": c.Hub.Key, "state_dir": c.StateDir, "condor_host": c.CondorHost} {
+		if v == "" {
+			return fmt.Errorf("agent config: %s is required", name)
+		}
+	}
+	return nil
+}
+
+// Agent is a running site agent.
+type Agent struct {
+	cfg    Config
+	driver Driver
+	log    *logrus.Entry
+	signer *vmtoken.Signer
+	tls    *tls.Config
+	now    func() time.Time
+
+	cmds    *commandLog
+	vms     *vmBook
+	changed chan struct{} // something worth an early inventory happened
+	invSeq  atomic.Uint64
+
+	mu     sync.Mutex
+	hubID  string
+	vmURL  string
+	status Status
+}
+
+// Status is what the agent knows about its own link, for tests and logs.
+type Status struct {
+	Connected  bool
+	Sessions   int
+	LastError  string
+	Inventory  uint64
+	Heartbeats uint64
+}
+
+// New prepares an agent. It loads certificates and the VM token key.
+func New(cfg Config, d Driver, log *logrus.Entry) (*Agent, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("agent state dir: %w", err)
+	}
+	key, err := vmtoken.LoadOrCreateKey(cfg.StateDir + "/vmtoken.key")
+	if err != nil {
+		return nil, err
+	}
+	signer, err := vmtoken.NewSigner(key)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.Hub.Cert, cfg.Hub.Key)
+	if err != nil {
+		return nil, fmt.Errorf("load agent certificate: %w", err)
+	}
+	caPEM, err := os.ReadFile(cfg.Hub.CA)
+	if err != nil {
+		return nil, fmt.Errorf("load hub CA: %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("load hub CA %s: no certificate found", cfg.Hub.CA)
+	}
+	return &Agent{
+		cfg:     cfg,
+		driver:  d,
+		log:     log.WithField("site", cfg.Site),
+		signer:  signer,
+		tls:     protocol.ClientTLS(roots, cert, cfg.Hub.ServerName),
+		now:     time.Now,
+		cmds:    newCommandLog(4096),
+		vms:     newVMBook(),
+		changed: make(chan struct{}, 1),
+	}, nil
+}
+
+// Status returns a copy of the agent's link status.
+func (a *Agent) Status() Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.status
+}
+
+// VMURL is the URL VMs check in at (valid once Run has started listening).
+func (a *Agent) VMURL() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.vmURL
+}
+
+// Run serves VMs and keeps a session with the hub until ctx ends.
+func (a *Agent) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", a.cfg.VMListen)
+	if err != nil {
+		return fmt.Errorf("vm endpoint: %w", err)
+	}
+	url := a.cfg.VMAdvertise
+	if url == "" {
+		url = "http://" + ln.Addr().String()
+	}
+	a.mu.Lock()
+	a.vmURL = url
+	a.mu.Unlock()
+	srv := &http.Server{Handler: a.vmHandler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+	a.log.WithField("vm_url", url).Info("VM endpoint listening")
+
+	var wg sync.WaitGroup
+	wg.Go(func() { a.reaper(ctx) })
+	defer wg.Wait()
+
+	b := protocol.Backoff{Min: a.cfg.ReconnectMin, Max: a.cfg.ReconnectMax}
+	for ctx.Err() == nil {
+		connected, err := a.session(ctx)
+		if ctx.Err() != nil {
+			break
+		}
+		if connected {
+			b.Reset()
+		}
+		d := b.Next()
+		a.setStatus(func(s *Status) { s.Connected = false; s.LastError = errString(err) })
+		a.log.WithError(err).WithField("retry_in", d.Round(time.Millisecond)).Warn("hub session ended")
+		if protocol.Sleep(ctx, d) != nil {
+			break
+		}
+	}
+	return nil
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func (a *Agent) setStatus(f func(*Status)) {
+	a.mu.Lock()
+	f(&a.status)
+	a.mu.Unlock()
+}
+
+func (a *Agent) markChanged() {
+	select {
+	case a.changed <- struct{}{}:
+	default:
+	}
+}
+
+// ErrNotConnected is returned by operations that need the hub.
+var ErrNotConnected = errors.New("not connected to the hub")

@@ -1,0 +1,253 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/canopy-grid/canopy/agent/vmtoken"
+	"github.com/canopy-grid/canopy/protocol"
+	"github.com/canopy-grid/canopy/vmagent"
+)
+
+// commandLog remembers recent commands so a command id seen twice is
+// carried out once: a replay while the command runs is dropped (its result
+// follows), a replay after it ended gets the stored result again.
+type commandLog struct {
+	mu    sync.Mutex
+	max   int
+	order []string
+	byID  map[string]*protocol.Result // nil while running
+}
+
+func newCommandLog(max int) *commandLog {
+	return &commandLog{max: max, byID: map[string]*protocol.Result{}}
+}
+
+// begin reports whether id is new; if not, it returns the stored result
+// (nil while the first run is still going).
+func (l *commandLog) begin(id string) (bool, *protocol.Result) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if r, ok := l.byID[id]; ok {
+		return false, r
+	}
+	l.byID[id] = nil
+	l.order = append(l.order, id)
+	if len(l.order) > l.max {
+		old := l.order[0]
+		l.order = l.order[1:]
+		delete(l.byID, old)
+	}
+	return true, nil
+}
+
+func (l *commandLog) finish(id string, r *protocol.Result) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.byID[id]; ok {
+		l.byID[id] = r
+	}
+}
+
+// execute carries out cmd once. fresh is false for a replay; res is nil for
+// a replay of a command still running.
+func (a *Agent) execute(ctx context.Context, cmd protocol.Command) (res *protocol.Result, fresh bool) {
+	isNew, prev := a.cmds.begin(cmd.ID)
+	if !isNew {
+		a.log.WithField("command", cmd.ID).Debug("replayed command; not run again")
+		return prev, false
+	}
+	log := a.log.WithFields(map[string]any{"command": cmd.ID, "op": cmd.Op})
+	var ids []string
+	var err error
+	switch cmd.Op {
+	case protocol.CmdBoot:
+		ids, err = a.boot(ctx, *cmd.Boot)
+	case protocol.CmdRetire:
+		ids, err = a.retire(*cmd.Retire)
+	case protocol.CmdDelete:
+		ids, err = a.deleteVMs(ctx, cmd.Delete.VMIDs, cmd.Delete.Reason)
+	}
+	r := &protocol.Result{CommandID: cmd.ID, OK: err == nil, VMIDs: ids}
+	if err != nil {
+		r.Class = Classify(err)
+		r.Error = err.Error()
+		log.WithError(err).WithField("class", r.Class).Warn("command failed")
+	} else {
+		log.WithField("vms", len(ids)).Info("command done")
+	}
+	a.cmds.finish(cmd.ID, r)
+	return r, true
+}
+
+// ClassifiedError is implemented by driver errors that know their class.
+type ClassifiedError interface {
+	error
+	Class() protocol.ErrorClass
+}
+
+// Classify maps an error to the class reported to the hub.
+func Classify(err error) protocol.ErrorClass {
+	var ce ClassifiedError
+	if errors.As(err, &ce) {
+		return ce.Class()
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return protocol.ErrClassTransient
+	}
+	if strings.Contains(strings.ToLower(err.Error()), "quota exceeded") {
+		return protocol.ErrClassQuota
+	}
+	return protocol.ErrClassInternal
+}
+
+// boot creates the named servers that do not exist yet. Listing first makes
+// a replayed or retried boot find its servers instead of booting again.
+func (a *Agent) boot(ctx context.Context, b protocol.BootCommand) ([]string, error) {
+	existing, err := a.driver.Servers(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list servers before boot: %w", err)
+	}
+	byName := make(map[string]Server, len(existing))
+	for _, s := range existing {
+		byName[s.Name] = s
+	}
+	a.mu.Lock()
+	hubID, vmURL := a.hubID, a.vmURL
+	a.mu.Unlock()
+	var ids []string
+	var errs []error
+	for _, name := range b.Names {
+		if s, ok := byName[name]; ok {
+			ids = append(ids, s.ID)
+			continue
+		}
+		tok, err := a.signer.Mint(vmtoken.Claims{Site: a.cfg.Site, Server: name, Group: b.Group, Expires: a.now().Add(a.cfg.TokenTTL)})
+		if err != nil {
+			return ids, err
+		}
+		ud, err := vmagent.RenderUserData(vmagent.Settings{AgentURL: vmURL, Token: tok, CondorHost: a.cfg.CondorHost,
+			Site: a.cfg.Site, Group: b.Group, VMType: b.VMType, CheckinEvery: a.cfg.CheckinEvery})
+		if err != nil {
+			return ids, err
+		}
+		s, err := a.driver.Boot(ctx, BootSpec{
+			Name:   name,
+			Flavor: b.Flavor,
+			Image:  b.Image,
+			Metadata: map[string]string{MetaHub: hubID, MetaSite: a.cfg.Site, MetaGroup: b.Group,
+				MetaVMType: b.VMType, MetaPlan: b.PlanID},
+			UserData: ud,
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("boot %s on %s: %w", name, a.cfg.Site, err))
+			if Classify(err) == protocol.ErrClassQuota || ctx.Err() != nil {
+				break // the rest would fail the same way
+			}
+			continue
+		}
+		a.log.WithFields(map[string]any{"vm": name, "id": s.ID, "flavor": b.Flavor, "plan": b.PlanID}).Info("booted")
+		ids = append(ids, s.ID)
+	}
+	return ids, errors.Join(errs...)
+}
+
+// retire records the retirement order; each VM learns it at its next
+// check-in, drains, and reports; the reaper then deletes the server.
+func (a *Agent) retire(r protocol.RetireCommand) ([]string, error) {
+	deadline := a.now().Add(r.Deadline)
+	for _, id := range r.VMIDs {
+		a.vms.retire(id, deadline, r.Reason)
+		a.log.WithFields(map[string]any{"vm_id": id, "reason": r.Reason}).Info("retirement ordered")
+	}
+	return r.VMIDs, nil
+}
+
+func (a *Agent) deleteVMs(ctx context.Context, ids []string, reason string) ([]string, error) {
+	var done []string
+	var errs []error
+	for _, id := range ids {
+		if err := a.driver.Delete(ctx, id); err != nil {
+			errs = append(errs, fmt.Errorf("delete %s on %s: %w", id, a.cfg.Site, err))
+			continue
+		}
+		a.vms.forget(id)
+		a.log.WithFields(map[string]any{"vm_id": id, "reason": reason}).Info("deleted")
+		done = append(done, id)
+	}
+	return done, errors.Join(errs...)
+}
+
+// inventory reports what is true in the cloud now.
+func (a *Agent) inventory(ctx context.Context) (protocol.Inventory, error) {
+	flavors, err := a.driver.Flavors(ctx)
+	if err != nil {
+		return protocol.Inventory{}, fmt.Errorf("flavors: %w", err)
+	}
+	limits, err := a.driver.Limits(ctx)
+	if err != nil {
+		return protocol.Inventory{}, fmt.Errorf("limits: %w", err)
+	}
+	servers, err := a.driver.Servers(ctx)
+	if err != nil {
+		return protocol.Inventory{}, fmt.Errorf("servers: %w", err)
+	}
+	imgs, err := a.driver.Images(ctx)
+	if err != nil {
+		return protocol.Inventory{}, fmt.Errorf("images: %w", err)
+	}
+	inv := protocol.Inventory{Seq: a.invSeq.Add(1), Flavors: flavors, Limits: limits, Images: imgs, TakenAt: a.now().UTC()}
+	live := make(map[string]bool, len(servers))
+	for _, s := range servers {
+		live[s.ID] = true
+		vm := protocol.VM{ID: s.ID, Name: s.Name, Flavor: s.Flavor, Image: s.Image, Fault: s.Fault, CreatedAt: s.CreatedAt}
+		if s.Metadata[MetaHub] == "" {
+			vm.Foreign = true
+		} else {
+			vm.Group, vm.VMType, vm.PlanID = s.Metadata[MetaGroup], s.Metadata[MetaVMType], s.Metadata[MetaPlan]
+		}
+		switch s.Status {
+		case StatusBuild:
+			vm.State = protocol.VMBooting
+		case StatusActive:
+			vm.State = protocol.VMActive
+		case StatusError:
+			vm.State = protocol.VMError
+		default:
+			vm.State = protocol.VMDeleting
+		}
+		if st, ok := a.vms.get(s.ID); ok {
+			vm.Ready, vm.ReadyAt, vm.LastSeen = st.ready, st.readyAt, st.lastSeen
+			vm.Retiring = !st.retireBy.IsZero()
+		}
+		inv.VMs = append(inv.VMs, vm)
+	}
+	a.vms.prune(live)
+	return inv, nil
+}
+
+// reaper deletes retired VMs: those whose vmagent reported it has drained,
+// and those past their retirement deadline plus grace.
+func (a *Agent) reaper(ctx context.Context) {
+	every := min(a.cfg.CheckinEvery, 5*time.Second)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, id := range a.vms.due(a.now(), a.cfg.RetireGrace) {
+			if _, err := a.deleteVMs(ctx, []string{id}, "retired"); err != nil {
+				a.log.WithError(err).Warn("delete retired VM")
+				continue
+			}
+			a.markChanged()
+		}
+	}
+}

@@ -1,0 +1,168 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/canopy-grid/canopy/protocol"
+)
+
+// Version is the agent's software version, reported in Hello.
+var Version = "dev"
+
+// maxConcurrentCommands bounds how many commands run at once.
+const maxConcurrentCommands = 8
+
+// session runs one hub session. connected reports whether the handshake
+// completed (the backoff restarts after a good session).
+func (a *Agent) session(ctx context.Context) (connected bool, err error) {
+	dctx, cancel := context.WithTimeout(ctx, protocol.HandshakeTimeout*2)
+	qc, err := quic.DialAddr(dctx, a.cfg.Hub.Addr, a.tls, protocol.QUICConfig())
+	cancel()
+	if err != nil {
+		return false, fmt.Errorf("dial hub %s: %w", a.cfg.Hub.Addr, err)
+	}
+	defer func() { _ = qc.CloseWithError(0, "agent session over") }()
+	sctx, cancel := context.WithTimeout(ctx, protocol.HandshakeTimeout)
+	st, err := qc.OpenStreamSync(sctx)
+	cancel()
+	if err != nil {
+		return false, fmt.Errorf("open control stream: %w", err)
+	}
+	conn := protocol.NewConn(st, st)
+	w, err := protocol.ClientHandshake(conn, protocol.Hello{Site: a.cfg.Site, Software: Version})
+	if err != nil {
+		return false, fmt.Errorf("handshake: %w", err)
+	}
+	a.mu.Lock()
+	a.hubID = w.HubID
+	a.status.Connected = true
+	a.status.Sessions++
+	a.status.LastError = ""
+	a.mu.Unlock()
+	a.log.WithFields(map[string]any{"hub": w.HubID, "version": w.Version}).Info("connected to hub")
+
+	ctx, cancel = context.WithCancel(ctx)
+	defer cancel()
+	// Close the stream when the session ends so a blocked Recv returns.
+	go func() {
+		<-ctx.Done()
+		st.CancelRead(0)
+		_ = st.Close()
+	}()
+
+	// A full inventory first, after every (re)connect.
+	if err := a.sendInventory(ctx, conn); err != nil {
+		return true, err
+	}
+
+	errc := make(chan error, 2)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Go(func() { errc <- a.sendLoop(ctx, conn, w) })
+	wg.Go(func() { errc <- a.recvLoop(ctx, conn) })
+	select {
+	case err = <-errc:
+	case <-qc.Context().Done():
+		err = context.Cause(qc.Context())
+	}
+	return true, err
+}
+
+func (a *Agent) sendLoop(ctx context.Context, conn *protocol.Conn, w protocol.Welcome) error {
+	hbEvery, invEvery := w.HeartbeatEvery, w.InventoryEvery
+	if hbEvery <= 0 {
+		hbEvery = 5 * time.Second
+	}
+	if invEvery <= 0 {
+		invEvery = 30 * time.Second
+	}
+	hb := time.NewTicker(hbEvery)
+	defer hb.Stop()
+	inv := time.NewTicker(invEvery)
+	defer inv.Stop()
+	var seq uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-hb.C:
+			seq++
+			if err := conn.Send(protocol.Heartbeat{Seq: seq, SentAt: a.now().UTC()}); err != nil {
+				return err
+			}
+			a.setStatus(func(s *Status) { s.Heartbeats++ })
+		case <-inv.C:
+			if err := a.sendInventory(ctx, conn); err != nil {
+				return err
+			}
+		case <-a.changed:
+			if err := a.sendInventory(ctx, conn); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (a *Agent) recvLoop(ctx context.Context, conn *protocol.Conn) error {
+	sem := make(chan struct{}, maxConcurrentCommands)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		m, err := conn.Recv()
+		if err != nil {
+			var fe *protocol.FrameError
+			if errors.As(err, &fe) {
+				_ = conn.SendError(err)
+				return fmt.Errorf("bad frame from hub: %w", err)
+			}
+			return err
+		}
+		switch v := m.(type) {
+		case protocol.Command:
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				res, fresh := a.execute(ctx, v)
+				if !fresh && res == nil {
+					return // already running: its result will be sent when it ends
+				}
+				if err := conn.Send(*res); err != nil {
+					a.log.WithError(err).WithField("command", v.ID).Warn("send result")
+				}
+				a.markChanged()
+			})
+		case protocol.Error:
+			return fmt.Errorf("hub reported %s: %s", v.Code, v.Message)
+		default:
+			err := &protocol.FrameError{Code: protocol.CodeUnexpected, Msg: "agent does not accept " + m.Kind().String()}
+			_ = conn.SendError(err)
+			return err
+		}
+	}
+}
+
+func (a *Agent) sendInventory(ctx context.Context, conn *protocol.Conn) error {
+	inv, err := a.inventory(ctx)
+	if err != nil {
+		// A failing cloud API is reported by omission: the hub sees the
+		// inventory age grow. Keep the session.
+		a.log.WithError(err).Warn("take inventory")
+		return nil
+	}
+	if err := conn.Send(inv); err != nil {
+		return err
+	}
+	a.setStatus(func(s *Status) { s.Inventory = inv.Seq })
+	return nil
+}

@@ -1,0 +1,138 @@
+package hub
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/canopy-grid/canopy/hub/planner"
+	"github.com/canopy-grid/canopy/protocol/pki"
+)
+
+// Config is the hub's configuration file (see deploy/examples/hub.yaml).
+type Config struct {
+	// ID names this hub; it is written on every server Canopy boots.
+	ID string `yaml:"id"`
+	// Listen is the UDP address agents connect to over QUIC.
+	Listen string `yaml:"listen"`
+	// HTTP is the address of the status page, /metrics and the JSON API.
+	// Loopback by default: put a TLS proxy in front to publish it.
+	HTTP string `yaml:"http"`
+	// TLSDir holds the CA and the hub's certificate (`hub tls init`).
+	TLSDir string `yaml:"tls_dir"`
+	// RevokedSerials are agent certificate serial numbers (hex) refused.
+	RevokedSerials []string `yaml:"revoked_serials"`
+	// StateFile is the embedded store.
+	StateFile string `yaml:"state_file"`
+	// PlanEvery is how often the hub polls demand and plans.
+	PlanEvery time.Duration `yaml:"plan_every"`
+	// HeartbeatEvery and InventoryEvery are asked of every agent.
+	HeartbeatEvery time.Duration `yaml:"heartbeat_every"`
+	InventoryEvery time.Duration `yaml:"inventory_every"`
+	// DemandMaxAge is how long the last good demand is used while the job
+	// source fails; after it, the hub stops booting.
+	DemandMaxAge time.Duration `yaml:"demand_max_age"`
+	// BootListTimeout is how long a booted server may stay unlisted by its
+	// cloud before the hub forgets it.
+	BootListTimeout time.Duration `yaml:"boot_list_timeout"`
+	Planner         PlannerConfig `yaml:"planner"`
+	// Sites are per-cloud admin settings, by site name. Sites not listed
+	// get defaults.
+	Sites map[string]SiteConfig `yaml:"sites"`
+	// Demand selects the job source; main wires it.
+	Demand DemandConfig `yaml:"demand"`
+}
+
+// DemandConfig selects and configures the job source.
+type DemandConfig struct {
+	// Source is "trace" (a simulated pool) or "htcondor".
+	Source string `yaml:"source"`
+	// Trace configures the simulated pool.
+	Trace TraceConfig `yaml:"trace"`
+}
+
+// TraceConfig configures the simulated pool.
+type TraceConfig struct {
+	File      string  `yaml:"file"`
+	TimeScale float64 `yaml:"time_scale"`
+}
+
+// PlannerConfig holds policy knobs (see hub/planner).
+type PlannerConfig struct {
+	KeepAlive        time.Duration `yaml:"keep_alive"`
+	ErrorDelay       time.Duration `yaml:"error_delay"`
+	RetireDeadline   time.Duration `yaml:"retire_deadline"`
+	MaxBootsPerCloud int           `yaml:"max_boots_per_cloud"`
+}
+
+// SiteConfig is an admin's settings for one cloud.
+type SiteConfig struct {
+	Priority  int           `yaml:"priority"`
+	Paused    bool          `yaml:"paused"`
+	Caps      planner.Caps  `yaml:"caps"`
+	KeepAlive time.Duration `yaml:"keep_alive"`
+	// Image is the image VMs boot on this site when a job names none.
+	Image string `yaml:"image"`
+}
+
+// WithDefaults fills unset fields with the documented defaults.
+func (c Config) WithDefaults() Config {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	if c.ID == "" {
+		c.ID = "canopy"
+	}
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:7443"
+	}
+	if c.HTTP == "" {
+		c.HTTP = "127.0.0.1:8080"
+	}
+	def(&c.PlanEvery, 10*time.Second)
+	def(&c.HeartbeatEvery, 5*time.Second)
+	def(&c.InventoryEvery, 30*time.Second)
+	def(&c.DemandMaxAge, 5*time.Minute)
+	def(&c.BootListTimeout, 10*time.Minute)
+	pd := planner.DefaultConfig()
+	def(&c.Planner.KeepAlive, pd.KeepAlive)
+	def(&c.Planner.ErrorDelay, pd.ErrorDelay)
+	def(&c.Planner.RetireDeadline, pd.RetireDeadline)
+	if c.Planner.MaxBootsPerCloud == 0 {
+		c.Planner.MaxBootsPerCloud = pd.MaxBootsPerCloud
+	}
+	if c.Demand.Source == "" {
+		c.Demand.Source = "trace"
+	}
+	return c
+}
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	var errs []error
+	if c.TLSDir == "" {
+		errs = append(errs, errors.New("tls_dir is required"))
+	}
+	if c.StateFile == "" {
+		errs = append(errs, errors.New("state_file is required"))
+	}
+	for name := range c.Sites {
+		if err := pki.ValidSite(name); err != nil {
+			errs = append(errs, fmt.Errorf("sites: %w", err))
+		}
+	}
+	switch c.Demand.Source {
+	case "trace":
+		if c.Demand.Trace.File == "" {
+			errs = append(errs, errors.New("demand.trace.file is required for the trace source"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("demand.source %q: want trace", c.Demand.Source))
+	}
+	if c.PlanEvery < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("plan_every %s is below 100ms", c.PlanEvery))
+	}
+	return errors.Join(errs...)
+}

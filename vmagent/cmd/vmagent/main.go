@@ -1,0 +1,54 @@
+// Command vmagent runs inside every worker VM (baked into the image).
+//
+//	vmagent run [--metadata-url URL | --config-drive DIR] [--root DIR] [--no-condor]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/canopy-grid/canopy/vmagent"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "vmagent:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	if len(args) == 0 || args[0] != "run" {
+		return errors.New("usage: vmagent run [--metadata-url URL | --config-drive DIR] [--root DIR] [--no-condor]")
+	}
+	fs := flag.NewFlagSet("vmagent run", flag.ContinueOnError)
+	mdURL := fs.String("metadata-url", "http://169.254.169.254", "OpenStack metadata service")
+	drive := fs.String("config-drive", "", "read metadata from a mounted config drive instead")
+	root := fs.String("root", "/", "prefix for every file written")
+	noCondor := fs.Bool("no-condor", false, "log HTCondor commands instead of running them (local test VMs)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	log := logrus.New()
+	log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: "15:04:05.000"})
+	entry := log.WithField("component", "vmagent")
+
+	var src vmagent.MetadataSource = vmagent.HTTPSource{BaseURL: *mdURL}
+	if *drive != "" {
+		src = vmagent.DirSource{Dir: *drive}
+	}
+	var runner vmagent.CommandRunner = vmagent.ExecRunner{}
+	if *noCondor {
+		runner = vmagent.LogRunner{Log: entry}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return vmagent.Run(ctx, vmagent.Options{Root: *root, Source: src, Runner: runner, Log: entry})
+}
