@@ -1,0 +1,48 @@
+# Canopy: one HTCondor pool across many OpenStack clouds.
+#   make demo    run hub + two site agents + local VMs on loopback
+#   make check   every test (unit, integration against real services, fuzz seeds, lint)
+#   make test    the quick unit subset
+SHELL := /bin/bash
+export PATH := $(PATH):/usr/local/go/bin:$(HOME)/go/bin
+GO ?= go
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+BINS := ./hub/cmd/hub ./agent/cmd/agent ./vmagent/cmd/vmagent
+
+.PHONY: build demo test check lint bench testbed-up testbed-down integration clean
+
+build:
+	$(GO) build -o bin/ $(BINS)
+
+demo: build
+	$(GO) run ./deploy/demo/cmd/demo --bin bin --dir .demo
+
+test:
+	$(GO) test -count=1 ./...
+
+lint:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) vet -tags integration ./...
+	$(GO) run $(STATICCHECK) ./...
+	$(GO) run $(STATICCHECK) -tags integration ./...
+
+# Real services the integration tests use (installed and started by the
+# project's own scripts under deploy/testbed/).
+testbed-up:
+	deploy/testbed/up.sh
+
+testbed-down:
+	deploy/testbed/down.sh
+
+integration: testbed-up
+	$(GO) test -count=1 -p 1 -timeout 45m -tags integration ./...
+
+check: lint
+	$(MAKE) integration; rc=$$?; $(MAKE) testbed-down; exit $$rc
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+clean:
+	rm -rf bin .demo
