@@ -48,6 +48,11 @@ type Config struct {
 	// ReconnectMin and ReconnectMax bound the reconnect backoff.
 	ReconnectMin time.Duration `yaml:"reconnect_min"`
 	ReconnectMax time.Duration `yaml:"reconnect_max"`
+	// VM is what every VM's user-data carries besides its identity.
+	VM VMContext `yaml:"vm"`
+	// StorageEvery is how often storage health is collected (when a
+	// storage collector is configured).
+	StorageEvery time.Duration `yaml:"storage_every"`
 }
 
 // Hub says how to reach and trust the hub.
@@ -69,6 +74,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.CheckinEvery == 0 {
 		c.CheckinEvery = 10 * time.Second
+	}
+	if c.StorageEvery == 0 {
+		c.StorageEvery = time.Minute
 	}
 	if c.RetireGrace == 0 {
 		c.RetireGrace = 30 * time.Second
@@ -110,15 +118,19 @@ type Agent struct {
 	tls    *tls.Config
 	now    func() time.Time
 
+	userData *UserDataRenderer
+	storage  StorageCollector
+
 	cmds    *commandLog
 	vms     *vmBook
 	changed chan struct{} // something worth an early inventory happened
 	invSeq  atomic.Uint64
 
-	mu     sync.Mutex
-	hubID  string
-	vmURL  string
-	status Status
+	mu          sync.Mutex
+	lastStorage *protocol.StorageReport
+	hubID       string
+	vmURL       string
+	status      Status
 }
 
 // Status is what the agent knows about its own link, for tests and logs.
@@ -147,6 +159,10 @@ func New(cfg Config, d Driver, log *logrus.Entry) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	userData, err := NewUserDataRenderer(cfg.VM)
+	if err != nil {
+		return nil, err
+	}
 	cert, err := tls.LoadX509KeyPair(cfg.Hub.Cert, cfg.Hub.Key)
 	if err != nil {
 		return nil, fmt.Errorf("load agent certificate: %w", err)
@@ -160,15 +176,16 @@ func New(cfg Config, d Driver, log *logrus.Entry) (*Agent, error) {
 		return nil, fmt.Errorf("load hub CA %s: no certificate found", cfg.Hub.CA)
 	}
 	return &Agent{
-		cfg:     cfg,
-		driver:  d,
-		log:     log.WithField("site", cfg.Site),
-		signer:  signer,
-		tls:     protocol.ClientTLS(roots, cert, cfg.Hub.ServerName),
-		now:     time.Now,
-		cmds:    newCommandLog(4096),
-		vms:     newVMBook(),
-		changed: make(chan struct{}, 1),
+		cfg:      cfg,
+		driver:   d,
+		log:      log.WithField("site", cfg.Site),
+		signer:   signer,
+		userData: userData,
+		tls:      protocol.ClientTLS(roots, cert, cfg.Hub.ServerName),
+		now:      time.Now,
+		cmds:     newCommandLog(4096),
+		vms:      newVMBook(),
+		changed:  make(chan struct{}, 1),
 	}, nil
 }
 
@@ -206,6 +223,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	var wg sync.WaitGroup
 	wg.Go(func() { a.reaper(ctx) })
+	wg.Go(func() { a.storageLoop(ctx) })
 	defer wg.Wait()
 
 	b := protocol.Backoff{Min: a.cfg.ReconnectMin, Max: a.cfg.ReconnectMax}

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/canopy-grid/canopy/agent/vmtoken"
 	"github.com/canopy-grid/canopy/protocol"
 	"github.com/canopy-grid/canopy/vmagent"
 )
@@ -126,11 +125,11 @@ func (a *Agent) boot(ctx context.Context, b protocol.BootCommand) ([]string, err
 			ids = append(ids, s.ID)
 			continue
 		}
-		tok, err := a.signer.Mint(vmtoken.Claims{Site: a.cfg.Site, Server: name, Group: b.Group, Expires: a.now().Add(a.cfg.TokenTTL)})
+		tok, tokID, err := a.mintVMToken(name, b.Group)
 		if err != nil {
 			return ids, err
 		}
-		ud, err := vmagent.RenderUserData(vmagent.Settings{AgentURL: vmURL, Token: tok, CondorHost: a.cfg.CondorHost,
+		ud, err := a.userData.Render(vmagent.Settings{AgentURL: vmURL, Token: tok, CondorHost: a.cfg.CondorHost,
 			Site: a.cfg.Site, Group: b.Group, VMType: b.VMType, CheckinEvery: a.cfg.CheckinEvery})
 		if err != nil {
 			return ids, err
@@ -140,7 +139,7 @@ func (a *Agent) boot(ctx context.Context, b protocol.BootCommand) ([]string, err
 			Flavor: b.Flavor,
 			Image:  b.Image,
 			Metadata: map[string]string{MetaHub: hubID, MetaSite: a.cfg.Site, MetaGroup: b.Group,
-				MetaVMType: b.VMType, MetaPlan: b.PlanID},
+				MetaVMType: b.VMType, MetaPlan: b.PlanID, MetaTokenID: tokID},
 			UserData: ud,
 		})
 		if err != nil {
@@ -200,7 +199,8 @@ func (a *Agent) inventory(ctx context.Context) (protocol.Inventory, error) {
 	if err != nil {
 		return protocol.Inventory{}, fmt.Errorf("images: %w", err)
 	}
-	inv := protocol.Inventory{Seq: a.invSeq.Add(1), Flavors: flavors, Limits: limits, Images: imgs, TakenAt: a.now().UTC()}
+	inv := protocol.Inventory{Seq: a.invSeq.Add(1), Flavors: flavors, Limits: limits, Images: imgs, TakenAt: a.now().UTC(),
+		Storage: a.storageReport()}
 	live := make(map[string]bool, len(servers))
 	for _, s := range servers {
 		live[s.ID] = true

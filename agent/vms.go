@@ -1,12 +1,16 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/sirupsen/logrus"
 
 	"github.com/canopy-grid/canopy/agent/vmtoken"
 )
@@ -16,6 +20,17 @@ import (
 type vmBook struct {
 	mu   sync.Mutex
 	byID map[string]*vmStatus
+	// deleted remembers servers this agent deleted, so that a token
+	// replayed after the deletion is refused at once, whatever a cached
+	// server listing says.
+	deleted map[string]time.Time
+
+	// servers caches the cloud's server listing for check-ins: with
+	// hundreds of VMs checking in, listing servers at each would load the
+	// cloud's API. See lookupServer.
+	listMu   sync.Mutex // held while listing
+	servers  map[string]Server
+	listedAt time.Time
 }
 
 type vmStatus struct {
@@ -28,7 +43,9 @@ type vmStatus struct {
 	drained  time.Time // when the VM reported it had drained
 }
 
-func newVMBook() *vmBook { return &vmBook{byID: map[string]*vmStatus{}} }
+func newVMBook() *vmBook {
+	return &vmBook{byID: map[string]*vmStatus{}, deleted: map[string]time.Time{}}
+}
 
 func (b *vmBook) entry(id string) *vmStatus {
 	s, ok := b.byID[id]
@@ -58,10 +75,36 @@ func (b *vmBook) retire(id string, by time.Time, reason string) {
 	}
 }
 
+// forget drops a deleted server and remembers that it was deleted.
 func (b *vmBook) forget(id string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	delete(b.byID, id)
+	delete(b.servers, id)
+	now := time.Now()
+	b.deleted[id] = now
+	if len(b.deleted) > maxDeleted {
+		// Drop the expired, then any others until under the bound.
+		for k, at := range b.deleted {
+			if k != id && (now.Sub(at) > deletedMemory || len(b.deleted) > maxDeleted) {
+				delete(b.deleted, k)
+			}
+		}
+	}
+}
+
+// How long and how many deleted servers are remembered: long enough for a
+// server listing to stop showing them.
+const (
+	deletedMemory = time.Hour
+	maxDeleted    = 4096
+)
+
+func (b *vmBook) wasDeleted(id string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	_, ok := b.deleted[id]
+	return ok
 }
 
 // prune drops entries for servers the cloud no longer lists.
@@ -97,8 +140,8 @@ type CheckinRequest struct {
 	// ServerID and Server identify the VM (from its metadata).
 	ServerID string `json:"server_id"`
 	Server   string `json:"server"`
-	// State is "ready" while taking jobs, "drained" once it has stopped
-	// after a retirement order.
+	// State is "ready" while taking jobs, "retiring" while its jobs finish
+	// after a retirement order, and "drained" once it has stopped.
 	State string `json:"state"`
 }
 
@@ -111,12 +154,40 @@ type CheckinResponse struct {
 
 // Check-in states.
 const (
-	CheckinReady   = "ready"
-	CheckinDrained = "drained"
+	CheckinReady    = "ready"
+	CheckinRetiring = "retiring"
+	CheckinDrained  = "drained"
 )
+
+// MetaTokenID is the server metadata key holding the id (nonce) of the
+// identity token minted for the server at boot: a token is accepted only
+// from the server it was minted for, not from a later server that reuses
+// the name.
+const MetaTokenID = "canopy_token_id"
 
 // maxCheckinBody bounds a check-in request.
 const maxCheckinBody = 8 << 10
+
+// Server listing cache for check-ins (see lookupServer).
+const (
+	serverCacheTTL  = 5 * time.Second
+	serverRelistMin = time.Second
+)
+
+// mintVMToken mints the identity token for a server about to be booted.
+// The returned id goes into the server's metadata under MetaTokenID.
+func (a *Agent) mintVMToken(server, group string) (tok, id string, err error) {
+	id, err = vmtoken.NewNonce()
+	if err != nil {
+		return "", "", err
+	}
+	tok, err = a.signer.Mint(vmtoken.Claims{Site: a.cfg.Site, Server: server, Group: group,
+		Expires: a.now().Add(a.cfg.TokenTTL), Nonce: id})
+	if err != nil {
+		return "", "", err
+	}
+	return tok, id, nil
+}
 
 func (a *Agent) vmHandler() http.Handler {
 	mux := http.NewServeMux()
@@ -124,10 +195,21 @@ func (a *Agent) vmHandler() http.Handler {
 	return mux
 }
 
+// refuse answers a refused check-in and logs why, once, at the edge.
+func (a *Agent) refuse(w http.ResponseWriter, log *logrus.Entry, status int, reason vmtoken.Reason, detail string) {
+	e := log.WithField("reason", string(reason))
+	if detail != "" {
+		e = e.WithField("detail", detail)
+	}
+	e.Warn("VM check-in refused")
+	http.Error(w, "check-in refused: "+string(reason), status)
+}
+
 func (a *Agent) handleCheckin(w http.ResponseWriter, r *http.Request) {
+	log := a.log.WithField("remote", r.RemoteAddr)
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok {
-		a.log.WithField("remote", r.RemoteAddr).Warn("VM check-in refused: no bearer token")
+	if !ok || tok == "" {
+		log.WithField("reason", "no bearer token").Warn("VM check-in refused")
 		http.Error(w, "missing bearer token", http.StatusUnauthorized)
 		return
 	}
@@ -135,37 +217,58 @@ func (a *Agent) handleCheckin(w http.ResponseWriter, r *http.Request) {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxCheckinBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
+		log.WithField("reason", "bad body").WithError(err).Warn("VM check-in refused")
 		http.Error(w, "bad check-in body: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	if req.State != CheckinReady && req.State != CheckinDrained {
-		http.Error(w, "state must be ready or drained", http.StatusBadRequest)
+	if req.State != CheckinReady && req.State != CheckinRetiring && req.State != CheckinDrained {
+		log.WithField("reason", "bad state").Warn("VM check-in refused")
+		http.Error(w, "state must be ready, retiring or drained", http.StatusBadRequest)
 		return
 	}
-	log := a.log.WithFields(map[string]any{"vm": req.Server, "vm_id": req.ServerID, "remote": r.RemoteAddr})
+	log = log.WithFields(logrus.Fields{"vm": req.Server, "vm_id": req.ServerID})
 	now := a.now()
-	if _, err := a.signer.Verify(tok, a.cfg.Site, req.Server, now); err != nil {
-		log.WithField("reason", err.Error()).Warn("VM check-in refused")
-		http.Error(w, "token refused: "+reasonOf(err), http.StatusForbidden)
+	claims, err := a.signer.Verify(tok, a.cfg.Site, req.Server, now)
+	if err != nil {
+		var te *vmtoken.Error
+		if errors.As(err, &te) {
+			a.refuse(w, log, http.StatusForbidden, te.Reason, te.Detail)
+		} else {
+			a.refuse(w, log, http.StatusForbidden, vmtoken.ReasonMalformed, err.Error())
+		}
 		return
 	}
-	// The server must exist with that name and id: a token replayed after
-	// its server was deleted is refused.
-	servers, err := a.driver.Servers(r.Context())
+	// The server must exist, under that name and id, booted for the
+	// token's group with this very token: a token replayed after its
+	// server was deleted, or by a later server of the same name, is refused.
+	if a.vms.wasDeleted(req.ServerID) {
+		a.refuse(w, log, http.StatusForbidden, vmtoken.ReasonUnknownVM, "deleted by this agent")
+		return
+	}
+	srv, found, err := a.lookupServer(r.Context(), req.ServerID)
 	if err != nil {
+		log.WithError(err).Warn("VM check-in: cannot list servers")
 		http.Error(w, "cannot list servers", http.StatusServiceUnavailable)
 		return
 	}
-	known := false
-	for _, s := range servers {
-		if s.ID == req.ServerID && s.Name == req.Server {
-			known = true
-			break
+	switch {
+	case !found || srv.Status == StatusDeleted:
+		a.refuse(w, log, http.StatusForbidden, vmtoken.ReasonUnknownVM, "")
+		return
+	case srv.Name != req.Server:
+		a.refuse(w, log, http.StatusForbidden, vmtoken.ReasonWrongServer,
+			fmt.Sprintf("server %s is named %q, not %q", req.ServerID, srv.Name, req.Server))
+		return
+	case srv.Metadata[MetaGroup] != claims.Group:
+		a.refuse(w, log, http.StatusForbidden, vmtoken.ReasonWrongGroup,
+			fmt.Sprintf("minted for %q, server booted for %q", claims.Group, srv.Metadata[MetaGroup]))
+		return
+	case srv.Metadata[MetaTokenID] != claims.Nonce:
+		detail := "the server carries another token id"
+		if srv.Metadata[MetaTokenID] == "" {
+			detail = "the server carries no token id"
 		}
-	}
-	if !known {
-		log.WithField("reason", vmtoken.ReasonUnknownVM).Warn("VM check-in refused")
-		http.Error(w, "token refused: "+string(vmtoken.ReasonUnknownVM), http.StatusForbidden)
+		a.refuse(w, log, http.StatusForbidden, vmtoken.ReasonReplayed, detail)
 		return
 	}
 
@@ -177,8 +280,10 @@ func (a *Agent) handleCheckin(w http.ResponseWriter, r *http.Request) {
 	if !s.ready {
 		s.ready, s.readyAt = true, now
 	}
+	drained := false
 	if req.State == CheckinDrained && s.drained.IsZero() && !s.retireBy.IsZero() {
 		s.drained = now
+		drained = true
 	}
 	resp := CheckinResponse{Retire: !s.retireBy.IsZero(), Reason: s.reason}
 	if resp.Retire {
@@ -189,7 +294,7 @@ func (a *Agent) handleCheckin(w http.ResponseWriter, r *http.Request) {
 		log.Info("VM ready")
 		a.markChanged()
 	}
-	if req.State == CheckinDrained {
+	if drained {
 		log.Info("VM drained")
 		a.markChanged()
 	}
@@ -197,10 +302,53 @@ func (a *Agent) handleCheckin(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(resp)
 }
 
-func reasonOf(err error) string {
-	var te *vmtoken.Error
-	if errors.As(err, &te) {
-		return string(te.Reason)
+// lookupServer finds a server by id in a recent listing of the cloud's
+// servers. A listing is reused while fresh; a server it lacks (a VM that
+// just booted) makes it list again, at most every serverRelistMin: a
+// check-in arriving sooner waits for that listing rather than being
+// refused. Only holders of a valid token get here.
+func (a *Agent) lookupServer(ctx context.Context, id string) (Server, bool, error) {
+	b := a.vms
+	b.mu.Lock()
+	srv, ok := b.servers[id]
+	listedAt := b.listedAt
+	b.mu.Unlock()
+	if ok && time.Since(listedAt) < serverCacheTTL {
+		return srv, true, nil
 	}
-	return "invalid"
+	missAt := time.Now()
+	b.listMu.Lock()
+	defer b.listMu.Unlock()
+	b.mu.Lock()
+	srv, ok = b.servers[id]
+	listedAt = b.listedAt
+	b.mu.Unlock()
+	if listedAt.After(missAt) {
+		return srv, ok, nil // listed by another check-in while this one waited
+	}
+	if wait := serverRelistMin - time.Since(listedAt); wait > 0 {
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return Server{}, false, ctx.Err()
+		case <-t.C:
+		}
+	}
+	list, err := a.driver.Servers(ctx)
+	if err != nil {
+		return Server{}, false, fmt.Errorf("list servers: %w", err)
+	}
+	m := make(map[string]Server, len(list))
+	for _, s := range list {
+		m[s.ID] = s
+	}
+	b.mu.Lock()
+	for id := range b.deleted {
+		delete(m, id)
+	}
+	b.servers, b.listedAt = m, time.Now()
+	srv, ok = m[id]
+	b.mu.Unlock()
+	return srv, ok, nil
 }

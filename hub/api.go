@@ -13,6 +13,7 @@ import (
 
 	"github.com/canopy-grid/canopy/hub/planner"
 	"github.com/canopy-grid/canopy/hub/store"
+	"github.com/canopy-grid/canopy/protocol"
 )
 
 // SiteStatus is one site in the JSON API and on the status page.
@@ -33,6 +34,8 @@ type SiteStatus struct {
 	Paused        bool      `json:"paused"`
 	BootFailures  int       `json:"boot_failures"`
 	LastFailure   string    `json:"last_failure,omitempty"`
+	// Storage is the site's last storage health report, if it sends one.
+	Storage *protocol.StorageReport `json:"storage,omitempty"`
 }
 
 // VMStatus is one VM in the JSON API and on the status page.
@@ -70,7 +73,7 @@ func (h *Hub) Sites() []SiteStatus {
 		st := SiteStatus{Name: s.name, Connected: h.connectedLocked(s, now), Software: s.software, ConnectedAt: s.connectedAt,
 			LastHeartbeat: s.lastHeartbeat, InventoryAt: s.invAt, Flavors: len(s.inv.Flavors), MaxCores: s.inv.Limits.MaxCores,
 			UsedCores: s.inv.Limits.UsedCores, MaxInstances: s.inv.Limits.MaxInstances, Pending: len(s.pending),
-			Paused: h.cfg.Sites[s.name].Paused, BootFailures: s.bootFailures, LastFailure: s.lastFailure}
+			Paused: h.cfg.Sites[s.name].Paused, BootFailures: s.bootFailures, LastFailure: s.lastFailure, Storage: s.inv.Storage}
 		for _, vm := range s.inv.VMs {
 			if vm.Foreign {
 				st.ForeignVMs++
@@ -128,6 +131,15 @@ func (h *Hub) httpHandler() http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(h.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /api/v1/sites", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, h.Sites()) })
 	mux.HandleFunc("GET /api/v1/vms", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, h.VMs()) })
+	mux.HandleFunc("GET /api/v1/storage", func(w http.ResponseWriter, _ *http.Request) {
+		out := map[string]*protocol.StorageReport{}
+		for _, s := range h.Sites() {
+			if s.Storage != nil {
+				out[s.Name] = s.Storage
+			}
+		}
+		writeJSON(w, out)
+	})
 	mux.HandleFunc("GET /api/v1/demand", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, h.Demand()) })
 	mux.HandleFunc("GET /api/v1/events", func(w http.ResponseWriter, _ *http.Request) {
 		ev, err := h.store.Recent(200)

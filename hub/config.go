@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/canopy-grid/canopy/hub/htcondor"
 	"github.com/canopy-grid/canopy/hub/planner"
 	"github.com/canopy-grid/canopy/protocol/pki"
 )
@@ -35,7 +36,10 @@ type Config struct {
 	// BootListTimeout is how long a booted server may stay unlisted by its
 	// cloud before the hub forgets it.
 	BootListTimeout time.Duration `yaml:"boot_list_timeout"`
-	Planner         PlannerConfig `yaml:"planner"`
+	// Planner holds the provisioning policy's knobs (hub/planner).
+	Planner planner.Config `yaml:"planner"`
+	// Groups are per-group settings (share, caps, clouds), by group name.
+	Groups map[string]GroupConfig `yaml:"groups"`
 	// Sites are per-cloud admin settings, by site name. Sites not listed
 	// get defaults.
 	Sites map[string]SiteConfig `yaml:"sites"`
@@ -49,6 +53,8 @@ type DemandConfig struct {
 	Source string `yaml:"source"`
 	// Trace configures the simulated pool.
 	Trace TraceConfig `yaml:"trace"`
+	// HTCondor configures the real source (schedds, collector, VM types).
+	HTCondor htcondor.Config `yaml:"htcondor"`
 }
 
 // TraceConfig configures the simulated pool.
@@ -57,20 +63,37 @@ type TraceConfig struct {
 	TimeScale float64 `yaml:"time_scale"`
 }
 
-// PlannerConfig holds policy knobs (see hub/planner).
-type PlannerConfig struct {
-	KeepAlive        time.Duration `yaml:"keep_alive"`
-	ErrorDelay       time.Duration `yaml:"error_delay"`
-	RetireDeadline   time.Duration `yaml:"retire_deadline"`
-	MaxBootsPerCloud int           `yaml:"max_boots_per_cloud"`
+// GroupConfig is an admin's settings for one job group.
+type GroupConfig struct {
+	// Share weighs the group's turns under fair-share fairness.
+	Share int          `yaml:"share"`
+	Caps  planner.Caps `yaml:"caps"`
+	// CloudCaps cap the group's VMs per site.
+	CloudCaps map[string]planner.Caps `yaml:"cloud_caps"`
+	// Clouds restricts the group to these sites.
+	Clouds    []string      `yaml:"clouds"`
+	KeepAlive time.Duration `yaml:"keep_alive"`
+	Paused    bool          `yaml:"paused"`
 }
 
 // SiteConfig is an admin's settings for one cloud.
 type SiteConfig struct {
-	Priority  int           `yaml:"priority"`
-	Paused    bool          `yaml:"paused"`
-	Caps      planner.Caps  `yaml:"caps"`
-	KeepAlive time.Duration `yaml:"keep_alive"`
+	Priority int `yaml:"priority"`
+	// Paused sites get no new boots; their VMs stay.
+	Paused bool `yaml:"paused"`
+	// Disabled sites are drained: no boots, idle VMs retired.
+	Disabled bool `yaml:"disabled"`
+	// Caps are hard caps on Canopy's use of the site.
+	Caps planner.Caps `yaml:"caps"`
+	// SoftQuota is what Canopy may use of the project, minus what servers
+	// Canopy did not boot use.
+	SoftQuota planner.Caps `yaml:"soft_quota"`
+	// Endpoint names the cloud API endpoint; sites sharing one share its
+	// in-flight boot cap (max_in_flight).
+	Endpoint    string        `yaml:"endpoint"`
+	MaxInFlight int           `yaml:"max_in_flight"`
+	KeepAlive   time.Duration `yaml:"keep_alive"`
+	MaxLifetime time.Duration `yaml:"max_lifetime"`
 	// Image is the image VMs boot on this site when a job names none.
 	Image string `yaml:"image"`
 }
@@ -106,6 +129,9 @@ func (c Config) WithDefaults() Config {
 	if c.Demand.Source == "" {
 		c.Demand.Source = "trace"
 	}
+	if c.Demand.Source == "htcondor" {
+		c.Demand.HTCondor = c.Demand.HTCondor.WithDefaults()
+	}
 	return c
 }
 
@@ -128,8 +154,12 @@ func (c Config) Validate() error {
 		if c.Demand.Trace.File == "" {
 			errs = append(errs, errors.New("demand.trace.file is required for the trace source"))
 		}
+	case "htcondor":
+		if err := c.Demand.HTCondor.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("demand.htcondor: %w", err))
+		}
 	default:
-		errs = append(errs, fmt.Errorf("demand.source %q: want trace", c.Demand.Source))
+		errs = append(errs, fmt.Errorf("demand.source %q: want trace or htcondor", c.Demand.Source))
 	}
 	if c.PlanEvery < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("plan_every %s is below 100ms", c.PlanEvery))

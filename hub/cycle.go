@@ -44,7 +44,9 @@ func (h *Hub) cycle(ctx context.Context) {
 	}
 	h.expirePendingLocked(now)
 	snap := h.snapshotLocked(now, d)
+	h.history.Fill(&snap)
 	plan := planner.Decide(snap)
+	h.history.Observe(now, plan)
 	if err != nil {
 		plan.Retires, plan.Deletes = nil, nil
 	}
@@ -87,6 +89,15 @@ func (h *Hub) poolVMs() []demand.PoolVM {
 	return out
 }
 
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
 func flavorIndex(fs []protocol.Flavor) map[string]protocol.Flavor {
 	m := make(map[string]protocol.Flavor, len(fs))
 	for _, f := range fs {
@@ -114,37 +125,59 @@ func (h *Hub) expirePendingLocked(now time.Time) {
 
 // snapshotLocked builds the planner's input.
 func (h *Hub) snapshotLocked(now time.Time, d demand.Demand) planner.Snapshot {
-	snap := planner.Snapshot{
-		Now:    now,
-		Shapes: d.Shapes,
-		Config: planner.Config{
-			KeepAlive:        h.cfg.Planner.KeepAlive,
-			ErrorDelay:       h.cfg.Planner.ErrorDelay,
-			RetireDeadline:   h.cfg.Planner.RetireDeadline,
-			MaxBootsPerCloud: h.cfg.Planner.MaxBootsPerCloud,
-		},
+	snap := planner.Snapshot{Now: now, Shapes: d.Shapes, Config: h.cfg.Planner}
+	for _, name := range sortedKeys(h.cfg.Groups) {
+		g := h.cfg.Groups[name]
+		snap.Groups = append(snap.Groups, planner.Group{Name: name, Share: g.Share, Caps: g.Caps, CloudCaps: g.CloudCaps,
+			Clouds: g.Clouds, KeepAlive: g.KeepAlive, Paused: g.Paused})
 	}
 	for _, s := range h.sites {
 		sc := h.cfg.Sites[s.name]
-		snap.Clouds = append(snap.Clouds, planner.Cloud{
+		c := planner.Cloud{
 			Site: s.name, Priority: sc.Priority, Connected: h.connectedLocked(s, now), Paused: sc.Paused,
-			Flavors: s.inv.Flavors, Limits: s.inv.Limits, Caps: sc.Caps, KeepAlive: sc.KeepAlive,
-		})
+			Disabled: sc.Disabled, Flavors: s.inv.Flavors, Limits: s.inv.Limits, Caps: sc.Caps, SoftQuota: sc.SoftQuota,
+			KeepAlive: sc.KeepAlive, MaxLifetime: sc.MaxLifetime, Endpoint: sc.Endpoint, MaxInFlight: sc.MaxInFlight,
+		}
+		for _, p := range s.pending {
+			if !p.ackedAt.IsZero() {
+				c.Unlisted++
+				if c.UnlistedSince.IsZero() || p.ackedAt.Before(c.UnlistedSince) {
+					c.UnlistedSince = p.ackedAt
+				}
+			}
+		}
 		flavors := flavorIndex(s.inv.Flavors)
+		seenError := map[string]bool{}
 		for _, vm := range s.inv.VMs {
+			f := flavors[vm.Flavor]
 			if vm.Foreign {
+				c.Foreign.VMs++
+				c.Foreign.Cores += f.VCPUs
+				c.Foreign.RAMMiB += f.RAMMiB
 				continue
 			}
-			f := flavors[vm.Flavor]
 			pv := planner.VM{ID: vm.ID, Site: s.name, Name: vm.Name, Group: vm.Group, VMType: vm.VMType, Flavor: vm.Flavor,
-				Cpus: f.VCPUs, MemoryMiB: f.RAMMiB, CreatedAt: vm.CreatedAt}
+				Image: vm.Image, Cpus: f.VCPUs, MemoryMiB: f.RAMMiB, CreatedAt: vm.CreatedAt, RetiringSince: s.retiring[vm.ID]}
 			_, ordered := s.retiring[vm.ID]
 			m, inPool := d.Machines[vm.Name]
+			if vm.Ready {
+				// vmagent checks in once the startd config is written and
+				// condor started: the VM's registration time.
+				pv.RegisteredAt = vm.ReadyAt
+				if inPool {
+					pv.JobsStarted = m.JobsStarted
+				}
+			}
 			switch {
 			case vm.State == protocol.VMBooting:
 				pv.State = planner.VMBooting
 			case vm.State == protocol.VMError:
 				pv.State = planner.VMError
+				seenError[vm.ID] = true
+				if _, ok := s.errorSince[vm.ID]; !ok {
+					s.errorSince[vm.ID] = now
+				}
+				pv.ErrorSince = s.errorSince[vm.ID]
 			case vm.State == protocol.VMDeleting || vm.Retiring || ordered:
 				pv.State = planner.VMRetiring
 			case !vm.Ready:
@@ -160,6 +193,12 @@ func (h *Hub) snapshotLocked(now time.Time, d demand.Demand) planner.Snapshot {
 			}
 			snap.VMs = append(snap.VMs, pv)
 		}
+		for id := range s.errorSince {
+			if !seenError[id] {
+				delete(s.errorSince, id)
+			}
+		}
+		snap.Clouds = append(snap.Clouds, c)
 		for _, p := range s.pending {
 			snap.VMs = append(snap.VMs, planner.VM{Site: s.name, Name: p.name, Group: p.group, VMType: p.vmType,
 				Flavor: p.flavor, Cpus: p.cpus, MemoryMiB: p.memMiB, State: planner.VMBooting, CreatedAt: p.orderedAt})
@@ -214,7 +253,7 @@ func (h *Hub) executeLocked(plan planner.Plan) error {
 	}
 	for site, ids := range retires {
 		h.sendLocked(h.sites[site], protocol.Command{ID: fmt.Sprintf("%s-%s-r-%s", h.cfg.ID, planID, site), Op: protocol.CmdRetire,
-			Retire: &protocol.RetireCommand{VMIDs: ids, Deadline: h.cfg.Planner.RetireDeadline, Reason: "planner"}})
+			Retire: &protocol.RetireCommand{VMIDs: ids, Deadline: h.retireDeadline(), Reason: "planner"}})
 		h.m.retires.WithLabelValues(site).Add(float64(len(ids)))
 	}
 	deletes := map[string][]string{}

@@ -37,7 +37,7 @@ func testHub(t *testing.T, src Source) (*Hub, *time.Time) {
 	log.SetOutput(io.Discard)
 	h, err := New(Config{TLSDir: filepath.Join(dir, "pki"), StateFile: filepath.Join(dir, "hub.db"),
 		Demand:  DemandConfig{Source: "trace", Trace: TraceConfig{File: "x"}},
-		Planner: PlannerConfig{KeepAlive: time.Minute}}, src, log.WithField("t", t.Name()))
+		Planner: planner.Config{KeepAlive: time.Minute}}, src, log.WithField("t", t.Name()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/sirupsen/logrus"
 
+	"github.com/canopy-grid/canopy/agent/gluster/glusterprom"
 	"github.com/canopy-grid/canopy/hub/demand"
 	"github.com/canopy-grid/canopy/hub/planner"
 	"github.com/canopy-grid/canopy/hub/store"
@@ -36,6 +37,13 @@ type Source interface {
 	Poll(ctx context.Context, now time.Time, pool []demand.PoolVM) (demand.Demand, error)
 }
 
+// Invalidator is implemented by sources that must be told when a VM's
+// server is gone, so the batch system forgets it at once (HTCondor:
+// condor_advertise INVALIDATE_STARTD_ADS / INVALIDATE_MASTER_ADS).
+type Invalidator interface {
+	Invalidate(ctx context.Context, vmName string) error
+}
+
 // Hub is a running hub.
 type Hub struct {
 	cfg      Config
@@ -47,8 +55,10 @@ type Hub struct {
 	now      func() time.Time
 	reg      *prometheus.Registry
 	m        *metrics
+	storage  *glusterprom.Exporter
 
 	mu         sync.Mutex
+	history    planner.History
 	sites      map[string]*site
 	demand     demand.Demand
 	demandAt   time.Time
@@ -99,6 +109,8 @@ func New(cfg Config, src Source, log *logrus.Entry) (*Hub, error) {
 		sites:    map[string]*site{},
 	}
 	h.m = newMetrics(h.reg, h)
+	h.storage = glusterprom.NewExporter()
+	h.reg.MustRegister(h.storage)
 	h.tls = protocol.ServerTLS(cert, h.verifier, func(remote string, err error) {
 		reason := "invalid"
 		var re *pki.RejectError
@@ -160,6 +172,14 @@ func (h *Hub) Run(ctx context.Context, ready func(quicAddr, httpAddr net.Addr)) 
 		}
 		wg.Go(func() { h.serveAgent(ctx, qc) })
 	}
+}
+
+// retireDeadline is how long a retiring VM may take to finish its jobs.
+func (h *Hub) retireDeadline() time.Duration {
+	if h.cfg.Planner.RetireDeadline > 0 {
+		return h.cfg.Planner.RetireDeadline
+	}
+	return planner.DefaultRetireDeadline
 }
 
 func (h *Hub) planLoop(ctx context.Context) {

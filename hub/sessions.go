@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -32,6 +33,8 @@ type site struct {
 	outstanding map[string]protocol.Command
 	// retiring are VMs the hub ordered retired, by id.
 	retiring map[string]time.Time
+	// errorSince is when the hub first saw each VM in error, by id.
+	errorSince map[string]time.Time
 
 	bootFailures int
 	lastFailure  string
@@ -39,14 +42,17 @@ type site struct {
 
 type pendingVM struct {
 	name, group, vmType, flavor, planID, cmdID string
-	cpus, memMiB                                int
-	orderedAt                                   time.Time
+	cpus, memMiB                               int
+	orderedAt                                  time.Time
+	// ackedAt is when the agent reported the boot done; servers acked but
+	// long unlisted freeze the cloud (planner.Cloud.Unlisted).
+	ackedAt time.Time
 }
 
 func (h *Hub) siteLocked(name string) *site {
 	s, ok := h.sites[name]
 	if !ok {
-		s = &site{name: name, pending: map[string]*pendingVM{}, outstanding: map[string]protocol.Command{}, retiring: map[string]time.Time{}}
+		s = &site{name: name, pending: map[string]*pendingVM{}, outstanding: map[string]protocol.Command{}, retiring: map[string]time.Time{}, errorSince: map[string]time.Time{}}
 		h.sites[name] = s
 	}
 	return s
@@ -146,7 +152,11 @@ func (h *Hub) handle(s *site, session int, m protocol.Message, log *logrus.Entry
 		s.heartbeats++
 		h.m.heartbeats.WithLabelValues(s.name).Inc()
 	case protocol.Inventory:
+		prev := s.inv
 		s.inv, s.invAt, s.lastHeartbeat = v, now, now
+		if v.Storage != nil {
+			h.storage.Update(s.name, *v.Storage)
+		}
 		listed := make(map[string]bool, len(v.VMs))
 		ids := make(map[string]bool, len(v.VMs))
 		for _, vm := range v.VMs {
@@ -158,10 +168,17 @@ func (h *Hub) handle(s *site, session int, m protocol.Message, log *logrus.Entry
 				delete(s.pending, name)
 			}
 		}
+		prevNames := map[string]string{}
+		for _, vm := range prev.VMs {
+			prevNames[vm.ID] = vm.Name
+		}
 		for id := range s.retiring {
 			if !ids[id] {
 				delete(s.retiring, id)
 				h.appendEvent(s.name, id, "", "deleted", "retired server no longer listed")
+				if name := prevNames[id]; name != "" {
+					h.invalidate(s.name, name)
+				}
 			}
 		}
 	case protocol.Result:
@@ -169,6 +186,14 @@ func (h *Hub) handle(s *site, session int, m protocol.Message, log *logrus.Entry
 		delete(s.outstanding, v.CommandID)
 		if v.OK {
 			log.WithField("command", v.CommandID).Debug("command done")
+			if ok && cmd.Op == protocol.CmdBoot {
+				h.history.BootSucceeded(s.name, cmd.Boot.Image, now)
+				for _, p := range s.pending {
+					if p.cmdID == v.CommandID {
+						p.ackedAt = now
+					}
+				}
+			}
 			return
 		}
 		log.WithFields(logrus.Fields{"command": v.CommandID, "class": v.Class}).Warn("command failed: " + v.Error)
@@ -176,6 +201,8 @@ func (h *Hub) handle(s *site, session int, m protocol.Message, log *logrus.Entry
 			s.bootFailures++
 			s.lastFailure = string(v.Class) + ": " + v.Error
 			h.m.bootFailures.WithLabelValues(s.name, string(v.Class)).Inc()
+			h.history.BootFailed(s.name, cmd.Boot.Image, v.Class, now, fmt.Sprintf("%s: %s", v.Class, v.Error))
+			h.appendEvent(s.name, "", cmd.Boot.PlanID, "boot_failed", fmt.Sprintf("%s: %s", v.Class, v.Error))
 			// Servers the cloud did not create are no longer pending; the
 			// next inventory shows the ones it did.
 			for name, p := range s.pending {
@@ -189,6 +216,21 @@ func (h *Hub) handle(s *site, session int, m protocol.Message, log *logrus.Entry
 	default:
 		log.WithField("kind", m.Kind().String()).Warn("unexpected message from agent")
 	}
+}
+
+// invalidate tells the job source a VM is gone, off the session's path.
+func (h *Hub) invalidate(site, vmName string) {
+	inv, ok := h.source.(Invalidator)
+	if !ok {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := inv.Invalidate(ctx, vmName); err != nil {
+			h.log.WithFields(logrus.Fields{"site": site, "vm": vmName}).WithError(err).Warn("invalidate the VM's ads in the pool")
+		}
+	}()
 }
 
 // send delivers cmd to a site, remembering it until its result arrives.

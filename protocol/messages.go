@@ -128,6 +128,8 @@ type Inventory struct {
 	Limits  Limits         `cbor:"limits"`
 	VMs     []VM           `cbor:"vms"`
 	Images  []images.Image `cbor:"images"`
+	// Storage is the last storage health report, nil where none is collected.
+	Storage *StorageReport `cbor:"storage,omitempty"`
 	TakenAt time.Time      `cbor:"taken_at"`
 }
 

@@ -1,16 +1,28 @@
 package vmagent
 
 import (
-	"bytes"
-	"context"
+	"encoding/base64"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+)
 
-	"github.com/sirupsen/logrus"
+// HTCondor paths, under the vmagent's root.
+const (
+	// CondorConfigPath is where the startd configuration is written.
+	CondorConfigPath = "/etc/condor/config.d/50-canopy.conf"
+	// CondorTokenDir is the startd's IDTOKEN directory (SEC_TOKEN_DIRECTORY).
+	CondorTokenDir = "/etc/condor/tokens.d"
+	// CondorTokenPath holds the IDTOKEN from the VM's settings.
+	CondorTokenPath = CondorTokenDir + "/canopy"
+	// CondorPasswordDir is SEC_PASSWORD_DIRECTORY.
+	CondorPasswordDir = "/etc/condor/passwords.d"
+	// PoolSigningKeyPath holds the pool signing key from the settings.
+	PoolSigningKeyPath = CondorPasswordDir + "/POOL"
+	// PoweroffProgram is what the condor_master runs instead of exiting.
+	PoweroffProgram = "/sbin/poweroff"
 )
 
 // classadString quotes s as a ClassAd string literal.
@@ -22,76 +34,112 @@ func classadString(s string) string {
 var hostRE = regexp.MustCompile(`^[A-Za-z0-9.:\[\]_-]+$`)
 
 // CondorConfig renders the startd configuration for this VM: where the
-// collector is, the attributes that tie the VM to its site, group and VM
-// type, a START expression that admits only jobs of that group, one
-// partitionable slot, and shutdown of the whole VM's condor when the master
-// exits.
+// collector is and how to authenticate to it, the attributes that tie the
+// VM to its site, group and VM type (advertised in its slot ads), a START
+// expression that admits only jobs of that group, one partitionable slot
+// holding the whole VM, local administration by the VM's own root (for
+// retirement), and power-off when the condor_master exits: the master exits
+// once its startd is gone (after a peaceful shutdown) and then runs
+// PoweroffProgram instead of exiting.
 func CondorConfig(md Metadata, s Settings) (string, error) {
-	if !hostRE.MatchString(s.CondorHost) {
-		return "", fmt.Errorf("condor_host %q is not a host[:port]", s.CondorHost)
+	if err := s.Validate(); err != nil {
+		return "", err
+	}
+	if !uuidRE.MatchString(md.UUID) || !serverNameRE.MatchString(md.Name) {
+		return "", fmt.Errorf("condor config: metadata uuid %.80q or name %.80q is malformed", md.UUID, md.Name)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "# Written by Canopy's vmagent. Do not edit: rewritten at every boot.\n")
-	fmt.Fprintf(&b, "CONDOR_HOST = %s\n", s.CondorHost)
-	fmt.Fprintf(&b, "DAEMON_LIST = MASTER, STARTD\n")
-	fmt.Fprintf(&b, "CanopyVMID = %s\n", classadString(md.UUID))
-	fmt.Fprintf(&b, "CanopyVMName = %s\n", classadString(md.Name))
-	fmt.Fprintf(&b, "CanopySite = %s\n", classadString(s.Site))
-	fmt.Fprintf(&b, "CanopyGroup = %s\n", classadString(s.Group))
-	fmt.Fprintf(&b, "VMType = %s\n", classadString(s.VMType))
-	fmt.Fprintf(&b, "STARTD_ATTRS = $(STARTD_ATTRS) CanopyVMID CanopyVMName CanopySite CanopyGroup VMType\n")
-	fmt.Fprintf(&b, "START = (TARGET.CanopyGroup =?= MY.CanopyGroup) || (TARGET.AccountingGroup =?= MY.CanopyGroup)\n")
-	fmt.Fprintf(&b, "NUM_SLOTS = 1\nNUM_SLOTS_TYPE_1 = 1\nSLOT_TYPE_1 = 100%%\nSLOT_TYPE_1_PARTITIONABLE = True\n")
-	fmt.Fprintf(&b, "MASTER_NAME = %s\n", md.Name)
-	fmt.Fprintf(&b, "# Let the VM's own root run condor_off/condor_drain locally.\n")
-	fmt.Fprintf(&b, "SEC_DEFAULT_AUTHENTICATION_METHODS = FS, IDTOKENS\n")
-	fmt.Fprintf(&b, "ALLOW_ADMINISTRATOR = $(ALLOW_ADMINISTRATOR) root@$(FULL_HOSTNAME) condor@$(FULL_HOSTNAME)\n")
+	line := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	line("# Written by Canopy's vmagent for server %s. Do not edit: rewritten at every boot.", md.UUID)
+	line("CONDOR_HOST = %s", s.CondorHost)
+	line("DAEMON_LIST = MASTER, STARTD")
+	line("")
+	line("# What this VM is for, advertised in its slot ads.")
+	line("CanopyVMID = %s", classadString(md.UUID))
+	line("CanopyVMName = %s", classadString(md.Name))
+	line("CanopySite = %s", classadString(s.Site))
+	line("CanopyGroup = %s", classadString(s.Group))
+	line("VMType = %s", classadString(s.VMType))
+	line("STARTD_ATTRS = $(STARTD_ATTRS) CanopyVMID CanopyVMName CanopySite CanopyGroup VMType")
+	line("")
+	line("# Only jobs of the group this VM was booted for.")
+	line("START = (TARGET.CanopyGroup =?= MY.CanopyGroup) || (TARGET.AcctGroup =?= MY.CanopyGroup)")
+	line("")
+	line("# One partitionable slot holding the whole VM.")
+	line("NUM_SLOTS = 1")
+	line("NUM_SLOTS_TYPE_1 = 1")
+	line("SLOT_TYPE_1 = 100%%")
+	line("SLOT_TYPE_1_PARTITIONABLE = True")
+	line("")
+	line("# Authentication. FS lets the VM's own root run condor_off and condor_drain.")
+	methods := "FS"
+	if s.CondorIDToken != "" || s.PoolSigningKey != "" {
+		methods += ", IDTOKENS"
+		line("SEC_TOKEN_DIRECTORY = %s", CondorTokenDir)
+	}
+	if s.PoolSigningKey != "" {
+		methods += ", PASSWORD"
+		line("SEC_PASSWORD_DIRECTORY = %s", CondorPasswordDir)
+		line("SEC_TOKEN_POOL_SIGNING_KEY_FILE = %s", PoolSigningKeyPath)
+	}
+	line("SEC_DEFAULT_AUTHENTICATION_METHODS = %s", methods)
+	line("ALLOW_ADMINISTRATOR = $(ALLOW_ADMINISTRATOR) root@$(FULL_HOSTNAME) condor@$(FULL_HOSTNAME)")
+	line("")
+	line("# Power the VM off when the master exits; the master exits a minute after its startd is gone.")
+	line("MASTER.DAEMON_SHUTDOWN = (STARTD_StartTime =?= 0) && ((CurrentTime - DaemonStartTime) > 60)")
+	line("DEFAULT_MASTER_SHUTDOWN_SCRIPT = %s", PoweroffProgram)
 	return b.String(), nil
 }
 
-// WriteCondorConfig writes the startd config under root if it differs from
-// what is there, atomically (temp file and rename). It reports whether the
-// file changed.
+// condorFile is one file of the VM's HTCondor configuration.
+type condorFile struct {
+	path    string
+	content []byte
+	mode    os.FileMode
+}
+
+// condorFiles returns the files that configure HTCondor for this VM: the
+// config, and the secrets the settings carry.
+func condorFiles(md Metadata, s Settings) ([]condorFile, error) {
+	conf, err := CondorConfig(md, s)
+	if err != nil {
+		return nil, err
+	}
+	files := []condorFile{{path: CondorConfigPath, content: []byte(conf), mode: 0o644}}
+	if s.CondorIDToken != "" {
+		files = append(files, condorFile{path: CondorTokenPath, content: []byte(s.CondorIDToken + "\n"), mode: 0o600})
+	}
+	if s.PoolSigningKey != "" {
+		key, err := base64.StdEncoding.DecodeString(s.PoolSigningKey)
+		if err != nil {
+			return nil, fmt.Errorf("pool signing key: %w", err)
+		}
+		files = append(files, condorFile{path: PoolSigningKeyPath, content: key, mode: 0o600})
+	}
+	return files, nil
+}
+
+// WriteCondorConfig writes the startd config and the secrets the settings
+// carry under root, each only if it differs from what is there and
+// atomically. It reports whether any file changed.
 func WriteCondorConfig(root string, md Metadata, s Settings) (bool, error) {
-	text, err := CondorConfig(md, s)
+	files, err := condorFiles(md, s)
 	if err != nil {
 		return false, err
 	}
-	path := filepath.Join(root, CondorConfigPath)
-	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, []byte(text)) {
-		return false, nil
+	// Secret directories are the owner's only.
+	for _, d := range []string{CondorTokenDir, CondorPasswordDir} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o700); err != nil {
+			return false, fmt.Errorf("condor config: %w", err)
+		}
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return false, fmt.Errorf("write condor config: %w", err)
+	changed := false
+	for _, f := range files {
+		c, err := writeFile(root, f.path, f.content, f.mode)
+		if err != nil {
+			return changed, fmt.Errorf("condor config: %w", err)
+		}
+		changed = changed || c
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(text), 0o644); err != nil {
-		return false, fmt.Errorf("write condor config: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return false, fmt.Errorf("write condor config: %w", err)
-	}
-	return true, nil
-}
-
-// ExecRunner runs commands for real.
-type ExecRunner struct{}
-
-// Run implements CommandRunner.
-func (ExecRunner) Run(ctx context.Context, name string, args ...string) error {
-	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, bytes.TrimSpace(out))
-	}
-	return nil
-}
-
-// LogRunner only logs the commands it is given. The local cloud uses it:
-// its "VMs" are processes on a machine without HTCondor.
-type LogRunner struct{ Log *logrus.Entry }
-
-// Run implements CommandRunner.
-func (l LogRunner) Run(_ context.Context, name string, args ...string) error {
-	l.Log.WithField("command", strings.TrimSpace(name+" "+strings.Join(args, " "))).Info("command not run (no HTCondor in a local VM)")
-	return nil
+	return changed, nil
 }

@@ -1,8 +1,9 @@
 // Package vmagent is the agent inside every worker VM. At boot it reads its
 // metadata and user-data, writes the HTCondor startd configuration that ties
-// the VM to its site, group and VM type, starts HTCondor, and then checks in
-// with its site agent until it is told to retire, when it stops taking jobs,
-// lets running ones finish, reports, and exits.
+// the VM to its site, group and VM type, mounts the site's read-only
+// GlusterFS volume, points CVMFS at the site's squids, starts HTCondor, and
+// then checks in with its site agent until it is told to retire, when it
+// stops taking jobs, lets running ones finish, reports, and exits.
 package vmagent
 
 import (
@@ -16,28 +17,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
 )
-
-// Metadata is what the cloud says about the VM.
-type Metadata struct {
-	UUID string            `json:"uuid"`
-	Name string            `json:"name"`
-	Meta map[string]string `json:"meta"`
-}
-
-// MetadataSource reads the VM's metadata and user-data. Implementations: the
-// OpenStack metadata service (HTTP) and a plain directory.
-type MetadataSource interface {
-	Fetch(ctx context.Context) (Metadata, []byte, error)
-}
-
-// CommandRunner runs HTCondor's command-line tools.
-type CommandRunner interface {
-	Run(ctx context.Context, name string, args ...string) error
-}
 
 // Options configure a vmagent.
 type Options struct {
@@ -46,18 +30,30 @@ type Options struct {
 	Source MetadataSource
 	Runner CommandRunner
 	Log    *logrus.Entry
+	// Proxies gives the CVMFS squid proxies; nil means the list in the
+	// VM's settings.
+	Proxies ProxySource
 	// HTTP is used for check-ins; nil means a client with a 10 s timeout.
 	HTTP *http.Client
+	// RetirePoll is how often running jobs are counted while retiring;
+	// zero means 5 s.
+	RetirePoll time.Duration
 }
 
-// CondorConfigPath is where the startd configuration is written, under Root.
-const CondorConfigPath = "/etc/condor/config.d/50-canopy.conf"
+// Check-in states a vmagent reports (the agent's CheckinRequest.State).
+const (
+	StateReady    = "ready"
+	StateRetiring = "retiring"
+	StateDrained  = "drained"
+)
 
-// maxMetadata bounds how much of a metadata answer is read.
-const maxMetadata = 1 << 20
+// CondorStartedPath marks, for the life of one boot, that the vmagent has
+// started HTCondor (a restarted vmagent then reconfigures instead).
+const CondorStartedPath = "/run/canopy/condor-started"
 
 // Run contextualizes the VM and checks in until retired or ctx ends.
 func Run(ctx context.Context, o Options) error {
+	start := time.Now()
 	if o.HTTP == nil {
 		o.HTTP = &http.Client{Timeout: 10 * time.Second}
 	}
@@ -70,22 +66,116 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("read settings from user-data: %w", err)
 	}
 	log := o.Log.WithFields(logrus.Fields{"vm": md.Name, "site": s.Site, "group": s.Group, "vm_type": s.VMType})
-	changed, err := WriteCondorConfig(o.Root, md, s)
+	proxies := o.Proxies
+	if proxies == nil {
+		proxies = StaticProxies(s.Proxies)
+	}
+	res, err := Contextualize(ctx, o.Root, md, s, proxies, o.Runner, log)
 	if err != nil {
 		return err
 	}
-	log.WithField("changed", changed).WithField("path", filepath.Join(o.Root, CondorConfigPath)).Info("startd config written")
-	if err := o.Runner.Run(ctx, "condor_master"); err != nil {
+	log.WithFields(logrus.Fields{"condor_changed": res.Condor, "fstab_changed": res.Fstab, "cvmfs_changed": res.CVMFS,
+		"elapsed": time.Since(start).Round(time.Microsecond)}).Info("contextualized")
+	if err := startCondor(ctx, o.Root, o.Runner, res.Condor); err != nil {
+		return err
+	}
+	return checkinLoop(ctx, o, s, md, log)
+}
+
+// ContextResult says which parts of the VM's configuration changed.
+type ContextResult struct {
+	Condor bool // HTCondor config or its secrets
+	Fstab  bool // the GlusterFS entry
+	CVMFS  bool // the CVMFS proxy setting
+}
+
+// Contextualize writes, under root, everything the VM needs from its
+// metadata and settings: the HTCondor configuration and secrets, the
+// GlusterFS mount (if the settings name a volume) and the CVMFS proxies.
+// Every file is written only when its content changes, atomically, so it
+// is safe to run again. A proxy source that fails leaves CVMFS on DIRECT.
+func Contextualize(ctx context.Context, root string, md Metadata, s Settings, proxies ProxySource, r CommandRunner, log *logrus.Entry) (ContextResult, error) {
+	var res ContextResult
+	var err error
+	if res.Condor, err = WriteCondorConfig(root, md, s); err != nil {
+		return res, err
+	}
+	if s.Gluster != nil {
+		if res.Fstab, err = MountGluster(ctx, root, *s.Gluster, r); err != nil {
+			return res, err
+		}
+	}
+	groups, err := proxies.Proxies(ctx)
+	if err == nil {
+		err = ValidateProxies(groups)
+	}
+	if err != nil {
+		log.WithError(err).Warn("no usable squid proxies; CVMFS goes DIRECT")
+		groups = nil
+	}
+	if res.CVMFS, err = ApplyCVMFSProxies(ctx, root, groups, r); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// startCondor starts the condor_master once per boot; when it already runs
+// and its configuration changed, it reconfigures it instead.
+func startCondor(ctx context.Context, root string, r CommandRunner, changed bool) error {
+	marker := filepath.Join(root, CondorStartedPath)
+	if _, err := os.Stat(marker); err == nil {
+		if !changed {
+			return nil
+		}
+		if _, err := run(ctx, r, "condor_reconfig"); err != nil {
+			return fmt.Errorf("reconfigure condor: %w", err)
+		}
+		return nil
+	}
+	if _, err := run(ctx, r, "condor_master"); err != nil {
 		return fmt.Errorf("start condor: %w", err)
 	}
+	if _, err := writeFile(root, CondorStartedPath, []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644); err != nil {
+		return fmt.Errorf("start condor: %w", err)
+	}
+	return nil
+}
 
+// retirement is a retirement in progress: its deadline can only move
+// earlier, as the agent keeps the earliest order.
+type retirement struct {
+	mu       sync.Mutex
+	deadline time.Time
+	done     chan RetireResult
+}
+
+func (r *retirement) setDeadline(t time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.deadline.IsZero() || t.Before(r.deadline) {
+		r.deadline = t
+	}
+}
+
+func (r *retirement) getDeadline() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.deadline
+}
+
+func checkinLoop(ctx context.Context, o Options, s Settings, md Metadata, log *logrus.Entry) error {
 	every := s.CheckinEvery
 	if every <= 0 {
 		every = 10 * time.Second
 	}
 	c := &checkin{http: o.HTTP, s: s, md: md}
-	state := "ready"
+	state := StateReady
 	failures := 0
+	var ret *retirement
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	rctx, cancelRetire := context.WithCancel(ctx)
+	defer cancelRetire()
 	for {
 		resp, err := c.do(ctx, state)
 		switch {
@@ -94,35 +184,49 @@ func Run(ctx context.Context, o Options) error {
 			// Logged at most every tenth failure: a VM cut off from its agent
 			// keeps working; the agent notices by the silence.
 			if failures%10 == 1 {
-				log.WithError(err).Warn("check-in failed")
+				log.WithError(err).WithField("state", state).Warn("check-in failed")
 			}
-		case state == "drained":
-			log.Info("retired; shutting down")
+		case state == StateDrained:
+			log.Info("retired; reported drained")
 			return nil
 		case resp.Retire:
 			failures = 0
-			log.WithFields(logrus.Fields{"reason": resp.Reason, "deadline": resp.Deadline}).Info("retirement ordered")
-			if err := retire(ctx, o.Runner, md.Name, resp.Deadline); err != nil {
-				log.WithError(err).Warn("peaceful shutdown")
+			if ret == nil {
+				log.WithFields(logrus.Fields{"reason": resp.Reason, "deadline": resp.Deadline}).Info("retirement ordered")
+				ret = &retirement{done: make(chan RetireResult, 1)}
+				ret.setDeadline(time.Now().Add(resp.Deadline))
+				rt := Retirer{Runner: o.Runner, Log: log, Poll: o.RetirePoll}
+				wg.Go(func() {
+					res, err := rt.Retire(rctx, ret.getDeadline, resp.Reason)
+					if err != nil && rctx.Err() == nil {
+						log.WithError(err).Warn("graceful retirement")
+					}
+					ret.done <- res
+				})
+				state = StateRetiring
+			} else {
+				ret.setDeadline(time.Now().Add(resp.Deadline))
 			}
-			state = "drained"
-			continue // report at once
 		default:
 			failures = 0
 		}
+		var done chan RetireResult
+		if ret != nil && state == StateRetiring {
+			done = ret.done
+		}
+		t := time.NewTimer(every)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return nil
-		case <-time.After(every):
+		case res := <-done:
+			t.Stop()
+			log.WithFields(logrus.Fields{"jobs_left": res.JobsLeft, "timed_out": res.TimedOut}).Info("drained")
+			state = StateDrained
+			continue // report at once
+		case <-t.C:
 		}
 	}
-}
-
-// retire stops the startd peacefully: running jobs finish, no new ones start.
-// HTCondor exits on its own when the last job ends (or the deadline passes,
-// when the agent deletes the server).
-func retire(ctx context.Context, r CommandRunner, name string, _ time.Duration) error {
-	return r.Run(ctx, "condor_off", "-peaceful", "-startd")
 }
 
 func fetchWithRetry(ctx context.Context, src MetadataSource, log *logrus.Entry) (Metadata, []byte, error) {
@@ -133,99 +237,21 @@ func fetchWithRetry(ctx context.Context, src MetadataSource, log *logrus.Entry) 
 		if err == nil {
 			return md, ud, nil
 		}
+		if errors.Is(err, ErrNoUserData) {
+			return Metadata{}, nil, err // booted without user-data: no retry helps
+		}
 		lastErr = err
 		log.WithError(err).WithField("attempt", attempt).Warn("read metadata")
+		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return Metadata{}, nil, ctx.Err()
-		case <-time.After(delay):
+		case <-t.C:
 		}
 		delay = min(delay*2, 5*time.Second)
 	}
 	return Metadata{}, nil, fmt.Errorf("read metadata: gave up after 10 attempts: %w", lastErr)
-}
-
-// HTTPSource reads the OpenStack metadata service at BaseURL
-// (http://169.254.169.254 in a real cloud).
-type HTTPSource struct {
-	BaseURL string
-	Client  *http.Client
-}
-
-// Fetch implements MetadataSource.
-func (h HTTPSource) Fetch(ctx context.Context) (Metadata, []byte, error) {
-	c := h.Client
-	if c == nil {
-		c = &http.Client{Timeout: 5 * time.Second}
-	}
-	base := strings.TrimSuffix(h.BaseURL, "/")
-	mdb, err := get(ctx, c, base+"/openstack/latest/meta_data.json")
-	if err != nil {
-		return Metadata{}, nil, err
-	}
-	md, err := parseMetadata(mdb)
-	if err != nil {
-		return Metadata{}, nil, err
-	}
-	ud, err := get(ctx, c, base+"/openstack/latest/user_data")
-	if err != nil {
-		return Metadata{}, nil, err
-	}
-	return md, ud, nil
-}
-
-// DirSource reads meta_data.json and user_data from a directory laid out as
-// an OpenStack config drive (openstack/latest/...).
-type DirSource struct{ Dir string }
-
-// Fetch implements MetadataSource.
-func (d DirSource) Fetch(context.Context) (Metadata, []byte, error) {
-	mdb, err := readLimited(filepath.Join(d.Dir, "openstack", "latest", "meta_data.json"))
-	if err != nil {
-		return Metadata{}, nil, err
-	}
-	md, err := parseMetadata(mdb)
-	if err != nil {
-		return Metadata{}, nil, err
-	}
-	ud, err := readLimited(filepath.Join(d.Dir, "openstack", "latest", "user_data"))
-	return md, ud, err
-}
-
-func readLimited(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return io.ReadAll(io.LimitReader(f, maxMetadata))
-}
-
-func parseMetadata(b []byte) (Metadata, error) {
-	var md Metadata
-	if err := json.Unmarshal(b, &md); err != nil {
-		return md, fmt.Errorf("meta_data.json: %w", err)
-	}
-	if md.UUID == "" || md.Name == "" {
-		return md, errors.New("meta_data.json lacks uuid or name")
-	}
-	return md, nil
-}
-
-func get(ctx context.Context, c *http.Client, url string) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return io.ReadAll(io.LimitReader(resp.Body, maxMetadata))
 }
 
 type checkin struct {
@@ -240,26 +266,41 @@ type checkinResponse struct {
 	Reason   string        `json:"reason"`
 }
 
+// maxCheckinAnswer bounds the agent's answer.
+const maxCheckinAnswer = 64 << 10
+
 func (c *checkin) do(ctx context.Context, state string) (checkinResponse, error) {
 	var out checkinResponse
-	body, _ := json.Marshal(map[string]string{"server_id": c.md.UUID, "server": c.md.Name, "state": state})
+	body, err := json.Marshal(map[string]string{"server_id": c.md.UUID, "server": c.md.Name, "state": state})
+	if err != nil {
+		return out, fmt.Errorf("check-in: %w", err)
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(c.s.AgentURL, "/")+"/v1/checkin", bytes.NewReader(body))
 	if err != nil {
-		return out, err
+		return out, fmt.Errorf("check-in: %w", err)
 	}
 	req.Header.Set("Authorization", "Bearer "+c.s.Token)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return out, err
+		return out, fmt.Errorf("check-in: %w", err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxCheckinAnswer+1))
+	if err != nil {
+		return out, fmt.Errorf("check-in: read answer: %w", err)
+	}
+	if len(b) > maxCheckinAnswer {
+		return out, fmt.Errorf("check-in: answer over %d bytes", maxCheckinAnswer)
+	}
 	if resp.StatusCode != http.StatusOK {
-		return out, fmt.Errorf("check-in: %s: %s", resp.Status, strings.TrimSpace(string(b)))
+		return out, fmt.Errorf("check-in: %s: %.200s", resp.Status, strings.TrimSpace(string(b)))
 	}
 	if err := json.Unmarshal(b, &out); err != nil {
 		return out, fmt.Errorf("check-in answer: %w", err)
+	}
+	if out.Deadline < 0 {
+		out.Deadline = 0
 	}
 	return out, nil
 }

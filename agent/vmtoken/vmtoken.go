@@ -46,6 +46,8 @@ const (
 	ReasonWrongSite   Reason = "token for another site"
 	ReasonWrongServer Reason = "token for another server"
 	ReasonUnknownVM   Reason = "server no longer exists"
+	ReasonWrongGroup  Reason = "token for another group"
+	ReasonReplayed    Reason = "token minted for another server of that name"
 )
 
 // Error is a refused token.
@@ -97,14 +99,25 @@ func LoadOrCreateKey(path string) ([]byte, error) {
 	return key, nil
 }
 
-// Mint returns a signed token for c.
+// NewNonce returns a random token id for Claims.Nonce. A site agent
+// records it on the server it boots, so that a token is bound to one
+// server, not just to a server name.
+func NewNonce() (string, error) {
+	n := make([]byte, 12)
+	if _, err := rand.Read(n); err != nil {
+		return "", fmt.Errorf("vm token nonce: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(n), nil
+}
+
+// Mint returns a signed token for c, with a fresh nonce unless c has one.
 func (s *Signer) Mint(c Claims) (string, error) {
 	if c.Nonce == "" {
-		n := make([]byte, 12)
-		if _, err := rand.Read(n); err != nil {
+		n, err := NewNonce()
+		if err != nil {
 			return "", fmt.Errorf("mint vm token: %w", err)
 		}
-		c.Nonce = base64.RawURLEncoding.EncodeToString(n)
+		c.Nonce = n
 	}
 	body, err := json.Marshal(c)
 	if err != nil {

@@ -2,273 +2,188 @@ package planner
 
 import (
 	"cmp"
-	"fmt"
 	"slices"
 	"time"
-
-	"github.com/canopy-grid/canopy/protocol"
 )
 
-// Decide computes the plan for snapshot s.
-//
-// Policy (the walking skeleton's; each rule is tested in planner_test.go):
-//   - VMs in error longer than ErrorDelay are deleted.
-//   - For each shape, idle jobs not covered by free job slots on booting,
-//     starting, idle or partly busy VMs of the same group and VM type are a
-//     shortfall. It is booted on the smallest flavor that fits, cloud by
-//     cloud in priority order, falling back to the next cloud when one is
-//     full, within the smallest of the cloud's own limits, the admin's caps
-//     and the in-flight boot cap.
-//   - Idle VMs past their keep-alive are retired, unless idle demand of
-//     their group and type could use them.
-//   - Held VMs are never touched.
+// Decide computes the plan for snapshot s. The policy is described in the
+// package documentation; Decide never modifies s.
 func Decide(s Snapshot) Plan {
-	var p Plan
-	cfg := s.Config
-	clouds := slices.Clone(s.Clouds)
-	slices.SortFunc(clouds, func(a, b Cloud) int {
-		return cmp.Or(cmp.Compare(a.Priority, b.Priority), cmp.Compare(a.Site, b.Site))
+	p := newPlanner(s)
+	p.indexShapes(s.Shapes)
+	p.cloudStates(s.Failures)
+	p.scanVMs()
+	p.lifecycle()
+	p.overQuota()
+	p.shortfall()
+	p.keepAliveRetire()
+	p.rooms()
+	p.allocate()
+	return p.finish()
+}
+
+// planner is the working state of one Decide call.
+type planner struct {
+	now time.Time
+	cfg Config
+	s   *Snapshot
+
+	clouds  []Cloud // by priority, then site; one per site
+	cs      []cloudState
+	cloudOf map[string]int
+	eps     []endpointState
+
+	groups     map[string]*groupState
+	groupOrder []*groupState // by name
+	vmTypes    map[[2]string]int
+
+	shapes  []shapeState // canonical order, merged
+	buckets map[[2]string]*bucket
+
+	vms   []VM    // the snapshot's, read only
+	vmCl  []int32 // cloud index of each VM, -1 if unknown
+	going []bool  // retired or deleted by this plan
+	// pastKeep marks idle VMs past their keep-alive; kept those of them
+	// that idle jobs will use.
+	pastKeep, kept []bool
+	// stayingReady is set once the staying figures are summed up.
+	stayingReady bool
+
+	// imageOff holds the images backing off, by site and image.
+	imageOff map[[2]string]imageBackoff
+	// boots are the plan's boots being built, indexed by bootIx.
+	boots  []bootAgg
+	bootIx map[bootKey]int
+
+	plan Plan
+}
+
+// bucket holds the shapes and VMs of one group and VM type.
+type bucket struct {
+	group  *groupState
+	shapes []int32
+	vms    []int32
+}
+
+func newPlanner(s Snapshot) *planner {
+	p := &planner{
+		now:     s.Now,
+		cfg:     s.Config.withDefaults(),
+		s:       &s,
+		vms:     s.VMs,
+		groups:  make(map[string]*groupState, len(s.Groups)+4),
+		vmTypes: make(map[[2]string]int, len(s.VMTypes)),
+		buckets: make(map[[2]string]*bucket),
+	}
+
+	// Clouds: priority order, one entry per site (the first in a total
+	// order, so that shuffled input gives the same choice).
+	p.clouds = slices.Clone(s.Clouds)
+	slices.SortStableFunc(p.clouds, func(a, b Cloud) int {
+		return cmp.Or(cmp.Compare(a.Priority, b.Priority), cmp.Compare(a.Site, b.Site), compareCloudTie(a, b))
 	})
-	cloudBySite := make(map[string]*Cloud, len(clouds))
-	for i := range clouds {
-		cloudBySite[clouds[i].Site] = &clouds[i]
+	p.clouds = slices.CompactFunc(p.clouds, func(a, b Cloud) bool { return a.Site == b.Site })
+	p.cloudOf = make(map[string]int, len(p.clouds))
+	for i, c := range p.clouds {
+		p.cloudOf[c.Site] = i
 	}
+	p.cs = make([]cloudState, len(p.clouds))
 
-	vms := slices.Clone(s.VMs)
-	slices.SortFunc(vms, func(a, b VM) int {
-		return cmp.Or(cmp.Compare(a.Site, b.Site), cmp.Compare(a.Name, b.Name))
-	})
-
-	// Room left on each cloud, and how many boots are in flight there.
-	room := make(map[string]*usage, len(clouds))
-	for i := range clouds {
-		room[clouds[i].Site] = newUsage(&clouds[i], vms, cfg)
-	}
-
-	// Error VMs past the error delay are deleted.
-	for _, vm := range vms {
-		if vm.Held || vm.State != VMError || vm.ID == "" {
-			continue
-		}
-		if s.Now.Sub(vm.CreatedAt) >= cfg.ErrorDelay {
-			p.Deletes = append(p.Deletes, Delete{Site: vm.Site, VMID: vm.ID,
-				Reason: fmt.Sprintf("in error since boot at %s, past error delay %s", vm.CreatedAt.UTC().Format(time.TimeOnly), cfg.ErrorDelay)})
-		}
-	}
-
-	shapes := slices.Clone(s.Shapes)
-	slices.SortFunc(shapes, compareShapes)
-
-	// Free job slots per VM, consumed shape by shape.
-	free := make([]int, len(vms))
-	for i, vm := range vms {
-		switch vm.State {
-		case VMBooting, VMStarting, VMIdle, VMBusy:
-			free[i] = -1 // computed per shape below
-		}
-	}
-	for _, sh := range shapes {
-		need := sh.Idle
-		for i, vm := range vms {
-			if need == 0 {
-				break
-			}
-			if free[i] == 0 || vm.Group != sh.Group || vm.VMType != sh.VMType {
+	// Groups: settings first, then every group that has demand or VMs.
+	for _, g := range s.Groups {
+		if cur, ok := p.groups[g.Name]; ok {
+			// Duplicate entries: keep the stricter-looking one by a total
+			// order so that input order does not matter.
+			if compareGroupTie(g, cur.g) >= 0 {
 				continue
 			}
-			slots := jobsPerVM(sh, vm.Cpus, vm.MemoryMiB)
-			if free[i] < 0 {
-				free[i] = max(0, slots-vm.RunningJobs)
-			}
-			take := min(need, free[i])
-			free[i] -= take
-			need -= take
 		}
-		if need == 0 {
-			continue
-		}
-		need = bootFor(&p, sh, need, clouds, room)
-		if need > 0 {
-			p.Notes = append(p.Notes, Note{Reason: fmt.Sprintf("%d idle %s/%s jobs wait: no cloud has room or a fitting flavor", need, sh.Group, sh.VMType)})
-		}
+		p.groups[g.Name] = &groupState{name: g.Name, g: g}
 	}
-
-	// Retire idle VMs past keep-alive that no idle job of theirs could use.
-	for _, vm := range vms {
-		if vm.Held || vm.State != VMIdle || vm.ID == "" || vm.IdleSince.IsZero() {
-			continue
+	for _, t := range s.VMTypes {
+		k := [2]string{t.Group, t.Name}
+		if old, ok := p.vmTypes[k]; !ok || t.JobsPerVM > old {
+			p.vmTypes[k] = t.JobsPerVM
 		}
-		keep := cfg.KeepAlive
-		if c := cloudBySite[vm.Site]; c != nil && c.KeepAlive > 0 {
-			keep = c.KeepAlive
-		}
-		idleFor := s.Now.Sub(vm.IdleSince)
-		if idleFor < keep {
-			continue
-		}
-		if hasIdleDemand(shapes, vm) {
-			continue
-		}
-		p.Retires = append(p.Retires, Retire{Site: vm.Site, VMID: vm.ID,
-			Reason: fmt.Sprintf("idle for %s, keep-alive %s", idleFor.Round(time.Second), keep)})
 	}
 	return p
 }
 
-func compareShapes(a, b Shape) int {
+// compareCloudTie orders two entries for the same site and priority, so
+// duplicates resolve the same way whatever the input order.
+func compareCloudTie(a, b Cloud) int {
 	return cmp.Or(
-		cmp.Compare(a.Group, b.Group),
-		cmp.Compare(a.VMType, b.VMType),
-		cmp.Compare(a.Cpus, b.Cpus),
-		cmp.Compare(a.MemoryMiB, b.MemoryMiB),
-		cmp.Compare(a.DiskKiB, b.DiskKiB),
-		cmp.Compare(a.Image, b.Image),
+		boolCmp(a.Connected, b.Connected),
+		boolCmp(!a.Paused, !b.Paused),
+		boolCmp(!a.Disabled, !b.Disabled),
+		cmp.Compare(len(a.Flavors), len(b.Flavors)),
+	)
+}
+
+func compareGroupTie(a, b Group) int {
+	return cmp.Or(
+		cmp.Compare(a.Share, b.Share),
+		cmp.Compare(a.Caps.Cores, b.Caps.Cores),
+		cmp.Compare(a.Caps.RAMMiB, b.Caps.RAMMiB),
+		cmp.Compare(a.Caps.VMs, b.Caps.VMs),
+		boolCmp(a.Paused, b.Paused),
+		cmp.Compare(a.KeepAlive, b.KeepAlive),
 		slices.Compare(a.Clouds, b.Clouds),
 	)
 }
 
-// jobsPerVM is how many jobs of shape sh fit on a VM of the given size.
-func jobsPerVM(sh Shape, cpus, memMiB int) int {
-	n := 1 << 30
-	if sh.Cpus > 0 {
-		n = min(n, cpus/sh.Cpus)
+func boolCmp(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
 	}
-	if sh.MemoryMiB > 0 {
-		n = min(n, memMiB/sh.MemoryMiB)
-	}
-	if n == 1<<30 {
-		n = 1
-	}
-	return n
+	return -1
 }
 
-func hasIdleDemand(shapes []Shape, vm VM) bool {
-	for _, sh := range shapes {
-		if sh.Idle > 0 && sh.Group == vm.Group && sh.VMType == vm.VMType && jobsPerVM(sh, vm.Cpus, vm.MemoryMiB) > 0 {
-			return true
-		}
+// group returns the state of the named group, creating it with default
+// settings.
+func (p *planner) group(name string) *groupState {
+	if g, ok := p.groups[name]; ok {
+		return g
 	}
-	return false
+	g := &groupState{name: name, g: Group{Name: name}}
+	p.groups[name] = g
+	return g
 }
 
-// usage tracks what is left on one cloud while the plan is built.
-type usage struct {
-	freeCores, freeRAM, freeVMs int
-	inFlight, maxInFlight       int
+// cloudIndex is the index of the site's cloud, or -1.
+func (p *planner) cloudIndex(site string) int {
+	if i, ok := p.cloudOf[site]; ok {
+		return i
+	}
+	return -1
 }
 
-const unlimited = 1 << 40
-
-func newUsage(c *Cloud, vms []VM, cfg Config) *usage {
-	u := &usage{freeCores: unlimited, freeRAM: unlimited, freeVMs: unlimited, maxInFlight: cfg.MaxBootsPerCloud}
-	if u.maxInFlight <= 0 {
-		u.maxInFlight = unlimited
+// expandSites turns a list of sites and aliases into a sorted set of sites;
+// nil means any site.
+func (p *planner) expandSites(list []string) []string {
+	if len(list) == 0 {
+		return nil
 	}
-	// Canopy's own VMs the cloud does not list yet (no ID) are not in its
-	// usage figures: count them here so no plan goes over quota.
-	var pendCores, pendRAM, pendVMs, canopyCores, canopyRAM, canopyVMs int
-	for _, vm := range vms {
-		if vm.Site != c.Site {
-			continue
+	out := make([]string, 0, len(list))
+	for _, name := range list {
+		if sites, ok := p.s.Aliases[name]; ok {
+			out = append(out, sites...)
+		} else {
+			out = append(out, name)
 		}
-		if vm.State == VMBooting {
-			u.inFlight++
-		}
-		if vm.ID == "" {
-			pendCores += vm.Cpus
-			pendRAM += vm.MemoryMiB
-			pendVMs++
-		}
-		canopyCores += vm.Cpus
-		canopyRAM += vm.MemoryMiB
-		canopyVMs++
 	}
-	l := c.Limits
-	if l.MaxCores >= 0 {
-		u.freeCores = l.MaxCores - l.UsedCores - pendCores
-	}
-	if l.MaxRAMMiB >= 0 {
-		u.freeRAM = l.MaxRAMMiB - l.UsedRAMMiB - pendRAM
-	}
-	if l.MaxInstances >= 0 {
-		u.freeVMs = l.MaxInstances - l.UsedInstances - pendVMs
-	}
-	if c.Caps.Cores > 0 {
-		u.freeCores = min(u.freeCores, c.Caps.Cores-canopyCores)
-	}
-	if c.Caps.RAMMiB > 0 {
-		u.freeRAM = min(u.freeRAM, c.Caps.RAMMiB-canopyRAM)
-	}
-	if c.Caps.VMs > 0 {
-		u.freeVMs = min(u.freeVMs, c.Caps.VMs-canopyVMs)
-	}
-	return u
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
-// fits is how many VMs of flavor f still fit.
-func (u *usage) fits(f protocol.Flavor) int {
-	n := min(u.freeVMs, u.maxInFlight-u.inFlight)
-	if f.VCPUs > 0 {
-		n = min(n, u.freeCores/f.VCPUs)
+// hasSite reports whether the sorted set allows site (nil allows all).
+func hasSite(set []string, site string) bool {
+	if set == nil {
+		return true
 	}
-	if f.RAMMiB > 0 {
-		n = min(n, u.freeRAM/f.RAMMiB)
-	}
-	return max(0, n)
-}
-
-func (u *usage) take(f protocol.Flavor, n int) {
-	u.freeCores -= n * f.VCPUs
-	u.freeRAM -= n * f.RAMMiB
-	u.freeVMs -= n
-	u.inFlight += n
-}
-
-// smallestFlavor returns the smallest flavor that holds one job of sh.
-func smallestFlavor(flavors []protocol.Flavor, sh Shape) (protocol.Flavor, bool) {
-	var best protocol.Flavor
-	found := false
-	for _, f := range flavors {
-		if f.VCPUs < sh.Cpus || f.RAMMiB < sh.MemoryMiB || (sh.DiskKiB > 0 && int64(f.DiskGiB)<<20 < sh.DiskKiB) {
-			continue
-		}
-		if !found || cmp.Or(cmp.Compare(f.VCPUs, best.VCPUs), cmp.Compare(f.RAMMiB, best.RAMMiB),
-			cmp.Compare(f.DiskGiB, best.DiskGiB), cmp.Compare(f.Name, best.Name)) < 0 {
-			best, found = f, true
-		}
-	}
-	return best, found
-}
-
-// bootFor boots VMs for need idle jobs of sh across clouds in order and
-// returns how many jobs are left without a VM.
-func bootFor(p *Plan, sh Shape, need int, clouds []Cloud, room map[string]*usage) int {
-	for i := range clouds {
-		if need == 0 {
-			break
-		}
-		c := &clouds[i]
-		if len(sh.Clouds) > 0 && !slices.Contains(sh.Clouds, c.Site) {
-			continue
-		}
-		if !c.Connected || c.Paused {
-			continue
-		}
-		f, ok := smallestFlavor(c.Flavors, sh)
-		if !ok {
-			continue
-		}
-		per := jobsPerVM(sh, f.VCPUs, f.RAMMiB)
-		want := (need + per - 1) / per
-		n := min(want, room[c.Site].fits(f))
-		if n == 0 {
-			p.Notes = append(p.Notes, Note{Site: c.Site, Reason: fmt.Sprintf("no room for %s on %s: limits, caps or in-flight boot cap reached", f.Name, c.Site)})
-			continue
-		}
-		room[c.Site].take(f, n)
-		p.Boots = append(p.Boots, Boot{Site: c.Site, Group: sh.Group, VMType: sh.VMType, Flavor: f.Name, Image: sh.Image, Count: n,
-			Reason: fmt.Sprintf("%d idle %s/%s jobs (%d cpu, %d MiB) without a slot; %s holds %d", need, sh.Group, sh.VMType, sh.Cpus, sh.MemoryMiB, f.Name, per)})
-		need = max(0, need-n*per)
-	}
-	return need
+	_, ok := slices.BinarySearch(set, site)
+	return ok
 }

@@ -1,11 +1,3 @@
-// Package planner decides what Canopy should do next: from a snapshot of
-// demand (idle and running jobs by shape), clouds (flavors, limits, admin
-// settings) and VMs (state and age), Plan returns the boots, retirements and
-// deletions to carry out, each with a short reason a person can read.
-//
-// Decide is a pure function: no clock, no I/O, no randomness. The same
-// snapshot always gives the same plan, so the policy can be tested by tables
-// and properties and replayed by the simulator.
 package planner
 
 import (
@@ -24,11 +16,20 @@ type Shape struct {
 	DiskKiB   int64  `json:"disk_kib"`
 	// Image is the image the VM type boots; empty means the cloud's default.
 	Image string `json:"image,omitempty"`
-	// Clouds restricts the shape to these sites; empty means any.
+	// Clouds restricts the shape to these sites; empty means any. An entry
+	// may be an alias (Snapshot.Aliases) standing for several sites.
 	Clouds []string `json:"clouds,omitempty"`
 	Idle   int      `json:"idle"`
 	// Running jobs keep their VMs; they are not demand for new ones.
 	Running int `json:"running"`
+	// KeepAlive is the jobs' own keep-alive request (a job attribute); it
+	// overrides the group's and the cloud's for VMs booted for the shape.
+	// Zero means the jobs ask for none.
+	KeepAlive time.Duration `json:"keep_alive,omitempty"`
+	// JobsPerVM asks for a flavor that holds this many jobs at once. Zero or
+	// one means the smallest flavor that holds one job (which may still
+	// hold several); the VM type's setting applies when zero.
+	JobsPerVM int `json:"jobs_per_vm,omitempty"`
 }
 
 // Caps are admin-set hard maxima for one cloud; zero means no cap.
@@ -36,6 +37,13 @@ type Caps struct {
 	Cores  int `json:"cores" yaml:"cores"`
 	RAMMiB int `json:"ram_mib" yaml:"ram_mib"`
 	VMs    int `json:"vms" yaml:"vms"`
+}
+
+// Usage is an amount of cores, memory and servers in use.
+type Usage struct {
+	Cores  int `json:"cores"`
+	RAMMiB int `json:"ram_mib"`
+	VMs    int `json:"vms"`
 }
 
 // Cloud is one site's cloud as the planner sees it.
@@ -54,6 +62,71 @@ type Cloud struct {
 	Caps   Caps
 	// KeepAlive overrides Config.KeepAlive for this cloud when non-zero.
 	KeepAlive time.Duration
+
+	// Endpoint names the cloud API endpoint the site talks to. Clouds with
+	// the same endpoint share one in-flight boot cap. Empty means the site
+	// is its own endpoint.
+	Endpoint string
+	// MaxInFlight overrides Config.MaxBootsPerCloud for this cloud's
+	// endpoint when positive (the smallest among the endpoint's clouds
+	// applies). Zero means the config's value.
+	MaxInFlight int
+	// Disabled clouds are drained: no boots, VMs that run nothing are
+	// deleted and the others retired. False means enabled.
+	Disabled bool
+	// SoftQuota is how much of the project Canopy may use, before foreign
+	// usage is taken off; zero fields mean no soft quota on that resource.
+	SoftQuota Caps
+	// Foreign is what servers in the same project that Canopy did not boot
+	// use; it is taken off SoftQuota. Zero means none.
+	Foreign Usage
+	// MaxLifetime overrides Config.MaxLifetime for VMs on this cloud when
+	// positive. Zero means the config's value.
+	MaxLifetime time.Duration
+	// Unlisted counts servers the cloud said it created (a boot result)
+	// that its server listing does not show; UnlistedSince is the earliest
+	// such creation. A cloud with unlisted servers older than
+	// Config.FreezeAfter is frozen. Zero means none.
+	Unlisted      int
+	UnlistedSince time.Time
+	// OverQuotaSince is when the cloud was first reported over one of its
+	// limits (Plan.Clouds[].OverQuota) without a break since; History
+	// keeps it. Zero means not over, or not known to be: then no VM with
+	// running jobs is retired for the cloud's quota.
+	OverQuotaSince time.Time
+}
+
+// Group is one owner group's settings. Groups without an entry get the
+// zero Group: share 1, no caps, no restrictions.
+type Group struct {
+	Name string
+	// Share weighs the group's turns when Config.Fairness is FairShare;
+	// zero means 1.
+	Share int
+	// Caps bound the group's VMs over all clouds; zero fields mean no cap.
+	Caps Caps
+	// CloudCaps bound the group's VMs on one site; missing sites and zero
+	// fields mean no cap.
+	CloudCaps map[string]Caps
+	// Clouds restricts the group to these sites (aliases allowed); empty
+	// means any.
+	Clouds []string
+	// KeepAlive overrides the cloud's keep-alive for the group's VMs when
+	// non-zero; a job's own keep-alive overrides it in turn.
+	KeepAlive time.Duration
+	// Paused groups get no new boots; their VMs stay.
+	Paused bool
+	// OverQuotaSince is like Cloud.OverQuotaSince, for the group's caps.
+	OverQuotaSince time.Time
+}
+
+// VMType is a VM type's settings for one group, or for every group when
+// Group is empty (a group's own entry wins).
+type VMType struct {
+	Group string
+	Name  string
+	// JobsPerVM is the default for Shape.JobsPerVM; zero means one.
+	JobsPerVM int
 }
 
 // VMState is where a VM is in its life, from the planner's point of view.
@@ -94,28 +167,40 @@ type VM struct {
 	IdleSince time.Time
 	// Held VMs are under manual control: the planner never touches them.
 	Held bool
-}
 
-// Config holds the policy's knobs.
-type Config struct {
-	// KeepAlive is how long an idle VM is kept before retirement.
+	// Image is the image the VM was booted from; empty if unknown.
+	Image string
+	// ErrorSince is when the VM went into error; zero means use CreatedAt.
+	ErrorSince time.Time
+	// RegisteredAt is when the VM's startd first joined the pool. Zero
+	// means unknown, and turns the job-alive rule off for the VM.
+	RegisteredAt time.Time
+	// JobsStarted counts jobs the VM has started since it registered; read
+	// only when RegisteredAt is set.
+	JobsStarted int
+	// FreeCpus and FreeMemoryMiB are what a busy VM's startd still offers
+	// (a partitionable slot's unclaimed part). Zero means nothing free, or
+	// unknown: a busy VM then covers no idle job.
+	FreeCpus      int
+	FreeMemoryMiB int
+	// KeepAlive is the keep-alive its jobs asked for (Shape.KeepAlive of
+	// the shape it was booted for, or of its last job); zero means none.
 	KeepAlive time.Duration
-	// ErrorDelay is how long a VM may sit in error before deletion.
-	ErrorDelay time.Duration
-	// RetireDeadline is how long a retiring VM may take to finish its jobs.
-	RetireDeadline time.Duration
-	// MaxBootsPerCloud caps how many VMs one cloud may have booting at once.
-	MaxBootsPerCloud int
+	// RetiringSince is when the VM was told to retire. Zero means unknown,
+	// and turns the stuck-retirement rule off for the VM.
+	RetiringSince time.Time
 }
 
-// DefaultConfig returns the documented defaults.
-func DefaultConfig() Config {
-	return Config{
-		KeepAlive:        10 * time.Minute,
-		ErrorDelay:       5 * time.Minute,
-		RetireDeadline:   24 * time.Hour,
-		MaxBootsPerCloud: 20,
-	}
+// Failure is one boot that did not work: a failed boot command or a server
+// that went into error while booting.
+type Failure struct {
+	Site string `json:"site"`
+	// Image is set when the failure is the image's fault on this cloud
+	// (ImageScoped); only that image then backs off there. Empty means the
+	// whole cloud backs off.
+	Image  string    `json:"image,omitempty"`
+	At     time.Time `json:"at"`
+	Reason string    `json:"reason"`
 }
 
 // Snapshot is everything the planner looks at.
@@ -125,6 +210,17 @@ type Snapshot struct {
 	Clouds []Cloud
 	VMs    []VM
 	Config Config
+
+	// Groups are per-group settings; groups without one get the defaults.
+	Groups []Group
+	// VMTypes are per-VM-type settings.
+	VMTypes []VMType
+	// Aliases name sets of sites that Shape.Clouds and Group.Clouds may use.
+	Aliases map[string][]string
+	// Failures are recent boot failures since the last good boot of their
+	// cloud (or image on that cloud), as a FailureLog keeps them; the
+	// planner derives backoff from them.
+	Failures []Failure
 }
 
 // Boot asks for Count VMs of one flavor on one site.
@@ -136,13 +232,38 @@ type Boot struct {
 	Image  string `json:"image,omitempty"`
 	Count  int    `json:"count"`
 	Reason string `json:"reason"`
+	// KeepAlive is the jobs' keep-alive request, to record on the VMs
+	// (VM.KeepAlive); zero means none.
+	KeepAlive time.Duration `json:"keep_alive,omitempty"`
+	// Jobs is how many idle jobs the VMs are booted for.
+	Jobs int `json:"jobs"`
 }
+
+// Rule names the lifecycle or admin rule behind a retirement or deletion.
+type Rule string
+
+// Rules.
+const (
+	RuleErrorDelay    Rule = "error-delay"
+	RuleComeAlive     Rule = "come-alive"
+	RuleJobAlive      Rule = "job-alive"
+	RuleKeepAlive     Rule = "keep-alive"
+	RuleMaxLifetime   Rule = "max-lifetime"
+	RuleDisabled      Rule = "cloud-disabled"
+	RuleOverQuota     Rule = "over-quota"
+	RuleRetireTimeout Rule = "retire-timeout"
+)
 
 // Retire asks a VM to finish its jobs and go.
 type Retire struct {
 	Site   string `json:"site"`
 	VMID   string `json:"vm_id"`
 	Reason string `json:"reason"`
+	// Rule is the rule that retires the VM.
+	Rule Rule `json:"rule"`
+	// RunningJobs is how many jobs the VM ran when the plan was made; they
+	// may run until Config.RetireDeadline.
+	RunningJobs int `json:"running_jobs"`
 }
 
 // Delete removes a VM at once (it runs no jobs that matter).
@@ -150,12 +271,88 @@ type Delete struct {
 	Site   string `json:"site"`
 	VMID   string `json:"vm_id"`
 	Reason string `json:"reason"`
+	// Rule is the rule that deletes the VM.
+	Rule Rule `json:"rule"`
 }
 
 // Note is a decision not to act, kept so people can see why.
 type Note struct {
 	Site   string `json:"site,omitempty"`
 	Reason string `json:"reason"`
+	// Group is set for notes about one group's jobs.
+	Group string `json:"group,omitempty"`
+}
+
+// CloudState says whether a cloud takes new boots, and if not, why.
+type CloudState string
+
+// Cloud states, in the order the planner checks them.
+const (
+	CloudOK           CloudState = "ok"
+	CloudDisconnected CloudState = "disconnected"
+	CloudDisabled     CloudState = "disabled"
+	CloudPaused       CloudState = "paused"
+	CloudFrozen       CloudState = "frozen"
+	CloudBackoff      CloudState = "backoff"
+)
+
+// CloudStatus is the planner's view of one cloud after planning, for the
+// status page, metrics and History.
+type CloudStatus struct {
+	Site  string     `json:"site"`
+	State CloudState `json:"state"`
+	// Until is when a backoff ends; zero otherwise.
+	Until time.Time `json:"until,omitempty"`
+	// Reason explains a state other than ok.
+	Reason string `json:"reason,omitempty"`
+	// OverQuota is true when Canopy's VMs there (not counting those
+	// already retiring) exceed one of the cloud's limits.
+	OverQuota bool `json:"over_quota"`
+	// Used is what Canopy's VMs there use.
+	Used Usage `json:"used"`
+	// Room is what the effective limit still allows after this plan's
+	// boots; negative when over. Unlimited resources show MaxInt.
+	Room Usage `json:"room"`
+	// InFlight counts servers booting or booted but not registered at the
+	// cloud's endpoint, this plan's boots included; MaxInFlight is the cap
+	// (zero: none).
+	InFlight    int `json:"in_flight"`
+	MaxInFlight int `json:"max_in_flight"`
+	// Booted is how many VMs this plan boots there.
+	Booted int `json:"booted"`
+}
+
+// GroupStatus sums up one group's demand and what the plan does about it.
+type GroupStatus struct {
+	Name    string `json:"name"`
+	Idle    int    `json:"idle"`
+	Running int    `json:"running"`
+	// Shortfall is how many idle jobs no starting or idle VM will take.
+	Shortfall int `json:"shortfall"`
+	// Booted is how many VMs this plan boots for the group, for BootedJobs
+	// jobs; Waiting jobs are still without a VM after it.
+	Booted     int `json:"booted"`
+	BootedJobs int `json:"booted_jobs"`
+	Waiting    int `json:"waiting"`
+	// Throttled is true when the idle-VM throttle stops the group's boots.
+	Throttled bool `json:"throttled"`
+	OverQuota bool `json:"over_quota"`
+}
+
+// ShapeStatus is what the plan does about one shape.
+type ShapeStatus struct {
+	Shape Shape `json:"shape"`
+	// Covered idle jobs will run on starting or idle VMs; Shortfall is the
+	// rest.
+	Covered   int `json:"covered"`
+	Shortfall int `json:"shortfall"`
+	// BootedVMs is how many VMs this plan boots for the shape; they hold
+	// BootedJobs of its jobs.
+	BootedVMs  int `json:"booted_vms"`
+	BootedJobs int `json:"booted_jobs"`
+	// Waiting is how many idle jobs are left without a VM, and Reason why.
+	Waiting int    `json:"waiting"`
+	Reason  string `json:"reason,omitempty"`
 }
 
 // Plan is the planner's output.
@@ -164,6 +361,12 @@ type Plan struct {
 	Retires []Retire `json:"retires"`
 	Deletes []Delete `json:"deletes"`
 	Notes   []Note   `json:"notes"`
+
+	// Clouds, Groups and Shapes report the planner's view, sorted by site,
+	// group name and shape.
+	Clouds []CloudStatus `json:"clouds"`
+	Groups []GroupStatus `json:"groups"`
+	Shapes []ShapeStatus `json:"shapes"`
 }
 
 // Empty reports whether the plan asks for nothing.

@@ -15,6 +15,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/canopy-grid/canopy/agent"
+	"github.com/canopy-grid/canopy/agent/gluster"
 	"github.com/canopy-grid/canopy/agent/localcloud"
 	"github.com/canopy-grid/canopy/deploy/config"
 )
@@ -26,6 +27,9 @@ type fileConfig struct {
 	// Driver is "local" (VMs as local processes) or "openstack".
 	Driver string             `yaml:"driver"`
 	Local  *localcloud.Config `yaml:"local"`
+	// Gluster, when present, makes the agent watch the site's GlusterFS
+	// replicas (volumes, bricks, heals, geo-replication).
+	Gluster *gluster.Config `yaml:"gluster"`
 }
 
 func main() {
@@ -80,6 +84,11 @@ func run(args []string) error {
 	a, err := agent.New(fc.Config, driver, log.WithField("component", "agent"))
 	if err != nil {
 		return fmt.Errorf("%s: %w", *cfgPath, err)
+	}
+	if fc.Gluster != nil {
+		gc := *fc.Gluster
+		gc.Log = log.WithFields(logrus.Fields{"component": "gluster", "site": fc.Site})
+		a.SetStorage(gluster.New(nil, gc))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -23,34 +23,44 @@ import (
 
 	"github.com/canopy-grid/canopy/deploy/config"
 	"github.com/canopy-grid/canopy/hub"
+	"github.com/canopy-grid/canopy/hub/htcondor"
 	"github.com/canopy-grid/canopy/hub/trace"
 	"github.com/canopy-grid/canopy/protocol/pki"
 )
 
 const usage = `usage:
   hub run --config FILE                     run the hub
+  hub simulate --trace FILE [flags]         replay a workload through the planner on simulated clouds
   hub tls init --dir DIR [--host H]...      create the CA and the hub's certificate
   hub tls issue-agent --dir DIR --site NAME [--out DIR] [--days N]
                                             issue a site agent's certificate
 `
 
+// errUsage marks command-line mistakes: the usage text follows the error.
+var errUsage = errors.New("usage")
+
 func main() {
 	if err := run(os.Args[1:], os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "hub:", err)
+		if errors.Is(err, errUsage) {
+			fmt.Fprint(os.Stderr, usage)
+		}
 		os.Exit(1)
 	}
 }
 
 func run(args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("no command\n" + usage)
+		return fmt.Errorf("%w: no command", errUsage)
 	}
 	switch args[0] {
 	case "run":
 		return runHub(args[1:])
+	case "simulate":
+		return runSimulate(args[1:], stdout)
 	case "tls":
 		if len(args) < 2 {
-			return errors.New("tls needs init or issue-agent\n" + usage)
+			return fmt.Errorf("%w: tls needs init or issue-agent", errUsage)
 		}
 		switch args[1] {
 		case "init":
@@ -62,7 +72,7 @@ func run(args []string, stdout io.Writer) error {
 		_, err := io.WriteString(stdout, usage)
 		return err
 	}
-	return fmt.Errorf("unknown command %q\n%s", strings.Join(args, " "), usage)
+	return fmt.Errorf("%w: unknown command %q", errUsage, strings.Join(args, " "))
 }
 
 type listFlag []string
@@ -145,7 +155,7 @@ func runHub(args []string) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%s: %w", *cfgPath, err)
 	}
-	src, err := newSource(cfg, filepath.Dir(*cfgPath))
+	src, err := newSource(cfg, filepath.Dir(*cfgPath), log)
 	if err != nil {
 		return err
 	}
@@ -158,7 +168,7 @@ func runHub(args []string) error {
 	return h.Run(ctx, nil)
 }
 
-func newSource(cfg hub.Config, base string) (hub.Source, error) {
+func newSource(cfg hub.Config, base string, log *logrus.Logger) (hub.Source, error) {
 	switch cfg.Demand.Source {
 	case "trace":
 		path := cfg.Demand.Trace.File
@@ -170,6 +180,9 @@ func newSource(cfg hub.Config, base string) (hub.Source, error) {
 			return nil, err
 		}
 		return trace.New(w, cfg.Demand.Trace.TimeScale)
+	case "htcondor":
+		hc := cfg.Demand.HTCondor
+		return htcondor.New(hc, htcondor.ExecRunner{BinDir: hc.BinDir}, log.WithField("component", "htcondor"))
 	}
 	return nil, fmt.Errorf("demand source %q is not available", cfg.Demand.Source)
 }

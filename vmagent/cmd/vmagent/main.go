@@ -1,6 +1,11 @@
 // Command vmagent runs inside every worker VM (baked into the image).
 //
-//	vmagent run [--metadata-url URL | --config-drive DIR] [--root DIR] [--no-condor]
+//	vmagent run [--metadata-url URL | --config-drive DIR|auto | --metadata-dir DIR] [--root DIR] [--no-condor]
+//
+// The metadata comes from the OpenStack metadata service (the default), a
+// config drive (mounted at DIR, or with "auto" mounted by the vmagent from
+// /dev/disk/by-label/config-2), or a plain directory holding meta_data.json
+// and user_data (tests).
 package main
 
 import (
@@ -26,11 +31,12 @@ func main() {
 
 func run(args []string) error {
 	if len(args) == 0 || args[0] != "run" {
-		return errors.New("usage: vmagent run [--metadata-url URL | --config-drive DIR] [--root DIR] [--no-condor]")
+		return errors.New("usage: vmagent run [--metadata-url URL | --config-drive DIR|auto | --metadata-dir DIR] [--root DIR] [--no-condor]")
 	}
 	fs := flag.NewFlagSet("vmagent run", flag.ContinueOnError)
 	mdURL := fs.String("metadata-url", "http://169.254.169.254", "OpenStack metadata service")
-	drive := fs.String("config-drive", "", "read metadata from a mounted config drive instead")
+	drive := fs.String("config-drive", "", `read metadata from a config drive mounted at DIR instead ("auto": mount it at /run/canopy/config-drive)`)
+	mdDir := fs.String("metadata-dir", "", "read meta_data.json and user_data from a plain directory instead")
 	root := fs.String("root", "/", "prefix for every file written")
 	noCondor := fs.Bool("no-condor", false, "log HTCondor commands instead of running them (local test VMs)")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -40,13 +46,18 @@ func run(args []string) error {
 	log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: "15:04:05.000"})
 	entry := log.WithField("component", "vmagent")
 
-	var src vmagent.MetadataSource = vmagent.HTTPSource{BaseURL: *mdURL}
-	if *drive != "" {
-		src = vmagent.DirSource{Dir: *drive}
-	}
 	var runner vmagent.CommandRunner = vmagent.ExecRunner{}
 	if *noCondor {
 		runner = vmagent.LogRunner{Log: entry}
+	}
+	var src vmagent.MetadataSource = vmagent.HTTPSource{BaseURL: *mdURL}
+	switch {
+	case *drive == "auto":
+		src = vmagent.ConfigDrive{Dir: "/run/canopy/config-drive", Device: vmagent.DefaultConfigDriveDevice, Runner: vmagent.ExecRunner{}}
+	case *drive != "":
+		src = vmagent.ConfigDrive{Dir: *drive}
+	case *mdDir != "":
+		src = vmagent.DirSource{Dir: *mdDir}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

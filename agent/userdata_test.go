@@ -1,0 +1,110 @@
+package agent
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/canopy-grid/canopy/vmagent"
+	"github.com/canopy-grid/canopy/vmagent/userdata"
+)
+
+const testIDToken = "eyJhbGciOiJIUzI1NiIsImtpZCI6IlBPT0wifQ.eyJzdWIiOiJ3b3JrZXJAcG9vbCJ9.c2lnbmF0dXJl"
+
+func writeTemp(t *testing.T, name string, content []byte) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, content, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func vmSettings() vmagent.Settings {
+	return vmagent.Settings{AgentURL: "http://10.0.0.5:7080", Token: "abc.def", CondorHost: "cm.example.org:9618",
+		Site: "east", Group: "atlas", VMType: "el9"}
+}
+
+func TestUserDataRenderer(t *testing.T) {
+	ctx := VMContext{
+		CondorIDTokenFile:  writeTemp(t, "worker.token", []byte(testIDToken+"\n")),
+		PoolSigningKeyFile: writeTemp(t, "POOL", []byte{0, 1, 2, 0xff}),
+		Gluster:            &vmagent.GlusterMount{Servers: []string{"gl1", "gl2"}, Volume: "sw", MountPoint: "/mnt/sw"},
+		Proxies:            [][]string{{"http://squid1:3128", "http://squid2:3128"}},
+		UserDataParts:      []string{"../deploy/cloud-init/site-example.yaml", "../deploy/cloud-init/site-example.sh"},
+	}
+	r, err := NewUserDataRenderer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ud, err := r.Render(vmSettings())
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts, err := userdata.Split(ud)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, p := range parts {
+		types = append(types, p.Type+" "+p.Filename)
+	}
+	want := []string{"text/cloud-config canopy-vmagent.yaml", "text/cloud-config site-example.yaml", "text/x-shellscript site-example.sh"}
+	if !reflect.DeepEqual(types, want) {
+		t.Fatalf("parts %q, want %q", types, want)
+	}
+	site, _ := os.ReadFile("../deploy/cloud-init/site-example.yaml")
+	if !bytes.Equal(parts[1].Content, site) {
+		t.Error("admin part changed on the way")
+	}
+	s, err := vmagent.ParseUserData(ud)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Token != "abc.def" || s.CondorIDToken != testIDToken || s.PoolSigningKey != "AAEC/w==" ||
+		!reflect.DeepEqual(s.Gluster, ctx.Gluster) || !reflect.DeepEqual(s.Proxies, ctx.Proxies) {
+		t.Fatalf("settings %+v", s)
+	}
+
+	// Without extra parts the user-data is a single #cloud-config document.
+	plain, err := NewUserDataRenderer(VMContext{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ud, err = plain.Render(vmSettings())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(ud, []byte("#cloud-config\n")) {
+		t.Fatalf("user-data starts %q", ud[:30])
+	}
+}
+
+func TestUserDataRendererRefusesBadSiteFiles(t *testing.T) {
+	big := append([]byte("#!/bin/sh\n"), bytes.Repeat([]byte("#"), userdata.MaxSize-200)...)
+	tests := []struct {
+		name string
+		c    VMContext
+		want string
+	}{
+		{"missing token file", VMContext{CondorIDTokenFile: "/nonexistent/token"}, "no such file"},
+		{"empty token file", VMContext{CondorIDTokenFile: writeTemp(t, "t", nil)}, "is empty"},
+		{"token file not a token", VMContext{CondorIDTokenFile: writeTemp(t, "t", []byte("hello world"))}, "condor_idtoken"},
+		{"part of unknown type", VMContext{UserDataParts: []string{writeTemp(t, "p", []byte("hello\n"))}}, "not one of"},
+		{"cloud-config part not YAML", VMContext{UserDataParts: []string{writeTemp(t, "p.yaml", []byte("#cloud-config\na: [\n"))}}, "not YAML"},
+		{"parts too big for Nova", VMContext{UserDataParts: []string{writeTemp(t, "big.sh", big)}}, "limit"},
+		{"bad proxy", VMContext{Proxies: [][]string{{"squid:3128"}}}, "proxies"},
+		{"bad volume", VMContext{Gluster: &vmagent.GlusterMount{Servers: []string{"gl1"}, Volume: "sw", MountPoint: "/etc"}}, "system directory"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := NewUserDataRenderer(tt.c)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err %v, want one containing %q", err, tt.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,468 @@
+package htcondor
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/canopy-grid/canopy/hub/classad"
+	"github.com/canopy-grid/canopy/hub/demand"
+	"github.com/canopy-grid/canopy/hub/planner"
+)
+
+// Source reads demand from HTCondor: the queues of the configured schedds
+// (condor_q) and the slots of Canopy's VMs (condor_status). It implements the
+// hub's Source. Poll and Invalidate may be called from different goroutines.
+type Source struct {
+	cfg        Config
+	run        Runner
+	log        *logrus.Entry
+	types      []*vmType
+	typeByName map[string]*vmType
+	proj       *projection
+	slotAttrs  []string
+	exprs      *exprCache
+
+	// Manual reports whether a VM is under manual control; Invalidate
+	// never touches such a VM. Set it before the first call; nil means no
+	// VM is.
+	Manual func(vmName string) bool
+
+	mu        sync.Mutex
+	idleSince map[string]time.Time  // by VM name, across polls
+	startds   map[string]seenStartd // by VM name, for Invalidate
+	status    Status
+	matcher   *Matcher
+}
+
+// New returns a Source. cfg gets its defaults and is validated; run runs the
+// tools (ExecRunner{BinDir: cfg.BinDir} for real).
+func New(cfg Config, run Runner, log *logrus.Entry) (*Source, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("htcondor config: %w", err)
+	}
+	types, err := compileVMTypes(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("htcondor config: %w", err)
+	}
+	s := &Source{cfg: cfg, run: run, log: log, types: types, typeByName: map[string]*vmType{},
+		proj: newProjection(cfg), exprs: newExprCache(4096),
+		idleSince: map[string]time.Time{}, startds: map[string]seenStartd{}}
+	for _, t := range types {
+		s.typeByName[t.name] = t
+	}
+	a := cfg.Attributes
+	s.slotAttrs = dedupFold(slices.Concat(slotAttributes, []string{a.VMName, a.VMID, a.Site, a.Group, a.VMType},
+		attributeNames(types), cfg.ExtraMachineAttributes))
+	return s, nil
+}
+
+// dedupFold drops names repeated in another case, keeping the first.
+func dedupFold(names []string) []string {
+	seen := map[string]bool{}
+	out := names[:0:0]
+	for _, n := range names {
+		if k := strings.ToLower(n); !seen[k] {
+			seen[k] = true
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func (s *Source) typeNames() []string {
+	out := make([]string, len(s.types))
+	for i, t := range s.types {
+		out[i] = t.name
+	}
+	return out
+}
+
+// poolArgs are the -pool arguments, if a pool is configured.
+func (s *Source) poolArgs() []string {
+	if s.cfg.Pool == "" {
+		return nil
+	}
+	return []string{"-pool", s.cfg.Pool}
+}
+
+// QueueCommand is the condor_q command line run for schedd ("" for the
+// default schedd).
+func (s *Source) QueueCommand(schedd string) Cmd {
+	args := s.poolArgs()
+	if schedd != "" {
+		args = append(args, "-name", schedd)
+	}
+	args = append(args, "-allusers", "-json", "-constraint", jobConstraint, "-attributes", strings.Join(s.proj.names, ","))
+	return Cmd{Name: "condor_q", Args: args}
+}
+
+// SlotsCommand is the condor_status command line that reads the slots of
+// Canopy's VMs.
+func (s *Source) SlotsCommand() Cmd {
+	args := append(s.poolArgs(), "-json", "-constraint", s.cfg.Attributes.VMName+" =!= undefined",
+		"-attributes", strings.Join(s.slotAttrs, ","))
+	return Cmd{Name: "condor_status", Args: args}
+}
+
+// ScheddStatus is how reading one schedd's queue went.
+type ScheddStatus struct {
+	// Name is the schedd ("" for the default one).
+	Name    string `json:"name"`
+	Idle    int    `json:"idle"`
+	Running int    `json:"running"`
+	// Signatures counts distinct job signatures (jobs that differ in an
+	// attribute their shape depends on).
+	Signatures int           `json:"signatures"`
+	Took       time.Duration `json:"took"`
+	Err        string        `json:"error,omitempty"`
+}
+
+// ShapeInfo is one shape with what the planner's Shape does not carry yet.
+type ShapeInfo struct {
+	planner.Shape
+	// Flavor is the flavor the jobs ask for (+VMInstanceType), if any.
+	Flavor string `json:"flavor,omitempty"`
+	// MaxLifetime is the jobs' +VMMaxLifetime, if any.
+	MaxLifetime time.Duration `json:"max_lifetime,omitempty"`
+}
+
+// Unmatchable counts one group's jobs that no VM Canopy can boot would run,
+// and why.
+type Unmatchable struct {
+	Group   string `json:"group"`
+	Reason  string `json:"reason"`
+	Idle    int    `json:"idle"`
+	Running int    `json:"running"`
+	// Example is one such job's id (cluster.proc).
+	Example string `json:"example"`
+}
+
+// Status is what the last poll saw, for the status page.
+type Status struct {
+	// TakenAt is when the last good poll was taken; Took how long it took.
+	TakenAt time.Time     `json:"taken_at"`
+	Took    time.Duration `json:"took"`
+	// Err is the last poll's error; empty when it succeeded. The other
+	// fields then still describe the last good poll.
+	Err         string         `json:"error,omitempty"`
+	Schedds     []ScheddStatus `json:"schedds"`
+	Shapes      []ShapeInfo    `json:"shapes"`
+	Unmatchable []Unmatchable  `json:"unmatchable"`
+	Machines    []MachineInfo  `json:"machines"`
+}
+
+// Status returns what the last poll saw.
+func (s *Source) Status() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.status
+}
+
+// Matcher returns the last good poll's Matcher (nil before the first).
+func (s *Source) Matcher() *Matcher {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.matcher
+}
+
+// Poll reads every configured schedd's queue and the pool's Canopy slots.
+// If any command fails (exit status, failure text, timeout, unreadable
+// output) Poll returns an error naming the command and the reason, and no
+// demand at all: a partial queue would make the planner retire VMs that a
+// failed schedd's jobs need. The hub keeps its last good demand meanwhile.
+func (s *Source) Poll(ctx context.Context, now time.Time, pool []demand.PoolVM) (demand.Demand, error) {
+	start := time.Now()
+	schedds := s.cfg.Schedds
+	if len(schedds) == 0 {
+		schedds = []string{""}
+	}
+	queues := make([]*queue, len(schedds))
+	stats := make([]ScheddStatus, len(schedds))
+	errs := make([]error, len(schedds)+1)
+	slots := map[string][]*slot{}
+	var wg sync.WaitGroup
+	for i, name := range schedds {
+		wg.Go(func() {
+			t0 := time.Now()
+			q := s.newQueue()
+			stderr, err := runTool(ctx, s.run, s.cfg.CommandTimeout, s.QueueCommand(name), q.read)
+			s.warn(name, stderr)
+			queues[i], errs[i] = q, err
+			stats[i] = ScheddStatus{Name: name, Idle: q.idle, Running: q.running, Signatures: len(q.sigs), Took: time.Since(t0)}
+			if err != nil {
+				stats[i].Err = err.Error()
+			}
+		})
+	}
+	wg.Go(func() {
+		stderr, err := runTool(ctx, s.run, s.cfg.CommandTimeout, s.SlotsCommand(), func(r io.Reader) error {
+			return s.readSlots(r, slots)
+		})
+		s.warn("", stderr)
+		errs[len(schedds)] = err
+	})
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		s.mu.Lock()
+		s.status.Err = err.Error()
+		s.status.Schedds = stats
+		s.mu.Unlock()
+		return demand.Demand{}, fmt.Errorf("htcondor poll: %w", err)
+	}
+
+	shapes, unmatch := merge(queues)
+	matcher := &Matcher{names: s.cfg.Attributes, types: s.typeByName, reps: map[string][]*classad.Ad{}}
+	var idleJobs []*classad.Ad
+	infos := make([]ShapeInfo, 0, len(shapes))
+	for _, acc := range shapes {
+		info := acc.info()
+		infos = append(infos, info)
+		k := plannerKey(info.Shape)
+		for _, rep := range acc.reps {
+			if len(matcher.reps[k]) < maxReps {
+				matcher.reps[k] = append(matcher.reps[k], rep)
+			}
+			if acc.idle > 0 {
+				idleJobs = append(idleJobs, rep)
+			}
+		}
+	}
+	slices.SortFunc(infos, func(a, b ShapeInfo) int { return compareShapes(a.Shape, b.Shape) })
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	machines := s.machines(slots, pool, idleJobs, now)
+	sortMachines(machines)
+	for _, m := range machines {
+		s.startds[m.VMName] = seenStartd{name: m.Startd, at: now}
+	}
+	for vm, sd := range s.startds {
+		if now.Sub(sd.at) > forgetStartdAfter {
+			delete(s.startds, vm)
+		}
+	}
+	s.status = Status{TakenAt: now, Took: time.Since(start), Schedds: stats, Shapes: infos,
+		Unmatchable: unmatch, Machines: machines}
+	s.matcher = matcher
+	return demand.Demand{Shapes: plannerShapes(infos), Machines: toDemand(machines), TakenAt: now}, nil
+}
+
+// warn logs what a tool printed on standard error although it succeeded.
+func (s *Source) warn(schedd string, stderr []byte) {
+	if len(stderr) == 0 || s.log == nil {
+		return
+	}
+	s.log.WithFields(logrus.Fields{"schedd": schedd, "stderr": summarize(stderr)}).Warn("HTCondor tool printed warnings")
+}
+
+// merge sums the schedds' shapes and unmatchable jobs.
+func merge(queues []*queue) ([]*shapeAcc, []Unmatchable) {
+	shapes := map[shapeKey]*shapeAcc{}
+	unmatch := map[unmatchKey]*unmatchAcc{}
+	for _, q := range queues {
+		for k, acc := range q.shapes {
+			if acc.idle == 0 && acc.running == 0 {
+				continue
+			}
+			m := shapes[k]
+			if m == nil {
+				m = &shapeAcc{key: k}
+				shapes[k] = m
+			}
+			m.idle += acc.idle
+			m.running += acc.running
+			for _, r := range acc.reps {
+				if len(m.reps) < maxReps {
+					m.reps = append(m.reps, r)
+				}
+			}
+		}
+		for k, acc := range q.unmatch {
+			m := unmatch[k]
+			if m == nil {
+				m = &unmatchAcc{key: k, example: acc.example}
+				unmatch[k] = m
+			}
+			m.idle += acc.idle
+			m.running += acc.running
+		}
+	}
+	out := make([]*shapeAcc, 0, len(shapes))
+	for _, acc := range shapes {
+		out = append(out, acc)
+	}
+	var um []Unmatchable
+	for _, u := range unmatch {
+		um = append(um, Unmatchable{Group: u.key.group, Reason: u.key.reason, Idle: u.idle, Running: u.running, Example: u.example})
+	}
+	slices.SortFunc(um, func(a, b Unmatchable) int {
+		return cmp.Or(strings.Compare(a.Group, b.Group), strings.Compare(a.Reason, b.Reason))
+	})
+	return out, um
+}
+
+func (acc *shapeAcc) info() ShapeInfo {
+	k := acc.key
+	var clouds []string
+	if k.clouds != "" {
+		clouds = strings.Split(k.clouds, ",")
+	}
+	return ShapeInfo{
+		Shape: planner.Shape{Group: k.group, VMType: k.vmType, Cpus: k.cpus, MemoryMiB: k.memMiB, DiskKiB: k.diskKiB,
+			Image: k.image, Clouds: clouds, Idle: acc.idle, Running: acc.running, KeepAlive: k.keepAlive, JobsPerVM: k.jobsPerVM},
+		Flavor: k.flavor, MaxLifetime: k.maxLifetime,
+	}
+}
+
+// plannerKey identifies a planner.Shape without its counts.
+func plannerKey(sh planner.Shape) string {
+	return fmt.Sprintf("%s\x00%s\x00%d\x00%d\x00%d\x00%s\x00%s\x00%d\x00%d", sh.Group, sh.VMType, sh.Cpus, sh.MemoryMiB,
+		sh.DiskKiB, sh.Image, strings.Join(sh.Clouds, ","), sh.KeepAlive, sh.JobsPerVM)
+}
+
+// plannerShapes merges shapes that differ only in what planner.Shape does
+// not carry (Flavor, MaxLifetime).
+func plannerShapes(infos []ShapeInfo) []planner.Shape {
+	var out []planner.Shape
+	at := map[string]int{}
+	for _, in := range infos {
+		k := plannerKey(in.Shape)
+		if i, ok := at[k]; ok {
+			out[i].Idle += in.Idle
+			out[i].Running += in.Running
+			continue
+		}
+		at[k] = len(out)
+		out = append(out, in.Shape)
+	}
+	return out
+}
+
+func compareShapes(a, b planner.Shape) int {
+	return cmp.Or(strings.Compare(a.Group, b.Group), strings.Compare(a.VMType, b.VMType),
+		cmp.Compare(a.Cpus, b.Cpus), cmp.Compare(a.MemoryMiB, b.MemoryMiB), cmp.Compare(a.DiskKiB, b.DiskKiB),
+		strings.Compare(a.Image, b.Image), strings.Compare(strings.Join(a.Clouds, ","), strings.Join(b.Clouds, ",")),
+		cmp.Compare(a.KeepAlive, b.KeepAlive), cmp.Compare(a.JobsPerVM, b.JobsPerVM))
+}
+
+// Matcher tells whether the jobs of a shape would match a VM of the shape's
+// VM type and a given size, by ClassAd matchmaking between the jobs' ads and
+// the machine ad such a VM's startd would advertise. It is safe for
+// concurrent use.
+type Matcher struct {
+	names AttributeNames
+	types map[string]*vmType
+	reps  map[string][]*classad.Ad
+}
+
+// Matches reports whether some job of shape sh (as the poll that made the
+// Matcher saw it) would match a VM of type sh.VMType with cpus, memMiB and
+// diskKiB, booted for sh.Group. A shape the poll did not see matches (there
+// is nothing to test it with); an unknown VM type does not.
+func (m *Matcher) Matches(sh planner.Shape, cpus, memMiB int, diskKiB int64) bool {
+	if m == nil {
+		return true
+	}
+	t := m.types[sh.VMType]
+	if t == nil {
+		return false
+	}
+	reps := m.reps[plannerKey(sh)]
+	if len(reps) == 0 {
+		return true
+	}
+	machine := t.machineAd(m.names, sh.Group, size{cpus: cpus, memMiB: memMiB, diskKiB: diskKiB})
+	for _, job := range reps {
+		if classad.Match(job, machine) {
+			return true
+		}
+	}
+	return false
+}
+
+// seenStartd is a VM's startd daemon name and when a poll last saw it.
+type seenStartd struct {
+	name string
+	at   time.Time
+}
+
+// forgetStartdAfter is how long a VM's startd name is kept after its slots
+// are last seen, so that Invalidate can name its master.
+const forgetStartdAfter = 24 * time.Hour
+
+// ErrManual is returned by Invalidate for a VM under manual control.
+var ErrManual = errors.New("VM is under manual control")
+
+// vmNameRE is a VM (server) name Canopy accepts.
+var vmNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$`)
+
+// InvalidateCommands are the condor_advertise commands Invalidate runs for
+// vmName: the VM's slot ads, selected by the VM-name attribute vmagent
+// advertises, and its master's ad, selected by the startd's daemon name
+// (the master's Name) when the VM was seen in the pool, else by the same
+// VM-name attribute (if the master advertises it).
+func (s *Source) InvalidateCommands(vmName, startd string) []Cmd {
+	attr := s.cfg.Attributes.VMName
+	slotAd := fmt.Sprintf("MyType = \"Query\"\nTargetType = \"Machine\"\nRequirements = %s =?= %s\n",
+		attr, classad.StringValue(vmName))
+	master := fmt.Sprintf("%s =?= %s", attr, classad.StringValue(vmName))
+	if startd != "" {
+		master = fmt.Sprintf("(Name =?= %s) || (%s)", classad.StringValue(startd), master)
+	}
+	masterAd := fmt.Sprintf("MyType = \"Query\"\nTargetType = \"DaemonMaster\"\nRequirements = %s\n", master)
+	return []Cmd{
+		{Name: "condor_advertise", Args: append(s.poolArgs(), "INVALIDATE_STARTD_ADS", "-"), Stdin: []byte(slotAd)},
+		{Name: "condor_advertise", Args: append(s.poolArgs(), "INVALIDATE_MASTER_ADS", "-"), Stdin: []byte(masterAd)},
+	}
+}
+
+// Invalidate makes the collector forget a deleted VM at once: its slot ads
+// and its master's ad (otherwise they linger until they expire, and the
+// negotiator may match jobs to a VM that is gone). VMs under manual control
+// (Manual) are never touched: the result is ErrManual. Both commands are
+// tried; failures are *CommandError.
+func (s *Source) Invalidate(ctx context.Context, vmName string) error {
+	if !vmNameRE.MatchString(vmName) {
+		return fmt.Errorf("invalidate: %s is not a VM name", clip(vmName, 64))
+	}
+	if s.Manual != nil && s.Manual(vmName) {
+		return fmt.Errorf("invalidate %s: %w", vmName, ErrManual)
+	}
+	s.mu.Lock()
+	startd := s.startds[vmName].name
+	s.mu.Unlock()
+	if startd != "" && !daemonNameRE.MatchString(startd) {
+		startd = ""
+	}
+	var errs []error
+	for _, c := range s.InvalidateCommands(vmName, startd) {
+		if _, err := runTool(ctx, s.run, s.cfg.CommandTimeout, c, drain); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("invalidate %s: %w", vmName, err)
+	}
+	s.mu.Lock()
+	delete(s.startds, vmName)
+	delete(s.idleSince, vmName)
+	s.mu.Unlock()
+	return nil
+}
+
+// drain reads and drops a tool's output (bounded by the command timeout).
+func drain(r io.Reader) error {
+	_, err := io.Copy(io.Discard, io.LimitReader(r, 1<<20))
+	return err
+}

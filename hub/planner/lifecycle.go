@@ -1,0 +1,179 @@
+package planner
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// lifecycle applies the per-VM timers and the disabled-cloud drain. Held
+// VMs, and VMs the cloud does not list yet (no ID to act on), are skipped.
+func (p *planner) lifecycle() {
+	cfg := &p.cfg
+	p.pastKeep = make([]bool, len(p.vms))
+	p.kept = make([]bool, len(p.vms))
+	for i := range p.vms {
+		vm := &p.vms[i]
+		if vm.Held || vm.ID == "" {
+			continue
+		}
+		var c *Cloud
+		if ci := p.vmCl[i]; ci >= 0 {
+			c = &p.clouds[ci]
+		}
+		age := p.now.Sub(vm.CreatedAt)
+		busy := vm.RunningJobs > 0 || vm.State == VMBusy
+
+		switch vm.State {
+		case VMRetiring:
+			if !vm.RetiringSince.IsZero() {
+				limit := cfg.RetireDeadline + cfg.ErrorDelay
+				if d := p.now.Sub(vm.RetiringSince); d >= limit {
+					p.remove(i, RuleRetireTimeout, fmt.Sprintf("retiring for %s since %s, past retire deadline %s + error delay %s",
+						fmtDur(d), p.clock(vm.RetiringSince), fmtDur(cfg.RetireDeadline), fmtDur(cfg.ErrorDelay)))
+				}
+			}
+			continue
+		case VMError:
+			since := vm.ErrorSince
+			if since.IsZero() {
+				since = vm.CreatedAt
+			}
+			if d := p.now.Sub(since); d >= cfg.ErrorDelay {
+				p.remove(i, RuleErrorDelay, fmt.Sprintf("in error for %s since %s, past error delay %s",
+					fmtDur(d), p.clock(since), fmtDur(cfg.ErrorDelay)))
+			}
+			continue
+		case VMBooting, VMStarting, VMIdle, VMBusy:
+		default:
+			continue // a state the planner does not know: leave it be
+		}
+
+		if c != nil && c.Disabled {
+			if busy {
+				p.retire(i, RuleDisabled, fmt.Sprintf("cloud %s disabled: draining, %d running jobs may finish within %s",
+					c.Site, vm.RunningJobs, fmtDur(cfg.RetireDeadline)))
+			} else if vm.State == VMBooting || vm.State == VMStarting {
+				p.remove(i, RuleDisabled, fmt.Sprintf("cloud %s disabled: draining, VM not yet registered", c.Site))
+			} else {
+				p.retire(i, RuleDisabled, fmt.Sprintf("cloud %s disabled: draining", c.Site))
+			}
+			continue
+		}
+
+		if vm.State == VMBooting || vm.State == VMStarting {
+			if cfg.ComeAlive > 0 && age >= cfg.ComeAlive && !busy {
+				p.remove(i, RuleComeAlive, fmt.Sprintf("not registered with the pool %s after boot at %s, past come-alive %s",
+					fmtDur(age), p.clock(vm.CreatedAt), fmtDur(cfg.ComeAlive)))
+			}
+			continue
+		}
+
+		if lt := p.maxLifetime(c); lt > 0 && age >= lt {
+			why := fmt.Sprintf("up %s since %s, reached max lifetime %s", fmtDur(age), p.clock(vm.CreatedAt), fmtDur(lt))
+			if busy {
+				why += fmt.Sprintf("; %d running jobs may finish within %s", vm.RunningJobs, fmtDur(cfg.RetireDeadline))
+			}
+			p.retire(i, RuleMaxLifetime, why)
+			continue
+		}
+		if busy {
+			continue
+		}
+		if cfg.JobAlive > 0 && !vm.RegisteredAt.IsZero() && vm.JobsStarted <= 0 {
+			if d := p.now.Sub(vm.RegisteredAt); d >= cfg.JobAlive {
+				p.retire(i, RuleJobAlive, fmt.Sprintf("registered %s ago at %s and never started a job, past job-alive %s",
+					fmtDur(d), p.clock(vm.RegisteredAt), fmtDur(cfg.JobAlive)))
+				continue
+			}
+		}
+		if vm.IdleSince.IsZero() {
+			continue
+		}
+		if keep, _ := p.keepAlive(vm, c); p.now.Sub(vm.IdleSince) >= keep {
+			p.pastKeep[i] = true // retired after the shortfall, unless needed
+		}
+	}
+}
+
+// keepAliveRetire retires the idle VMs past their keep-alive that the
+// shortfall matching did not give idle jobs to.
+func (p *planner) keepAliveRetire() {
+	for i := range p.vms {
+		if !p.pastKeep[i] || p.kept[i] || p.going[i] {
+			continue
+		}
+		vm := &p.vms[i]
+		var c *Cloud
+		if ci := p.vmCl[i]; ci >= 0 {
+			c = &p.clouds[ci]
+		}
+		keep, from := p.keepAlive(vm, c)
+		p.retire(i, RuleKeepAlive, fmt.Sprintf("idle for %s since %s, past %s keep-alive %s; no idle job needs it",
+			fmtDur(p.now.Sub(vm.IdleSince)), p.clock(vm.IdleSince), from, fmtDur(keep)))
+	}
+}
+
+// keepAlive is a VM's keep-alive and where it comes from: the job's
+// setting, else the group's, else the cloud's, else the config's, and never
+// below Config.MinKeepAlive.
+func (p *planner) keepAlive(vm *VM, c *Cloud) (time.Duration, string) {
+	keep, from := p.cfg.KeepAlive, "default"
+	switch g := p.groups[vm.Group]; {
+	case vm.KeepAlive > 0:
+		keep, from = vm.KeepAlive, "job"
+	case g != nil && g.g.KeepAlive > 0:
+		keep, from = g.g.KeepAlive, "group"
+	case c != nil && c.KeepAlive > 0:
+		keep, from = c.KeepAlive, "cloud"
+	}
+	if keep < p.cfg.MinKeepAlive {
+		keep, from = p.cfg.MinKeepAlive, "minimum"
+	}
+	return keep, from
+}
+
+func (p *planner) maxLifetime(c *Cloud) time.Duration {
+	if c != nil && c.MaxLifetime > 0 {
+		return c.MaxLifetime
+	}
+	return p.cfg.MaxLifetime
+}
+
+// retire adds a retirement of VM i to the plan.
+func (p *planner) retire(i int, rule Rule, why string) {
+	vm := &p.vms[i]
+	p.plan.Retires = append(p.plan.Retires, Retire{Site: vm.Site, VMID: vm.ID, Reason: why, Rule: rule, RunningJobs: max(0, vm.RunningJobs)})
+	p.leave(i)
+}
+
+// remove adds a deletion of VM i to the plan.
+func (p *planner) remove(i int, rule Rule, why string) {
+	vm := &p.vms[i]
+	p.plan.Deletes = append(p.plan.Deletes, Delete{Site: vm.Site, VMID: vm.ID, Reason: why, Rule: rule})
+	p.leave(i)
+}
+
+// clock formats a time for a reason: the time of day when it is within a
+// day of now, the date too otherwise.
+func (p *planner) clock(t time.Time) string {
+	t = t.UTC()
+	if d := p.now.Sub(t); d < 24*time.Hour && d > -24*time.Hour {
+		return t.Format("15:04")
+	}
+	return t.Format("2006-01-02 15:04")
+}
+
+// fmtDur formats a duration to the second without zero units: "2h",
+// "1h30m", "45s".
+func fmtDur(d time.Duration) string {
+	d = d.Round(time.Second)
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
+}

@@ -1,0 +1,149 @@
+package vmagent
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// CommandRunner runs the VM's system tools (HTCondor's command-line tools,
+// mount, cvmfs_config) and returns what they printed and their exit code.
+// err is for failing to run a command at all (not found, killed, too much
+// output); a command that ran and exited non-zero is not an err.
+// Implementations: ExecRunner (real processes), LogRunner (local test VMs
+// without HTCondor) and, in tests, runners that replay recorded outputs.
+type CommandRunner interface {
+	Run(ctx context.Context, name string, args ...string) (stdout, stderr []byte, exitCode int, err error)
+}
+
+// ExecRunner runs commands as child processes, each in its own process
+// group, killed as a whole when ctx ends.
+type ExecRunner struct {
+	// MaxOutput bounds stdout and stderr, each; more is an error. Zero
+	// means 1 MiB.
+	MaxOutput int
+}
+
+// ErrOutputTooLarge is returned when a command prints more than the
+// runner's limit.
+var ErrOutputTooLarge = errors.New("output too large")
+
+// Run implements CommandRunner.
+func (r ExecRunner) Run(ctx context.Context, name string, args ...string) ([]byte, []byte, int, error) {
+	limit := r.MaxOutput
+	if limit <= 0 {
+		limit = 1 << 20
+	}
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 2 * time.Second
+	stdout, stderr := &limitedBuffer{limit: limit}, &limitedBuffer{limit: limit}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	err := cmd.Run()
+	if stdout.over || stderr.over {
+		return stdout.Bytes(), stderr.Bytes(), -1, fmt.Errorf("%s: %w (limit %d bytes)", name, ErrOutputTooLarge, limit)
+	}
+	if ctx.Err() != nil {
+		return stdout.Bytes(), stderr.Bytes(), -1, fmt.Errorf("%s: %w", name, ctx.Err())
+	}
+	var exitErr *exec.ExitError
+	switch {
+	case err == nil:
+		return stdout.Bytes(), stderr.Bytes(), 0, nil
+	case errors.As(err, &exitErr) && exitErr.Exited():
+		return stdout.Bytes(), stderr.Bytes(), exitErr.ExitCode(), nil
+	}
+	return stdout.Bytes(), stderr.Bytes(), -1, fmt.Errorf("run %s: %w", name, err)
+}
+
+// limitedBuffer keeps at most limit bytes and notes when more came.
+type limitedBuffer struct {
+	buf   bytes.Buffer
+	limit int
+	over  bool
+}
+
+func (b *limitedBuffer) Write(p []byte) (int, error) {
+	if room := b.limit - b.buf.Len(); len(p) > room {
+		b.over = true
+		if room > 0 {
+			b.buf.Write(p[:room])
+		}
+		return len(p), nil // keep the child from blocking on a full pipe
+	}
+	return b.buf.Write(p)
+}
+
+func (b *limitedBuffer) Bytes() []byte { return b.buf.Bytes() }
+
+// LogRunner only logs the commands it is given and answers as if each
+// succeeded silently. The local cloud uses it: its "VMs" are processes on
+// a machine without HTCondor, GlusterFS or CVMFS, so nothing is mounted or
+// reloaded and a poll for running jobs finds none.
+type LogRunner struct{ Log *logrus.Entry }
+
+// Run implements CommandRunner.
+func (l LogRunner) Run(_ context.Context, name string, args ...string) ([]byte, []byte, int, error) {
+	l.Log.WithField("command", commandLine(name, args)).Info("command not run (local VM: no HTCondor, mounts or CVMFS)")
+	return nil, nil, 0, nil
+}
+
+func commandLine(name string, args []string) string {
+	return strings.TrimSpace(name + " " + strings.Join(args, " "))
+}
+
+// run runs a command that must succeed and returns its stdout; a non-zero
+// exit is an error carrying the command line and its stderr.
+func run(ctx context.Context, r CommandRunner, name string, args ...string) ([]byte, error) {
+	stdout, stderr, code, err := r.Run(ctx, name, args...)
+	if err != nil {
+		return stdout, err
+	}
+	if code != 0 {
+		return stdout, &CommandError{Command: commandLine(name, args), ExitCode: code, Stderr: firstLines(stderr, 3)}
+	}
+	return stdout, nil
+}
+
+// CommandError is a command that exited non-zero.
+type CommandError struct {
+	Command  string
+	ExitCode int
+	Stderr   string
+}
+
+func (e *CommandError) Error() string {
+	if e.Stderr == "" {
+		return fmt.Sprintf("%s: exit status %d", e.Command, e.ExitCode)
+	}
+	return fmt.Sprintf("%s: exit status %d: %s", e.Command, e.ExitCode, e.Stderr)
+}
+
+// firstLines returns up to n non-empty lines of b, joined by " / ", each
+// cut to 200 bytes: enough to say what went wrong, bounded for logs.
+func firstLines(b []byte, n int) string {
+	var out []string
+	for line := range strings.SplitSeq(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		if len(line) > 200 {
+			line = line[:200] + "..."
+		}
+		out = append(out, line)
+		if len(out) == n {
+			break
+		}
+	}
+	return strings.Join(out, " / ")
+}
