@@ -53,7 +53,7 @@ func (f *fakeDriver) Servers(context.Context) ([]Server, error) {
 
 type quotaErr struct{}
 
-func (quotaErr) Error() string                { return "Quota exceeded for instances" }
+func (quotaErr) Error() string              { return "Quota exceeded for instances" }
 func (quotaErr) Class() protocol.ErrorClass { return protocol.ErrClassQuota }
 
 func (f *fakeDriver) Boot(_ context.Context, spec BootSpec) (Server, error) {
