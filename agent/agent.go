@@ -13,12 +13,15 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/canopy-grid/canopy/agent/gossip"
+	"github.com/canopy-grid/canopy/agent/squidcache"
 	"github.com/canopy-grid/canopy/agent/vmtoken"
 	"github.com/canopy-grid/canopy/protocol"
 	"github.com/canopy-grid/canopy/protocol/pki"
@@ -50,6 +53,17 @@ type Config struct {
 	ReconnectMax time.Duration `yaml:"reconnect_max"`
 	// VM is what every VM's user-data carries besides its identity.
 	VM VMContext `yaml:"vm"`
+	// GossipListen is where the site's gossip pool listens (IP:port, TCP
+	// and UDP; default 0.0.0.0:7946). VMs must reach it.
+	GossipListen string `yaml:"gossip_listen"`
+	// GossipAdvertise is the address VMs join, if not GossipListen's.
+	GossipAdvertise string `yaml:"gossip_advertise"`
+	// Squids configures the cache of the hub's squid rankings that VMs
+	// read (GET /v1/squids on the VM endpoint).
+	Squids squidcache.Config `yaml:"squids"`
+	// SquidList are the squids this site offers; the hub verifies and
+	// ranks them.
+	SquidList []protocol.SquidInfo `yaml:"squid_list"`
 	// StorageEvery is how often storage health is collected (when a
 	// storage collector is configured).
 	StorageEvery time.Duration `yaml:"storage_every"`
@@ -120,6 +134,9 @@ type Agent struct {
 
 	userData *UserDataRenderer
 	storage  StorageCollector
+	squids   *squidcache.Cache
+	gkeys    gossip.SiteKeys
+	pool     *gossip.Pool // set in Run, under mu
 
 	cmds    *commandLog
 	vms     *vmBook
@@ -163,6 +180,20 @@ func New(cfg Config, d Driver, log *logrus.Entry) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	gkeys, err := gossip.LoadOrCreateSiteKeys(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Squids.Site == "" {
+		cfg.Squids.Site = cfg.Site
+	}
+	if cfg.Squids.StateFile == "" {
+		cfg.Squids.StateFile = filepath.Join(cfg.StateDir, "squids.json")
+	}
+	squids, err := squidcache.New(cfg.Squids, log.WithFields(logrus.Fields{"site": cfg.Site, "component": "squidcache"}))
+	if err != nil {
+		return nil, fmt.Errorf("squids: %w", err)
+	}
 	cert, err := tls.LoadX509KeyPair(cfg.Hub.Cert, cfg.Hub.Key)
 	if err != nil {
 		return nil, fmt.Errorf("load agent certificate: %w", err)
@@ -181,6 +212,8 @@ func New(cfg Config, d Driver, log *logrus.Entry) (*Agent, error) {
 		log:      log.WithField("site", cfg.Site),
 		signer:   signer,
 		userData: userData,
+		squids:   squids,
+		gkeys:    gkeys,
 		tls:      protocol.ClientTLS(roots, cert, cfg.Hub.ServerName),
 		now:      time.Now,
 		cmds:     newCommandLog(4096),
@@ -221,9 +254,21 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer srv.Close()
 	a.log.WithField("vm_url", url).Info("VM endpoint listening")
 
+	pool, err := gossip.NewPool(gossip.Config{Site: a.cfg.Site, Bind: a.cfg.GossipListen, Advertise: a.cfg.GossipAdvertise,
+		Key: a.gkeys.Pool, Signer: a.gkeys.Signer, Log: a.log.WithField("component", "gossip"), OnEvent: a.onGossipEvent})
+	if err != nil {
+		return fmt.Errorf("gossip pool: %w", err)
+	}
+	defer pool.Close()
+	a.mu.Lock()
+	a.pool = pool
+	a.mu.Unlock()
+	a.log.WithField("gossip", pool.Addr()).Info("gossip pool listening")
+
 	var wg sync.WaitGroup
 	wg.Go(func() { a.reaper(ctx) })
 	wg.Go(func() { a.storageLoop(ctx) })
+	wg.Go(func() { _ = a.squids.Run(ctx) })
 	defer wg.Wait()
 
 	b := protocol.Backoff{Min: a.cfg.ReconnectMin, Max: a.cfg.ReconnectMax}

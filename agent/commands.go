@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/canopy-grid/canopy/agent/gossip"
 	"github.com/canopy-grid/canopy/protocol"
 	"github.com/canopy-grid/canopy/vmagent"
 )
@@ -116,8 +117,12 @@ func (a *Agent) boot(ctx context.Context, b protocol.BootCommand) ([]string, err
 		byName[s.Name] = s
 	}
 	a.mu.Lock()
-	hubID, vmURL := a.hubID, a.vmURL
+	hubID, vmURL, pool := a.hubID, a.vmURL, a.pool
 	a.mu.Unlock()
+	var gossipJoin string
+	if pool != nil {
+		gossipJoin = pool.Addr()
+	}
 	var ids []string
 	var errs []error
 	for _, name := range b.Names {
@@ -130,7 +135,7 @@ func (a *Agent) boot(ctx context.Context, b protocol.BootCommand) ([]string, err
 			return ids, err
 		}
 		ud, err := a.userData.Render(vmagent.Settings{AgentURL: vmURL, Token: tok, CondorHost: a.cfg.CondorHost,
-			Site: a.cfg.Site, Group: b.Group, VMType: b.VMType, CheckinEvery: a.cfg.CheckinEvery})
+			Site: a.cfg.Site, Group: b.Group, VMType: b.VMType, CheckinEvery: a.cfg.CheckinEvery, GossipJoin: gossipJoin, GossipKey: gossip.EncodeKey(a.gkeys.Pool), GossipAgentKey: gossip.EncodeKey(a.gkeys.AgentKey())})
 		if err != nil {
 			return ids, err
 		}
@@ -159,8 +164,17 @@ func (a *Agent) boot(ctx context.Context, b protocol.BootCommand) ([]string, err
 // check-in, drains, and reports; the reaper then deletes the server.
 func (a *Agent) retire(r protocol.RetireCommand) ([]string, error) {
 	deadline := a.now().Add(r.Deadline)
+	a.mu.Lock()
+	pool := a.pool
+	a.mu.Unlock()
 	for _, id := range r.VMIDs {
 		a.vms.retire(id, deadline, r.Reason)
+		// Gossip reaches the VM within a second; its check-in is the backup.
+		if st, ok := a.vms.get(id); ok && st.name != "" && pool != nil {
+			if _, err := pool.Retire(st.name, st.retireBy, st.reason); err != nil {
+				a.log.WithError(err).WithField("vm", st.name).Warn("gossip retirement order; the VM's check-in delivers it")
+			}
+		}
 		a.log.WithFields(map[string]any{"vm_id": id, "reason": r.Reason}).Info("retirement ordered")
 	}
 	return r.VMIDs, nil
@@ -173,6 +187,14 @@ func (a *Agent) deleteVMs(ctx context.Context, ids []string, reason string) ([]s
 		if err := a.driver.Delete(ctx, id); err != nil {
 			errs = append(errs, fmt.Errorf("delete %s on %s: %w", id, a.cfg.Site, err))
 			continue
+		}
+		if st, ok := a.vms.get(id); ok && st.name != "" {
+			a.mu.Lock()
+			pool := a.pool
+			a.mu.Unlock()
+			if pool != nil {
+				pool.Forget(st.name)
+			}
 		}
 		a.vms.forget(id)
 		a.log.WithFields(map[string]any{"vm_id": id, "reason": reason}).Info("deleted")
@@ -200,7 +222,7 @@ func (a *Agent) inventory(ctx context.Context) (protocol.Inventory, error) {
 		return protocol.Inventory{}, fmt.Errorf("images: %w", err)
 	}
 	inv := protocol.Inventory{Seq: a.invSeq.Add(1), Flavors: flavors, Limits: limits, Images: imgs, TakenAt: a.now().UTC(),
-		Storage: a.storageReport()}
+		Storage: a.storageReport(), Squids: a.cfg.SquidList}
 	live := make(map[string]bool, len(servers))
 	for _, s := range servers {
 		live[s.ID] = true
@@ -223,6 +245,7 @@ func (a *Agent) inventory(ctx context.Context) (protocol.Inventory, error) {
 		if st, ok := a.vms.get(s.ID); ok {
 			vm.Ready, vm.ReadyAt, vm.LastSeen = st.ready, st.readyAt, st.lastSeen
 			vm.Retiring = !st.retireBy.IsZero()
+			vm.Unreachable = !st.unreachable.IsZero()
 		}
 		inv.VMs = append(inv.VMs, vm)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/canopy-grid/canopy/agent/gossip"
 	"github.com/canopy-grid/canopy/agent/vmtoken"
 	"github.com/canopy-grid/canopy/images"
 	"github.com/canopy-grid/canopy/protocol"
@@ -95,7 +96,11 @@ func testAgent(t *testing.T, d Driver) *Agent {
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	cfg := Config{Site: "west", CondorHost: "cm:9618", StateDir: t.TempDir()}.withDefaults()
-	return &Agent{cfg: cfg, driver: d, log: log.WithField("t", t.Name()), signer: signer, now: time.Now,
+	gkeys, err := gossip.LoadOrCreateSiteKeys(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Agent{cfg: cfg, driver: d, log: log.WithField("t", t.Name()), signer: signer, now: time.Now, gkeys: gkeys,
 		cmds: newCommandLog(16), vms: newVMBook(), changed: make(chan struct{}, 1), hubID: "hub", vmURL: "http://127.0.0.1:1"}
 }
 

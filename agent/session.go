@@ -9,6 +9,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"github.com/canopy-grid/canopy/agent/squidcache"
 	"github.com/canopy-grid/canopy/protocol"
 )
 
@@ -142,6 +143,8 @@ func (a *Agent) recvLoop(ctx context.Context, conn *protocol.Conn) error {
 				}
 				a.markChanged()
 			})
+		case protocol.SquidList:
+			a.pushSquids(v)
 		case protocol.Error:
 			return fmt.Errorf("hub reported %s: %s", v.Code, v.Message)
 		default:
@@ -165,4 +168,19 @@ func (a *Agent) sendInventory(ctx context.Context, conn *protocol.Conn) error {
 	}
 	a.setStatus(func(s *Status) { s.Inventory = inv.Seq })
 	return nil
+}
+
+// pushSquids hands the hub's ranking to the cache VMs read from.
+func (a *Agent) pushSquids(l protocol.SquidList) {
+	if a.squids == nil {
+		return
+	}
+	proxies := make([]squidcache.Proxy, 0, len(l.Proxies))
+	for _, p := range l.Proxies {
+		proxies = append(proxies, squidcache.Proxy{Name: p.Name, Address: p.Address, URL: "http://" + p.Address,
+			Cost: p.Cost, DistanceKm: p.DistanceKm, Load: p.Load})
+	}
+	if err := a.squids.Push(l.Upstream, proxies, l.At); err != nil {
+		a.log.WithError(err).Debug("squid list from hub not kept")
+	}
 }

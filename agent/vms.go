@@ -41,6 +41,9 @@ type vmStatus struct {
 	retireBy time.Time // zero unless a retirement was ordered
 	reason   string
 	drained  time.Time // when the VM reported it had drained
+	// unreachable is when the gossip pool declared the VM failed; zero
+	// while it answers.
+	unreachable time.Time
 }
 
 func newVMBook() *vmBook {
@@ -128,7 +131,9 @@ func (b *vmBook) due(now time.Time, grace time.Duration) []string {
 		if s.retireBy.IsZero() {
 			continue
 		}
-		if !s.drained.IsZero() || now.After(s.retireBy.Add(grace)) {
+		// A retiring VM that drained, fell silent in the pool, or missed
+		// its deadline is deleted.
+		if !s.drained.IsZero() || !s.unreachable.IsZero() || now.After(s.retireBy.Add(grace)) {
 			out = append(out, id)
 		}
 	}
@@ -192,6 +197,9 @@ func (a *Agent) mintVMToken(server, group string) (tok, id string, err error) {
 func (a *Agent) vmHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/checkin", a.handleCheckin)
+	if a.squids != nil {
+		mux.Handle("GET /v1/squids", a.squids.Handler())
+	}
 	return mux
 }
 

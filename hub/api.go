@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/canopy-grid/canopy/hub/planner"
+	"github.com/canopy-grid/canopy/hub/squid"
 	"github.com/canopy-grid/canopy/hub/store"
 	"github.com/canopy-grid/canopy/protocol"
 )
@@ -131,6 +132,10 @@ func (h *Hub) httpHandler() http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(h.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /api/v1/sites", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, h.Sites()) })
 	mux.HandleFunc("GET /api/v1/vms", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, h.VMs()) })
+	sq := h.squids.Handler()
+	mux.Handle(squid.PathSquids, sq)
+	mux.Handle(squid.PathNearest, sq)
+	mux.Handle(squid.PathWPAD, sq)
 	mux.HandleFunc("GET /api/v1/storage", func(w http.ResponseWriter, _ *http.Request) {
 		out := map[string]*protocol.StorageReport{}
 		for _, s := range h.Sites() {

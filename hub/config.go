@@ -7,6 +7,7 @@ import (
 
 	"github.com/canopy-grid/canopy/hub/htcondor"
 	"github.com/canopy-grid/canopy/hub/planner"
+	"github.com/canopy-grid/canopy/hub/squid"
 	"github.com/canopy-grid/canopy/protocol/pki"
 )
 
@@ -43,6 +44,11 @@ type Config struct {
 	// Sites are per-cloud admin settings, by site name. Sites not listed
 	// get defaults.
 	Sites map[string]SiteConfig `yaml:"sites"`
+	// Squid configures squid verification and ranking (hub/squid).
+	Squid squid.Config `yaml:"squid"`
+	// GeoIPCityDB is a GeoIP2/GeoLite2 City database for squid distances;
+	// without it, squids are ranked by load and site only.
+	GeoIPCityDB string `yaml:"geoip_city_db"`
 	// Demand selects the job source; main wires it.
 	Demand DemandConfig `yaml:"demand"`
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/canopy-grid/canopy/agent/gluster/glusterprom"
 	"github.com/canopy-grid/canopy/hub/demand"
 	"github.com/canopy-grid/canopy/hub/planner"
+	"github.com/canopy-grid/canopy/hub/squid"
 	"github.com/canopy-grid/canopy/hub/store"
 	"github.com/canopy-grid/canopy/protocol"
 	"github.com/canopy-grid/canopy/protocol/pki"
@@ -56,6 +57,7 @@ type Hub struct {
 	reg      *prometheus.Registry
 	m        *metrics
 	storage  *glusterprom.Exporter
+	squids   *squid.Registry
 
 	mu         sync.Mutex
 	history    planner.History
@@ -111,6 +113,16 @@ func New(cfg Config, src Source, log *logrus.Entry) (*Hub, error) {
 	h.m = newMetrics(h.reg, h)
 	h.storage = glusterprom.NewExporter()
 	h.reg.MustRegister(h.storage)
+	var loc *squid.Locator
+	if cfg.GeoIPCityDB != "" {
+		if loc, err = squid.OpenLocator(cfg.GeoIPCityDB); err != nil {
+			return nil, err
+		}
+	}
+	if h.squids, err = squid.New(cfg.Squid, loc, log.WithField("component", "squids")); err != nil {
+		return nil, fmt.Errorf("squid: %w", err)
+	}
+	h.reg.MustRegister(h.squids)
 	h.tls = protocol.ServerTLS(cert, h.verifier, func(remote string, err error) {
 		reason := "invalid"
 		var re *pki.RejectError
@@ -162,6 +174,7 @@ func (h *Hub) Run(ctx context.Context, ready func(quicAddr, httpAddr net.Addr)) 
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(func() { h.planLoop(ctx) })
+	wg.Go(func() { _ = h.squids.Run(ctx) })
 	for {
 		qc, err := ln.Accept(ctx)
 		if err != nil {

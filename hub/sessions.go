@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/quic-go/quic-go"
 	"github.com/sirupsen/logrus"
 
+	"github.com/canopy-grid/canopy/hub/squid"
 	"github.com/canopy-grid/canopy/protocol"
 )
 
@@ -16,6 +18,7 @@ import (
 type site struct {
 	name     string
 	conn     *protocol.Conn // nil while disconnected
+	addr     netip.Addr     // the agent's address, for squid distances
 	session  int
 	software string
 
@@ -94,6 +97,9 @@ func (h *Hub) serveAgent(ctx context.Context, qc *quic.Conn) {
 		log.Info("agent reconnected; replacing its previous session")
 	}
 	s.conn, s.session, s.software = conn, session, hello.Software
+	if ap, err := netip.ParseAddrPort(qc.RemoteAddr().String()); err == nil {
+		s.addr = ap.Addr().Unmap()
+	}
 	s.connectedAt, s.lastHeartbeat = h.now(), h.now()
 	resend := make([]protocol.Command, 0, len(s.outstanding))
 	for _, c := range s.outstanding {
@@ -157,6 +163,8 @@ func (h *Hub) handle(s *site, session int, m protocol.Message, log *logrus.Entry
 		if v.Storage != nil {
 			h.storage.Update(s.name, *v.Storage)
 		}
+		h.squidsFromAgent(s, v.Squids, log)
+		h.pushSquids(s)
 		listed := make(map[string]bool, len(v.VMs))
 		ids := make(map[string]bool, len(v.VMs))
 		for _, vm := range v.VMs {
@@ -216,6 +224,54 @@ func (h *Hub) handle(s *site, session int, m protocol.Message, log *logrus.Entry
 	default:
 		log.WithField("kind", m.Kind().String()).Warn("unexpected message from agent")
 	}
+}
+
+// squidsFromAgent registers the squids an agent is configured with; an
+// agent speaks for its own site only.
+func (h *Hub) squidsFromAgent(s *site, infos []protocol.SquidInfo, log *logrus.Entry) {
+	regs := make([]squid.Registration, 0, len(infos))
+	for _, q := range infos {
+		r := squid.Registration{Name: q.Name, Host: q.Host, Port: q.Port, Access: squid.Access(q.Access), Domain: q.Domain,
+			Load: q.Load, MaxLoad: q.MaxLoad, CacheManager: q.CacheManager, GeoIP: q.GeoIP, Latitude: q.Latitude,
+			Longitude: q.Longitude, Site: s.name}
+		for _, k := range q.Kinds {
+			r.Kinds = append(r.Kinds, squid.Kind(k))
+		}
+		regs = append(regs, r)
+	}
+	if err := h.squids.ReplaceSource("agent:"+s.name, regs); err != nil {
+		log.WithError(err).Warn("squids from agent")
+	}
+}
+
+// squidKinds are the upstream kinds whose rankings agents get.
+var squidKinds = []squid.Kind{squid.KindCVMFS, squid.KindFrontier}
+
+// pushSquids sends a site's agent the current ranking for each kind, as
+// seen from the agent's address (its VMs are in the same cloud).
+func (h *Hub) pushSquids(s *site) {
+	if s.conn == nil {
+		return
+	}
+	conn, addr := s.conn, s.addr
+	now := h.now()
+	var lists []protocol.SquidList
+	for _, k := range squidKinds {
+		ans := h.squids.Nearest(squid.Query{Addr: addr, Site: s.name, Kind: k, N: 10})
+		l := protocol.SquidList{Upstream: string(k), At: now}
+		for _, c := range ans.Squids {
+			l.Proxies = append(l.Proxies, protocol.SquidProxy{Name: c.Name, Address: c.Address, Cost: c.Cost,
+				DistanceKm: c.DistanceKm, Load: c.Load})
+		}
+		lists = append(lists, l)
+	}
+	go func() {
+		for _, l := range lists {
+			if err := conn.Send(l); err != nil {
+				return
+			}
+		}
+	}()
 }
 
 // invalidate tells the job source a VM is gone, off the session's path.

@@ -154,6 +154,8 @@ func DecodeBody(k Kind, body []byte) (Message, error) {
 		m, err = decodeAs[Heartbeat](body)
 	case KindError:
 		m, err = decodeAs[Error](body)
+	case KindSquids:
+		m, err = decodeAs[SquidList](body)
 	default:
 		return nil, frameErr(CodeUnknownKind, "unknown message kind %d", uint8(k))
 	}
@@ -235,6 +237,10 @@ func validate(m Message) error {
 		}
 		if len(v.Error) > maxTextLen {
 			return fmt.Errorf("result error text is %d bytes, limit %d", len(v.Error), maxTextLen)
+		}
+	case SquidList:
+		if v.Upstream == "" || len(v.Upstream) > maxNameLen || len(v.Proxies) > 1000 {
+			return errors.New("squid list needs an upstream kind and at most 1000 proxies")
 		}
 	case Error:
 		if len(v.Message) > maxTextLen {

@@ -40,6 +40,7 @@ func TestRoundTrip(t *testing.T) {
 		Result{CommandID: "c1", OK: false, Class: ErrClassQuota, Error: "quota exceeded", VMIDs: []string{"x"}},
 		Heartbeat{Seq: 9, SentAt: time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)},
 		Error{Code: CodeMalformed, Message: "bad"},
+		SquidList{Upstream: "cvmfs", Proxies: []SquidProxy{{Name: "s1", Address: "10.0.0.1:3128", Cost: 0.1}}, At: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)},
 	}
 	for _, m := range msgs {
 		t.Run(m.Kind().String(), func(t *testing.T) {

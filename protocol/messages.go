@@ -18,6 +18,7 @@ const (
 	KindResult    Kind = 5
 	KindHeartbeat Kind = 6
 	KindError     Kind = 7
+	KindSquids    Kind = 8
 )
 
 // String names the kind for logs and errors.
@@ -37,6 +38,8 @@ func (k Kind) String() string {
 		return "heartbeat"
 	case KindError:
 		return "error"
+	case KindSquids:
+		return "squids"
 	}
 	return "unknown"
 }
@@ -111,6 +114,8 @@ type VM struct {
 	Fault string `cbor:"fault,omitempty" json:"fault,omitempty"`
 	// Ready is true once the VM's vmagent has contextualized and checked in.
 	Ready bool `cbor:"ready" json:"ready"`
+	// Unreachable is true while the site's gossip pool holds the VM failed.
+	Unreachable bool `cbor:"unreachable,omitempty" json:"unreachable,omitempty"`
 	// Retiring is true once a retirement order reached the VM.
 	Retiring bool `cbor:"retiring" json:"retiring"`
 	// Foreign marks servers in the project that Canopy did not boot; they
@@ -130,7 +135,9 @@ type Inventory struct {
 	Images  []images.Image `cbor:"images"`
 	// Storage is the last storage health report, nil where none is collected.
 	Storage *StorageReport `cbor:"storage,omitempty"`
-	TakenAt time.Time      `cbor:"taken_at"`
+	// Squids are the squid proxies this site's agent is configured with.
+	Squids  []SquidInfo `cbor:"squids,omitempty"`
+	TakenAt time.Time   `cbor:"taken_at"`
 }
 
 // CommandKind says what a command asks the agent to do.
@@ -226,6 +233,43 @@ type Error struct {
 	Code    ErrorCode `cbor:"code"`
 	Message string    `cbor:"message"`
 }
+
+// SquidInfo is a squid proxy a site offers (see hub/squid.Registration).
+type SquidInfo struct {
+	Name         string   `cbor:"name" yaml:"name"`
+	Host         string   `cbor:"host" yaml:"host"`
+	Port         int      `cbor:"port" yaml:"port"`
+	Kinds        []string `cbor:"kinds" yaml:"kinds"`
+	Access       string   `cbor:"access" yaml:"access"`
+	Domain       string   `cbor:"domain,omitempty" yaml:"domain"`
+	Load         float64  `cbor:"load,omitempty" yaml:"load"`
+	MaxLoad      float64  `cbor:"max_load,omitempty" yaml:"max_load"`
+	CacheManager bool     `cbor:"cache_manager,omitempty" yaml:"cache_manager"`
+	GeoIP        string   `cbor:"geoip,omitempty" yaml:"geoip"`
+	Latitude     *float64 `cbor:"lat,omitempty" yaml:"latitude"`
+	Longitude    *float64 `cbor:"lon,omitempty" yaml:"longitude"`
+}
+
+// SquidList is the hub's ranking of squids for one site and upstream kind,
+// nearest and least loaded first. Agents cache it for their VMs.
+type SquidList struct {
+	// Upstream is the upstream kind: cvmfs or frontier.
+	Upstream string       `cbor:"upstream"`
+	Proxies  []SquidProxy `cbor:"proxies"`
+	At       time.Time    `cbor:"at"`
+}
+
+// SquidProxy is one ranked squid.
+type SquidProxy struct {
+	Name       string  `cbor:"name,omitempty"`
+	Address    string  `cbor:"address"`
+	Cost       float64 `cbor:"cost"`
+	DistanceKm float64 `cbor:"distance_km"`
+	Load       float64 `cbor:"load"`
+}
+
+// Kind implements Message.
+func (SquidList) Kind() Kind { return KindSquids }
 
 // Kind implements Message.
 func (Hello) Kind() Kind { return KindHello }

@@ -9,6 +9,10 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/canopy-grid/canopy/vmagent/proxy"
 )
 
 // ProxySource gives the squid proxies a VM should use, as ordered groups:
@@ -17,6 +21,30 @@ import (
 // VM's settings) and squid discovery (package vmagent/proxy).
 type ProxySource interface {
 	Proxies(ctx context.Context) ([][]string, error)
+}
+
+// discoveredProxies asks the site agent for the nearest squids, checks
+// them from the VM and orders them by measured time (vmagent/proxy); the
+// settings' static list is the fallback.
+type discoveredProxies struct {
+	s   Settings
+	log *logrus.Entry
+}
+
+// Proxies implements ProxySource.
+func (d discoveredProxies) Proxies(ctx context.Context) ([][]string, error) {
+	var fallback []string
+	for _, g := range d.s.Proxies {
+		fallback = append(fallback, g...)
+	}
+	res, err := proxy.Discover(ctx, proxy.Options{AgentURL: d.s.AgentURL, Kind: "cvmfs", ProbeURL: d.s.CVMFSProbeURL, Fallback: fallback})
+	if err != nil {
+		d.log.WithError(err).WithField("source", res.Source).Warn("squid discovery")
+	}
+	if len(res.Groups) == 0 && len(d.s.Proxies) > 0 && res.Source == "none" {
+		return d.s.Proxies, nil
+	}
+	return res.Groups, nil
 }
 
 // StaticProxies is a fixed proxy list, e.g. Settings.Proxies.

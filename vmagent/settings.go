@@ -48,6 +48,16 @@ type Settings struct {
 	// Proxies are the squid proxies for CVMFS: groups in order of
 	// preference, proxies in a group load-balanced. DIRECT always follows.
 	Proxies [][]string `yaml:"proxies"`
+	// CVMFSProbeURL is fetched through each squid candidate to check it
+	// (e.g. a stratum 1's /cvmfs/REPO/.cvmfspublished); empty: candidates
+	// are used in the agent's order unchecked.
+	CVMFSProbeURL string `yaml:"cvmfs_probe_url"`
+	// GossipJoin is the site agent's gossip pool address; GossipKey the
+	// pool's encryption key and GossipAgentKey the agent's public signing
+	// key (both base64). Empty GossipJoin: no gossip, check-ins only.
+	GossipJoin     string `yaml:"gossip_join"`
+	GossipKey      string `yaml:"gossip_key"`
+	GossipAgentKey string `yaml:"gossip_agent_key"`
 }
 
 var (
@@ -147,6 +157,10 @@ type settingsDoc struct {
 	PoolSigningKey string        `yaml:"pool_signing_key,omitempty"`
 	Gluster        *GlusterMount `yaml:"gluster,omitempty"`
 	Proxies        [][]string    `yaml:"proxies,omitempty"`
+	CVMFSProbeURL  string        `yaml:"cvmfs_probe_url,omitempty"`
+	GossipJoin     string        `yaml:"gossip_join,omitempty"`
+	GossipKey      string        `yaml:"gossip_key,omitempty"`
+	GossipAgentKey string        `yaml:"gossip_agent_key,omitempty"`
 }
 
 // RenderUserData renders s as a #cloud-config document whose write_files
@@ -159,7 +173,8 @@ func RenderUserData(s Settings) ([]byte, error) {
 	}
 	doc := settingsDoc{AgentURL: s.AgentURL, Token: s.Token, CondorHost: s.CondorHost, Site: s.Site, Group: s.Group,
 		VMType: s.VMType, CondorIDToken: s.CondorIDToken, PoolSigningKey: s.PoolSigningKey, Gluster: s.Gluster,
-		Proxies: s.Proxies}
+		Proxies: s.Proxies, CVMFSProbeURL: s.CVMFSProbeURL, GossipJoin: s.GossipJoin, GossipKey: s.GossipKey,
+		GossipAgentKey: s.GossipAgentKey}
 	if s.CheckinEvery > 0 {
 		doc.CheckinEvery = s.CheckinEvery.String()
 	}

@@ -7,6 +7,8 @@
 package vmagent
 
 import (
+	"crypto/ed25519"
+
 	"bytes"
 	"context"
 	"encoding/json"
@@ -21,6 +23,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/canopy-grid/canopy/agent/gossip"
 )
 
 // Options configure a vmagent.
@@ -30,6 +34,9 @@ type Options struct {
 	Source MetadataSource
 	Runner CommandRunner
 	Log    *logrus.Entry
+	// GossipBind is where the VM's gossip member listens (default
+	// 0.0.0.0:7946; local test VMs use 127.0.0.1:0).
+	GossipBind string
 	// Proxies gives the CVMFS squid proxies; nil means the list in the
 	// VM's settings.
 	Proxies ProxySource
@@ -68,7 +75,7 @@ func Run(ctx context.Context, o Options) error {
 	log := o.Log.WithFields(logrus.Fields{"vm": md.Name, "site": s.Site, "group": s.Group, "vm_type": s.VMType})
 	proxies := o.Proxies
 	if proxies == nil {
-		proxies = StaticProxies(s.Proxies)
+		proxies = discoveredProxies{s: s, log: o.Log}
 	}
 	res, err := Contextualize(ctx, o.Root, md, s, proxies, o.Runner, log)
 	if err != nil {
@@ -79,7 +86,11 @@ func Run(ctx context.Context, o Options) error {
 	if err := startCondor(ctx, o.Root, o.Runner, res.Condor); err != nil {
 		return err
 	}
-	return checkinLoop(ctx, o, s, md, log)
+	member := joinGossip(o, s, md, log)
+	if member != nil {
+		defer func() { _ = member.Leave(gossip.LeaveTimeout) }()
+	}
+	return checkinLoop(ctx, o, s, md, member, log)
 }
 
 // ContextResult says which parts of the VM's configuration changed.
@@ -163,7 +174,7 @@ func (r *retirement) getDeadline() time.Time {
 	return r.deadline
 }
 
-func checkinLoop(ctx context.Context, o Options, s Settings, md Metadata, log *logrus.Entry) error {
+func checkinLoop(ctx context.Context, o Options, s Settings, md Metadata, member *gossip.Member, log *logrus.Entry) error {
 	every := s.CheckinEvery
 	if every <= 0 {
 		every = 10 * time.Second
@@ -176,6 +187,33 @@ func checkinLoop(ctx context.Context, o Options, s Settings, md Metadata, log *l
 	defer wg.Wait()
 	rctx, cancelRetire := context.WithCancel(ctx)
 	defer cancelRetire()
+	// startRetire begins the graceful retirement once; a later order only
+	// moves the deadline.
+	startRetire := func(deadline time.Time, reason, via string) {
+		if ret != nil {
+			ret.setDeadline(deadline)
+			return
+		}
+		log.WithFields(logrus.Fields{"reason": reason, "deadline": time.Until(deadline).Round(time.Second), "via": via}).Info("retirement ordered")
+		ret = &retirement{done: make(chan RetireResult, 1)}
+		ret.setDeadline(deadline)
+		rt := Retirer{Runner: o.Runner, Log: log, Poll: o.RetirePoll}
+		wg.Go(func() {
+			res, err := rt.Retire(rctx, ret.getDeadline, reason)
+			if err != nil && rctx.Err() == nil {
+				log.WithError(err).Warn("graceful retirement")
+			}
+			ret.done <- res
+		})
+		state = StateRetiring
+		if member != nil {
+			_ = member.SetState(gossip.StateDraining)
+		}
+	}
+	var retiredC <-chan struct{}
+	if member != nil {
+		retiredC = member.Retired()
+	}
 	for {
 		resp, err := c.do(ctx, state)
 		switch {
@@ -191,22 +229,7 @@ func checkinLoop(ctx context.Context, o Options, s Settings, md Metadata, log *l
 			return nil
 		case resp.Retire:
 			failures = 0
-			if ret == nil {
-				log.WithFields(logrus.Fields{"reason": resp.Reason, "deadline": resp.Deadline}).Info("retirement ordered")
-				ret = &retirement{done: make(chan RetireResult, 1)}
-				ret.setDeadline(time.Now().Add(resp.Deadline))
-				rt := Retirer{Runner: o.Runner, Log: log, Poll: o.RetirePoll}
-				wg.Go(func() {
-					res, err := rt.Retire(rctx, ret.getDeadline, resp.Reason)
-					if err != nil && rctx.Err() == nil {
-						log.WithError(err).Warn("graceful retirement")
-					}
-					ret.done <- res
-				})
-				state = StateRetiring
-			} else {
-				ret.setDeadline(time.Now().Add(resp.Deadline))
-			}
+			startRetire(time.Now().Add(resp.Deadline), resp.Reason, "check-in")
 		default:
 			failures = 0
 		}
@@ -219,6 +242,13 @@ func checkinLoop(ctx context.Context, o Options, s Settings, md Metadata, log *l
 		case <-ctx.Done():
 			t.Stop()
 			return nil
+		case <-retiredC:
+			t.Stop()
+			retiredC = nil
+			if order, ok := member.RetireOrder(); ok {
+				startRetire(order.Deadline, order.Reason, "gossip")
+			}
+			continue
 		case res := <-done:
 			t.Stop()
 			log.WithFields(logrus.Fields{"jobs_left": res.JobsLeft, "timed_out": res.TimedOut}).Info("drained")
@@ -227,6 +257,28 @@ func checkinLoop(ctx context.Context, o Options, s Settings, md Metadata, log *l
 		case <-t.C:
 		}
 	}
+}
+
+// joinGossip joins the site's gossip pool when the settings name one. A VM
+// that cannot join still works: check-ins carry its orders.
+func joinGossip(o Options, s Settings, md Metadata, log *logrus.Entry) *gossip.Member {
+	if s.GossipJoin == "" {
+		return nil
+	}
+	key, err1 := gossip.ParseKey(s.GossipKey)
+	agentKey, err2 := gossip.ParseKey(s.GossipAgentKey)
+	if err := errors.Join(err1, err2); err != nil {
+		log.WithError(err).Warn("gossip settings unusable; relying on check-ins")
+		return nil
+	}
+	m, err := gossip.NewMember(gossip.Config{Site: s.Site, Name: md.Name, Bind: o.GossipBind, Key: key,
+		AgentKey: ed25519.PublicKey(agentKey), Log: log.WithField("component", "gossip"),
+		Meta: gossip.Meta{ServerID: md.UUID, Group: s.Group}}, s.GossipJoin)
+	if err != nil {
+		log.WithError(err).Warn("gossip unavailable; relying on check-ins")
+		return nil
+	}
+	return m
 }
 
 func fetchWithRetry(ctx context.Context, src MetadataSource, log *logrus.Entry) (Metadata, []byte, error) {

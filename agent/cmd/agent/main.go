@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -18,6 +20,7 @@ import (
 	"github.com/canopy-grid/canopy/agent/gluster"
 	"github.com/canopy-grid/canopy/agent/localcloud"
 	"github.com/canopy-grid/canopy/deploy/config"
+	"github.com/canopy-grid/canopy/hub/squid"
 )
 
 // fileConfig is the agent's config file: the agent's own settings and one
@@ -39,9 +42,20 @@ func main() {
 	}
 }
 
+const usage = `usage:
+  agent run --config FILE [--log-format text|json] [--log-level LEVEL]
+  agent squid --hub-url URL --token-file FILE --host H --port N [--kinds cvmfs,frontier]
+              [--access global|same-domain|local-only] [--site S] [--domain D]
+              [--cache-manager URL] [--max-load KBps] [--every 60s]
+                      advertise a squid on this cache host to the hub
+`
+
 func run(args []string) error {
+	if len(args) > 0 && args[0] == "squid" {
+		return runSquid(args[1:])
+	}
 	if len(args) == 0 || args[0] != "run" {
-		return errors.New("usage: agent run --config FILE [--log-format text|json] [--log-level LEVEL]")
+		return errors.New("no command given; " + strings.ReplaceAll(strings.TrimSpace(usage), "\n", "; "))
 	}
 	fs := flag.NewFlagSet("agent run", flag.ContinueOnError)
 	cfgPath := fs.String("config", "/etc/canopy/agent.yaml", "config file")
@@ -93,4 +107,48 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return a.Run(ctx)
+}
+
+// runSquid advertises one squid to the hub until stopped (replaces shoal's
+// agent on the cache host).
+func runSquid(args []string) error {
+	fs := flag.NewFlagSet("agent squid", flag.ContinueOnError)
+	hubURL := fs.String("hub-url", "", "the hub's HTTP API, e.g. https://hub.example.org")
+	tokenFile := fs.String("token-file", "", "file holding the hub's squid advertise token")
+	host := fs.String("host", "", "the squid's address as clients reach it")
+	port := fs.Int("port", 3128, "the squid's port")
+	kinds := fs.String("kinds", "cvmfs,frontier", "upstream kinds it serves")
+	access := fs.String("access", "global", "global, same-domain or local-only")
+	site := fs.String("site", "", "site the squid belongs to")
+	domain := fs.String("domain", "", "DNS domain for same-domain access")
+	mgr := fs.String("cache-manager", "", "squid's own URL for load readings, e.g. http://127.0.0.1:3128")
+	maxLoad := fs.Float64("max-load", 0, "load (KB/s) at which the squid counts as full; 0 = hub default")
+	every := fs.Duration("every", time.Minute, "how often to advertise")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *hubURL == "" || *tokenFile == "" || *host == "" {
+		return errors.New("agent squid needs --hub-url, --token-file and --host")
+	}
+	tok, err := os.ReadFile(*tokenFile)
+	if err != nil {
+		return fmt.Errorf("read token: %w", err)
+	}
+	log := logrus.New()
+	log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+	reg := squid.Registration{Host: *host, Port: *port, Access: squid.Access(*access), Site: *site, Domain: *domain, MaxLoad: *maxLoad}
+	for _, k := range strings.Split(*kinds, ",") {
+		reg.Kinds = append(reg.Kinds, squid.Kind(strings.TrimSpace(k)))
+	}
+	if _, err := reg.Normalize(); err != nil {
+		return err
+	}
+	adv := &squid.Advertiser{HubURL: *hubURL, Token: strings.TrimSpace(string(tok)), Registration: reg, Every: *every,
+		Log: log.WithField("component", "squid-advertiser")}
+	if *mgr != "" {
+		adv.Load = (&squid.LoadMeter{URL: *mgr}).Load
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return adv.Run(ctx)
 }

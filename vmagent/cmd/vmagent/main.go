@@ -38,6 +38,7 @@ func run(args []string) error {
 	drive := fs.String("config-drive", "", `read metadata from a config drive mounted at DIR instead ("auto": mount it at /run/canopy/config-drive)`)
 	mdDir := fs.String("metadata-dir", "", "read meta_data.json and user_data from a plain directory instead")
 	root := fs.String("root", "/", "prefix for every file written")
+	gossipBind := fs.String("gossip-bind", "", "address the gossip member listens on (default 0.0.0.0:7946)")
 	noCondor := fs.Bool("no-condor", false, "log HTCondor commands instead of running them (local test VMs)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
@@ -61,5 +62,5 @@ func run(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return vmagent.Run(ctx, vmagent.Options{Root: *root, Source: src, Runner: runner, Log: entry})
+	return vmagent.Run(ctx, vmagent.Options{Root: *root, Source: src, Runner: runner, Log: entry, GossipBind: *gossipBind})
 }
