@@ -145,9 +145,11 @@ type Agent struct {
 
 	mu          sync.Mutex
 	lastStorage *protocol.StorageReport
-	hubID       string
-	vmURL       string
-	status      Status
+	// gossipSquids is the CVMFS squid list last published to the pool.
+	gossipSquids []string
+	hubID        string
+	vmURL        string
+	status       Status
 }
 
 // Status is what the agent knows about its own link, for tests and logs.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -182,5 +183,26 @@ func (a *Agent) pushSquids(l protocol.SquidList) {
 	}
 	if err := a.squids.Push(l.Upstream, proxies, l.At); err != nil {
 		a.log.WithError(err).Debug("squid list from hub not kept")
+		return
+	}
+	if l.Upstream != "cvmfs" {
+		return
+	}
+	// Spread the CVMFS ranking to the VMs through the gossip pool when it
+	// changes; VMs that boot later read it from the check-in endpoint.
+	urls := make([]string, 0, len(proxies))
+	for _, p := range proxies {
+		urls = append(urls, p.URL)
+	}
+	a.mu.Lock()
+	pool, same := a.pool, slices.Equal(urls, a.gossipSquids)
+	if !same {
+		a.gossipSquids = urls
+	}
+	a.mu.Unlock()
+	if pool != nil && !same {
+		if _, err := pool.PublishSquids(urls); err != nil {
+			a.log.WithError(err).Warn("gossip squid list")
+		}
 	}
 }

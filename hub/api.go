@@ -48,6 +48,7 @@ type VMStatus struct {
 	VMType      string          `json:"vm_type"`
 	Flavor      string          `json:"flavor"`
 	State       planner.VMState `json:"state"`
+	Held        bool            `json:"held,omitempty"`
 	RunningJobs int             `json:"running_jobs"`
 	CreatedAt   time.Time       `json:"created_at,omitzero"`
 }
@@ -96,7 +97,7 @@ func (h *Hub) VMs() []VMStatus {
 	out := make([]VMStatus, 0, len(snap.VMs))
 	for _, vm := range snap.VMs {
 		out = append(out, VMStatus{ID: vm.ID, Name: vm.Name, Site: vm.Site, Group: vm.Group, VMType: vm.VMType,
-			Flavor: vm.Flavor, State: vm.State, RunningJobs: vm.RunningJobs, CreatedAt: vm.CreatedAt})
+			Flavor: vm.Flavor, State: vm.State, Held: vm.Held, RunningJobs: vm.RunningJobs, CreatedAt: vm.CreatedAt})
 	}
 	slices.SortFunc(out, func(a, b VMStatus) int { return strings.Compare(a.Name, b.Name) })
 	return out
@@ -136,6 +137,25 @@ func (h *Hub) httpHandler() http.Handler {
 	mux.Handle(squid.PathSquids, sq)
 	mux.Handle(squid.PathNearest, sq)
 	mux.Handle(squid.PathWPAD, sq)
+	// Manual control. The HTTP listener is loopback by default: whoever
+	// can reach it administers the hub (put an authenticating proxy in
+	// front before publishing it).
+	hold := func(held bool) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			id := r.PathValue("id")
+			if id == "" || len(id) > 255 {
+				http.Error(w, "bad VM id", http.StatusBadRequest)
+				return
+			}
+			if err := h.SetHeld(id, held); err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			writeJSON(w, map[string]any{"vm_id": id, "held": held})
+		}
+	}
+	mux.HandleFunc("POST /api/v1/vms/{id}/hold", hold(true))
+	mux.HandleFunc("DELETE /api/v1/vms/{id}/hold", hold(false))
 	mux.HandleFunc("GET /api/v1/storage", func(w http.ResponseWriter, _ *http.Request) {
 		out := map[string]*protocol.StorageReport{}
 		for _, s := range h.Sites() {

@@ -157,7 +157,8 @@ func (h *Hub) snapshotLocked(now time.Time, d demand.Demand) planner.Snapshot {
 				continue
 			}
 			pv := planner.VM{ID: vm.ID, Site: s.name, Name: vm.Name, Group: vm.Group, VMType: vm.VMType, Flavor: vm.Flavor,
-				Image: vm.Image, Cpus: f.VCPUs, MemoryMiB: f.RAMMiB, CreatedAt: vm.CreatedAt, RetiringSince: s.retiring[vm.ID]}
+				Image: vm.Image, Cpus: f.VCPUs, MemoryMiB: f.RAMMiB, CreatedAt: vm.CreatedAt, RetiringSince: s.retiring[vm.ID],
+				Held: h.held[vm.ID]}
 			_, ordered := s.retiring[vm.ID]
 			m, inPool := d.Machines[vm.Name]
 			if vm.Ready {

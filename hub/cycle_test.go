@@ -145,3 +145,27 @@ func TestDisconnectedSiteGetsNoBoots(t *testing.T) {
 		t.Fatalf("%d boots sent to a disconnected site", n)
 	}
 }
+
+func TestHeldVMIsNeverRetired(t *testing.T) {
+	src := &scriptedSource{}
+	h, now := testHub(t, src)
+	connectSite(h, "west", protocol.VM{ID: "id-1", Name: "canopy-west-p1-0-0", Flavor: "c2", Group: "atlas", VMType: "el9",
+		State: protocol.VMActive, Ready: true, ReadyAt: now.Add(-time.Hour)})
+	if err := h.SetHeld("id-1", true); err != nil {
+		t.Fatal(err)
+	}
+	h.cycle(context.Background())
+	if r := commands(h, "west", protocol.CmdRetire); len(r) != 0 {
+		t.Fatalf("held VM retired: %+v", r)
+	}
+	if vms := h.VMs(); len(vms) != 1 || !vms[0].Held {
+		t.Fatalf("VMs %+v", vms)
+	}
+	if err := h.SetHeld("id-1", false); err != nil {
+		t.Fatal(err)
+	}
+	h.cycle(context.Background())
+	if r := commands(h, "west", protocol.CmdRetire); len(r) != 1 {
+		t.Fatalf("released VM not retired: %+v", r)
+	}
+}

@@ -60,6 +60,7 @@ type Hub struct {
 	squids   *squid.Registry
 
 	mu         sync.Mutex
+	held       map[string]bool // VM ids under manual control
 	history    planner.History
 	sites      map[string]*site
 	demand     demand.Demand
@@ -100,7 +101,13 @@ func New(cfg Config, src Source, log *logrus.Entry) (*Hub, error) {
 	if err != nil {
 		return nil, err
 	}
+	held, err := st.Held()
+	if err != nil {
+		_ = st.Close()
+		return nil, err
+	}
 	h := &Hub{
+		held:     held,
 		cfg:      cfg,
 		log:      log,
 		store:    st,
@@ -133,6 +140,42 @@ func New(cfg Config, src Source, log *logrus.Entry) (*Hub, error) {
 		h.log.WithFields(logrus.Fields{"remote": remote, "reason": reason}).WithError(err).Warn("agent connection refused")
 	})
 	return h, nil
+}
+
+// SetHeld puts a VM under manual control (the planner never touches it)
+// or releases it. It is kept in the store across restarts.
+func (h *Hub) SetHeld(vmID string, held bool) error {
+	if err := h.store.SetHeld(vmID, held); err != nil {
+		return err
+	}
+	h.mu.Lock()
+	if held {
+		h.held[vmID] = true
+	} else {
+		delete(h.held, vmID)
+	}
+	h.mu.Unlock()
+	kind := "released"
+	if held {
+		kind = "held"
+	}
+	h.appendEvent("", vmID, "", kind, "manual control by an admin")
+	return nil
+}
+
+// HeldByName reports whether the VM with this server name is under manual
+// control (for job sources that must leave it alone).
+func (h *Hub) HeldByName(name string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, s := range h.sites {
+		for _, vm := range s.inv.VMs {
+			if vm.Name == name {
+				return h.held[vm.ID]
+			}
+		}
+	}
+	return false
 }
 
 // Registry is the hub's metrics registry (for collectors added by main).

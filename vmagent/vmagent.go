@@ -210,9 +210,10 @@ func checkinLoop(ctx context.Context, o Options, s Settings, md Metadata, member
 			_ = member.SetState(gossip.StateDraining)
 		}
 	}
-	var retiredC <-chan struct{}
+	var retiredC, changedC <-chan struct{}
+	var squidVersion uint64
 	if member != nil {
-		retiredC = member.Retired()
+		retiredC, changedC = member.Retired(), member.Changed()
 	}
 	for {
 		resp, err := c.do(ctx, state)
@@ -242,6 +243,22 @@ func checkinLoop(ctx context.Context, o Options, s Settings, md Metadata, member
 		case <-ctx.Done():
 			t.Stop()
 			return nil
+		case <-changedC:
+			t.Stop()
+			// A newer squid ranking from the agent: CVMFS fails over in rank order.
+			if l := member.Squids(); l.Version > squidVersion && len(l.Proxies) > 0 {
+				squidVersion = l.Version
+				groups := make([][]string, 0, len(l.Proxies))
+				for _, p := range l.Proxies {
+					groups = append(groups, []string{p})
+				}
+				if changed, err := ApplyCVMFSProxies(ctx, o.Root, groups, o.Runner); err != nil {
+					log.WithError(err).Warn("apply squid list from gossip")
+				} else if changed {
+					log.WithField("proxies", l.Proxies).Info("CVMFS proxies updated from the site's gossip pool")
+				}
+			}
+			continue
 		case <-retiredC:
 			t.Stop()
 			retiredC = nil

@@ -24,6 +24,7 @@ import (
 var (
 	bucketMeta   = []byte("meta")
 	bucketEvents = []byte("events")
+	bucketHeld   = []byte("held")
 	keyPlanSeq   = []byte("plan_seq")
 )
 
@@ -42,7 +43,7 @@ func Open(path string) (*Store, error) {
 		return nil, fmt.Errorf("open state %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketEvents} {
+		for _, b := range [][]byte{bucketMeta, bucketEvents, bucketHeld} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -136,6 +137,37 @@ func (s *Store) Recent(n int) ([]Event, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read lifecycle events: %w", err)
+	}
+	return out, nil
+}
+
+// SetHeld puts a VM (by server id) under manual control, or releases it.
+// The planner never touches a held VM.
+func (s *Store) SetHeld(vmID string, held bool) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketHeld)
+		if held {
+			return b.Put([]byte(vmID), []byte(time.Now().UTC().Format(time.RFC3339)))
+		}
+		return b.Delete([]byte(vmID))
+	})
+	if err != nil {
+		return fmt.Errorf("hold %s: %w", vmID, err)
+	}
+	return nil
+}
+
+// Held returns the ids of VMs under manual control.
+func (s *Store) Held() (map[string]bool, error) {
+	out := map[string]bool{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketHeld).ForEach(func(k, _ []byte) error {
+			out[string(k)] = true
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read held VMs: %w", err)
 	}
 	return out, nil
 }

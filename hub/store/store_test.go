@@ -53,3 +53,33 @@ func TestSecondHubRefused(t *testing.T) {
 		t.Fatalf("second open: %v", err)
 	}
 }
+
+func TestHeldSurvivesRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "hub.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetHeld("vm-1", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetHeld("vm-2", true); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetHeld("vm-2", false); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	held, err := s.Held()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(held) != 1 || !held["vm-1"] {
+		t.Fatalf("held = %v", held)
+	}
+}

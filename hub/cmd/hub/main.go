@@ -163,6 +163,9 @@ func runHub(args []string) error {
 	if err != nil {
 		return err
 	}
+	if hc, ok := src.(*htcondor.Source); ok {
+		hc.Manual = h.HeldByName // never invalidate a held VM's ads
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return h.Run(ctx, nil)
