@@ -84,17 +84,18 @@ func (a *Agent) execute(ctx context.Context, cmd protocol.Command) (res *protoco
 	return r, true
 }
 
-// ClassifiedError is implemented by driver errors that know their class.
+// ClassifiedError is implemented by driver errors that know their class
+// (agent/openstack's errors do).
 type ClassifiedError interface {
 	error
-	Class() protocol.ErrorClass
+	ErrorClass() protocol.ErrorClass
 }
 
 // Classify maps an error to the class reported to the hub.
 func Classify(err error) protocol.ErrorClass {
 	var ce ClassifiedError
 	if errors.As(err, &ce) {
-		return ce.Class()
+		return ce.ErrorClass()
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return protocol.ErrClassTransient

@@ -54,8 +54,8 @@ func (f *fakeDriver) Servers(context.Context) ([]Server, error) {
 
 type quotaErr struct{}
 
-func (quotaErr) Error() string              { return "Quota exceeded for instances" }
-func (quotaErr) Class() protocol.ErrorClass { return protocol.ErrClassQuota }
+func (quotaErr) Error() string                   { return "Quota exceeded for instances" }
+func (quotaErr) ErrorClass() protocol.ErrorClass { return protocol.ErrClassQuota }
 
 func (f *fakeDriver) Boot(_ context.Context, spec BootSpec) (Server, error) {
 	if f.gate != nil {

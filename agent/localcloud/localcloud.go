@@ -90,7 +90,14 @@ type server struct {
 }
 
 // ErrQuota is returned when a boot would exceed the project's quota.
-var ErrQuota = errors.New("quota exceeded")
+var ErrQuota error = quotaError{}
+
+type quotaError struct{}
+
+func (quotaError) Error() string { return "quota exceeded" }
+
+// ErrorClass tells the agent what kind of failure this is.
+func (quotaError) ErrorClass() protocol.ErrorClass { return protocol.ErrClassQuota }
 
 // New returns a local cloud.
 func New(cfg Config) (*Driver, error) {

@@ -19,6 +19,7 @@ import (
 	"github.com/canopy-grid/canopy/agent"
 	"github.com/canopy-grid/canopy/agent/gluster"
 	"github.com/canopy-grid/canopy/agent/localcloud"
+	"github.com/canopy-grid/canopy/agent/openstack"
 	"github.com/canopy-grid/canopy/deploy/config"
 	"github.com/canopy-grid/canopy/hub/squid"
 )
@@ -30,6 +31,9 @@ type fileConfig struct {
 	// Driver is "local" (VMs as local processes) or "openstack".
 	Driver string             `yaml:"driver"`
 	Local  *localcloud.Config `yaml:"local"`
+	// OpenStack configures the OpenStack driver (credentials may come
+	// from OS_* environment variables instead; they are never logged).
+	OpenStack *openstack.Config `yaml:"openstack"`
 	// Gluster, when present, makes the agent watch the site's GlusterFS
 	// replicas (volumes, bricks, heals, geo-replication).
 	Gluster *gluster.Config `yaml:"gluster"`
@@ -92,8 +96,23 @@ func run(args []string) error {
 		}
 		defer d.Close()
 		driver = d
+	case "openstack":
+		if fc.OpenStack == nil {
+			fc.OpenStack = &openstack.Config{}
+		}
+		fc.OpenStack.FillFromEnv(os.LookupEnv)
+		if err := fc.OpenStack.Validate(); err != nil {
+			return fmt.Errorf("%s: openstack: %w", *cfgPath, err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		d, err := openstack.New(ctx, *fc.OpenStack, log.WithFields(logrus.Fields{"component": "openstack", "site": fc.Site}))
+		cancel()
+		if err != nil {
+			return fmt.Errorf("%s: openstack: %w", *cfgPath, err)
+		}
+		driver = d
 	default:
-		return fmt.Errorf("%s: driver %q: want local", *cfgPath, fc.Driver)
+		return fmt.Errorf("%s: driver %q: want local or openstack", *cfgPath, fc.Driver)
 	}
 	a, err := agent.New(fc.Config, driver, log.WithField("component", "agent"))
 	if err != nil {
