@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -215,6 +216,13 @@ openstack:
 	}
 	if !hubKnowsAll(t, ctx, "http://"+httpAddr, srvs) {
 		t.Error("a server the hub does not know: leaked")
+	}
+	if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", second.cmd.Process.Pid)); err == nil {
+		for _, line := range strings.Split(string(st), "\n") {
+			if strings.HasPrefix(line, "VmRSS:") || strings.HasPrefix(line, "VmHWM:") {
+				t.Logf("agent %s", strings.Join(strings.Fields(line), " "))
+			}
+		}
 	}
 }
 
