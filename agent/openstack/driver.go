@@ -116,7 +116,7 @@ func New(ctx context.Context, cfg Config, log logrus.FieldLogger) (*Driver, erro
 	actx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
 	defer cancel()
 	if err := gcos.Authenticate(actx, provider, ao); err != nil {
-		return nil, wrapError("authenticate at "+ao.IdentityEndpoint, err, d.secrets)
+		return nil, authFailure(wrapError("authenticate at "+ao.IdentityEndpoint, err, d.secrets))
 	}
 	if d.compute, err = gcos.NewComputeV2(provider, eo); err != nil {
 		return nil, wrapError("find the compute endpoint", err, d.secrets)

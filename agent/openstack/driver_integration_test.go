@@ -501,3 +501,37 @@ func TestIntegrationImageRoundTrip(t *testing.T) {
 		t.Errorf("download of a missing image: class %q (%v), want invalid", Classify(err), err)
 	}
 }
+
+// TestIntegrationRevokedApplicationCredential: a credential that no longer
+// exists (revoked, or expired and purged) gives a clear authentication
+// error that carries no secret.
+func TestIntegrationRevokedApplicationCredential(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	p := rawProvider(t, ctx, "canopy-a")
+	ident, err := gcos.NewIdentityV3(p, gophercloud.EndpointOpts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	user, err := p.GetAuthResult().(tokens.CreateResult).ExtractUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac, err := applicationcredentials.Create(ctx, ident, user.ID, applicationcredentials.CreateOpts{Name: uniq("itest-revoked")}).Extract()
+	if err != nil {
+		t.Fatalf("create application credential: %v", err)
+	}
+	if err := applicationcredentials.Delete(ctx, ident, user.ID, ac.ID).ExtractErr(); err != nil {
+		t.Fatalf("revoke: %v", err)
+	}
+	_, err = New(ctx, Config{AuthURL: keystoneURL, ApplicationCredentialID: ac.ID, ApplicationCredentialSecret: Secret(ac.Secret)}, nil)
+	if err == nil {
+		t.Fatal("a revoked application credential authenticated")
+	}
+	if Classify(err) != protocol.ErrClassAuth || !strings.Contains(err.Error(), "authenticate") {
+		t.Errorf("revoked credential: class %q, error %v", Classify(err), err)
+	}
+	if strings.Contains(fmt.Sprintf("%v %+v %#v", err, err, err), ac.Secret) {
+		t.Errorf("error leaks the secret: %v", err)
+	}
+}

@@ -112,6 +112,18 @@ func wrapError(op string, err error, secrets []string) error {
 	return &Error{Op: op, Class: class, StatusCode: status, RetryAfter: retry, Msg: redact(msg, secrets), err: err}
 }
 
+// authFailure reclassifies a failed login: Keystone answers 404 when the
+// application credential, user or project it names no longer exists (a
+// revoked or purged credential), which is a credential problem, not an
+// invalid request.
+func authFailure(err error) error {
+	var e *Error
+	if errors.As(err, &e) && e.StatusCode == http.StatusNotFound {
+		e.Class = protocol.ErrClassAuth
+	}
+	return err
+}
+
 // classify finds err's class, HTTP status, Retry-After and a short message.
 func classify(err error) (protocol.ErrorClass, int, time.Duration, string) {
 	var reauth *gophercloud.ErrUnableToReauthenticate
