@@ -64,6 +64,9 @@ type Config struct {
 	// SquidList are the squids this site offers; the hub verifies and
 	// ranks them.
 	SquidList []protocol.SquidInfo `yaml:"squid_list"`
+	// Policy is reported to the hub with every inventory (filled from the
+	// cloud driver's settings by main).
+	Policy *protocol.SitePolicy `yaml:"-"`
 	// StorageEvery is how often storage health is collected (when a
 	// storage collector is configured).
 	StorageEvery time.Duration `yaml:"storage_every"`

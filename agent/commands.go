@@ -223,7 +223,7 @@ func (a *Agent) inventory(ctx context.Context) (protocol.Inventory, error) {
 		return protocol.Inventory{}, fmt.Errorf("images: %w", err)
 	}
 	inv := protocol.Inventory{Seq: a.invSeq.Add(1), Flavors: flavors, Limits: limits, Images: imgs, TakenAt: a.now().UTC(),
-		Storage: a.storageReport(), Squids: a.cfg.SquidList}
+		Storage: a.storageReport(), Squids: a.cfg.SquidList, Policy: a.cfg.Policy}
 	live := make(map[string]bool, len(servers))
 	for _, s := range servers {
 		live[s.ID] = true

@@ -138,6 +138,16 @@ func (h *Hub) snapshotLocked(now time.Time, d demand.Demand) planner.Snapshot {
 			Disabled: sc.Disabled, Flavors: s.inv.Flavors, Limits: s.inv.Limits, Caps: sc.Caps, SoftQuota: sc.SoftQuota,
 			KeepAlive: sc.KeepAlive, MaxLifetime: sc.MaxLifetime, Endpoint: sc.Endpoint, MaxInFlight: sc.MaxInFlight,
 		}
+		if pol := s.inv.Policy; pol != nil {
+			// The cloud's own settings: the stricter of them and the hub's.
+			c.Disabled = c.Disabled || pol.Disabled
+			if c.KeepAlive == 0 {
+				c.KeepAlive = pol.KeepAlive
+			}
+			if pol.CoresSoftMax > 0 && (c.SoftQuota.Cores == 0 || pol.CoresSoftMax < c.SoftQuota.Cores) {
+				c.SoftQuota.Cores = pol.CoresSoftMax
+			}
+		}
 		for _, p := range s.pending {
 			if !p.ackedAt.IsZero() {
 				c.Unlisted++

@@ -169,3 +169,29 @@ func TestHeldVMIsNeverRetired(t *testing.T) {
 		t.Fatalf("released VM not retired: %+v", r)
 	}
 }
+
+func TestAgentPolicyApplies(t *testing.T) {
+	src := &scriptedSource{d: demand.Demand{Shapes: []planner.Shape{{Group: "atlas", VMType: "el9", Cpus: 1, MemoryMiB: 1000, Idle: 40}}}}
+	h, _ := testHub(t, src)
+	connectSite(h, "west")
+	h.mu.Lock()
+	h.sites["west"].inv.Policy = &protocol.SitePolicy{CoresSoftMax: 6}
+	h.mu.Unlock()
+	h.cycle(context.Background())
+	cores := 0
+	for _, c := range commands(h, "west", protocol.CmdBoot) {
+		cores += 2 * len(c.Boot.Names) // flavor c2
+	}
+	if cores == 0 || cores > 6 {
+		t.Fatalf("booted %d cores under a soft maximum of 6", cores)
+	}
+	h.mu.Lock()
+	h.sites["west"].inv.Policy = &protocol.SitePolicy{Disabled: true}
+	h.sites["west"].outstanding = map[string]protocol.Command{}
+	h.sites["west"].pending = map[string]*pendingVM{}
+	h.mu.Unlock()
+	h.cycle(context.Background())
+	if n := len(commands(h, "west", protocol.CmdBoot)); n != 0 {
+		t.Fatalf("%d boots on a cloud its agent reports disabled", n)
+	}
+}

@@ -136,7 +136,9 @@ type Inventory struct {
 	// Storage is the last storage health report, nil where none is collected.
 	Storage *StorageReport `cbor:"storage,omitempty"`
 	// Squids are the squid proxies this site's agent is configured with.
-	Squids  []SquidInfo `cbor:"squids,omitempty"`
+	Squids []SquidInfo `cbor:"squids,omitempty"`
+	// Policy is what the site's own cloud settings say about using it.
+	Policy  *SitePolicy `cbor:"policy,omitempty"`
 	TakenAt time.Time   `cbor:"taken_at"`
 }
 
@@ -232,6 +234,18 @@ const (
 type Error struct {
 	Code    ErrorCode `cbor:"code"`
 	Message string    `cbor:"message"`
+}
+
+// SitePolicy carries a cloud's settings that live with its credentials in
+// the agent's config (as cloudscheduler kept them per cloud). The hub
+// applies the stricter of these and its own site settings.
+type SitePolicy struct {
+	// Disabled: the cloud is to be drained.
+	Disabled bool `cbor:"disabled,omitempty"`
+	// KeepAlive for idle VMs on this cloud; zero: the hub's.
+	KeepAlive time.Duration `cbor:"keep_alive,omitempty"`
+	// CoresSoftMax caps the cores Canopy uses, minus foreign usage; zero: none.
+	CoresSoftMax int `cbor:"cores_soft_max,omitempty"`
 }
 
 // SquidInfo is a squid proxy a site offers (see hub/squid.Registration).

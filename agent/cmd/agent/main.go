@@ -22,6 +22,7 @@ import (
 	"github.com/canopy-grid/canopy/agent/openstack"
 	"github.com/canopy-grid/canopy/deploy/config"
 	"github.com/canopy-grid/canopy/hub/squid"
+	"github.com/canopy-grid/canopy/protocol"
 )
 
 // fileConfig is the agent's config file: the agent's own settings and one
@@ -111,6 +112,8 @@ func run(args []string) error {
 			return fmt.Errorf("%s: openstack: %w", *cfgPath, err)
 		}
 		driver = d
+		oc := *fc.OpenStack
+		fc.Config.Policy = &protocol.SitePolicy{Disabled: !oc.IsEnabled(), KeepAlive: oc.KeepAlive, CoresSoftMax: oc.CoresSoftMax}
 	default:
 		return fmt.Errorf("%s: driver %q: want local or openstack", *cfgPath, fc.Driver)
 	}
