@@ -1,16 +1,13 @@
 package vmagent
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"os/exec"
 	"strings"
-	"syscall"
-	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/canopy-grid/canopy/agent/cmdrun"
 )
 
 // CommandRunner runs the VM's system tools (HTCondor's command-line tools,
@@ -33,57 +30,12 @@ type ExecRunner struct {
 
 // ErrOutputTooLarge is returned when a command prints more than the
 // runner's limit.
-var ErrOutputTooLarge = errors.New("output too large")
+var ErrOutputTooLarge = cmdrun.ErrOutputTooLarge
 
 // Run implements CommandRunner.
 func (r ExecRunner) Run(ctx context.Context, name string, args ...string) ([]byte, []byte, int, error) {
-	limit := r.MaxOutput
-	if limit <= 0 {
-		limit = 1 << 20
-	}
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Dir = "/"
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 2 * time.Second
-	stdout, stderr := &limitedBuffer{limit: limit}, &limitedBuffer{limit: limit}
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	err := cmd.Run()
-	if stdout.over || stderr.over {
-		return stdout.Bytes(), stderr.Bytes(), -1, fmt.Errorf("%s: %w (limit %d bytes)", name, ErrOutputTooLarge, limit)
-	}
-	if ctx.Err() != nil {
-		return stdout.Bytes(), stderr.Bytes(), -1, fmt.Errorf("%s: %w", name, ctx.Err())
-	}
-	var exitErr *exec.ExitError
-	switch {
-	case err == nil:
-		return stdout.Bytes(), stderr.Bytes(), 0, nil
-	case errors.As(err, &exitErr) && exitErr.Exited():
-		return stdout.Bytes(), stderr.Bytes(), exitErr.ExitCode(), nil
-	}
-	return stdout.Bytes(), stderr.Bytes(), -1, fmt.Errorf("run %s: %w", name, err)
+	return cmdrun.Exec{MaxOutput: r.MaxOutput}.Run(ctx, name, args...)
 }
-
-// limitedBuffer keeps at most limit bytes and notes when more came.
-type limitedBuffer struct {
-	buf   bytes.Buffer
-	limit int
-	over  bool
-}
-
-func (b *limitedBuffer) Write(p []byte) (int, error) {
-	if room := b.limit - b.buf.Len(); len(p) > room {
-		b.over = true
-		if room > 0 {
-			b.buf.Write(p[:room])
-		}
-		return len(p), nil // keep the child from blocking on a full pipe
-	}
-	return b.buf.Write(p)
-}
-
-func (b *limitedBuffer) Bytes() []byte { return b.buf.Bytes() }
 
 // LogRunner only logs the commands it is given and answers as if each
 // succeeded silently. The local cloud uses it: its "VMs" are processes on

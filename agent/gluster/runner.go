@@ -1,13 +1,10 @@
 package gluster
 
 import (
-	"bytes"
 	"context"
-	"errors"
-	"fmt"
-	"os/exec"
-	"syscall"
 	"time"
+
+	"github.com/canopy-grid/canopy/agent/cmdrun"
 )
 
 // Runner runs one command and returns what it printed and its exit code.
@@ -33,7 +30,7 @@ type ExecRunner struct {
 
 // ErrOutputTooLarge is returned when a command prints more than the
 // runner's limit.
-var ErrOutputTooLarge = errors.New("output too large")
+var ErrOutputTooLarge = cmdrun.ErrOutputTooLarge
 
 // Run implements Runner.
 func (r ExecRunner) Run(ctx context.Context, name string, args ...string) ([]byte, []byte, int, error) {
@@ -41,56 +38,5 @@ func (r ExecRunner) Run(ctx context.Context, name string, args ...string) ([]byt
 	if limit <= 0 {
 		limit = 16 << 20
 	}
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Dir = "/"
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error {
-		// Negative pid: the whole process group.
-		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	}
-	cmd.WaitDelay = r.WaitDelay
-	if cmd.WaitDelay <= 0 {
-		cmd.WaitDelay = 2 * time.Second
-	}
-	stdout := &limitedBuffer{limit: limit}
-	stderr := &limitedBuffer{limit: limit}
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	err := cmd.Run()
-	if stdout.over || stderr.over {
-		return stdout.Bytes(), stderr.Bytes(), -1, fmt.Errorf("%s: %w (limit %d bytes)", name, ErrOutputTooLarge, limit)
-	}
-	if ctx.Err() != nil {
-		return stdout.Bytes(), stderr.Bytes(), -1, fmt.Errorf("%s: %w", name, ctx.Err())
-	}
-	var exitErr *exec.ExitError
-	switch {
-	case err == nil:
-		return stdout.Bytes(), stderr.Bytes(), 0, nil
-	case errors.As(err, &exitErr) && exitErr.Exited():
-		return stdout.Bytes(), stderr.Bytes(), exitErr.ExitCode(), nil
-	}
-	return stdout.Bytes(), stderr.Bytes(), -1, fmt.Errorf("run %s: %w", name, err)
+	return cmdrun.Exec{MaxOutput: limit, WaitDelay: r.WaitDelay}.Run(ctx, name, args...)
 }
-
-// limitedBuffer keeps at most limit bytes and notes when more came. It
-// has no ReadFrom, so that io.Copy goes through Write.
-type limitedBuffer struct {
-	buf   bytes.Buffer
-	limit int
-	over  bool
-}
-
-func (b *limitedBuffer) Write(p []byte) (int, error) {
-	if room := b.limit - b.buf.Len(); len(p) > room {
-		b.over = true
-		if room > 0 {
-			b.buf.Write(p[:room])
-		}
-		// Keep consuming, so the child is not blocked on a full pipe.
-		return len(p), nil
-	}
-	return b.buf.Write(p)
-}
-
-// Bytes returns what was kept.
-func (b *limitedBuffer) Bytes() []byte { return b.buf.Bytes() }
