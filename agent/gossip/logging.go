@@ -40,6 +40,11 @@ func parseLogLine(line string) (logrus.Level, string) {
 		}
 	}
 	rest = strings.TrimPrefix(rest, "memberlist: ")
+	// Probes in flight when the pool shuts down fail on the closed socket:
+	// expected at every stop, not an error worth an operator's attention.
+	if level <= logrus.WarnLevel && strings.Contains(rest, "use of closed network connection") {
+		level = logrus.DebugLevel
+	}
 	return level, rest
 }
 
