@@ -157,7 +157,6 @@ func (h *Hub) snapshotLocked(now time.Time, d demand.Demand) planner.Snapshot {
 			}
 		}
 		flavors := flavorIndex(s.inv.Flavors)
-		seenError := map[string]bool{}
 		for _, vm := range s.inv.VMs {
 			f := flavors[vm.Flavor]
 			if vm.Foreign {
@@ -184,10 +183,6 @@ func (h *Hub) snapshotLocked(now time.Time, d demand.Demand) planner.Snapshot {
 				pv.State = planner.VMBooting
 			case vm.State == protocol.VMError:
 				pv.State = planner.VMError
-				seenError[vm.ID] = true
-				if _, ok := s.errorSince[vm.ID]; !ok {
-					s.errorSince[vm.ID] = now
-				}
 				pv.ErrorSince = s.errorSince[vm.ID]
 			case vm.State == protocol.VMDeleting || vm.Retiring || ordered:
 				pv.State = planner.VMRetiring
@@ -203,11 +198,6 @@ func (h *Hub) snapshotLocked(now time.Time, d demand.Demand) planner.Snapshot {
 				}
 			}
 			snap.VMs = append(snap.VMs, pv)
-		}
-		for id := range s.errorSince {
-			if !seenError[id] {
-				delete(s.errorSince, id)
-			}
 		}
 		snap.Clouds = append(snap.Clouds, c)
 		for _, p := range s.pending {

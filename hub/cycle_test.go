@@ -195,3 +195,31 @@ func TestAgentPolicyApplies(t *testing.T) {
 		t.Fatalf("%d boots on a cloud its agent reports disabled", n)
 	}
 }
+
+func TestErrorDelayCountsFromFirstInventoryInError(t *testing.T) {
+	src := &scriptedSource{}
+	h, now := testHub(t, src)
+	connectSite(h, "west")
+	errVM := protocol.VM{ID: "id-e", Name: "canopy-west-p1-0-0", Flavor: "c2", Group: "atlas", VMType: "el9",
+		State: protocol.VMError, Fault: "No valid host was found.", CreatedAt: now.Add(-time.Hour)}
+	h.mu.Lock()
+	s := h.sites["west"]
+	inv := s.inv
+	inv.VMs = []protocol.VM{errVM}
+	h.mu.Unlock()
+	h.handle(s, s.session, inv, h.log)
+	// Reads (status page, metrics) must not move the clock of an error.
+	*now = now.Add(time.Minute)
+	_ = h.VMs()
+	h.cycle(context.Background())
+	if d := commands(h, "west", protocol.CmdDelete); len(d) != 0 {
+		t.Fatalf("deleted 1 min after the error was first seen: %+v", d)
+	}
+	// A later inventory still in error keeps the first-seen time.
+	*now = now.Add(5 * time.Minute)
+	h.handle(s, s.session, inv, h.log)
+	h.cycle(context.Background())
+	if d := commands(h, "west", protocol.CmdDelete); len(d) != 1 {
+		t.Fatalf("not deleted past the error delay: %+v", d)
+	}
+}

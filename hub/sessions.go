@@ -52,6 +52,36 @@ type pendingVM struct {
 	ackedAt time.Time
 }
 
+// trackErrors keeps, for each VM the inventory shows in error, when the
+// hub first saw it so; VMs no longer in error are forgotten.
+func (s *site) trackErrors(now time.Time) {
+	inError := make(map[string]bool)
+	for _, vm := range s.inv.VMs {
+		if vm.State != protocol.VMError {
+			continue
+		}
+		inError[vm.ID] = true
+		if _, ok := s.errorSince[vm.ID]; !ok {
+			s.errorSince[vm.ID] = now
+		}
+	}
+	for id := range s.errorSince {
+		if !inError[id] {
+			delete(s.errorSince, id)
+		}
+	}
+}
+
+// vmName finds a VM's name by id in an inventory's list.
+func vmName(vms []protocol.VM, id string) string {
+	for _, vm := range vms {
+		if vm.ID == id {
+			return vm.Name
+		}
+	}
+	return ""
+}
+
 func (h *Hub) siteLocked(name string) *site {
 	s, ok := h.sites[name]
 	if !ok {
@@ -176,19 +206,16 @@ func (h *Hub) handle(s *site, session int, m protocol.Message, log *logrus.Entry
 				delete(s.pending, name)
 			}
 		}
-		prevNames := map[string]string{}
-		for _, vm := range prev.VMs {
-			prevNames[vm.ID] = vm.Name
-		}
 		for id := range s.retiring {
 			if !ids[id] {
 				delete(s.retiring, id)
 				h.appendEvent(s.name, id, "", "deleted", "retired server no longer listed")
-				if name := prevNames[id]; name != "" {
+				if name := vmName(prev.VMs, id); name != "" {
 					h.invalidate(s.name, name)
 				}
 			}
 		}
+		s.trackErrors(now)
 	case protocol.Result:
 		cmd, ok := s.outstanding[v.CommandID]
 		delete(s.outstanding, v.CommandID)
