@@ -1,7 +1,6 @@
 package vmagent
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -84,24 +83,7 @@ var proxyLineRE = regexp.MustCompile(`^\s*(export\s+)?CVMFS_HTTP_PROXY\s*=`)
 // setProxyLine returns the configuration file conf with line as its only
 // CVMFS_HTTP_PROXY setting, in place of the first one, or appended.
 func setProxyLine(conf []byte, line string) []byte {
-	var out bytes.Buffer
-	done := false
-	if len(conf) > 0 {
-		for l := range strings.SplitSeq(strings.TrimSuffix(string(conf), "\n"), "\n") {
-			if proxyLineRE.MatchString(l) {
-				if !done {
-					out.WriteString(line + "\n")
-					done = true
-				}
-				continue
-			}
-			out.WriteString(l + "\n")
-		}
-	}
-	if !done {
-		out.WriteString(line + "\n")
-	}
-	return out.Bytes()
+	return replaceLine(conf, proxyLineRE.MatchString, line)
 }
 
 // ApplyCVMFSProxies sets CVMFS_HTTP_PROXY in root's default.local to the

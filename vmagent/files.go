@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // maxManagedFile bounds a system file the vmagent reads to edit it
@@ -105,4 +106,28 @@ func readManaged(root, path string) ([]byte, error) {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
 	return b, nil
+}
+
+// replaceLine returns text with line in place of the first line that
+// matches, dropping any later matches, or with line appended when none
+// matches. Every line, the last included, ends in a newline.
+func replaceLine(text []byte, matches func(string) bool, line string) []byte {
+	var out bytes.Buffer
+	done := false
+	if len(text) > 0 {
+		for l := range strings.SplitSeq(strings.TrimSuffix(string(text), "\n"), "\n") {
+			if matches(l) {
+				if !done {
+					out.WriteString(line + "\n")
+					done = true
+				}
+				continue
+			}
+			out.WriteString(l + "\n")
+		}
+	}
+	if !done {
+		out.WriteString(line + "\n")
+	}
+	return out.Bytes()
 }

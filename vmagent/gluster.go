@@ -1,7 +1,6 @@
 package vmagent
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -75,25 +74,10 @@ func (g GlusterMount) FstabLine() string {
 // mergeFstab returns fstab with line as the only entry for mountPoint:
 // an existing entry for it is replaced in place, else line is appended.
 func mergeFstab(fstab []byte, mountPoint, line string) []byte {
-	var out bytes.Buffer
-	done := false
-	if len(fstab) > 0 {
-		for l := range strings.SplitSeq(strings.TrimSuffix(string(fstab), "\n"), "\n") {
-			f := strings.Fields(l)
-			if len(f) >= 2 && !strings.HasPrefix(f[0], "#") && f[1] == mountPoint {
-				if !done {
-					out.WriteString(line + "\n")
-					done = true
-				}
-				continue
-			}
-			out.WriteString(l + "\n")
-		}
-	}
-	if !done {
-		out.WriteString(line + "\n")
-	}
-	return out.Bytes()
+	return replaceLine(fstab, func(l string) bool {
+		f := strings.Fields(l)
+		return len(f) >= 2 && !strings.HasPrefix(f[0], "#") && f[1] == mountPoint
+	}, line)
 }
 
 // MountGluster makes the volume's fstab entry (idempotently) and mounts it
