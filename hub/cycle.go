@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -89,15 +90,6 @@ func (h *Hub) poolVMs() []demand.PoolVM {
 	return out
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}
-
 func flavorIndex(fs []protocol.Flavor) map[string]protocol.Flavor {
 	m := make(map[string]protocol.Flavor, len(fs))
 	for _, f := range fs {
@@ -126,7 +118,7 @@ func (h *Hub) expirePendingLocked(now time.Time) {
 // snapshotLocked builds the planner's input.
 func (h *Hub) snapshotLocked(now time.Time, d demand.Demand) planner.Snapshot {
 	snap := planner.Snapshot{Now: now, Shapes: d.Shapes, Config: h.cfg.Planner}
-	for _, name := range sortedKeys(h.cfg.Groups) {
+	for _, name := range slices.Sorted(maps.Keys(h.cfg.Groups)) {
 		g := h.cfg.Groups[name]
 		snap.Groups = append(snap.Groups, planner.Group{Name: name, Share: g.Share, Caps: g.Caps, CloudCaps: g.CloudCaps,
 			Clouds: g.Clouds, KeepAlive: g.KeepAlive, Paused: g.Paused})

@@ -3,6 +3,7 @@ package openstack
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"slices"
 	"strings"
@@ -226,7 +227,7 @@ func (c Config) Validate() error {
 		"project_domain_name": c.ProjectDomainName != "", "project_domain_id": c.ProjectDomainID != "",
 	}
 	if c.Cloud != "" {
-		for _, k := range sortedKeys(authFields) {
+		for _, k := range slices.Sorted(maps.Keys(authFields)) {
 			if authFields[k] {
 				bad(k, "must not be set together with cloud %q (the clouds.yaml entry holds the credentials)", c.Cloud)
 			}
@@ -378,13 +379,4 @@ func (c Config) secrets() []string {
 		}
 	}
 	return out
-}
-
-func sortedKeys(m map[string]bool) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

@@ -3,6 +3,7 @@ package htcondor
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -207,7 +208,7 @@ func (c Config) Validate() error {
 // parses as a ClassAd expression.
 func checkAttributes(where string, attrs map[string]string) []error {
 	var errs []error
-	for _, k := range sortedKeys(attrs) {
+	for _, k := range slices.Sorted(maps.Keys(attrs)) {
 		if !attrNameRE.MatchString(k) {
 			errs = append(errs, fmt.Errorf("%s: %q is not an attribute name", where, k))
 			continue
@@ -217,13 +218,4 @@ func checkAttributes(where string, attrs map[string]string) []error {
 		}
 	}
 	return errs
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

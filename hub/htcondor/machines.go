@@ -3,6 +3,7 @@ package htcondor
 import (
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -139,7 +140,7 @@ func (s *Source) machines(slots map[string][]*slot, pool []demand.PoolVM, idleJo
 	names := s.cfg.Attributes
 	checks := 0
 	out := make([]MachineInfo, 0, len(slots))
-	for _, vm := range sortedKeys(slots) {
+	for _, vm := range slices.Sorted(maps.Keys(slots)) {
 		ss := slots[vm]
 		first := ss[0].ad
 		m := MachineInfo{VMName: vm, Slots: len(ss), Host: ss[0].host, Startd: startdName(ss[0].name)}

@@ -2,6 +2,8 @@ package htcondor
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/canopy-grid/canopy/hub/classad"
@@ -42,7 +44,7 @@ func compileVMTypes(cfg Config) ([]*vmType, error) {
 	for _, t := range cfg.VMTypes {
 		ad := classad.NewAd()
 		for _, layer := range []map[string]string{defaultMachineAd, cfg.MachineAd, t.Attributes} {
-			for _, k := range sortedKeys(layer) {
+			for _, k := range slices.Sorted(maps.Keys(layer)) {
 				if err := ad.SetExpr(k, layer[k]); err != nil {
 					return nil, fmt.Errorf("vm type %s: %w", t.Name, err)
 				}

@@ -3,6 +3,7 @@ package planner
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"time"
@@ -205,7 +206,7 @@ func (p *planner) scanVMs() {
 		}
 	}
 	p.groupOrder = make([]*groupState, 0, len(p.groups))
-	for _, name := range sortedKeys(p.groups) {
+	for _, name := range slices.Sorted(maps.Keys(p.groups)) {
 		p.groupOrder = append(p.groupOrder, p.groups[name])
 	}
 }
@@ -257,7 +258,7 @@ func (p *planner) overQuota() {
 			p.shed(g.vms, d, g.g.OverQuotaSince, func(vm *VM) bool { return true },
 				fmt.Sprintf("group %s over its cap (%s)", g.name, why))
 		}
-		for _, site := range sortedKeys(g.onSite) {
+		for _, site := range slices.Sorted(maps.Keys(g.onSite)) {
 			su := g.onSite[site]
 			if d, why := groupDeficit(su.staying, g.g.CloudCaps[site]); d.anyPositive() {
 				g.overQuota = true
@@ -539,13 +540,4 @@ func perVM(sh *Shape, f *protocol.Flavor, pack int) int {
 		n = min(n, int((int64(f.DiskGiB)<<20)/sh.DiskKiB))
 	}
 	return max(1, n)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
