@@ -234,6 +234,13 @@ func (a *Agent) Status() Status {
 	return a.status
 }
 
+// gossipPool returns the site's gossip pool, nil before Run starts it.
+func (a *Agent) gossipPool() *gossip.Pool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.pool
+}
+
 // VMURL is the URL VMs check in at (valid once Run has started listening).
 func (a *Agent) VMURL() string {
 	a.mu.Lock()

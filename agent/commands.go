@@ -118,8 +118,9 @@ func (a *Agent) boot(ctx context.Context, b protocol.BootCommand) ([]string, err
 		byName[s.Name] = s
 	}
 	a.mu.Lock()
-	hubID, vmURL, pool := a.hubID, a.vmURL, a.pool
+	hubID, vmURL := a.hubID, a.vmURL
 	a.mu.Unlock()
+	pool := a.gossipPool()
 	var gossipJoin string
 	if pool != nil {
 		gossipJoin = pool.Addr()
@@ -165,9 +166,7 @@ func (a *Agent) boot(ctx context.Context, b protocol.BootCommand) ([]string, err
 // check-in, drains, and reports; the reaper then deletes the server.
 func (a *Agent) retire(r protocol.RetireCommand) ([]string, error) {
 	deadline := a.now().Add(r.Deadline)
-	a.mu.Lock()
-	pool := a.pool
-	a.mu.Unlock()
+	pool := a.gossipPool()
 	for _, id := range r.VMIDs {
 		a.vms.retire(id, deadline, r.Reason)
 		// Gossip reaches the VM within a second; its check-in is the backup.
@@ -184,18 +183,14 @@ func (a *Agent) retire(r protocol.RetireCommand) ([]string, error) {
 func (a *Agent) deleteVMs(ctx context.Context, ids []string, reason string) ([]string, error) {
 	var done []string
 	var errs []error
+	pool := a.gossipPool()
 	for _, id := range ids {
 		if err := a.driver.Delete(ctx, id); err != nil {
 			errs = append(errs, fmt.Errorf("delete %s on %s: %w", id, a.cfg.Site, err))
 			continue
 		}
-		if st, ok := a.vms.get(id); ok && st.name != "" {
-			a.mu.Lock()
-			pool := a.pool
-			a.mu.Unlock()
-			if pool != nil {
-				pool.Forget(st.name)
-			}
+		if st, ok := a.vms.get(id); ok && st.name != "" && pool != nil {
+			pool.Forget(st.name)
 		}
 		a.vms.forget(id)
 		a.log.WithFields(map[string]any{"vm_id": id, "reason": reason}).Info("deleted")
