@@ -143,26 +143,6 @@ type writeFileEntry struct {
 	Content     string `yaml:"content"`
 }
 
-// settingsDoc is Settings as written into user-data: durations as Go
-// duration strings (which config.Decode reads back), empty values left out.
-type settingsDoc struct {
-	AgentURL       string        `yaml:"agent_url"`
-	Token          string        `yaml:"token"`
-	CondorHost     string        `yaml:"condor_host"`
-	Site           string        `yaml:"site"`
-	Group          string        `yaml:"group"`
-	VMType         string        `yaml:"vm_type"`
-	CheckinEvery   string        `yaml:"checkin_every,omitempty"`
-	CondorIDToken  string        `yaml:"condor_idtoken,omitempty"`
-	PoolSigningKey string        `yaml:"pool_signing_key,omitempty"`
-	Gluster        *GlusterMount `yaml:"gluster,omitempty"`
-	Proxies        [][]string    `yaml:"proxies,omitempty"`
-	CVMFSProbeURL  string        `yaml:"cvmfs_probe_url,omitempty"`
-	GossipJoin     string        `yaml:"gossip_join,omitempty"`
-	GossipKey      string        `yaml:"gossip_key,omitempty"`
-	GossipAgentKey string        `yaml:"gossip_agent_key,omitempty"`
-}
-
 // RenderUserData renders s as a #cloud-config document whose write_files
 // entry puts the settings at SettingsPath (mode 0600), so that a VM with
 // cloud-init gets the file and vmagent can read the same entry directly.
@@ -171,14 +151,7 @@ func RenderUserData(s Settings) ([]byte, error) {
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}
-	doc := settingsDoc{AgentURL: s.AgentURL, Token: s.Token, CondorHost: s.CondorHost, Site: s.Site, Group: s.Group,
-		VMType: s.VMType, CondorIDToken: s.CondorIDToken, PoolSigningKey: s.PoolSigningKey, Gluster: s.Gluster,
-		Proxies: s.Proxies, CVMFSProbeURL: s.CVMFSProbeURL, GossipJoin: s.GossipJoin, GossipKey: s.GossipKey,
-		GossipAgentKey: s.GossipAgentKey}
-	if s.CheckinEvery > 0 {
-		doc.CheckinEvery = s.CheckinEvery.String()
-	}
-	body, err := yaml.Marshal(doc)
+	body, err := config.Encode(s)
 	if err != nil {
 		return nil, fmt.Errorf("render user-data: %w", err)
 	}
