@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -78,15 +79,7 @@ func (h *Hub) poolVMs() []demand.PoolVM {
 				Cpus: f.VCPUs, MemoryMiB: f.RAMMiB, Ready: vm.Ready, Retiring: vm.Retiring || ordered})
 		}
 	}
-	slices.SortFunc(out, func(a, b demand.PoolVM) int {
-		if a.Name < b.Name {
-			return -1
-		}
-		if a.Name > b.Name {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b demand.PoolVM) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 

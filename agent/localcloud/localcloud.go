@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -155,7 +156,7 @@ func (d *Driver) Servers(context.Context) ([]agent.Server, error) {
 	out := make([]agent.Server, 0, len(d.servers))
 	for _, s := range d.servers {
 		srv := s.Server
-		srv.Metadata = cloneMap(s.Metadata)
+		srv.Metadata = maps.Clone(s.Metadata)
 		select {
 		case <-s.exited:
 			srv.Status = agent.StatusOther // powered off
@@ -195,7 +196,7 @@ func (d *Driver) Boot(ctx context.Context, spec agent.BootSpec) (agent.Server, e
 	}
 	s := &server{
 		Server: agent.Server{ID: id, Name: spec.Name, Flavor: f.Name, Image: spec.Image, Status: agent.StatusBuild,
-			Metadata: cloneMap(spec.Metadata), CreatedAt: time.Now().UTC()},
+			Metadata: maps.Clone(spec.Metadata), CreatedAt: time.Now().UTC()},
 		flavor: f,
 		root:   filepath.Join(d.cfg.Dir, "vms", spec.Name+"-"+id[:8]),
 		exited: make(chan struct{}),
@@ -435,12 +436,4 @@ func newID() (string, error) {
 	b[8] = b[8]&0x3f | 0x80
 	h := hex.EncodeToString(b)
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:], nil
-}
-
-func cloneMap(m map[string]string) map[string]string {
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }

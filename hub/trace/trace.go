@@ -265,7 +265,9 @@ func (s *Source) Poll(_ context.Context, now time.Time, pool []demand.PoolVM) (d
 		}
 		d.Machines[name] = m
 	}
-	slices.SortFunc(d.Shapes, func(a, b planner.Shape) int { return cmp.Compare(a.Group+a.VMType, b.Group+b.VMType) })
+	slices.SortFunc(d.Shapes, func(a, b planner.Shape) int {
+		return cmp.Or(cmp.Compare(a.Group, b.Group), cmp.Compare(a.VMType, b.VMType))
+	})
 	return d, nil
 }
 
