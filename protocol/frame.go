@@ -204,6 +204,9 @@ func validate(m Message) error {
 		if v.Site == "" || len(v.Site) > maxNameLen {
 			return errors.New("hello needs a site name of 1 to 255 bytes")
 		}
+		if len(v.Epoch) > maxNameLen {
+			return fmt.Errorf("hello has an epoch of %d bytes", len(v.Epoch))
+		}
 	case Command:
 		if v.ID == "" || len(v.ID) > maxNameLen {
 			return errors.New("command needs an id of 1 to 255 bytes")
@@ -221,6 +224,12 @@ func validate(m Message) error {
 		if !ok {
 			return fmt.Errorf("command %q of kind %q must carry exactly its own body", v.ID, v.Op)
 		}
+		if len(v.Epoch) > maxNameLen {
+			return fmt.Errorf("command %q has an epoch of %d bytes", v.ID, len(v.Epoch))
+		}
+		if v.Delete != nil && v.Delete.Override != "" && v.Delete.Override != DeleteDeadline {
+			return fmt.Errorf("delete command %q has override %.40q, want empty or %q", v.ID, v.Delete.Override, DeleteDeadline)
+		}
 		if v.Boot != nil {
 			if len(v.Boot.Names) == 0 {
 				return fmt.Errorf("boot command %q names no servers", v.ID)
@@ -234,6 +243,14 @@ func validate(m Message) error {
 	case Result:
 		if v.CommandID == "" {
 			return errors.New("result names no command")
+		}
+		if len(v.Refused) > 100000 {
+			return fmt.Errorf("result refuses %d servers, limit 100000", len(v.Refused))
+		}
+		for _, r := range v.Refused {
+			if r.VMID == "" || len(r.VMID) > maxNameLen || len(r.Reason) > maxTextLen {
+				return errors.New("result refusal needs a VM id of 1 to 255 bytes and a reason of at most 4096")
+			}
 		}
 		if len(v.Error) > maxTextLen {
 			return fmt.Errorf("result error text is %d bytes, limit %d", len(v.Error), maxTextLen)
