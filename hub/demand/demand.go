@@ -34,12 +34,37 @@ type Machine struct {
 	// JobsStarted counts jobs the machine has started, to tell a VM that
 	// never ran a job from one that went idle.
 	JobsStarted int `json:"jobs_started"`
+	// FreeCpus and FreeMemoryMiB are what the machine's partitionable slot
+	// still offers while it runs jobs (room for more); zero when none or
+	// unknown.
+	FreeCpus      int `json:"free_cpus,omitempty"`
+	FreeMemoryMiB int `json:"free_memory_mib,omitempty"`
+}
+
+// ScheddState says how one schedd's queue was read in a poll.
+type ScheddState struct {
+	// Name is the schedd ("" for the default one).
+	Name string `json:"name"`
+	// Fresh is true when this poll read the queue; false when the schedd
+	// failed and its last good demand (taken at TakenAt) stands in.
+	Fresh   bool      `json:"fresh"`
+	TakenAt time.Time `json:"taken_at"`
+	Err     string    `json:"error,omitempty"`
 }
 
 // Demand is one poll's result.
 type Demand struct {
-	Shapes   []planner.Shape
+	Shapes []planner.Shape
+	// Machines is the pool's view of Canopy's VMs, by VM name. It means
+	// something only when PoolErr is empty.
 	Machines map[string]Machine
+	// PoolErr is non-empty when the pool's view of the VMs could not be
+	// read in this poll (the collector query failed): Machines is then
+	// unknown, not empty, and nothing may be retired on its account.
+	PoolErr string
+	// Schedds says how each schedd's queue was read; empty for sources
+	// without schedds.
+	Schedds []ScheddState
 	// Finished counts jobs completed since the source started (for the
 	// status page and metrics; zero when the source cannot tell).
 	Finished int
