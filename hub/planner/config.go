@@ -115,6 +115,10 @@ func DefaultConfig() Config {
 	}.withDefaults()
 }
 
+// WithDefaults returns c with every zero field that has a documented
+// default set to it.
+func (c Config) WithDefaults() Config { return c.withDefaults() }
+
 // withDefaults fills the zero fields added after the walking skeleton.
 func (c Config) withDefaults() Config {
 	def := func(d *time.Duration, v time.Duration) {

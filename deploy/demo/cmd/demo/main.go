@@ -17,7 +17,7 @@ import (
 
 	"github.com/canopy-grid/canopy/deploy/demo"
 	"github.com/canopy-grid/canopy/hub"
-	"github.com/canopy-grid/canopy/hub/store"
+	"github.com/canopy-grid/canopy/hub/intent"
 )
 
 func main() {
@@ -75,11 +75,11 @@ func run(bin, dir string) error {
 		if name, gone := sys.Exited(); gone {
 			return fmt.Errorf("%s exited; see %s/log/%s.log", name, sys.Dir, name)
 		}
-		var events []store.Event
+		var events []intent.Event
 		_ = demo.GetJSON(ctx, sys.HTTPURL+"/api/v1/events", &events)
 		for i := len(events) - 1; i >= 0; i-- {
 			if e := events[i]; e.Seq > lastSeq {
-				fmt.Printf("  %6.1fs  %-5s %-7s %s %s\n", time.Since(start).Seconds(), e.Site, e.Kind, e.VM, e.Detail)
+				fmt.Printf("  %6.1fs  %-5s %-7s %s %s\n", time.Since(start).Seconds(), e.Cloud, e.Kind, e.VM, e.Detail)
 				lastSeq = e.Seq
 			}
 		}
