@@ -240,4 +240,3 @@ func (h *Hub) retireDeadline() time.Duration {
 	}
 	return planner.DefaultRetireDeadline
 }
-

@@ -49,8 +49,8 @@ type loop struct {
 	lastPlan   planner.Plan
 	lastStates map[string]planner.VMState // by VM id, from the last snapshot
 	planAt     time.Time
-	planID   string
-	report   snapshot.Report
+	planID     string
+	report     snapshot.Report
 }
 
 func newLoop(h *Hub, st *intent.State) *loop {
