@@ -20,6 +20,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/canopy-grid/canopy/agent/driver"
 	"github.com/canopy-grid/canopy/agent/gossip"
 	"github.com/canopy-grid/canopy/agent/squidcache"
 	"github.com/canopy-grid/canopy/agent/vmtoken"
@@ -129,7 +130,7 @@ func (c Config) Validate() error {
 // Agent is a running site agent.
 type Agent struct {
 	cfg    Config
-	driver Driver
+	driver driver.Driver
 	log    *logrus.Entry
 	signer *vmtoken.Signer
 	tls    *tls.Config
@@ -165,7 +166,7 @@ type Status struct {
 }
 
 // New prepares an agent. It loads certificates and the VM token key.
-func New(cfg Config, d Driver, log *logrus.Entry) (*Agent, error) {
+func New(cfg Config, d driver.Driver, log *logrus.Entry) (*Agent, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err

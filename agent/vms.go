@@ -12,6 +12,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/canopy-grid/canopy/agent/driver"
 	"github.com/canopy-grid/canopy/agent/vmtoken"
 )
 
@@ -29,7 +30,7 @@ type vmBook struct {
 	// hundreds of VMs checking in, listing servers at each would load the
 	// cloud's API. See lookupServer.
 	listMu   sync.Mutex // held while listing
-	servers  map[string]Server
+	servers  map[string]driver.Server
 	listedAt time.Time
 }
 
@@ -164,12 +165,6 @@ const (
 	CheckinDrained  = "drained"
 )
 
-// MetaTokenID is the server metadata key holding the id (nonce) of the
-// identity token minted for the server at boot: a token is accepted only
-// from the server it was minted for, not from a later server that reuses
-// the name.
-const MetaTokenID = "canopy_token_id"
-
 // maxCheckinBody bounds a check-in request.
 const maxCheckinBody = 8 << 10
 
@@ -180,7 +175,7 @@ const (
 )
 
 // mintVMToken mints the identity token for a server about to be booted.
-// The returned id goes into the server's metadata under MetaTokenID.
+// The returned id goes into the server's metadata under driver.MetaTokenID.
 func (a *Agent) mintVMToken(server, group string) (tok, id string, err error) {
 	id, err = vmtoken.NewNonce()
 	if err != nil {
@@ -260,20 +255,20 @@ func (a *Agent) handleCheckin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch {
-	case !found || srv.Status == StatusDeleted:
+	case !found || srv.Status == driver.StatusDeleted:
 		a.refuse(w, log, http.StatusForbidden, vmtoken.ReasonUnknownVM, "")
 		return
 	case srv.Name != req.Server:
 		a.refuse(w, log, http.StatusForbidden, vmtoken.ReasonWrongServer,
 			fmt.Sprintf("server %s is named %q, not %q", req.ServerID, srv.Name, req.Server))
 		return
-	case srv.Metadata[MetaGroup] != claims.Group:
+	case srv.Metadata[driver.MetaGroup] != claims.Group:
 		a.refuse(w, log, http.StatusForbidden, vmtoken.ReasonWrongGroup,
-			fmt.Sprintf("minted for %q, server booted for %q", claims.Group, srv.Metadata[MetaGroup]))
+			fmt.Sprintf("minted for %q, server booted for %q", claims.Group, srv.Metadata[driver.MetaGroup]))
 		return
-	case srv.Metadata[MetaTokenID] != claims.Nonce:
+	case srv.Metadata[driver.MetaTokenID] != claims.Nonce:
 		detail := "the server carries another token id"
-		if srv.Metadata[MetaTokenID] == "" {
+		if srv.Metadata[driver.MetaTokenID] == "" {
 			detail = "the server carries no token id"
 		}
 		a.refuse(w, log, http.StatusForbidden, vmtoken.ReasonReplayed, detail)
@@ -315,7 +310,7 @@ func (a *Agent) handleCheckin(w http.ResponseWriter, r *http.Request) {
 // just booted) makes it list again, at most every serverRelistMin: a
 // check-in arriving sooner waits for that listing rather than being
 // refused. Only holders of a valid token get here.
-func (a *Agent) lookupServer(ctx context.Context, id string) (Server, bool, error) {
+func (a *Agent) lookupServer(ctx context.Context, id string) (driver.Server, bool, error) {
 	b := a.vms
 	b.mu.Lock()
 	srv, ok := b.servers[id]
@@ -339,15 +334,15 @@ func (a *Agent) lookupServer(ctx context.Context, id string) (Server, bool, erro
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return Server{}, false, ctx.Err()
+			return driver.Server{}, false, ctx.Err()
 		case <-t.C:
 		}
 	}
 	list, err := a.driver.Servers(ctx)
 	if err != nil {
-		return Server{}, false, fmt.Errorf("list servers: %w", err)
+		return driver.Server{}, false, fmt.Errorf("list servers: %w", err)
 	}
-	m := make(map[string]Server, len(list))
+	m := make(map[string]driver.Server, len(list))
 	for _, s := range list {
 		m[s.ID] = s
 	}

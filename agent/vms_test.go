@@ -18,6 +18,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/sirupsen/logrus/hooks/test"
 
+	"github.com/canopy-grid/canopy/agent/driver"
 	"github.com/canopy-grid/canopy/agent/vmtoken"
 	"github.com/canopy-grid/canopy/images"
 	"github.com/canopy-grid/canopy/protocol"
@@ -27,12 +28,12 @@ import (
 // vmCloud is a cloud whose servers are entries in a map (for the VM endpoint tests).
 type vmCloud struct {
 	mu      sync.Mutex
-	servers map[string]Server
+	servers map[string]driver.Server
 	n       int
 	listErr error
 }
 
-func newVMCloud() *vmCloud { return &vmCloud{servers: map[string]Server{}} }
+func newVMCloud() *vmCloud { return &vmCloud{servers: map[string]driver.Server{}} }
 
 func (d *vmCloud) Flavors(context.Context) ([]protocol.Flavor, error) { return nil, nil }
 func (d *vmCloud) Limits(context.Context) (protocol.Limits, error)    { return protocol.Limits{}, nil }
@@ -44,24 +45,24 @@ func (d *vmCloud) DownloadImage(context.Context, string) (io.ReadCloser, error) 
 	return nil, errors.New("not supported")
 }
 
-func (d *vmCloud) Servers(context.Context) ([]Server, error) {
+func (d *vmCloud) Servers(context.Context) ([]driver.Server, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.listErr != nil {
 		return nil, d.listErr
 	}
-	out := make([]Server, 0, len(d.servers))
+	out := make([]driver.Server, 0, len(d.servers))
 	for _, s := range d.servers {
 		out = append(out, s)
 	}
 	return out, nil
 }
 
-func (d *vmCloud) Boot(_ context.Context, spec BootSpec) (Server, error) {
+func (d *vmCloud) Boot(_ context.Context, spec driver.BootSpec) (driver.Server, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.n++
-	s := Server{ID: fmt.Sprintf("00000000-0000-4000-8000-%012d", d.n), Name: spec.Name, Status: StatusActive,
+	s := driver.Server{ID: fmt.Sprintf("00000000-0000-4000-8000-%012d", d.n), Name: spec.Name, Status: driver.StatusActive,
 		Metadata: spec.Metadata, CreatedAt: time.Now()}
 	d.servers[s.ID] = s
 	return s, nil
@@ -96,7 +97,7 @@ var testKey = bytes.Repeat([]byte{42}, vmtoken.KeySize)
 
 // newTestAgent is an agent for site east with d as its cloud, without a
 // hub session: enough for its VM endpoint.
-func newTestAgent(t *testing.T, d Driver, site string, clock *testClock) (*Agent, *test.Hook) {
+func newTestAgent(t *testing.T, d driver.Driver, site string, clock *testClock) (*Agent, *test.Hook) {
 	t.Helper()
 	signer, err := vmtoken.NewSigner(testKey)
 	if err != nil {
@@ -110,14 +111,14 @@ func newTestAgent(t *testing.T, d Driver, site string, clock *testClock) (*Agent
 
 // bootVM does what the agent's boot does for one server: mint its token
 // and record the token's id in the server's metadata.
-func bootVM(t *testing.T, a *Agent, d *vmCloud, name, group string) (Server, string) {
+func bootVM(t *testing.T, a *Agent, d *vmCloud, name, group string) (driver.Server, string) {
 	t.Helper()
 	tok, id, err := a.mintVMToken(name, group)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := d.Boot(context.Background(), BootSpec{Name: name, Metadata: map[string]string{MetaHub: "hub", MetaSite: a.cfg.Site,
-		MetaGroup: group, MetaVMType: "el9", MetaTokenID: id}})
+	s, err := d.Boot(context.Background(), driver.BootSpec{Name: name, Metadata: map[string]string{driver.MetaHub: "hub", driver.MetaSite: a.cfg.Site,
+		driver.MetaGroup: group, driver.MetaVMType: "el9", driver.MetaTokenID: id}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +221,7 @@ func TestCheckinIdentity(t *testing.T) {
 				t.Fatal(err)
 			}
 			tok, err := other.Mint(vmtoken.Claims{Site: "east", Server: "vm-a", Group: "atlas", Expires: w.clock.Now().Add(time.Hour),
-				Nonce: s.Metadata[MetaTokenID]})
+				Nonce: s.Metadata[driver.MetaTokenID]})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -244,7 +245,7 @@ func TestCheckinIdentity(t *testing.T) {
 		{"token for another group than the server's", func(t *testing.T, w world) (string, CheckinRequest) {
 			s, _ := bootVM(t, w.a, w.d, "vm-a", "atlas")
 			tok, err := w.a.signer.Mint(vmtoken.Claims{Site: "east", Server: "vm-a", Group: "cms", Expires: w.clock.Now().Add(time.Hour),
-				Nonce: s.Metadata[MetaTokenID]})
+				Nonce: s.Metadata[driver.MetaTokenID]})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -270,7 +271,7 @@ func TestCheckinIdentity(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			s, _ := w.d.Boot(context.Background(), BootSpec{Name: "vm-a", Metadata: map[string]string{MetaHub: "hub", MetaGroup: "atlas"}})
+			s, _ := w.d.Boot(context.Background(), driver.BootSpec{Name: "vm-a", Metadata: map[string]string{driver.MetaHub: "hub", driver.MetaGroup: "atlas"}})
 			return tok, CheckinRequest{ServerID: s.ID, Server: s.Name, State: CheckinReady}
 		}, http.StatusForbidden, string(vmtoken.ReasonReplayed)},
 		{"garbage token", func(t *testing.T, w world) (string, CheckinRequest) {
@@ -349,7 +350,7 @@ func TestCheckinListsServersSparingly(t *testing.T) {
 	srv := httptest.NewServer(a.vmHandler())
 	defer srv.Close()
 	type vm struct {
-		s   Server
+		s   driver.Server
 		tok string
 	}
 	var vms []vm
@@ -385,7 +386,7 @@ type countingDriver struct {
 	n  int
 }
 
-func (d *countingDriver) Servers(ctx context.Context) ([]Server, error) {
+func (d *countingDriver) Servers(ctx context.Context) ([]driver.Server, error) {
 	d.mu.Lock()
 	d.n++
 	d.mu.Unlock()

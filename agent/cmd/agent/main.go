@@ -17,6 +17,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/canopy-grid/canopy/agent"
+	"github.com/canopy-grid/canopy/agent/driver"
 	"github.com/canopy-grid/canopy/agent/gluster"
 	"github.com/canopy-grid/canopy/agent/localcloud"
 	"github.com/canopy-grid/canopy/agent/openstack"
@@ -85,7 +86,7 @@ func run(args []string) error {
 	if err := config.Load(*cfgPath, &fc); err != nil {
 		return err
 	}
-	var driver agent.Driver
+	var cloud driver.Driver
 	switch fc.Driver {
 	case "local":
 		if fc.Local == nil {
@@ -96,7 +97,7 @@ func run(args []string) error {
 			return fmt.Errorf("%s: %w", *cfgPath, err)
 		}
 		defer d.Close()
-		driver = d
+		cloud = d
 	case "openstack":
 		if fc.OpenStack == nil {
 			fc.OpenStack = &openstack.Config{}
@@ -111,13 +112,13 @@ func run(args []string) error {
 		if err != nil {
 			return fmt.Errorf("%s: openstack: %w", *cfgPath, err)
 		}
-		driver = d
+		cloud = d
 		oc := *fc.OpenStack
 		fc.Config.Policy = &protocol.SitePolicy{Disabled: !oc.IsEnabled(), KeepAlive: oc.KeepAlive, CoresSoftMax: oc.CoresSoftMax}
 	default:
 		return fmt.Errorf("%s: driver %q: want local or openstack", *cfgPath, fc.Driver)
 	}
-	a, err := agent.New(fc.Config, driver, log.WithField("component", "agent"))
+	a, err := agent.New(fc.Config, cloud, log.WithField("component", "agent"))
 	if err != nil {
 		return fmt.Errorf("%s: %w", *cfgPath, err)
 	}
