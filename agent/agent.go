@@ -21,10 +21,10 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/canopy-grid/canopy/agent/driver"
-	"github.com/canopy-grid/canopy/agent/gossip"
 	"github.com/canopy-grid/canopy/agent/squidcache"
 	"github.com/canopy-grid/canopy/agent/vmtoken"
 	"github.com/canopy-grid/canopy/protocol"
+	"github.com/canopy-grid/canopy/protocol/gossip"
 	"github.com/canopy-grid/canopy/protocol/pki"
 )
 

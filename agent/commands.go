@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/canopy-grid/canopy/agent/driver"
-	"github.com/canopy-grid/canopy/agent/gossip"
 	"github.com/canopy-grid/canopy/protocol"
+	"github.com/canopy-grid/canopy/protocol/gossip"
 	"github.com/canopy-grid/canopy/vmagent"
 )
 

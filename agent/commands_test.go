@@ -13,10 +13,10 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/canopy-grid/canopy/agent/driver"
-	"github.com/canopy-grid/canopy/agent/gossip"
 	"github.com/canopy-grid/canopy/agent/vmtoken"
 	"github.com/canopy-grid/canopy/images"
 	"github.com/canopy-grid/canopy/protocol"
+	"github.com/canopy-grid/canopy/protocol/gossip"
 )
 
 // fakeDriver is an in-memory cloud for command tests.

@@ -24,7 +24,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/canopy-grid/canopy/agent/gossip"
+	"github.com/canopy-grid/canopy/protocol/gossip"
 )
 
 // Options configure a vmagent.
