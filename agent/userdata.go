@@ -8,8 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/canopy-grid/canopy/protocol/userdata"
 	"github.com/canopy-grid/canopy/vmagent"
-	"github.com/canopy-grid/canopy/vmagent/userdata"
 )
 
 // VMContext is what a site admin configures for contextualizing the

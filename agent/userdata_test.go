@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/canopy-grid/canopy/protocol/userdata"
 	"github.com/canopy-grid/canopy/vmagent"
-	"github.com/canopy-grid/canopy/vmagent/userdata"
 )
 
 const testIDToken = "eyJhbGciOiJIUzI1NiIsImtpZCI6IlBPT0wifQ.eyJzdWIiOiJ3b3JrZXJAcG9vbCJ9.c2lnbmF0dXJl"

@@ -13,7 +13,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/canopy-grid/canopy/deploy/config"
-	"github.com/canopy-grid/canopy/vmagent/userdata"
+	"github.com/canopy-grid/canopy/protocol/userdata"
 )
 
 // SettingsPath is where cloud-init writes the vmagent's settings inside a

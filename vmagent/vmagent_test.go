@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/canopy-grid/canopy/vmagent/userdata"
+	"github.com/canopy-grid/canopy/protocol/userdata"
 )
 
 // fakeAgent answers check-ins: ready until it has seen readyCheckins,

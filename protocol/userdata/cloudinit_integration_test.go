@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/canopy-grid/canopy/protocol/userdata"
 	"github.com/canopy-grid/canopy/vmagent"
-	"github.com/canopy-grid/canopy/vmagent/userdata"
 )
 
 // The tools come from Debian's cloud-init package, made available by
