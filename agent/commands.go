@@ -11,7 +11,7 @@ import (
 	"github.com/canopy-grid/canopy/agent/driver"
 	"github.com/canopy-grid/canopy/protocol"
 	"github.com/canopy-grid/canopy/protocol/gossip"
-	"github.com/canopy-grid/canopy/vmagent"
+	"github.com/canopy-grid/canopy/protocol/vmproto"
 )
 
 // commandLog remembers recent commands so a command id seen twice is
@@ -130,7 +130,7 @@ func (a *Agent) boot(ctx context.Context, b protocol.BootCommand) ([]string, err
 		if err != nil {
 			return ids, err
 		}
-		ud, err := a.userData.Render(vmagent.Settings{AgentURL: vmURL, Token: tok, CondorHost: a.cfg.CondorHost,
+		ud, err := a.userData.Render(vmproto.Settings{AgentURL: vmURL, Token: tok, CondorHost: a.cfg.CondorHost,
 			Site: a.cfg.Site, Group: b.Group, VMType: b.VMType, CheckinEvery: a.cfg.CheckinEvery, GossipJoin: gossipJoin, GossipKey: gossip.EncodeKey(a.gkeys.Pool), GossipAgentKey: gossip.EncodeKey(a.gkeys.AgentKey())})
 		if err != nil {
 			return ids, err

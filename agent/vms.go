@@ -14,6 +14,7 @@ import (
 
 	"github.com/canopy-grid/canopy/agent/driver"
 	"github.com/canopy-grid/canopy/agent/vmtoken"
+	"github.com/canopy-grid/canopy/protocol/vmproto"
 )
 
 // vmBook is what the agent learns from its VMs' check-ins and the hub's
@@ -141,30 +142,6 @@ func (b *vmBook) due(now time.Time, grace time.Duration) []string {
 	return out
 }
 
-// CheckinRequest is what a vmagent sends its agent.
-type CheckinRequest struct {
-	// ServerID and Server identify the VM (from its metadata).
-	ServerID string `json:"server_id"`
-	Server   string `json:"server"`
-	// State is "ready" while taking jobs, "retiring" while its jobs finish
-	// after a retirement order, and "drained" once it has stopped.
-	State string `json:"state"`
-}
-
-// CheckinResponse tells a vmagent what to do.
-type CheckinResponse struct {
-	Retire   bool          `json:"retire"`
-	Deadline time.Duration `json:"deadline"`
-	Reason   string        `json:"reason,omitempty"`
-}
-
-// Check-in states.
-const (
-	CheckinReady    = "ready"
-	CheckinRetiring = "retiring"
-	CheckinDrained  = "drained"
-)
-
 // maxCheckinBody bounds a check-in request.
 const maxCheckinBody = 8 << 10
 
@@ -191,9 +168,9 @@ func (a *Agent) mintVMToken(server, group string) (tok, id string, err error) {
 
 func (a *Agent) vmHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/checkin", a.handleCheckin)
+	mux.HandleFunc("POST "+vmproto.PathCheckin, a.handleCheckin)
 	if a.squids != nil {
-		mux.Handle("GET /v1/squids", a.squids.Handler())
+		mux.Handle("GET "+vmproto.PathSquids, a.squids.Handler())
 	}
 	return mux
 }
@@ -216,7 +193,7 @@ func (a *Agent) handleCheckin(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "missing bearer token", http.StatusUnauthorized)
 		return
 	}
-	var req CheckinRequest
+	var req vmproto.CheckinRequest
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxCheckinBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
@@ -224,7 +201,7 @@ func (a *Agent) handleCheckin(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad check-in body: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	if req.State != CheckinReady && req.State != CheckinRetiring && req.State != CheckinDrained {
+	if req.State != vmproto.CheckinReady && req.State != vmproto.CheckinRetiring && req.State != vmproto.CheckinDrained {
 		log.WithField("reason", "bad state").Warn("VM check-in refused")
 		http.Error(w, "state must be ready, retiring or drained", http.StatusBadRequest)
 		return
@@ -284,11 +261,11 @@ func (a *Agent) handleCheckin(w http.ResponseWriter, r *http.Request) {
 		s.ready, s.readyAt = true, now
 	}
 	drained := false
-	if req.State == CheckinDrained && s.drained.IsZero() && !s.retireBy.IsZero() {
+	if req.State == vmproto.CheckinDrained && s.drained.IsZero() && !s.retireBy.IsZero() {
 		s.drained = now
 		drained = true
 	}
-	resp := CheckinResponse{Retire: !s.retireBy.IsZero(), Reason: s.reason}
+	resp := vmproto.CheckinResponse{Retire: !s.retireBy.IsZero(), Reason: s.reason}
 	if resp.Retire {
 		resp.Deadline = max(0, s.retireBy.Sub(now))
 	}

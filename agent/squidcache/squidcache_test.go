@@ -17,6 +17,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/canopy-grid/canopy/hub/squid"
+	"github.com/canopy-grid/canopy/protocol/vmproto"
 )
 
 type clock struct {
@@ -64,7 +65,7 @@ func sq(name, host string, load float64, access squid.Access, site string, kinds
 		Latitude: f64(0), Longitude: f64(0)}
 }
 
-func addrs(l List) []string { return addresses(l.Proxies) }
+func addrs(l vmproto.SquidList) []string { return addresses(l.Proxies) }
 
 func newCache(t *testing.T, cfg Config, c *clock) *Cache {
 	t.Helper()
@@ -89,9 +90,9 @@ func TestRefreshAndServe(t *testing.T) {
 	}
 	srv := httptest.NewServer(cache.Handler())
 	defer srv.Close()
-	var l List
+	var l vmproto.SquidList
 	getJSON(t, srv.URL+"/v1/squids?kind=cvmfs&n=2", 200, &l)
-	if !slices.Equal(addrs(l), []string{"10.0.0.3:3128", "192.0.2.1:3128"}) || l.Source != SourceHub || l.Stale || l.AgeSeconds != 0 {
+	if !slices.Equal(addrs(l), []string{"10.0.0.3:3128", "192.0.2.1:3128"}) || l.Source != vmproto.SquidSourceHub || l.Stale || l.AgeSeconds != 0 {
 		t.Errorf("cvmfs list %+v", l)
 	}
 	if l.Proxies[0].URL != "http://10.0.0.3:3128" || l.Proxies[0].Name != "west" {
@@ -173,7 +174,7 @@ func TestEmptyAnswerDoesNotWipeAFreshList(t *testing.T) {
 	if err := cache.Refresh(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if l, _ := cache.Get("cvmfs", 0); len(l.Proxies) != 0 || l.Source != SourceHub {
+	if l, _ := cache.Get("cvmfs", 0); len(l.Proxies) != 0 || l.Source != vmproto.SquidSourceHub {
 		t.Fatalf("empty answer after the list went stale not taken: %+v", l)
 	}
 }
@@ -191,7 +192,7 @@ func TestStateFileAndFallback(t *testing.T) {
 		t.Fatal("refresh against a closed port succeeded")
 	}
 	l, _ := cache.Get("cvmfs", 0)
-	if l.Source != SourceFallback || !slices.Equal(addrs(l), []string{"10.0.0.9:3128", "[2001:db8::9]:3128"}) {
+	if l.Source != vmproto.SquidSourceFallback || !slices.Equal(addrs(l), []string{"10.0.0.9:3128", "[2001:db8::9]:3128"}) {
 		t.Fatalf("fallback %+v", l)
 	}
 	if _, err := os.Stat(state); err == nil {
@@ -212,7 +213,7 @@ func TestStateFileAndFallback(t *testing.T) {
 	cache = newCache(t, cfg, c)
 	_ = cache.Refresh(context.Background())
 	l, _ = cache.Get("cvmfs", 0)
-	if l.Source != SourceStateFile || !slices.Equal(addrs(l), []string{"192.0.2.1:3128"}) || l.AgeSeconds != 120 {
+	if l.Source != vmproto.SquidSourceStateFile || !slices.Equal(addrs(l), []string{"192.0.2.1:3128"}) || l.AgeSeconds != 120 {
 		t.Fatalf("after restart: %+v", l)
 	}
 
@@ -221,7 +222,7 @@ func TestStateFileAndFallback(t *testing.T) {
 		t.Fatal(err)
 	}
 	cache = newCache(t, cfg, c)
-	if l, _ := cache.Get("cvmfs", 0); l.Source != SourceFallback {
+	if l, _ := cache.Get("cvmfs", 0); l.Source != vmproto.SquidSourceFallback {
 		t.Fatalf("damaged state file used: %+v", l)
 	}
 }
@@ -229,20 +230,20 @@ func TestStateFileAndFallback(t *testing.T) {
 func TestPush(t *testing.T) {
 	c := &clock{t: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)}
 	cache := newCache(t, Config{}, c)
-	if err := cache.Push("frontier", []Proxy{{Name: "f", Address: "192.0.2.7:3128", Cost: 0.3}}, c.Now()); err != nil {
+	if err := cache.Push("frontier", []vmproto.SquidProxy{{Name: "f", Address: "192.0.2.7:3128", Cost: 0.3}}, c.Now()); err != nil {
 		t.Fatal(err)
 	}
 	l, _ := cache.Get("frontier", 0)
-	if l.Source != SourcePush || len(l.Proxies) != 1 || l.Proxies[0].URL != "http://192.0.2.7:3128" || l.Proxies[0].Cost != 0.3 {
+	if l.Source != vmproto.SquidSourcePush || len(l.Proxies) != 1 || l.Proxies[0].URL != "http://192.0.2.7:3128" || l.Proxies[0].Cost != 0.3 {
 		t.Errorf("pushed %+v", l)
 	}
 	for _, bad := range []struct {
 		kind string
-		ps   []Proxy
+		ps   []vmproto.SquidProxy
 	}{
 		{"ftp", nil},
-		{"cvmfs", []Proxy{{Address: "192.0.2.7"}}},
-		{"cvmfs", []Proxy{{Address: "a\"b:3128"}}},
+		{"cvmfs", []vmproto.SquidProxy{{Address: "192.0.2.7"}}},
+		{"cvmfs", []vmproto.SquidProxy{{Address: "a\"b:3128"}}},
 	} {
 		if err := cache.Push(bad.kind, bad.ps, c.Now()); err == nil {
 			t.Errorf("push %v accepted", bad)
@@ -260,7 +261,7 @@ func TestHandlerErrors(t *testing.T) {
 	if b := getJSON(t, srv.URL+"/v1/squids?n=0", 400, nil); !strings.Contains(b, "n=") {
 		t.Errorf("bad n: %s", b)
 	}
-	var l List
+	var l vmproto.SquidList
 	getJSON(t, srv.URL+"/v1/squids?kind=frontier", 200, &l)
 	if l.Proxies == nil || len(l.Proxies) != 0 || l.Source != "" {
 		t.Errorf("empty list %+v", l)

@@ -17,6 +17,7 @@ import (
 	"github.com/canopy-grid/canopy/agent/squidcache"
 	"github.com/canopy-grid/canopy/hub/squid"
 	"github.com/canopy-grid/canopy/hub/squid/squidtest"
+	"github.com/canopy-grid/canopy/protocol/vmproto"
 	"github.com/canopy-grid/canopy/vmagent/proxy"
 )
 
@@ -41,13 +42,13 @@ func origin(t *testing.T) *httptest.Server {
 func agent(t *testing.T, addrs ...string) *httptest.Server {
 	t.Helper()
 	a := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/v1/squids" || r.URL.Query().Get("kind") != "cvmfs" || r.URL.Query().Get("n") != "5" {
+		if r.URL.Path != vmproto.PathSquids || r.URL.Query().Get("kind") != "cvmfs" || r.URL.Query().Get("n") != "5" {
 			http.Error(w, "unexpected "+r.URL.String(), http.StatusBadRequest)
 			return
 		}
-		l := squidcache.List{Kind: "cvmfs", Source: squidcache.SourceHub, Proxies: []squidcache.Proxy{}}
+		l := vmproto.SquidList{Kind: "cvmfs", Source: vmproto.SquidSourceHub, Proxies: []vmproto.SquidProxy{}}
 		for _, a := range addrs {
-			l.Proxies = append(l.Proxies, squidcache.Proxy{Address: a, URL: "http://" + a})
+			l.Proxies = append(l.Proxies, vmproto.SquidProxy{Address: a, URL: "http://" + a})
 		}
 		_ = json.NewEncoder(w).Encode(l)
 	}))

@@ -1,4 +1,4 @@
-package vmagent
+package vmproto
 
 import (
 	"reflect"

@@ -1,4 +1,4 @@
-package vmagent
+package vmproto
 
 import (
 	"encoding/base64"
@@ -69,6 +69,9 @@ var (
 	tokenRE = regexp.MustCompile(`^[A-Za-z0-9._~+/=-]+$`)
 	// idTokenRE is a JWT in compact form.
 	idTokenRE = regexp.MustCompile(`^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$`)
+	// hostRE is what condor_host may look like: it ends up in the startd's
+	// configuration as it is.
+	hostRE = regexp.MustCompile(`^[A-Za-z0-9.:\[\]_-]+$`)
 )
 
 // Limits on settings values.
