@@ -17,6 +17,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/canopy-grid/canopy/hub/squid"
+	"github.com/canopy-grid/canopy/protocol/squidreg"
 	"github.com/canopy-grid/canopy/protocol/vmproto"
 )
 
@@ -53,15 +54,15 @@ func newHub(t *testing.T) *hub {
 	return h
 }
 
-func (h *hub) set(t *testing.T, regs ...squid.Registration) {
+func (h *hub) set(t *testing.T, regs ...squidreg.Registration) {
 	t.Helper()
 	if err := h.reg.ReplaceSource("test", regs); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func sq(name, host string, load float64, access squid.Access, site string, kinds ...squid.Kind) squid.Registration {
-	return squid.Registration{Name: name, Host: host, Port: 3128, Kinds: kinds, Access: access, Site: site, Load: load,
+func sq(name, host string, load float64, access squidreg.Access, site string, kinds ...squidreg.Kind) squidreg.Registration {
+	return squidreg.Registration{Name: name, Host: host, Port: 3128, Kinds: kinds, Access: access, Site: site, Load: load,
 		Latitude: f64(0), Longitude: f64(0)}
 }
 
@@ -79,10 +80,10 @@ func newCache(t *testing.T, cfg Config, c *clock) *Cache {
 func TestRefreshAndServe(t *testing.T) {
 	h := newHub(t)
 	h.set(t,
-		sq("g1", "192.0.2.1", 10, squid.AccessGlobal, "", squid.KindCVMFS),
-		sq("g2", "192.0.2.2", 20, squid.AccessGlobal, "", squid.KindCVMFS, squid.KindFrontier),
-		sq("west", "10.0.0.3", 0, squid.AccessLocalOnly, "west", squid.KindCVMFS),
-		sq("east", "10.1.0.3", 0, squid.AccessLocalOnly, "east", squid.KindCVMFS))
+		sq("g1", "192.0.2.1", 10, squidreg.AccessGlobal, "", squidreg.KindCVMFS),
+		sq("g2", "192.0.2.2", 20, squidreg.AccessGlobal, "", squidreg.KindCVMFS, squidreg.KindFrontier),
+		sq("west", "10.0.0.3", 0, squidreg.AccessLocalOnly, "west", squidreg.KindCVMFS),
+		sq("east", "10.1.0.3", 0, squidreg.AccessLocalOnly, "east", squidreg.KindCVMFS))
 	c := &clock{t: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)}
 	cache := newCache(t, Config{HubURL: h.srv.URL, Site: "west"}, c)
 	if err := cache.Refresh(context.Background()); err != nil {
@@ -132,7 +133,7 @@ func getJSON(t *testing.T, u string, code int, v any) string {
 
 func TestHubDownKeepsLastGood(t *testing.T) {
 	h := newHub(t)
-	h.set(t, sq("g1", "192.0.2.1", 10, squid.AccessGlobal, "", squid.KindCVMFS))
+	h.set(t, sq("g1", "192.0.2.1", 10, squidreg.AccessGlobal, "", squidreg.KindCVMFS))
 	c := &clock{t: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)}
 	cache := newCache(t, Config{HubURL: h.srv.URL, Kinds: []string{"cvmfs"}}, c)
 	if err := cache.Refresh(context.Background()); err != nil {
@@ -156,7 +157,7 @@ func TestHubDownKeepsLastGood(t *testing.T) {
 
 func TestEmptyAnswerDoesNotWipeAFreshList(t *testing.T) {
 	h := newHub(t)
-	h.set(t, sq("g1", "192.0.2.1", 10, squid.AccessGlobal, "", squid.KindCVMFS))
+	h.set(t, sq("g1", "192.0.2.1", 10, squidreg.AccessGlobal, "", squidreg.KindCVMFS))
 	c := &clock{t: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)}
 	cache := newCache(t, Config{HubURL: h.srv.URL, Kinds: []string{"cvmfs"}}, c)
 	if err := cache.Refresh(context.Background()); err != nil {
@@ -201,7 +202,7 @@ func TestStateFileAndFallback(t *testing.T) {
 
 	// A good answer replaces the fallback and is saved.
 	h := newHub(t)
-	h.set(t, sq("g1", "192.0.2.1", 10, squid.AccessGlobal, "", squid.KindCVMFS))
+	h.set(t, sq("g1", "192.0.2.1", 10, squidreg.AccessGlobal, "", squidreg.KindCVMFS))
 	cfg.HubURL = h.srv.URL
 	cache = newCache(t, cfg, c)
 	if err := cache.Refresh(context.Background()); err != nil {

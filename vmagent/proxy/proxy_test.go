@@ -17,6 +17,7 @@ import (
 	"github.com/canopy-grid/canopy/agent/squidcache"
 	"github.com/canopy-grid/canopy/hub/squid"
 	"github.com/canopy-grid/canopy/hub/squid/squidtest"
+	"github.com/canopy-grid/canopy/protocol/squidreg"
 	"github.com/canopy-grid/canopy/protocol/vmproto"
 	"github.com/canopy-grid/canopy/vmagent/proxy"
 )
@@ -184,11 +185,11 @@ func TestEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var regs []squid.Registration
+	var regs []squidreg.Registration
 	for i, x := range p {
 		host, port := x.HostPort()
-		regs = append(regs, squid.Registration{Name: []string{"a", "b", "c"}[i], Host: host, Port: port,
-			Kinds: []squid.Kind{squid.KindCVMFS}, Access: squid.AccessLocalOnly, Site: "west", Load: float64(i)})
+		regs = append(regs, squidreg.Registration{Name: []string{"a", "b", "c"}[i], Host: host, Port: port,
+			Kinds: []squidreg.Kind{squidreg.KindCVMFS}, Access: squidreg.AccessLocalOnly, Site: "west", Load: float64(i)})
 	}
 	if err := reg.ReplaceSource("agent:west", regs); err != nil {
 		t.Fatal(err)

@@ -22,8 +22,8 @@ import (
 	"github.com/canopy-grid/canopy/agent/localcloud"
 	"github.com/canopy-grid/canopy/agent/openstack"
 	"github.com/canopy-grid/canopy/deploy/config"
-	"github.com/canopy-grid/canopy/hub/squid"
 	"github.com/canopy-grid/canopy/protocol"
+	"github.com/canopy-grid/canopy/protocol/squidreg"
 )
 
 // fileConfig is the agent's config file: the agent's own settings and one
@@ -159,17 +159,17 @@ func runSquid(args []string) error {
 	}
 	log := logrus.New()
 	log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
-	reg := squid.Registration{Host: *host, Port: *port, Access: squid.Access(*access), Site: *site, Domain: *domain, MaxLoad: *maxLoad}
+	reg := squidreg.Registration{Host: *host, Port: *port, Access: squidreg.Access(*access), Site: *site, Domain: *domain, MaxLoad: *maxLoad}
 	for _, k := range strings.Split(*kinds, ",") {
-		reg.Kinds = append(reg.Kinds, squid.Kind(strings.TrimSpace(k)))
+		reg.Kinds = append(reg.Kinds, squidreg.Kind(strings.TrimSpace(k)))
 	}
 	if _, err := reg.Normalize(); err != nil {
 		return err
 	}
-	adv := &squid.Advertiser{HubURL: *hubURL, Token: strings.TrimSpace(string(tok)), Registration: reg, Every: *every,
+	adv := &squidreg.Advertiser{HubURL: *hubURL, Token: strings.TrimSpace(string(tok)), Registration: reg, Every: *every,
 		Log: log.WithField("component", "squid-advertiser")}
 	if *mgr != "" {
-		adv.Load = (&squid.LoadMeter{URL: *mgr}).Load
+		adv.Load = (&squidreg.LoadMeter{URL: *mgr}).Load
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -22,6 +22,7 @@ import (
 
 	"github.com/canopy-grid/canopy/hub/squid"
 	"github.com/canopy-grid/canopy/hub/squid/squidtest"
+	"github.com/canopy-grid/canopy/protocol/squidreg"
 )
 
 func main() {
@@ -75,7 +76,7 @@ func run(target string, squids, requests, conc int, maxDur time.Duration, n int,
 	if h := u.Hostname(); h != "localhost" && !strings.HasPrefix(h, "127.") && h != "::1" {
 		return fmt.Errorf("-url %s: only loopback targets are allowed", target)
 	}
-	base := strings.TrimSuffix(target, "/") + squid.PathNearest
+	base := strings.TrimSuffix(target, "/") + squidreg.PathNearest
 	res := squidtest.Load(squidtest.LoadOptions{
 		URL: func(i int) string {
 			return fmt.Sprintf("%s?n=%d&kind=%s&ip=%s", base, n, kind, fleet.Clients[i%len(fleet.Clients)])
