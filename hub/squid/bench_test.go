@@ -14,7 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/canopy-grid/canopy/hub/squid"
-	"github.com/canopy-grid/canopy/hub/squid/squidtest"
+	"github.com/canopy-grid/canopy/internal/squidtest"
 	"github.com/canopy-grid/canopy/protocol/squidreg"
 )
 
@@ -23,7 +23,7 @@ import (
 func benchRegistry(b *testing.B) (*squid.Registry, squidtest.Fleet) {
 	b.Helper()
 	f := squidtest.NewFleet(1000, 1000, 1)
-	loc, err := squidtest.Locator(f.Places...)
+	loc, err := locator(f.Places...)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -93,7 +93,7 @@ func BenchmarkRank(b *testing.B) {
 // BenchmarkLocate is one GeoIP2 City lookup of a client.
 func BenchmarkLocate(b *testing.B) {
 	f := squidtest.NewFleet(1000, 1000, 1)
-	loc, err := squidtest.Locator(f.Places...)
+	loc, err := locator(f.Places...)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/canopy-grid/canopy/hub/squid"
-	"github.com/canopy-grid/canopy/hub/squid/squidtest"
+	"github.com/canopy-grid/canopy/internal/squidtest"
 	"github.com/canopy-grid/canopy/protocol/squidreg"
 )
 

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/canopy-grid/canopy/hub/squid"
-	"github.com/canopy-grid/canopy/hub/squid/squidtest"
+	"github.com/canopy-grid/canopy/internal/squidtest"
 	"github.com/canopy-grid/canopy/protocol/squidreg"
 )
 
@@ -38,6 +38,15 @@ func newRegistry(t testing.TB, cfg squid.Config, loc *squid.Locator, c *clock) *
 
 func f64(v float64) *float64 { return &v }
 
+// locator builds a test GeoIP database of places and opens it.
+func locator(places ...squidtest.Place) (*squid.Locator, error) {
+	b, err := squidtest.GeoDB(places)
+	if err != nil {
+		return nil, err
+	}
+	return squid.LocatorFromBytes(b)
+}
+
 func reg(name string, lat, lon, load float64, access squidreg.Access, kinds ...squidreg.Kind) squidreg.Registration {
 	if len(kinds) == 0 {
 		kinds = []squidreg.Kind{squidreg.KindCVMFS}
@@ -57,7 +66,7 @@ func names(cs []squid.Candidate) []string {
 // clientDB locates 198.51.100.0/24 at (0, 0).
 func clientDB(t testing.TB) *squid.Locator {
 	t.Helper()
-	loc, err := squidtest.Locator(squidtest.Place{Network: "198.51.100.0/24", Lat: 0, Lon: 0})
+	loc, err := locator(squidtest.Place{Network: "198.51.100.0/24", Lat: 0, Lon: 0})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +224,7 @@ func TestKindFilter(t *testing.T) {
 // against a plain evaluation of shoal's formula with the haversine formula.
 func TestRankMatchesBruteForce(t *testing.T) {
 	f := squidtest.NewFleet(300, 200, 7)
-	loc, err := squidtest.Locator(f.Places...)
+	loc, err := locator(f.Places...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/canopy-grid/canopy/hub/squid/squidtest"
+	"github.com/canopy-grid/canopy/internal/squidtest"
 	"github.com/canopy-grid/canopy/protocol/squidreg"
 )
 

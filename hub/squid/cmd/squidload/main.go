@@ -21,7 +21,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/canopy-grid/canopy/hub/squid"
-	"github.com/canopy-grid/canopy/hub/squid/squidtest"
+	"github.com/canopy-grid/canopy/internal/squidtest"
 	"github.com/canopy-grid/canopy/protocol/squidreg"
 )
 
@@ -46,7 +46,11 @@ func run(target string, squids, requests, conc int, maxDur time.Duration, n int,
 	}
 	fleet := squidtest.NewFleet(max(squids, 1), 1000, 1)
 	if target == "" {
-		loc, err := squidtest.Locator(fleet.Places...)
+		db, err := squidtest.GeoDB(fleet.Places)
+		if err != nil {
+			return err
+		}
+		loc, err := squid.LocatorFromBytes(db)
 		if err != nil {
 			return err
 		}

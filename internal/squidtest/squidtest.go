@@ -23,7 +23,6 @@ import (
 	"github.com/maxmind/mmdbwriter"
 	"github.com/maxmind/mmdbwriter/mmdbtype"
 
-	"github.com/canopy-grid/canopy/hub/squid"
 	"github.com/canopy-grid/canopy/protocol/squidreg"
 )
 
@@ -90,15 +89,6 @@ func GeoDB(places []Place) ([]byte, error) {
 		return nil, fmt.Errorf("write mmdb: %w", err)
 	}
 	return buf.Bytes(), nil
-}
-
-// Locator builds a database of places and opens it.
-func Locator(places ...Place) (*squid.Locator, error) {
-	b, err := GeoDB(places)
-	if err != nil {
-		return nil, err
-	}
-	return squid.LocatorFromBytes(b)
 }
 
 // Fleet is a synthetic set of squids and the clients around them.
