@@ -31,6 +31,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/canopy-grid/canopy/protocol/squidreg"
 	"github.com/canopy-grid/canopy/protocol/vmproto"
 )
 
@@ -331,7 +332,7 @@ func (c *Cache) fetch(ctx context.Context, kind string) ([]vmproto.SquidProxy, e
 	if c.cfg.ClientIP != "" {
 		v.Set("ip", c.cfg.ClientIP)
 	}
-	u := strings.TrimSuffix(c.cfg.HubURL, "/") + "/api/v1/squids/nearest?" + v.Encode()
+	u := strings.TrimSuffix(c.cfg.HubURL, "/") + squidreg.PathNearest + "?" + v.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, fmt.Errorf("ask hub for %s squids: %w", kind, err)

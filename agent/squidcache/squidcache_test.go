@@ -6,9 +6,11 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -16,7 +18,6 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/canopy-grid/canopy/hub/squid"
 	"github.com/canopy-grid/canopy/protocol/squidreg"
 	"github.com/canopy-grid/canopy/protocol/vmproto"
 )
@@ -35,35 +36,73 @@ func quietLog() *logrus.Entry {
 	return logrus.NewEntry(l)
 }
 
-func f64(v float64) *float64 { return &v }
-
-// hub is a real hub registry behind its real handler.
+// hub stands in for the hub's squid API: GET squidreg.PathNearest answers
+// with the JSON the hub sends (an object whose "squids" lists name,
+// address, cost, distance_km and load, best first), from the lists set per
+// kind, cut to ?n=. It records the queries it was asked. The hub's own
+// ranking is tested in hub/squid.
 type hub struct {
-	reg *squid.Registry
 	srv *httptest.Server
+
+	mu      sync.Mutex
+	squids  map[string][]hubSquid // by kind
+	queries []url.Values
+}
+
+// hubSquid is one squid of the hub's answer.
+type hubSquid struct {
+	Name       string  `json:"name"`
+	Address    string  `json:"address"`
+	Cost       float64 `json:"cost"`
+	DistanceKm float64 `json:"distance_km"`
+	Load       float64 `json:"load"`
 }
 
 func newHub(t *testing.T) *hub {
 	t.Helper()
-	r, err := squid.New(squid.Config{}, nil, quietLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &hub{reg: r, srv: httptest.NewServer(r.Handler())}
+	h := &hub{squids: map[string][]hubSquid{}}
+	h.srv = httptest.NewServer(http.HandlerFunc(h.serve))
 	t.Cleanup(h.srv.Close)
 	return h
 }
 
-func (h *hub) set(t *testing.T, regs ...squidreg.Registration) {
-	t.Helper()
-	if err := h.reg.ReplaceSource("test", regs); err != nil {
-		t.Fatal(err)
+func (h *hub) serve(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet || r.URL.Path != squidreg.PathNearest {
+		http.NotFound(w, r)
+		return
 	}
+	q := r.URL.Query()
+	n, err := strconv.Atoi(q.Get("n"))
+	if err != nil || n < 1 {
+		http.Error(w, "bad n", http.StatusBadRequest)
+		return
+	}
+	h.mu.Lock()
+	h.queries = append(h.queries, q)
+	list := append([]hubSquid{}, h.squids[q.Get("kind")]...)
+	h.mu.Unlock()
+	list = list[:min(n, len(list))]
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{"client": map[string]any{"site": q.Get("site"), "located": false},
+		"kind": q.Get("kind"), "squids": list})
 }
 
-func sq(name, host string, load float64, access squidreg.Access, site string, kinds ...squidreg.Kind) squidreg.Registration {
-	return squidreg.Registration{Name: name, Host: host, Port: 3128, Kinds: kinds, Access: access, Site: site, Load: load,
-		Latitude: f64(0), Longitude: f64(0)}
+// set makes the hub answer queries for kind with squids, best first.
+func (h *hub) set(kind string, squids ...hubSquid) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.squids[kind] = squids
+}
+
+// asked returns the queries the hub was asked.
+func (h *hub) asked() []url.Values {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.queries)
+}
+
+func sq(name, addr string, load float64) hubSquid {
+	return hubSquid{Name: name, Address: addr, Cost: load / 100, Load: load}
 }
 
 func addrs(l vmproto.SquidList) []string { return addresses(l.Proxies) }
@@ -79,11 +118,10 @@ func newCache(t *testing.T, cfg Config, c *clock) *Cache {
 
 func TestRefreshAndServe(t *testing.T) {
 	h := newHub(t)
-	h.set(t,
-		sq("g1", "192.0.2.1", 10, squidreg.AccessGlobal, "", squidreg.KindCVMFS),
-		sq("g2", "192.0.2.2", 20, squidreg.AccessGlobal, "", squidreg.KindCVMFS, squidreg.KindFrontier),
-		sq("west", "10.0.0.3", 0, squidreg.AccessLocalOnly, "west", squidreg.KindCVMFS),
-		sq("east", "10.1.0.3", 0, squidreg.AccessLocalOnly, "east", squidreg.KindCVMFS))
+	// What the hub answers site west: its local-only squid first, then the
+	// global ones by load (east's local-only squid is not offered).
+	h.set("cvmfs", sq("west", "10.0.0.3:3128", 0), sq("g1", "192.0.2.1:3128", 10), sq("g2", "192.0.2.2:3128", 20))
+	h.set("frontier", sq("g2", "192.0.2.2:3128", 20))
 	c := &clock{t: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)}
 	cache := newCache(t, Config{HubURL: h.srv.URL, Site: "west"}, c)
 	if err := cache.Refresh(context.Background()); err != nil {
@@ -110,6 +148,16 @@ func TestRefreshAndServe(t *testing.T) {
 	if got := cache.ProxyURLs("cvmfs", 1); !slices.Equal(got, []string{"http://10.0.0.3:3128"}) {
 		t.Errorf("ProxyURLs %v", got)
 	}
+	var kinds []string
+	for _, q := range h.asked() {
+		kinds = append(kinds, q.Get("kind"))
+		if q.Get("site") != "west" || q.Get("n") != "10" {
+			t.Errorf("hub asked %v, want site=west n=10", q)
+		}
+	}
+	if !slices.Equal(kinds, []string{"cvmfs", "frontier"}) {
+		t.Errorf("hub asked for kinds %v", kinds)
+	}
 }
 
 func getJSON(t *testing.T, u string, code int, v any) string {
@@ -133,7 +181,7 @@ func getJSON(t *testing.T, u string, code int, v any) string {
 
 func TestHubDownKeepsLastGood(t *testing.T) {
 	h := newHub(t)
-	h.set(t, sq("g1", "192.0.2.1", 10, squidreg.AccessGlobal, "", squidreg.KindCVMFS))
+	h.set("cvmfs", sq("g1", "192.0.2.1:3128", 10))
 	c := &clock{t: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)}
 	cache := newCache(t, Config{HubURL: h.srv.URL, Kinds: []string{"cvmfs"}}, c)
 	if err := cache.Refresh(context.Background()); err != nil {
@@ -157,13 +205,13 @@ func TestHubDownKeepsLastGood(t *testing.T) {
 
 func TestEmptyAnswerDoesNotWipeAFreshList(t *testing.T) {
 	h := newHub(t)
-	h.set(t, sq("g1", "192.0.2.1", 10, squidreg.AccessGlobal, "", squidreg.KindCVMFS))
+	h.set("cvmfs", sq("g1", "192.0.2.1:3128", 10))
 	c := &clock{t: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)}
 	cache := newCache(t, Config{HubURL: h.srv.URL, Kinds: []string{"cvmfs"}}, c)
 	if err := cache.Refresh(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	h.set(t) // the hub restarted and knows no squid yet
+	h.set("cvmfs") // the hub restarted and knows no squid yet
 	c.Advance(time.Minute)
 	if err := cache.Refresh(context.Background()); err != nil {
 		t.Fatal(err)
@@ -202,7 +250,7 @@ func TestStateFileAndFallback(t *testing.T) {
 
 	// A good answer replaces the fallback and is saved.
 	h := newHub(t)
-	h.set(t, sq("g1", "192.0.2.1", 10, squidreg.AccessGlobal, "", squidreg.KindCVMFS))
+	h.set("cvmfs", sq("g1", "192.0.2.1:3128", 10))
 	cfg.HubURL = h.srv.URL
 	cache = newCache(t, cfg, c)
 	if err := cache.Refresh(context.Background()); err != nil {
@@ -316,6 +364,34 @@ func TestDecodeHubAnswer(t *testing.T) {
 				t.Errorf("got %v", got)
 			}
 		})
+	}
+}
+
+// TestDecodeDocumentedHubAnswer reads the hub's documented answer to GET
+// squidreg.PathNearest (hub/squid checks its real answer against the same
+// file).
+func TestDecodeDocumentedHubAnswer(t *testing.T) {
+	b, err := os.ReadFile("../../protocol/squidreg/testdata/nearest-answer.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps, err := DecodeHubAnswer(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, p := range ps {
+		names = append(names, p.Name)
+		if p.URL != "http://"+p.Address || p.Cost < 0 {
+			t.Errorf("proxy %+v", p)
+		}
+	}
+	if !slices.Equal(names, []string{"west", "g1", "g2"}) ||
+		!slices.Equal(addresses(ps), []string{"10.0.0.3:3128", "192.0.2.1:3128", "192.0.2.2:3128"}) {
+		t.Fatalf("decoded %+v", ps)
+	}
+	if ps[1].Load != 10 || ps[1].DistanceKm != -1 || !(ps[0].Cost < ps[1].Cost && ps[1].Cost < ps[2].Cost) {
+		t.Errorf("ranking figures %+v", ps)
 	}
 }
 

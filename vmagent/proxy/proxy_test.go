@@ -14,10 +14,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/canopy-grid/canopy/agent/squidcache"
-	"github.com/canopy-grid/canopy/hub/squid"
 	"github.com/canopy-grid/canopy/internal/squidtest"
-	"github.com/canopy-grid/canopy/protocol/squidreg"
 	"github.com/canopy-grid/canopy/protocol/vmproto"
 	"github.com/canopy-grid/canopy/vmagent/proxy"
 )
@@ -172,46 +169,6 @@ func TestDiscoverUnchecked(t *testing.T) {
 	}
 	if got := res.CVMFSHTTPProxy(); got != "http://192.0.2.1:3128;http://[2001:db8::1]:3128;DIRECT" {
 		t.Errorf("unchecked: %q", got)
-	}
-}
-
-// TestEndToEnd runs the whole chain with the real pieces: the hub's
-// registry and handler, the agent's cache and handler, the vmagent's check.
-func TestEndToEnd(t *testing.T) {
-	o := origin(t)
-	p := proxies(t, 3)
-	p[2].Close() // registered, but dead by the time the VM checks
-	reg, err := squid.New(squid.Config{}, nil, quietLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var regs []squidreg.Registration
-	for i, x := range p {
-		host, port := x.HostPort()
-		regs = append(regs, squidreg.Registration{Name: []string{"a", "b", "c"}[i], Host: host, Port: port,
-			Kinds: []squidreg.Kind{squidreg.KindCVMFS}, Access: squidreg.AccessLocalOnly, Site: "west", Load: float64(i)})
-	}
-	if err := reg.ReplaceSource("agent:west", regs); err != nil {
-		t.Fatal(err)
-	}
-	hubSrv := httptest.NewServer(reg.Handler())
-	defer hubSrv.Close()
-	cache, err := squidcache.New(squidcache.Config{HubURL: hubSrv.URL, Site: "west"}, quietLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cache.Refresh(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	hubSrv.Close() // the hub goes away: the agent's copy still serves
-	agentSrv := httptest.NewServer(cache.Handler())
-	defer agentSrv.Close()
-	res, err := proxy.Discover(context.Background(), proxy.Options{AgentURL: agentSrv.URL, ProbeURL: o.URL + probePath})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := res.Proxies(); !sameSet(got, []string{"http://" + p[0].Addr(), "http://" + p[1].Addr()}) {
-		t.Fatalf("proxies %v, checks %+v", got, res.Checks)
 	}
 }
 
