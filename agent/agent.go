@@ -33,7 +33,8 @@ import (
 type Config struct {
 	// Site is this agent's site name; it must match its certificate.
 	Site string `yaml:"site"`
-	Hub  Hub    `yaml:"hub"`
+	// Hub says how to reach and trust the hub.
+	Hub HubLink `yaml:"hub"`
 	// StateDir holds the agent's VM token key.
 	StateDir string `yaml:"state_dir"`
 	// VMListen is where VMs check in (host:port). VMs must reach it.
@@ -73,8 +74,8 @@ type Config struct {
 	StorageEvery time.Duration `yaml:"storage_every"`
 }
 
-// Hub says how to reach and trust the hub.
-type Hub struct {
+// HubLink says how to reach and trust the hub (the config's hub: section).
+type HubLink struct {
 	Addr       string `yaml:"addr"`
 	ServerName string `yaml:"server_name"`
 	CA         string `yaml:"ca"`
