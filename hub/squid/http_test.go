@@ -234,12 +234,3 @@ func TestAdvertiser(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
-func mustURL(t *testing.T, s string) *url.URL {
-	t.Helper()
-	u, err := url.Parse(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return u
-}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -318,4 +319,13 @@ func TestLiveHandler(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(body, want) {
 		t.Fatalf("wpad %s %q", resp.Status, body)
 	}
+}
+
+func mustURL(t *testing.T, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
 }

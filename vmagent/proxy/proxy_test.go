@@ -12,18 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sirupsen/logrus"
-
 	"github.com/canopy-grid/canopy/internal/squidtest"
 	"github.com/canopy-grid/canopy/protocol/vmproto"
 	"github.com/canopy-grid/canopy/vmagent/proxy"
 )
-
-func quietLog() *logrus.Entry {
-	l := logrus.New()
-	l.SetOutput(io.Discard)
-	return logrus.NewEntry(l)
-}
 
 const probePath = "/cvmfs/atlas.cern.ch/.cvmfspublished"
 
