@@ -126,10 +126,12 @@ func (a *Advertiser) Advertise(ctx context.Context) (AdvertiseResponse, error) {
 
 // AdvertiseResponse is the hub's answer to an advertisement.
 type AdvertiseResponse struct {
+	// Name is the squid's name in the registry.
 	Name string `json:"name"`
 	// Expiry is how long the hub keeps the squid without news.
 	Expiry time.Duration `json:"expiry"`
-	State  State         `json:"state"`
+	// State is where the squid stands with the hub.
+	State State `json:"state"`
 }
 
 // State is where a squid stands with the hub.

@@ -18,9 +18,12 @@ type CheckinRequest struct {
 
 // CheckinResponse tells a vmagent what to do.
 type CheckinResponse struct {
-	Retire   bool          `json:"retire"`
+	// Retire orders the VM to stop taking jobs and let its jobs finish.
+	Retire bool `json:"retire"`
+	// Deadline is how long the running jobs may still take (with Retire).
 	Deadline time.Duration `json:"deadline"`
-	Reason   string        `json:"reason,omitempty"`
+	// Reason says why the VM is retired, for its log.
+	Reason string `json:"reason,omitempty"`
 }
 
 // Check-in states (CheckinRequest.State).

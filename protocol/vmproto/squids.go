@@ -8,6 +8,7 @@ const PathSquids = "/v1/squids"
 
 // SquidProxy is one squid as the agent serves it, best first.
 type SquidProxy struct {
+	// Name is the squid's name in the hub's registry, if known.
 	Name string `json:"name,omitempty"`
 	// Address is host:port (IPv6 hosts in brackets).
 	Address string `json:"address"`
@@ -30,7 +31,9 @@ const (
 
 // SquidList is the answer to GET PathSquids.
 type SquidList struct {
-	Kind    string       `json:"kind"`
+	// Kind is the upstream kind the squids serve (cvmfs, frontier).
+	Kind string `json:"kind"`
+	// Proxies are the squids, best first; never null.
 	Proxies []SquidProxy `json:"proxies"`
 	// Source says where the list came from (hub, hub-push, state-file,
 	// fallback).
