@@ -15,8 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/canopy-grid/canopy/hub/intent"
-	"github.com/canopy-grid/canopy/hub/squid"
 	"github.com/canopy-grid/canopy/protocol"
+	"github.com/canopy-grid/canopy/protocol/squidreg"
 )
 
 //go:embed status.html
@@ -97,9 +97,9 @@ func (h *Hub) httpHandler() http.Handler {
 	mux.HandleFunc("GET /api/v1/vms", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, h.VMs()) })
 	mux.HandleFunc("GET /api/v1/status", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, h.Status()) })
 	sq := h.squids.Handler()
-	mux.Handle(squid.PathSquids, sq)
-	mux.Handle(squid.PathNearest, sq)
-	mux.Handle(squid.PathWPAD, sq)
+	mux.Handle(squidreg.PathSquids, sq)
+	mux.Handle(squidreg.PathNearest, sq)
+	mux.Handle(squidreg.PathWPAD, sq)
 	// Manual control. The HTTP listener is loopback only (Config.Validate):
 	// whoever can reach it administers the hub.
 	hold := func(held bool) http.HandlerFunc {
