@@ -37,17 +37,24 @@ func (a *Agent) session(ctx context.Context) (connected bool, err error) {
 		return false, fmt.Errorf("open control stream: %w", err)
 	}
 	conn := protocol.NewConn(st, st)
-	w, err := protocol.ClientHandshake(conn, protocol.Hello{Site: a.cfg.Site, Software: Version})
+	w, err := protocol.ClientHandshake(conn, protocol.Hello{Site: a.cfg.Site, Software: Version, Epoch: a.epoch})
 	if err != nil {
 		return false, fmt.Errorf("handshake: %w", err)
 	}
 	a.mu.Lock()
-	a.hubID = w.HubID
+	prevHub := a.hubID
+	if w.HubID != a.hubID {
+		a.hubID, a.hubIDDirty = w.HubID, true
+	}
 	a.status.Connected = true
 	a.status.Sessions++
 	a.status.LastError = ""
 	a.mu.Unlock()
-	a.log.WithFields(map[string]any{"hub": w.HubID, "version": w.Version}).Info("connected to hub")
+	a.log.WithFields(map[string]any{"hub": w.HubID, "version": w.Version, "epoch": a.epoch}).Info("connected to hub")
+	if prevHub != "" && prevHub != w.HubID {
+		// Servers the previous hub booted are foreign from now on.
+		a.log.WithFields(map[string]any{"hub": w.HubID, "previous_hub": prevHub}).Warn("connected to another hub than before")
+	}
 
 	ctx, cancel = context.WithCancel(ctx)
 	defer cancel()
@@ -164,10 +171,17 @@ func (a *Agent) sendInventory(ctx context.Context, conn *protocol.Conn) error {
 		a.log.WithError(err).Warn("take inventory")
 		return nil
 	}
+	// What the hub is told survives a restart: write it first.
+	if err := a.flush(); err != nil {
+		a.log.WithError(err).Error("agent state not saved before inventory")
+	}
 	if err := conn.Send(inv); err != nil {
 		return err
 	}
-	a.setStatus(func(s *Status) { s.Inventory = inv.Seq })
+	a.mu.Lock()
+	a.lastInventory = &inv
+	a.status.Inventory = inv.Seq
+	a.mu.Unlock()
 	return nil
 }
 
