@@ -41,11 +41,8 @@ func (a *Agent) session(ctx context.Context) (connected bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("handshake: %w", err)
 	}
+	prevHub := a.setHubID(w.HubID)
 	a.mu.Lock()
-	prevHub := a.hubID
-	if w.HubID != a.hubID {
-		a.hubID, a.hubIDDirty = w.HubID, true
-	}
 	a.status.Connected = true
 	a.status.Sessions++
 	a.status.LastError = ""
@@ -164,25 +161,46 @@ func (a *Agent) recvLoop(ctx context.Context, conn *protocol.Conn) error {
 }
 
 func (a *Agent) sendInventory(ctx context.Context, conn *protocol.Conn) error {
-	inv, err := a.inventory(ctx)
+	inv, err := a.takeInventory(ctx)
 	if err != nil {
 		// A failing cloud API is reported by omission: the hub sees the
 		// inventory age grow. Keep the session.
 		a.log.WithError(err).Warn("take inventory")
 		return nil
 	}
-	// What the hub is told survives a restart: write it first.
-	if err := a.flush(); err != nil {
-		a.log.WithError(err).Error("agent state not saved before inventory")
-	}
 	if err := conn.Send(inv); err != nil {
 		return err
 	}
+	a.setStatus(func(s *Status) { s.Inventory = inv.Seq })
+	return nil
+}
+
+// takeInventory takes an inventory and makes what it reports durable
+// first: what the hub is told survives a restart.
+func (a *Agent) takeInventory(ctx context.Context) (protocol.Inventory, error) {
+	inv, err := a.inventory(ctx)
+	if err != nil {
+		return inv, err
+	}
+	if err := a.flush(); err != nil {
+		a.log.WithError(err).Error("agent state not saved before inventory")
+	}
 	a.mu.Lock()
 	a.lastInventory = &inv
-	a.status.Inventory = inv.Seq
 	a.mu.Unlock()
-	return nil
+	return inv, nil
+}
+
+// setHubID records the id of the hub this agent serves (from Welcome) and
+// returns the previous one.
+func (a *Agent) setHubID(id string) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	prev := a.hubID
+	if id != prev {
+		a.hubID, a.hubIDDirty = id, true
+	}
+	return prev
 }
 
 // pushSquids hands the hub's ranking to the cache VMs read from.
