@@ -48,9 +48,11 @@ type Options struct {
 type System struct {
 	Dir     string
 	HTTPURL string
-	bin     string
-	out     io.Writer
-	procs   []*proc
+	// AgentURLs are the agents' metrics listeners (/metrics, /v1/vms), by site.
+	AgentURLs map[string]string
+	bin       string
+	out       io.Writer
+	procs     []*proc
 }
 
 type proc struct {
@@ -121,6 +123,7 @@ func Start(ctx context.Context, o Options) (*System, error) {
 	if err := writeConfig("examples/hub.yaml", filepath.Join(dir, "etc", "hub.yaml"), repl); err != nil {
 		return nil, err
 	}
+	agentURLs := map[string]string{}
 	for _, s := range Sites {
 		// Fixed ports for what VMs reach (check-ins, gossip), as in a real
 		// site: a restarted agent is found again by the VMs it booted.
@@ -132,9 +135,15 @@ func Start(ctx context.Context, o Options) (*System, error) {
 		if err != nil {
 			return nil, err
 		}
+		metricsPort, err := freePort("tcp")
+		if err != nil {
+			return nil, err
+		}
+		agentURLs[s] = fmt.Sprintf("http://127.0.0.1:%d", metricsPort)
 		agentRepl := map[string]string{
-			"vm_listen: 127.0.0.1:0":     fmt.Sprintf("vm_listen: 127.0.0.1:%d", vmPort),
-			"gossip_listen: 127.0.0.1:0": fmt.Sprintf("gossip_listen: 127.0.0.1:%d", gossipPort),
+			"vm_listen: 127.0.0.1:0":      fmt.Sprintf("vm_listen: 127.0.0.1:%d", vmPort),
+			"gossip_listen: 127.0.0.1:0":  fmt.Sprintf("gossip_listen: 127.0.0.1:%d", gossipPort),
+			"metrics_listen: 127.0.0.1:0": fmt.Sprintf("metrics_listen: 127.0.0.1:%d", metricsPort),
 		}
 		for k, v := range repl {
 			agentRepl[k] = v
@@ -147,7 +156,7 @@ func Start(ctx context.Context, o Options) (*System, error) {
 		}
 	}
 
-	sys := &System{Dir: dir, HTTPURL: "http://" + httpAddr, bin: bin, out: o.Output}
+	sys := &System{Dir: dir, HTTPURL: "http://" + httpAddr, AgentURLs: agentURLs, bin: bin, out: o.Output}
 	if err := sys.start(o, "hub", filepath.Join(bin, "hub"), "run", "--config", filepath.Join(dir, "etc", "hub.yaml")); err != nil {
 		return nil, err
 	}
