@@ -24,18 +24,6 @@ import (
 // (vmagent --test-jobs-file), under their root.
 const testJobsPath = "/run/canopy/test-jobs"
 
-// waitFor polls cond every 50 ms until it holds or limit passes.
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", limit, what)
-		}
-		<-time.After(50 * time.Millisecond)
-	}
-}
-
 // TestDeleteRefusedWhileVMReportsJobs runs the real vmagent binary in a
 // local cloud under an in-process agent: a VM whose vmagent reports two
 // running jobs is not deleted by a plain delete command (refused, process

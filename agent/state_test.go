@@ -52,6 +52,18 @@ func writePKI(t *testing.T, dir, site, certSite string) Config {
 		GossipListen: "127.0.0.1:0", RetireGrace: 2 * time.Second}
 }
 
+// waitFor polls cond every 10 ms until it holds or limit passes.
+func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", limit, what)
+		}
+		<-time.After(10 * time.Millisecond)
+	}
+}
+
 // stateWorld is an agent with a real state file, a cloud, a clock and a
 // VM endpoint that follows the agent across restarts.
 type stateWorld struct {
@@ -322,13 +334,7 @@ func TestIntentDurableBeforeOK(t *testing.T) {
 	go func() { w.a.flushLoop(ctx); close(done) }()
 	commits := w.a.StateCommits()
 	w.checkin(s1, tok1, vmproto.CheckinRetiring, jobs(3, 4), "")
-	deadline := time.Now().Add(10 * time.Second)
-	for w.a.StateCommits() == commits {
-		if time.Now().After(deadline) {
-			t.Fatal("check-in never written")
-		}
-		time.Sleep(10 * time.Millisecond) // polling with a deadline
-	}
+	waitFor(t, 10*time.Second, "the check-in to be written", func() bool { return w.a.StateCommits() > commits })
 	cancel()
 	<-done
 	w.restart()
@@ -427,7 +433,7 @@ func TestCheckinLoadBatchesWrites(t *testing.T) {
 		close(work)
 		wg.Wait()
 		if rest := time.Second - time.Since(roundStart); rest > 0 {
-			time.Sleep(rest) // pacing the load, not synchronising
+			<-time.After(rest) // one round per second: pacing the load
 		}
 	}
 	cancel()
