@@ -224,7 +224,10 @@ func (a *Agent) execute(ctx context.Context, cmd protocol.Command) (res *protoco
 // invalidError is a malformed command.
 type invalidError struct{ msg string }
 
-func (e invalidError) Error() string                   { return e.msg }
+// Error returns the message.
+func (e invalidError) Error() string { return e.msg }
+
+// ErrorClass reports the class the hub sees: invalid.
 func (e invalidError) ErrorClass() protocol.ErrorClass { return protocol.ErrClassInvalid }
 
 func invalidf(format string, args ...any) error { return invalidError{fmt.Sprintf(format, args...)} }

@@ -126,12 +126,14 @@ type CorruptError struct {
 	Err    error
 }
 
+// Error says which file is unreadable, why, and what the operator can do.
 func (e *CorruptError) Error() string {
 	return fmt.Sprintf("agent state %s is unreadable (%s): refusing to start, as it may hold retirement orders; "+
 		"restore it from a backup, or move it aside to start with an empty book (the hub re-sends its retirement orders)",
 		e.Path, e.Detail)
 }
 
+// Unwrap returns the underlying error, if any.
 func (e *CorruptError) Unwrap() error { return e.Err }
 
 // Open opens or creates the state file at path. Only one agent may hold it.
