@@ -548,3 +548,25 @@ func itoa(i int) string {
 	}
 	return string(b)
 }
+
+// TestHoldOfGoneServerDropped: a hold outlives nothing: once its server is
+// no longer listed by a fresh inventory, it is dropped with an event.
+func TestHoldOfGoneServerDropped(t *testing.T) {
+	e := newEnv(t, &scriptedSource{})
+	e.connect("west", vm("id-1", "canopy-west-p1-0-0", readySince(*e.now)))
+	e.h.loop.tx.PutHold(intent.Hold{VMID: "id-1", Cloud: "west", At: *e.now})
+	e.cycle()
+	if len(e.h.loop.st.Hold) != 1 {
+		t.Fatal("hold lost while its server exists")
+	}
+	e.disconnect("west") // no evidence: the hold stays
+	e.cycle()
+	if len(e.h.loop.st.Hold) != 1 {
+		t.Fatal("hold dropped while its cloud was not reporting")
+	}
+	e.connect("west")
+	e.cycle()
+	if len(e.h.loop.st.Hold) != 0 || !hasEvent(e.h.Status().Events, "hold_dropped", "") {
+		t.Fatalf("hold of a gone server kept: %+v", e.h.loop.st.Hold)
+	}
+}
