@@ -2,10 +2,13 @@ package hub
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/canopy-grid/canopy/protocol"
 )
 
 // serveLoop runs the env's control loop's admin handling in the
@@ -106,3 +109,25 @@ func TestHTTPBeyondLoopbackRefused(t *testing.T) {
 	}
 }
 
+// TestStatusPageRenders renders the page over a hub with every kind of row
+// and checks it is whole.
+func TestStatusPageRenders(t *testing.T) {
+	e := newEnv(t, &scriptedSource{d: atlas(3)})
+	e.connect("west", vm("id-1", "canopy-west-p1-0-0", readySince(*e.now)),
+		vm("id-2", "canopy-west-p1-0-1", func(v *protocol.VM) { v.State, v.Fault = protocol.VMError, "No valid host" }))
+	e.cycle()
+	srv := httptest.NewServer(e.h.httpHandler())
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	page := string(b)
+	for _, want := range []string{"</html>", "canopy-west-p1-0-0", "No valid host", "atlas", "west"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("status page lacks %q", want)
+		}
+	}
+}

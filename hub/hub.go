@@ -70,6 +70,7 @@ type Hub struct {
 	links      map[string]*link
 	sessionSeq atomic.Int64
 	inbox      inbox
+	inflight   inflight
 
 	loop   *loop
 	wakeC  chan struct{}

@@ -284,6 +284,9 @@ func (h *Hub) receive(l *link, s *session, m protocol.Message, log *logrus.Entry
 			h.wake() // a cloud reporting for the first time may end the startup grace
 		}
 	case protocol.Result:
+		if at, ok := h.inflight.done(v.CommandID); ok {
+			h.m.cmdSeconds.Observe(now.Sub(at).Seconds())
+		}
 		h.inbox.put(inboxItem{cloud: l.name, session: s.id, result: v})
 	case protocol.Error:
 		log.WithField("code", v.Code).Warn("agent reported a protocol error: " + v.Message)
@@ -353,4 +356,31 @@ func (b *inbox) take() []inboxItem {
 	out := b.items
 	b.items = nil
 	return out
+}
+
+// inflight remembers when each command was queued, to time its round trip.
+type inflight struct {
+	mu sync.Mutex
+	at map[string]time.Time
+}
+
+// maxInflight bounds the commands remembered; results that never come
+// (lost sessions) would otherwise accumulate.
+const maxInflight = 100000
+
+func (f *inflight) sent(id string, at time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.at == nil || len(f.at) >= maxInflight {
+		f.at = map[string]time.Time{}
+	}
+	f.at[id] = at
+}
+
+func (f *inflight) done(id string) (time.Time, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	at, ok := f.at[id]
+	delete(f.at, id)
+	return at, ok
 }

@@ -577,6 +577,7 @@ func (l *loop) send(c outgoing) {
 		return
 	}
 	l.sent[c.cmd.ID] = c.cmd
+	l.h.inflight.sent(c.cmd.ID, l.h.now())
 	for _, n := range c.names {
 		l.bootSession[n] = s.id
 	}
