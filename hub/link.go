@@ -283,6 +283,24 @@ func (h *Hub) receive(l *link, s *session, m protocol.Message, log *logrus.Entry
 		if first {
 			h.wake() // a cloud reporting for the first time may end the startup grace
 		}
+	case protocol.InventoryDelta:
+		cur := l.load()
+		if cur.Inventory == nil || cur.InventorySession != s.id {
+			h.resync(l, s, "no full inventory on this session yet", log)
+			return
+		}
+		inv, err := protocol.ApplyDelta(*cur.Inventory, v)
+		if err != nil {
+			h.resync(l, s, err.Error(), log)
+			return
+		}
+		l.update(s, func(cv *cloudView) {
+			cv.Inventory, cv.InventoryAt, cv.LastHeartbeat = &inv, now, now
+		})
+		h.m.deltas.WithLabelValues(l.name).Inc()
+		if v.Storage != nil {
+			h.storage.Update(l.name, *v.Storage)
+		}
 	case protocol.Result:
 		if at, ok := h.inflight.done(v.CommandID); ok {
 			h.m.cmdSeconds.Observe(now.Sub(at).Seconds())
@@ -293,6 +311,15 @@ func (h *Hub) receive(l *link, s *session, m protocol.Message, log *logrus.Entry
 	default:
 		log.WithField("kind", m.Kind().String()).Warn("unexpected message from agent")
 	}
+}
+
+// resync asks an agent for a full inventory after a delta that could not
+// be applied (missed or not matching); the view keeps its last good
+// inventory, which ages out of freshness if no full one comes.
+func (h *Hub) resync(l *link, s *session, why string, log *logrus.Entry) {
+	h.m.resyncs.WithLabelValues(l.name).Inc()
+	log.WithField("why", why).Info("inventory delta not applied; asking the agent for a full inventory")
+	s.enqueue(protocol.Resync{Reason: why})
 }
 
 // squidsFromAgent registers the squids an agent is configured with; an
