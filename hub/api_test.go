@@ -23,12 +23,7 @@ func (e *testEnv) serveLoop() {
 			case <-ctx.Done():
 				return
 			case req := <-e.h.adminC:
-				err := req.apply(e.h.loop, *e.now)
-				if err == nil {
-					err = e.h.loop.commit()
-				}
-				req.reply <- err
-				e.h.publish(e.h.loop.status(*e.now))
+				e.h.loop.handleAdmin(req)
 			}
 		}
 	}()

@@ -371,6 +371,7 @@ type agent struct {
 
 	mu      sync.Mutex
 	hubID   string
+	maxVMs  int
 	vms     map[string]*protocol.VM // by id
 	seq     uint64
 	nextID  int
@@ -381,7 +382,7 @@ var groups = []string{"atlas", "belle", "canfar"}
 
 func newAgent(name string, n int, f *fleet) *agent {
 	a := &agent{name: name, fleet: f, epoch: fmt.Sprintf("%s-%d", name, rand.Int64()), vms: map[string]*protocol.VM{},
-		changed: make(chan struct{}, 1)}
+		changed: make(chan struct{}, 1), maxVMs: n + n/20}
 	now := time.Now().UTC()
 	for i := range n {
 		a.addVM(fmt.Sprintf("canopy-%s-p0-0-%d", name, i), groups[i%len(groups)], now.Add(-time.Hour), true)
@@ -425,7 +426,7 @@ func (a *agent) inventory() protocol.Inventory {
 	a.seq++
 	inv := protocol.Inventory{Seq: a.seq, TakenAt: time.Now().UTC(),
 		Flavors: []protocol.Flavor{{ID: "c8", Name: "c8", VCPUs: 8, RAMMiB: 16000, DiskGiB: 40}},
-		Limits:  protocol.Limits{MaxCores: -1, MaxRAMMiB: -1, MaxInstances: len(a.vms) + 10}}
+		Limits:  protocol.Limits{MaxCores: -1, MaxRAMMiB: -1, MaxInstances: a.maxVMs}}
 	inv.VMs = make([]protocol.VM, 0, len(a.vms))
 	for _, vm := range a.vms {
 		inv.VMs = append(inv.VMs, *vm)
