@@ -26,6 +26,7 @@ import (
 	"github.com/canopy-grid/canopy/agent/driver"
 	"github.com/canopy-grid/canopy/agent/squidcache"
 	"github.com/canopy-grid/canopy/agent/vmtoken"
+	"github.com/canopy-grid/canopy/images"
 	"github.com/canopy-grid/canopy/protocol"
 	"github.com/canopy-grid/canopy/protocol/gossip"
 	"github.com/canopy-grid/canopy/protocol/pki"
@@ -193,7 +194,9 @@ type Agent struct {
 
 	cmds    *commandLog
 	vms     *vmBook
+	listing *listing
 	changed chan struct{} // something worth an early inventory happened
+	resync  chan struct{} // the hub asked for a full inventory
 	invSeq  atomic.Uint64
 	// epoch names this run of the agent (Hello.Epoch): commands planned
 	// on another run's inventory are refused as stale.
@@ -207,6 +210,9 @@ type Agent struct {
 	flushMu sync.Mutex     // serialises flushes
 
 	mu          sync.Mutex
+	flavors     []protocol.Flavor // the last slow listing (slowParts)
+	images      []images.Image
+	slowAt      time.Time
 	lastStorage *protocol.StorageReport
 	// gossipSquids is the CVMFS squid list last published to the pool.
 	gossipSquids []string
@@ -312,7 +318,9 @@ func newAgent(cfg Config, d driver.Driver, log *logrus.Entry) (*Agent, error) {
 		now:     time.Now,
 		cmds:    newCommandLog(maxCommandResults),
 		vms:     newVMBook(),
+		listing: &listing{list: d.Servers},
 		changed: make(chan struct{}, 1),
+		resync:  make(chan struct{}, 1),
 		epoch:   epoch,
 		metrics: newMetrics(cfg.Site),
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/canopy-grid/canopy/agent/agentdb"
 	"github.com/canopy-grid/canopy/agent/driver"
+	"github.com/canopy-grid/canopy/images"
 	"github.com/canopy-grid/canopy/protocol"
 	"github.com/canopy-grid/canopy/protocol/gossip"
 	"github.com/canopy-grid/canopy/protocol/vmproto"
@@ -250,14 +251,21 @@ func Classify(err error) protocol.ErrorClass {
 // boot creates the named servers that do not exist yet. Listing first makes
 // a replayed or retried boot find its servers instead of booting again.
 func (a *Agent) boot(ctx context.Context, b protocol.BootCommand) ([]string, error) {
-	existing, err := a.driver.Servers(ctx)
+	// A recent listing finds a replayed command's servers; a name it lacks
+	// is looked for again in a new listing before it is booted.
+	existing, err := a.listing.get(ctx, listingMaxAge)
+	if err == nil {
+		for _, name := range b.Names {
+			if _, ok := existing.named(name); !ok {
+				existing, err = a.listing.get(ctx, 0)
+				break
+			}
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("list servers before boot: %w", err)
 	}
-	byName := make(map[string]driver.Server, len(existing))
-	for _, s := range existing {
-		byName[s.Name] = s
-	}
+	defer a.listing.invalidate()
 	a.mu.Lock()
 	hubID, vmURL := a.hubID, a.vmURL
 	a.mu.Unlock()
@@ -269,7 +277,7 @@ func (a *Agent) boot(ctx context.Context, b protocol.BootCommand) ([]string, err
 	var ids []string
 	var errs []error
 	for _, name := range b.Names {
-		if s, ok := byName[name]; ok {
+		if s, ok := existing.named(name); ok {
 			ids = append(ids, s.ID)
 			continue
 		}
@@ -317,14 +325,24 @@ const (
 	refuseDraining = "draining"
 )
 
-// listByID lists the cloud's servers by id.
-func (a *Agent) listByID(ctx context.Context) (map[string]driver.Server, error) {
-	list, err := a.driver.Servers(ctx)
+// listByID returns the cloud's servers by id, from a listing at most
+// listingMaxAge old, or a new one if the recent one lacks any of ids: a
+// server is never taken for gone on an old listing.
+func (a *Agent) listByID(ctx context.Context, ids []string) (map[string]driver.Server, error) {
+	l, err := a.listing.get(ctx, listingMaxAge)
 	if err != nil {
 		return nil, err
 	}
-	m := make(map[string]driver.Server, len(list))
-	for _, s := range list {
+	for _, id := range ids {
+		if _, ok := l.server(id); !ok {
+			if l, err = a.listing.get(ctx, 0); err != nil {
+				return nil, err
+			}
+			break
+		}
+	}
+	m := make(map[string]driver.Server, len(l.servers))
+	for _, s := range l.servers {
 		m[s.ID] = s
 	}
 	return m, nil
@@ -357,7 +375,7 @@ func ownership(s driver.Server, hubID string) string {
 // server. Orders are durable before retire returns. Servers the cloud does
 // not list, or that are not this hub's, are refused.
 func (a *Agent) retire(ctx context.Context, r protocol.RetireCommand) ([]string, []protocol.Refusal, error) {
-	byID, err := a.listByID(ctx)
+	byID, err := a.listByID(ctx, r.VMIDs)
 	if err != nil {
 		return nil, nil, fmt.Errorf("list servers before retiring on %s: %w", a.cfg.Site, err)
 	}
@@ -444,10 +462,11 @@ func (a *Agent) mayDelete(s driver.Server, override string, now time.Time) (labe
 // server the cloud no longer lists counts as deleted. Deletions are
 // recorded durably before deleteVMs returns their ids.
 func (a *Agent) deleteVMs(ctx context.Context, ids []string, reason, override, source string) ([]string, []protocol.Refusal, error) {
-	byID, err := a.listByID(ctx)
+	byID, err := a.listByID(ctx, ids)
 	if err != nil {
 		return nil, nil, fmt.Errorf("list servers before deleting on %s: %w", a.cfg.Site, err)
 	}
+	defer a.listing.invalidate()
 	var done []string
 	var refused []protocol.Refusal
 	var errs []error
@@ -489,28 +508,29 @@ func (a *Agent) deleteVMs(ctx context.Context, ids []string, reason, override, s
 // knows of each VM. What it reports is flushed to the state file before it
 // is sent (sendInventory), so a restart changes nothing the hub sees.
 func (a *Agent) inventory(ctx context.Context) (protocol.Inventory, error) {
-	flavors, err := a.driver.Flavors(ctx)
+	flavors, imgs, err := a.slowParts(ctx)
 	if err != nil {
-		return protocol.Inventory{}, fmt.Errorf("flavors: %w", err)
+		return protocol.Inventory{}, err
 	}
 	limits, err := a.driver.Limits(ctx)
 	if err != nil {
 		return protocol.Inventory{}, fmt.Errorf("limits: %w", err)
 	}
-	servers, err := a.driver.Servers(ctx)
+	l, err := a.listing.get(ctx, listingMaxAge)
 	if err != nil {
 		return protocol.Inventory{}, fmt.Errorf("servers: %w", err)
-	}
-	imgs, err := a.driver.Images(ctx)
-	if err != nil {
-		return protocol.Inventory{}, fmt.Errorf("images: %w", err)
 	}
 	now := a.now()
 	inv := protocol.Inventory{Seq: a.invSeq.Add(1), Flavors: flavors, Limits: limits, Images: imgs, TakenAt: now.UTC(),
 		Storage: a.storageReport(), Squids: a.cfg.SquidList, Policy: a.cfg.Policy, Running: a.cmds.running()}
 	hubID := a.currentHubID()
-	live := make(map[string]bool, len(servers))
-	for _, s := range servers {
+	fresh := 3 * a.cfg.CheckinEvery
+	live := make(map[string]bool, len(l.servers))
+	inv.VMs = make([]protocol.VM, 0, len(l.servers))
+	for _, s := range l.servers {
+		if a.vms.wasDeleted(s.ID) {
+			continue // deleted by this agent since the listing was taken
+		}
 		live[s.ID] = true
 		vm := protocol.VM{ID: s.ID, Name: s.Name, Flavor: s.Flavor, Image: s.Image, Fault: s.Fault, CreatedAt: s.CreatedAt,
 			Hub: s.Metadata[driver.MetaHub], CloudStatus: s.CloudStatus, State: vmState(s.Status)}
@@ -519,11 +539,13 @@ func (a *Agent) inventory(ctx context.Context) (protocol.Inventory, error) {
 			vm.Group, vm.VMType, vm.PlanID = s.Metadata[driver.MetaGroup], s.Metadata[driver.MetaVMType], s.Metadata[driver.MetaPlan]
 		}
 		if st, ok := a.vms.get(s.ID); ok {
-			vm.Ready, vm.ReadyAt, vm.LastSeen = st.ready, st.readyAt, st.lastSeen
+			// LastSeen is left out: it moves at every check-in and would
+			// put every VM in every delta. A fresh check-in shows as Jobs.
+			vm.Ready, vm.ReadyAt = st.ready, st.readyAt
 			vm.Retiring = !st.retireBy.IsZero()
 			vm.RetireState, vm.RetireError = st.retireState, st.retireError
 			vm.Unreachable = !st.unreachable.IsZero()
-			if st.jobs != nil {
+			if st.jobs != nil && now.Sub(st.jobsSeen) <= fresh {
 				j := *st.jobs
 				vm.Jobs = &j
 			}
@@ -532,6 +554,33 @@ func (a *Agent) inventory(ctx context.Context) (protocol.Inventory, error) {
 	}
 	a.vms.prune(live, now)
 	return inv, nil
+}
+
+// slowEvery is how often flavors and images are listed: they change
+// rarely, and image listings can be long.
+const slowEvery = 5 * time.Minute
+
+// slowParts returns the cloud's flavors and images, listed again when the
+// last listing is older than slowEvery.
+func (a *Agent) slowParts(ctx context.Context) ([]protocol.Flavor, []images.Image, error) {
+	a.mu.Lock()
+	flavors, imgs, at := a.flavors, a.images, a.slowAt
+	a.mu.Unlock()
+	if !at.IsZero() && a.now().Sub(at) < slowEvery {
+		return flavors, imgs, nil
+	}
+	flavors, err := a.driver.Flavors(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("flavors: %w", err)
+	}
+	imgs, err = a.driver.Images(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("images: %w", err)
+	}
+	a.mu.Lock()
+	a.flavors, a.images, a.slowAt = flavors, imgs, a.now()
+	a.mu.Unlock()
+	return flavors, imgs, nil
 }
 
 // vmState maps a driver status to the state the hub acts on.

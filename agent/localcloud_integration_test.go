@@ -105,12 +105,12 @@ func TestDeleteRefusedWhileVMReportsJobs(t *testing.T) {
 	if r.OK || r.Class != protocol.ErrClassRefused || len(r.Refused) != 1 || !strings.Contains(r.Refused[0].Reason, "2 running jobs") {
 		t.Fatalf("plain delete of the busy VM: %+v", r)
 	}
-	if !listed(t, lc, busy) || syscall.Kill(pid, 0) != nil {
+	if !listedServers(t, lc, busy) || syscall.Kill(pid, 0) != nil {
 		t.Fatal("the busy VM is gone after a refused delete")
 	}
 	// The idle VM goes with a plain delete.
 	if r, _ := a.execute(ctx, protocol.Command{ID: "d2", Op: protocol.CmdDelete, Epoch: a.Epoch(),
-		Delete: &protocol.DeleteCommand{VMIDs: []string{idle}, Reason: "idle"}}); !r.OK || listed(t, lc, idle) {
+		Delete: &protocol.DeleteCommand{VMIDs: []string{idle}, Reason: "idle"}}); !r.OK || listedServers(t, lc, idle) {
 		t.Fatalf("plain delete of the idle VM: %+v", r)
 	}
 	// With the deadline override the busy VM goes too.
@@ -118,13 +118,13 @@ func TestDeleteRefusedWhileVMReportsJobs(t *testing.T) {
 		Delete: &protocol.DeleteCommand{VMIDs: []string{busy}, Reason: "retire deadline passed", Override: protocol.DeleteDeadline}}); !r.OK {
 		t.Fatalf("override delete: %+v", r)
 	}
-	if listed(t, lc, busy) {
-		t.Fatal("busy VM still listed after the override delete")
+	if listedServers(t, lc, busy) {
+		t.Fatal("busy VM still listedServers after the override delete")
 	}
 	waitFor(t, 10*time.Second, "the busy VM's process to end", func() bool { return syscall.Kill(pid, 0) != nil })
 }
 
-func listed(t *testing.T, d driver.Driver, id string) bool {
+func listedServers(t *testing.T, d driver.Driver, id string) bool {
 	t.Helper()
 	list, err := d.Servers(context.Background())
 	if err != nil {

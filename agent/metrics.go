@@ -34,6 +34,7 @@ type metrics struct {
 	stateCommits    prometheus.Counter
 	stateFailures   prometheus.Counter
 	stateSeconds    prometheus.Histogram
+	inventories     *prometheus.CounterVec
 }
 
 func newMetrics(site string) *metrics {
@@ -59,8 +60,10 @@ func newMetrics(site string) *metrics {
 			Help: "Failed commits to the agent's state file (the changes are retried)."}),
 		stateSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "canopy_agent_state_commit_seconds", ConstLabels: c,
 			Help: "Time to commit one batch to the state file.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+		inventories: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_agent_inventories_sent_total", ConstLabels: c,
+			Help: "Inventories sent to the hub, full or delta."}, []string{"kind"}),
 	}
-	m.reg.MustRegister(m.checkins, m.checkinsRefused, m.deletesRefused, m.retiresRefused, m.commandsStale, m.deletes,
+	m.reg.MustRegister(m.inventories, m.checkins, m.checkinsRefused, m.deletesRefused, m.retiresRefused, m.commandsStale, m.deletes,
 		m.stateCommits, m.stateFailures, m.stateSeconds)
 	return m
 }
@@ -100,7 +103,9 @@ func (a *Agent) book() Book {
 	for _, vm := range inv.VMs {
 		bv := BookVM{VM: vm}
 		if st, ok := a.vms.get(vm.ID); ok {
-			bv.RetireDeadline = st.retireBy
+			// The inventory leaves the last check-in out (it would put
+			// every VM in every delta); the operator's view has it.
+			bv.RetireDeadline, bv.LastSeen = st.retireBy, st.lastSeen
 		}
 		out.VMs = append(out.VMs, bv)
 	}

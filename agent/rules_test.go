@@ -523,6 +523,7 @@ func TestInventoryRunningAndCloudStatus(t *testing.T) {
 	d.servers["x"] = driver.Server{ID: "x", Name: "off", Status: driver.StatusStopped, CloudStatus: "SHUTOFF",
 		Metadata: map[string]string{driver.MetaHub: "hub"}}
 	d.mu.Unlock()
+	a.listing.invalidate() // as after listingMaxAge: the boot's listing predates the new server
 	inv, err := a.inventory(context.Background())
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -36,13 +35,6 @@ type vmBook struct {
 	// dirty and dirtyDeleted name entries changed since the last flush.
 	dirty        map[string]struct{}
 	dirtyDeleted map[string]struct{}
-
-	// servers caches the cloud's server listing for check-ins: with
-	// hundreds of VMs checking in, listing servers at each would load the
-	// cloud's API. See lookupServer.
-	listMu   sync.Mutex // held while listing
-	servers  map[string]driver.Server
-	listedAt time.Time
 }
 
 // vmStatus is one VM's entry in the book.
@@ -120,7 +112,6 @@ func (b *vmBook) forget(id string, now time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	delete(b.byID, id)
-	delete(b.servers, id)
 	b.dirty[id] = struct{}{}
 	b.deleted[id] = now
 	b.dirtyDeleted[id] = struct{}{}
@@ -231,7 +222,12 @@ func (b *vmBook) checkin(id string, req vmproto.CheckinRequest, now time.Time) c
 			at = now
 		}
 		wasBusy := s.jobs != nil && (s.jobs.Running > 0 || s.jobs.Claimed > 0)
-		s.jobs = &protocol.VMJobs{Running: req.Jobs.Running, Claimed: req.Jobs.Claimed, At: at.UTC()}
+		// At is when the count was first reported: it changes only with
+		// the count, so an unchanged VM stays out of inventory deltas;
+		// jobsSeen says how fresh it is.
+		if s.jobs == nil || s.jobs.Running != req.Jobs.Running || s.jobs.Claimed != req.Jobs.Claimed {
+			s.jobs = &protocol.VMJobs{Running: req.Jobs.Running, Claimed: req.Jobs.Claimed, At: at.UTC()}
+		}
 		u.busy = wasBusy != (s.jobs.Running > 0 || s.jobs.Claimed > 0)
 		s.jobsSeen = now
 	}
@@ -348,12 +344,6 @@ func (b *vmBook) pending() bool {
 
 // maxCheckinBody bounds a check-in request.
 const maxCheckinBody = 8 << 10
-
-// Server listing cache for check-ins (see lookupServer).
-const (
-	serverCacheTTL  = 5 * time.Second
-	serverRelistMin = time.Second
-)
 
 // mintVMToken mints the identity token for a server about to be booted.
 // The returned id goes into the server's metadata under driver.MetaTokenID.
@@ -545,55 +535,4 @@ func (a *Agent) handleCheckin(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(u.resp)
-}
-
-// lookupServer finds a server by id in a recent listing of the cloud's
-// servers. A listing is reused while fresh; a server it lacks (a VM that
-// just booted) makes it list again, at most every serverRelistMin: a
-// check-in arriving sooner waits for that listing rather than being
-// refused. Only holders of a valid token get here.
-func (a *Agent) lookupServer(ctx context.Context, id string) (driver.Server, bool, error) {
-	b := a.vms
-	b.mu.Lock()
-	srv, ok := b.servers[id]
-	listedAt := b.listedAt
-	b.mu.Unlock()
-	if ok && time.Since(listedAt) < serverCacheTTL {
-		return srv, true, nil
-	}
-	missAt := time.Now()
-	b.listMu.Lock()
-	defer b.listMu.Unlock()
-	b.mu.Lock()
-	srv, ok = b.servers[id]
-	listedAt = b.listedAt
-	b.mu.Unlock()
-	if listedAt.After(missAt) {
-		return srv, ok, nil // listed by another check-in while this one waited
-	}
-	if wait := serverRelistMin - time.Since(listedAt); wait > 0 {
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return driver.Server{}, false, ctx.Err()
-		case <-t.C:
-		}
-	}
-	list, err := a.driver.Servers(ctx)
-	if err != nil {
-		return driver.Server{}, false, fmt.Errorf("list servers: %w", err)
-	}
-	m := make(map[string]driver.Server, len(list))
-	for _, s := range list {
-		m[s.ID] = s
-	}
-	b.mu.Lock()
-	for id := range b.deleted {
-		delete(m, id)
-	}
-	b.servers, b.listedAt = m, time.Now()
-	srv, ok = m[id]
-	b.mu.Unlock()
-	return srv, ok, nil
 }
