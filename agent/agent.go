@@ -20,10 +20,11 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/canopy-grid/canopy/agent/gossip"
+	"github.com/canopy-grid/canopy/agent/driver"
 	"github.com/canopy-grid/canopy/agent/squidcache"
 	"github.com/canopy-grid/canopy/agent/vmtoken"
 	"github.com/canopy-grid/canopy/protocol"
+	"github.com/canopy-grid/canopy/protocol/gossip"
 	"github.com/canopy-grid/canopy/protocol/pki"
 )
 
@@ -32,7 +33,8 @@ import (
 type Config struct {
 	// Site is this agent's site name; it must match its certificate.
 	Site string `yaml:"site"`
-	Hub  Hub    `yaml:"hub"`
+	// Hub says how to reach and trust the hub.
+	Hub HubLink `yaml:"hub"`
 	// StateDir holds the agent's VM token key.
 	StateDir string `yaml:"state_dir"`
 	// VMListen is where VMs check in (host:port). VMs must reach it.
@@ -72,8 +74,8 @@ type Config struct {
 	StorageEvery time.Duration `yaml:"storage_every"`
 }
 
-// Hub says how to reach and trust the hub.
-type Hub struct {
+// HubLink says how to reach and trust the hub (the config's hub: section).
+type HubLink struct {
 	Addr       string `yaml:"addr"`
 	ServerName string `yaml:"server_name"`
 	CA         string `yaml:"ca"`
@@ -129,7 +131,7 @@ func (c Config) Validate() error {
 // Agent is a running site agent.
 type Agent struct {
 	cfg    Config
-	driver Driver
+	driver driver.Driver
 	log    *logrus.Entry
 	signer *vmtoken.Signer
 	tls    *tls.Config
@@ -165,7 +167,7 @@ type Status struct {
 }
 
 // New prepares an agent. It loads certificates and the VM token key.
-func New(cfg Config, d Driver, log *logrus.Entry) (*Agent, error) {
+func New(cfg Config, d driver.Driver, log *logrus.Entry) (*Agent, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err

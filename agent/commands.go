@@ -8,9 +8,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/canopy-grid/canopy/agent/gossip"
+	"github.com/canopy-grid/canopy/agent/driver"
 	"github.com/canopy-grid/canopy/protocol"
-	"github.com/canopy-grid/canopy/vmagent"
+	"github.com/canopy-grid/canopy/protocol/gossip"
+	"github.com/canopy-grid/canopy/protocol/vmproto"
 )
 
 // commandLog remembers recent commands so a command id seen twice is
@@ -84,16 +85,9 @@ func (a *Agent) execute(ctx context.Context, cmd protocol.Command) (res *protoco
 	return r, true
 }
 
-// ClassifiedError is implemented by driver errors that know their class
-// (agent/openstack's errors do).
-type ClassifiedError interface {
-	error
-	ErrorClass() protocol.ErrorClass
-}
-
 // Classify maps an error to the class reported to the hub.
 func Classify(err error) protocol.ErrorClass {
-	var ce ClassifiedError
+	var ce driver.ClassifiedError
 	if errors.As(err, &ce) {
 		return ce.ErrorClass()
 	}
@@ -113,7 +107,7 @@ func (a *Agent) boot(ctx context.Context, b protocol.BootCommand) ([]string, err
 	if err != nil {
 		return nil, fmt.Errorf("list servers before boot: %w", err)
 	}
-	byName := make(map[string]Server, len(existing))
+	byName := make(map[string]driver.Server, len(existing))
 	for _, s := range existing {
 		byName[s.Name] = s
 	}
@@ -136,17 +130,17 @@ func (a *Agent) boot(ctx context.Context, b protocol.BootCommand) ([]string, err
 		if err != nil {
 			return ids, err
 		}
-		ud, err := a.userData.Render(vmagent.Settings{AgentURL: vmURL, Token: tok, CondorHost: a.cfg.CondorHost,
+		ud, err := a.userData.Render(vmproto.Settings{AgentURL: vmURL, Token: tok, CondorHost: a.cfg.CondorHost,
 			Site: a.cfg.Site, Group: b.Group, VMType: b.VMType, CheckinEvery: a.cfg.CheckinEvery, GossipJoin: gossipJoin, GossipKey: gossip.EncodeKey(a.gkeys.Pool), GossipAgentKey: gossip.EncodeKey(a.gkeys.AgentKey())})
 		if err != nil {
 			return ids, err
 		}
-		s, err := a.driver.Boot(ctx, BootSpec{
+		s, err := a.driver.Boot(ctx, driver.BootSpec{
 			Name:   name,
 			Flavor: b.Flavor,
 			Image:  b.Image,
-			Metadata: map[string]string{MetaHub: hubID, MetaSite: a.cfg.Site, MetaGroup: b.Group,
-				MetaVMType: b.VMType, MetaPlan: b.PlanID, MetaTokenID: tokID},
+			Metadata: map[string]string{driver.MetaHub: hubID, driver.MetaSite: a.cfg.Site, driver.MetaGroup: b.Group,
+				driver.MetaVMType: b.VMType, driver.MetaPlan: b.PlanID, driver.MetaTokenID: tokID},
 			UserData: ud,
 		})
 		if err != nil {
@@ -223,17 +217,17 @@ func (a *Agent) inventory(ctx context.Context) (protocol.Inventory, error) {
 	for _, s := range servers {
 		live[s.ID] = true
 		vm := protocol.VM{ID: s.ID, Name: s.Name, Flavor: s.Flavor, Image: s.Image, Fault: s.Fault, CreatedAt: s.CreatedAt}
-		if s.Metadata[MetaHub] == "" {
+		if s.Metadata[driver.MetaHub] == "" {
 			vm.Foreign = true
 		} else {
-			vm.Group, vm.VMType, vm.PlanID = s.Metadata[MetaGroup], s.Metadata[MetaVMType], s.Metadata[MetaPlan]
+			vm.Group, vm.VMType, vm.PlanID = s.Metadata[driver.MetaGroup], s.Metadata[driver.MetaVMType], s.Metadata[driver.MetaPlan]
 		}
 		switch s.Status {
-		case StatusBuild:
+		case driver.StatusBuild:
 			vm.State = protocol.VMBooting
-		case StatusActive:
+		case driver.StatusActive:
 			vm.State = protocol.VMActive
-		case StatusError:
+		case driver.StatusError:
 			vm.State = protocol.VMError
 		default:
 			vm.State = protocol.VMDeleting

@@ -12,16 +12,17 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/canopy-grid/canopy/agent/gossip"
+	"github.com/canopy-grid/canopy/agent/driver"
 	"github.com/canopy-grid/canopy/agent/vmtoken"
 	"github.com/canopy-grid/canopy/images"
 	"github.com/canopy-grid/canopy/protocol"
+	"github.com/canopy-grid/canopy/protocol/gossip"
 )
 
 // fakeDriver is an in-memory cloud for command tests.
 type fakeDriver struct {
 	mu       sync.Mutex
-	servers  map[string]Server
+	servers  map[string]driver.Server
 	boots    int
 	deletes  int
 	maxVMs   int
@@ -30,7 +31,7 @@ type fakeDriver struct {
 	entered  chan struct{}
 }
 
-func newFakeDriver() *fakeDriver { return &fakeDriver{servers: map[string]Server{}} }
+func newFakeDriver() *fakeDriver { return &fakeDriver{servers: map[string]driver.Server{}} }
 
 func (f *fakeDriver) Flavors(context.Context) ([]protocol.Flavor, error) {
 	return []protocol.Flavor{{Name: "c2", VCPUs: 2, RAMMiB: 4096}}, nil
@@ -38,13 +39,13 @@ func (f *fakeDriver) Flavors(context.Context) ([]protocol.Flavor, error) {
 func (f *fakeDriver) Limits(context.Context) (protocol.Limits, error) {
 	return protocol.Limits{MaxCores: -1, MaxRAMMiB: -1, MaxInstances: -1}, nil
 }
-func (f *fakeDriver) Servers(context.Context) ([]Server, error) {
+func (f *fakeDriver) Servers(context.Context) ([]driver.Server, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.failList != nil {
 		return nil, f.failList
 	}
-	var out []Server
+	var out []driver.Server
 	for _, s := range f.servers {
 		out = append(out, s)
 	}
@@ -57,7 +58,7 @@ type quotaErr struct{}
 func (quotaErr) Error() string                   { return "Quota exceeded for instances" }
 func (quotaErr) ErrorClass() protocol.ErrorClass { return protocol.ErrClassQuota }
 
-func (f *fakeDriver) Boot(_ context.Context, spec BootSpec) (Server, error) {
+func (f *fakeDriver) Boot(_ context.Context, spec driver.BootSpec) (driver.Server, error) {
 	if f.gate != nil {
 		f.entered <- struct{}{}
 		<-f.gate
@@ -65,10 +66,10 @@ func (f *fakeDriver) Boot(_ context.Context, spec BootSpec) (Server, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.maxVMs > 0 && len(f.servers) >= f.maxVMs {
-		return Server{}, quotaErr{}
+		return driver.Server{}, quotaErr{}
 	}
 	f.boots++
-	s := Server{ID: fmt.Sprintf("id-%d", f.boots), Name: spec.Name, Flavor: spec.Flavor, Status: StatusActive, Metadata: spec.Metadata}
+	s := driver.Server{ID: fmt.Sprintf("id-%d", f.boots), Name: spec.Name, Flavor: spec.Flavor, Status: driver.StatusActive, Metadata: spec.Metadata}
 	f.servers[s.ID] = s
 	return s, nil
 }
@@ -87,7 +88,7 @@ func (f *fakeDriver) DownloadImage(context.Context, string) (io.ReadCloser, erro
 	return nil, errors.New("not supported")
 }
 
-func testAgent(t *testing.T, d Driver) *Agent {
+func testAgent(t *testing.T, d driver.Driver) *Agent {
 	t.Helper()
 	signer, err := vmtoken.NewSigner(make([]byte, vmtoken.KeySize))
 	if err != nil {
@@ -131,7 +132,7 @@ func TestBootIsIdempotent(t *testing.T) {
 	// Metadata marks Canopy's servers.
 	srvs, _ := d.Servers(ctx)
 	for _, s := range srvs {
-		if s.Metadata[MetaHub] != "hub" || s.Metadata[MetaGroup] != "atlas" || s.Metadata[MetaPlan] != "p1" {
+		if s.Metadata[driver.MetaHub] != "hub" || s.Metadata[driver.MetaGroup] != "atlas" || s.Metadata[driver.MetaPlan] != "p1" {
 			t.Fatalf("server %s metadata %v", s.Name, s.Metadata)
 		}
 	}
@@ -219,7 +220,7 @@ func TestRetireThenReap(t *testing.T) {
 
 func TestInventoryMarksForeign(t *testing.T) {
 	d := newFakeDriver()
-	d.servers["x"] = Server{ID: "x", Name: "someone-elses", Status: StatusActive, Metadata: map[string]string{}}
+	d.servers["x"] = driver.Server{ID: "x", Name: "someone-elses", Status: driver.StatusActive, Metadata: map[string]string{}}
 	a := testAgent(t, d)
 	inv, err := a.inventory(context.Background())
 	if err != nil {

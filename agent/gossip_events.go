@@ -5,7 +5,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/canopy-grid/canopy/agent/gossip"
+	"github.com/canopy-grid/canopy/protocol/gossip"
 )
 
 // onGossipEvent learns of VMs joining, failing and leaving the site's pool.

@@ -10,8 +10,8 @@ import (
 
 	"github.com/quic-go/quic-go"
 
-	"github.com/canopy-grid/canopy/agent/squidcache"
 	"github.com/canopy-grid/canopy/protocol"
+	"github.com/canopy-grid/canopy/protocol/vmproto"
 )
 
 // Version is the agent's software version, reported in Hello.
@@ -176,9 +176,9 @@ func (a *Agent) pushSquids(l protocol.SquidList) {
 	if a.squids == nil {
 		return
 	}
-	proxies := make([]squidcache.Proxy, 0, len(l.Proxies))
+	proxies := make([]vmproto.SquidProxy, 0, len(l.Proxies))
 	for _, p := range l.Proxies {
-		proxies = append(proxies, squidcache.Proxy{Name: p.Name, Address: p.Address, URL: "http://" + p.Address,
+		proxies = append(proxies, vmproto.SquidProxy{Name: p.Name, Address: p.Address, URL: "http://" + p.Address,
 			Cost: p.Cost, DistanceKm: p.DistanceKm, Load: p.Load})
 	}
 	if err := a.squids.Push(l.Upstream, proxies, l.At); err != nil {

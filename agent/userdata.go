@@ -8,8 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/canopy-grid/canopy/vmagent"
-	"github.com/canopy-grid/canopy/vmagent/userdata"
+	"github.com/canopy-grid/canopy/protocol/userdata"
+	"github.com/canopy-grid/canopy/protocol/vmproto"
 )
 
 // VMContext is what a site admin configures for contextualizing the
@@ -27,7 +27,7 @@ type VMContext struct {
 	// every VM then holds the pool's secret. Optional.
 	PoolSigningKeyFile string `yaml:"pool_signing_key_file"`
 	// Gluster is a read-only GlusterFS volume every VM mounts. Optional.
-	Gluster *vmagent.GlusterMount `yaml:"gluster"`
+	Gluster *vmproto.GlusterMount `yaml:"gluster"`
 	// Proxies are the squid proxies for CVMFS, ordered groups of
 	// http://host:port (load-balanced within a group, failover between
 	// groups, DIRECT last). Optional.
@@ -44,7 +44,7 @@ type VMContext struct {
 type UserDataRenderer struct {
 	idToken string
 	poolKey string
-	gluster *vmagent.GlusterMount
+	gluster *vmproto.GlusterMount
 	proxies [][]string
 	parts   []userdata.Part
 }
@@ -82,7 +82,7 @@ func NewUserDataRenderer(c VMContext) (*UserDataRenderer, error) {
 	}
 	// Render once with placeholder values: a bad token, volume or proxy
 	// list, or parts too big for Nova, fail the agent's start, not a boot.
-	probe := vmagent.Settings{AgentURL: "http://127.0.0.1:1", Token: strings.Repeat("x", 400), CondorHost: "cm.invalid",
+	probe := vmproto.Settings{AgentURL: "http://127.0.0.1:1", Token: strings.Repeat("x", 400), CondorHost: "cm.invalid",
 		Site: "site", Group: "group", VMType: "vmtype"}
 	if _, err := r.Render(probe); err != nil {
 		return nil, fmt.Errorf("vm context: %w", err)
@@ -94,12 +94,12 @@ func NewUserDataRenderer(c VMContext) (*UserDataRenderer, error) {
 // token, site, group and type) completed with the site's credentials,
 // volume and proxies, followed by the site's extra parts. A nil renderer
 // adds nothing to s.
-func (r *UserDataRenderer) Render(s vmagent.Settings) ([]byte, error) {
+func (r *UserDataRenderer) Render(s vmproto.Settings) ([]byte, error) {
 	if r == nil {
 		r = &UserDataRenderer{}
 	}
 	s.CondorIDToken, s.PoolSigningKey, s.Gluster, s.Proxies = r.idToken, r.poolKey, r.gluster, r.proxies
-	own, err := vmagent.RenderUserData(s)
+	own, err := vmproto.RenderUserData(s)
 	if err != nil {
 		return nil, fmt.Errorf("render user-data: %w", err)
 	}

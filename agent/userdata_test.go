@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/canopy-grid/canopy/vmagent"
-	"github.com/canopy-grid/canopy/vmagent/userdata"
+	"github.com/canopy-grid/canopy/protocol/userdata"
+	"github.com/canopy-grid/canopy/protocol/vmproto"
 )
 
 const testIDToken = "eyJhbGciOiJIUzI1NiIsImtpZCI6IlBPT0wifQ.eyJzdWIiOiJ3b3JrZXJAcG9vbCJ9.c2lnbmF0dXJl"
@@ -23,8 +23,8 @@ func writeTemp(t *testing.T, name string, content []byte) string {
 	return p
 }
 
-func vmSettings() vmagent.Settings {
-	return vmagent.Settings{AgentURL: "http://10.0.0.5:7080", Token: "abc.def", CondorHost: "cm.example.org:9618",
+func vmSettings() vmproto.Settings {
+	return vmproto.Settings{AgentURL: "http://10.0.0.5:7080", Token: "abc.def", CondorHost: "cm.example.org:9618",
 		Site: "east", Group: "atlas", VMType: "el9"}
 }
 
@@ -32,7 +32,7 @@ func TestUserDataRenderer(t *testing.T) {
 	ctx := VMContext{
 		CondorIDTokenFile:  writeTemp(t, "worker.token", []byte(testIDToken+"\n")),
 		PoolSigningKeyFile: writeTemp(t, "POOL", []byte{0, 1, 2, 0xff}),
-		Gluster:            &vmagent.GlusterMount{Servers: []string{"gl1", "gl2"}, Volume: "sw", MountPoint: "/mnt/sw"},
+		Gluster:            &vmproto.GlusterMount{Servers: []string{"gl1", "gl2"}, Volume: "sw", MountPoint: "/mnt/sw"},
 		Proxies:            [][]string{{"http://squid1:3128", "http://squid2:3128"}},
 		UserDataParts:      []string{"../deploy/cloud-init/site-example.yaml", "../deploy/cloud-init/site-example.sh"},
 	}
@@ -60,7 +60,7 @@ func TestUserDataRenderer(t *testing.T) {
 	if !bytes.Equal(parts[1].Content, site) {
 		t.Error("admin part changed on the way")
 	}
-	s, err := vmagent.ParseUserData(ud)
+	s, err := vmproto.ParseUserData(ud)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func TestUserDataRendererRefusesBadSiteFiles(t *testing.T) {
 		{"cloud-config part not YAML", VMContext{UserDataParts: []string{writeTemp(t, "p.yaml", []byte("#cloud-config\na: [\n"))}}, "not YAML"},
 		{"parts too big for Nova", VMContext{UserDataParts: []string{writeTemp(t, "big.sh", big)}}, "limit"},
 		{"bad proxy", VMContext{Proxies: [][]string{{"squid:3128"}}}, "proxies"},
-		{"bad volume", VMContext{Gluster: &vmagent.GlusterMount{Servers: []string{"gl1"}, Volume: "sw", MountPoint: "/etc"}}, "system directory"},
+		{"bad volume", VMContext{Gluster: &vmproto.GlusterMount{Servers: []string{"gl1"}, Volume: "sw", MountPoint: "/etc"}}, "system directory"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -12,7 +12,9 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/canopy-grid/canopy/agent/driver"
 	"github.com/canopy-grid/canopy/agent/vmtoken"
+	"github.com/canopy-grid/canopy/protocol/vmproto"
 )
 
 // vmBook is what the agent learns from its VMs' check-ins and the hub's
@@ -29,7 +31,7 @@ type vmBook struct {
 	// hundreds of VMs checking in, listing servers at each would load the
 	// cloud's API. See lookupServer.
 	listMu   sync.Mutex // held while listing
-	servers  map[string]Server
+	servers  map[string]driver.Server
 	listedAt time.Time
 }
 
@@ -140,36 +142,6 @@ func (b *vmBook) due(now time.Time, grace time.Duration) []string {
 	return out
 }
 
-// CheckinRequest is what a vmagent sends its agent.
-type CheckinRequest struct {
-	// ServerID and Server identify the VM (from its metadata).
-	ServerID string `json:"server_id"`
-	Server   string `json:"server"`
-	// State is "ready" while taking jobs, "retiring" while its jobs finish
-	// after a retirement order, and "drained" once it has stopped.
-	State string `json:"state"`
-}
-
-// CheckinResponse tells a vmagent what to do.
-type CheckinResponse struct {
-	Retire   bool          `json:"retire"`
-	Deadline time.Duration `json:"deadline"`
-	Reason   string        `json:"reason,omitempty"`
-}
-
-// Check-in states.
-const (
-	CheckinReady    = "ready"
-	CheckinRetiring = "retiring"
-	CheckinDrained  = "drained"
-)
-
-// MetaTokenID is the server metadata key holding the id (nonce) of the
-// identity token minted for the server at boot: a token is accepted only
-// from the server it was minted for, not from a later server that reuses
-// the name.
-const MetaTokenID = "canopy_token_id"
-
 // maxCheckinBody bounds a check-in request.
 const maxCheckinBody = 8 << 10
 
@@ -180,7 +152,7 @@ const (
 )
 
 // mintVMToken mints the identity token for a server about to be booted.
-// The returned id goes into the server's metadata under MetaTokenID.
+// The returned id goes into the server's metadata under driver.MetaTokenID.
 func (a *Agent) mintVMToken(server, group string) (tok, id string, err error) {
 	id, err = vmtoken.NewNonce()
 	if err != nil {
@@ -196,9 +168,9 @@ func (a *Agent) mintVMToken(server, group string) (tok, id string, err error) {
 
 func (a *Agent) vmHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/checkin", a.handleCheckin)
+	mux.HandleFunc("POST "+vmproto.PathCheckin, a.handleCheckin)
 	if a.squids != nil {
-		mux.Handle("GET /v1/squids", a.squids.Handler())
+		mux.Handle("GET "+vmproto.PathSquids, a.squids.Handler())
 	}
 	return mux
 }
@@ -221,7 +193,7 @@ func (a *Agent) handleCheckin(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "missing bearer token", http.StatusUnauthorized)
 		return
 	}
-	var req CheckinRequest
+	var req vmproto.CheckinRequest
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxCheckinBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
@@ -229,7 +201,7 @@ func (a *Agent) handleCheckin(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad check-in body: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	if req.State != CheckinReady && req.State != CheckinRetiring && req.State != CheckinDrained {
+	if req.State != vmproto.CheckinReady && req.State != vmproto.CheckinRetiring && req.State != vmproto.CheckinDrained {
 		log.WithField("reason", "bad state").Warn("VM check-in refused")
 		http.Error(w, "state must be ready, retiring or drained", http.StatusBadRequest)
 		return
@@ -260,20 +232,20 @@ func (a *Agent) handleCheckin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch {
-	case !found || srv.Status == StatusDeleted:
+	case !found || srv.Status == driver.StatusDeleted:
 		a.refuse(w, log, http.StatusForbidden, vmtoken.ReasonUnknownVM, "")
 		return
 	case srv.Name != req.Server:
 		a.refuse(w, log, http.StatusForbidden, vmtoken.ReasonWrongServer,
 			fmt.Sprintf("server %s is named %q, not %q", req.ServerID, srv.Name, req.Server))
 		return
-	case srv.Metadata[MetaGroup] != claims.Group:
+	case srv.Metadata[driver.MetaGroup] != claims.Group:
 		a.refuse(w, log, http.StatusForbidden, vmtoken.ReasonWrongGroup,
-			fmt.Sprintf("minted for %q, server booted for %q", claims.Group, srv.Metadata[MetaGroup]))
+			fmt.Sprintf("minted for %q, server booted for %q", claims.Group, srv.Metadata[driver.MetaGroup]))
 		return
-	case srv.Metadata[MetaTokenID] != claims.Nonce:
+	case srv.Metadata[driver.MetaTokenID] != claims.Nonce:
 		detail := "the server carries another token id"
-		if srv.Metadata[MetaTokenID] == "" {
+		if srv.Metadata[driver.MetaTokenID] == "" {
 			detail = "the server carries no token id"
 		}
 		a.refuse(w, log, http.StatusForbidden, vmtoken.ReasonReplayed, detail)
@@ -289,11 +261,11 @@ func (a *Agent) handleCheckin(w http.ResponseWriter, r *http.Request) {
 		s.ready, s.readyAt = true, now
 	}
 	drained := false
-	if req.State == CheckinDrained && s.drained.IsZero() && !s.retireBy.IsZero() {
+	if req.State == vmproto.CheckinDrained && s.drained.IsZero() && !s.retireBy.IsZero() {
 		s.drained = now
 		drained = true
 	}
-	resp := CheckinResponse{Retire: !s.retireBy.IsZero(), Reason: s.reason}
+	resp := vmproto.CheckinResponse{Retire: !s.retireBy.IsZero(), Reason: s.reason}
 	if resp.Retire {
 		resp.Deadline = max(0, s.retireBy.Sub(now))
 	}
@@ -315,7 +287,7 @@ func (a *Agent) handleCheckin(w http.ResponseWriter, r *http.Request) {
 // just booted) makes it list again, at most every serverRelistMin: a
 // check-in arriving sooner waits for that listing rather than being
 // refused. Only holders of a valid token get here.
-func (a *Agent) lookupServer(ctx context.Context, id string) (Server, bool, error) {
+func (a *Agent) lookupServer(ctx context.Context, id string) (driver.Server, bool, error) {
 	b := a.vms
 	b.mu.Lock()
 	srv, ok := b.servers[id]
@@ -339,15 +311,15 @@ func (a *Agent) lookupServer(ctx context.Context, id string) (Server, bool, erro
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return Server{}, false, ctx.Err()
+			return driver.Server{}, false, ctx.Err()
 		case <-t.C:
 		}
 	}
 	list, err := a.driver.Servers(ctx)
 	if err != nil {
-		return Server{}, false, fmt.Errorf("list servers: %w", err)
+		return driver.Server{}, false, fmt.Errorf("list servers: %w", err)
 	}
-	m := make(map[string]Server, len(list))
+	m := make(map[string]driver.Server, len(list))
 	for _, s := range list {
 		m[s.ID] = s
 	}

@@ -18,21 +18,22 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/sirupsen/logrus/hooks/test"
 
+	"github.com/canopy-grid/canopy/agent/driver"
 	"github.com/canopy-grid/canopy/agent/vmtoken"
 	"github.com/canopy-grid/canopy/images"
 	"github.com/canopy-grid/canopy/protocol"
-	"github.com/canopy-grid/canopy/vmagent"
+	"github.com/canopy-grid/canopy/protocol/vmproto"
 )
 
 // vmCloud is a cloud whose servers are entries in a map (for the VM endpoint tests).
 type vmCloud struct {
 	mu      sync.Mutex
-	servers map[string]Server
+	servers map[string]driver.Server
 	n       int
 	listErr error
 }
 
-func newVMCloud() *vmCloud { return &vmCloud{servers: map[string]Server{}} }
+func newVMCloud() *vmCloud { return &vmCloud{servers: map[string]driver.Server{}} }
 
 func (d *vmCloud) Flavors(context.Context) ([]protocol.Flavor, error) { return nil, nil }
 func (d *vmCloud) Limits(context.Context) (protocol.Limits, error)    { return protocol.Limits{}, nil }
@@ -44,24 +45,24 @@ func (d *vmCloud) DownloadImage(context.Context, string) (io.ReadCloser, error) 
 	return nil, errors.New("not supported")
 }
 
-func (d *vmCloud) Servers(context.Context) ([]Server, error) {
+func (d *vmCloud) Servers(context.Context) ([]driver.Server, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.listErr != nil {
 		return nil, d.listErr
 	}
-	out := make([]Server, 0, len(d.servers))
+	out := make([]driver.Server, 0, len(d.servers))
 	for _, s := range d.servers {
 		out = append(out, s)
 	}
 	return out, nil
 }
 
-func (d *vmCloud) Boot(_ context.Context, spec BootSpec) (Server, error) {
+func (d *vmCloud) Boot(_ context.Context, spec driver.BootSpec) (driver.Server, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.n++
-	s := Server{ID: fmt.Sprintf("00000000-0000-4000-8000-%012d", d.n), Name: spec.Name, Status: StatusActive,
+	s := driver.Server{ID: fmt.Sprintf("00000000-0000-4000-8000-%012d", d.n), Name: spec.Name, Status: driver.StatusActive,
 		Metadata: spec.Metadata, CreatedAt: time.Now()}
 	d.servers[s.ID] = s
 	return s, nil
@@ -96,7 +97,7 @@ var testKey = bytes.Repeat([]byte{42}, vmtoken.KeySize)
 
 // newTestAgent is an agent for site east with d as its cloud, without a
 // hub session: enough for its VM endpoint.
-func newTestAgent(t *testing.T, d Driver, site string, clock *testClock) (*Agent, *test.Hook) {
+func newTestAgent(t *testing.T, d driver.Driver, site string, clock *testClock) (*Agent, *test.Hook) {
 	t.Helper()
 	signer, err := vmtoken.NewSigner(testKey)
 	if err != nil {
@@ -110,24 +111,24 @@ func newTestAgent(t *testing.T, d Driver, site string, clock *testClock) (*Agent
 
 // bootVM does what the agent's boot does for one server: mint its token
 // and record the token's id in the server's metadata.
-func bootVM(t *testing.T, a *Agent, d *vmCloud, name, group string) (Server, string) {
+func bootVM(t *testing.T, a *Agent, d *vmCloud, name, group string) (driver.Server, string) {
 	t.Helper()
 	tok, id, err := a.mintVMToken(name, group)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := d.Boot(context.Background(), BootSpec{Name: name, Metadata: map[string]string{MetaHub: "hub", MetaSite: a.cfg.Site,
-		MetaGroup: group, MetaVMType: "el9", MetaTokenID: id}})
+	s, err := d.Boot(context.Background(), driver.BootSpec{Name: name, Metadata: map[string]string{driver.MetaHub: "hub", driver.MetaSite: a.cfg.Site,
+		driver.MetaGroup: group, driver.MetaVMType: "el9", driver.MetaTokenID: id}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s, tok
 }
 
-func checkin(t *testing.T, url, tok string, req CheckinRequest) (int, string) {
+func checkin(t *testing.T, url, tok string, req vmproto.CheckinRequest) (int, string) {
 	t.Helper()
 	body, _ := json.Marshal(req)
-	r, err := http.NewRequest(http.MethodPost, url+"/v1/checkin", bytes.NewReader(body))
+	r, err := http.NewRequest(http.MethodPost, url+vmproto.PathCheckin, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,109 +183,109 @@ func TestCheckinIdentity(t *testing.T) {
 	tests := []struct {
 		name string
 		// setup boots what it needs and returns the token and request to send.
-		setup      func(t *testing.T, w world) (string, CheckinRequest)
+		setup      func(t *testing.T, w world) (string, vmproto.CheckinRequest)
 		wantStatus int
 		wantReason string // logged reason; "" for accepted
 	}{
-		{"own token", func(t *testing.T, w world) (string, CheckinRequest) {
+		{"own token", func(t *testing.T, w world) (string, vmproto.CheckinRequest) {
 			s, tok := bootVM(t, w.a, w.d, "vm-a", "atlas")
-			return tok, CheckinRequest{ServerID: s.ID, Server: s.Name, State: CheckinReady}
+			return tok, vmproto.CheckinRequest{ServerID: s.ID, Server: s.Name, State: vmproto.CheckinReady}
 		}, http.StatusOK, ""},
-		{"no token", func(t *testing.T, w world) (string, CheckinRequest) {
+		{"no token", func(t *testing.T, w world) (string, vmproto.CheckinRequest) {
 			s, _ := bootVM(t, w.a, w.d, "vm-a", "atlas")
-			return "", CheckinRequest{ServerID: s.ID, Server: s.Name, State: CheckinReady}
+			return "", vmproto.CheckinRequest{ServerID: s.ID, Server: s.Name, State: vmproto.CheckinReady}
 		}, http.StatusUnauthorized, "no bearer token"},
-		{"another VM's token", func(t *testing.T, w world) (string, CheckinRequest) {
+		{"another VM's token", func(t *testing.T, w world) (string, vmproto.CheckinRequest) {
 			a, _ := bootVM(t, w.a, w.d, "vm-a", "atlas")
 			_, tokB := bootVM(t, w.a, w.d, "vm-b", "atlas")
-			return tokB, CheckinRequest{ServerID: a.ID, Server: a.Name, State: CheckinReady}
+			return tokB, vmproto.CheckinRequest{ServerID: a.ID, Server: a.Name, State: vmproto.CheckinReady}
 		}, http.StatusForbidden, string(vmtoken.ReasonWrongServer)},
-		{"another VM's token and name, own server id", func(t *testing.T, w world) (string, CheckinRequest) {
+		{"another VM's token and name, own server id", func(t *testing.T, w world) (string, vmproto.CheckinRequest) {
 			a, _ := bootVM(t, w.a, w.d, "vm-a", "atlas")
 			_, tokB := bootVM(t, w.a, w.d, "vm-b", "atlas")
-			return tokB, CheckinRequest{ServerID: a.ID, Server: "vm-b", State: CheckinReady}
+			return tokB, vmproto.CheckinRequest{ServerID: a.ID, Server: "vm-b", State: vmproto.CheckinReady}
 		}, http.StatusForbidden, string(vmtoken.ReasonWrongServer)},
-		{"token of another site", func(t *testing.T, w world) (string, CheckinRequest) {
+		{"token of another site", func(t *testing.T, w world) (string, vmproto.CheckinRequest) {
 			s, _ := bootVM(t, w.a, w.d, "vm-a", "atlas")
 			west, _ := newTestAgent(t, w.d, "west", w.clock) // same key, other site
 			tok, _, err := west.mintVMToken("vm-a", "atlas")
 			if err != nil {
 				t.Fatal(err)
 			}
-			return tok, CheckinRequest{ServerID: s.ID, Server: s.Name, State: CheckinReady}
+			return tok, vmproto.CheckinRequest{ServerID: s.ID, Server: s.Name, State: vmproto.CheckinReady}
 		}, http.StatusForbidden, string(vmtoken.ReasonWrongSite)},
-		{"token of another agent's key", func(t *testing.T, w world) (string, CheckinRequest) {
+		{"token of another agent's key", func(t *testing.T, w world) (string, vmproto.CheckinRequest) {
 			s, _ := bootVM(t, w.a, w.d, "vm-a", "atlas")
 			other, err := vmtoken.NewSigner(bytes.Repeat([]byte{1}, vmtoken.KeySize))
 			if err != nil {
 				t.Fatal(err)
 			}
 			tok, err := other.Mint(vmtoken.Claims{Site: "east", Server: "vm-a", Group: "atlas", Expires: w.clock.Now().Add(time.Hour),
-				Nonce: s.Metadata[MetaTokenID]})
+				Nonce: s.Metadata[driver.MetaTokenID]})
 			if err != nil {
 				t.Fatal(err)
 			}
-			return tok, CheckinRequest{ServerID: s.ID, Server: s.Name, State: CheckinReady}
+			return tok, vmproto.CheckinRequest{ServerID: s.ID, Server: s.Name, State: vmproto.CheckinReady}
 		}, http.StatusForbidden, string(vmtoken.ReasonBadSig)},
-		{"expired token", func(t *testing.T, w world) (string, CheckinRequest) {
+		{"expired token", func(t *testing.T, w world) (string, vmproto.CheckinRequest) {
 			s, tok := bootVM(t, w.a, w.d, "vm-a", "atlas")
 			w.clock.Add(w.a.cfg.TokenTTL + time.Second)
-			return tok, CheckinRequest{ServerID: s.ID, Server: s.Name, State: CheckinReady}
+			return tok, vmproto.CheckinRequest{ServerID: s.ID, Server: s.Name, State: vmproto.CheckinReady}
 		}, http.StatusForbidden, string(vmtoken.ReasonExpired)},
-		{"altered token: group widened", func(t *testing.T, w world) (string, CheckinRequest) {
+		{"altered token: group widened", func(t *testing.T, w world) (string, vmproto.CheckinRequest) {
 			s, tok := bootVM(t, w.a, w.d, "vm-a", "atlas")
-			return alter(t, tok, func(c *vmtoken.Claims) { c.Group = "cms" }), CheckinRequest{ServerID: s.ID, Server: s.Name, State: CheckinReady}
+			return alter(t, tok, func(c *vmtoken.Claims) { c.Group = "cms" }), vmproto.CheckinRequest{ServerID: s.ID, Server: s.Name, State: vmproto.CheckinReady}
 		}, http.StatusForbidden, string(vmtoken.ReasonBadSig)},
-		{"altered token: expiry extended", func(t *testing.T, w world) (string, CheckinRequest) {
+		{"altered token: expiry extended", func(t *testing.T, w world) (string, vmproto.CheckinRequest) {
 			s, tok := bootVM(t, w.a, w.d, "vm-a", "atlas")
 			w.clock.Add(2 * w.a.cfg.TokenTTL)
 			return alter(t, tok, func(c *vmtoken.Claims) { c.Expires = w.clock.Now().Add(time.Hour) }),
-				CheckinRequest{ServerID: s.ID, Server: s.Name, State: CheckinReady}
+				vmproto.CheckinRequest{ServerID: s.ID, Server: s.Name, State: vmproto.CheckinReady}
 		}, http.StatusForbidden, string(vmtoken.ReasonBadSig)},
-		{"token for another group than the server's", func(t *testing.T, w world) (string, CheckinRequest) {
+		{"token for another group than the server's", func(t *testing.T, w world) (string, vmproto.CheckinRequest) {
 			s, _ := bootVM(t, w.a, w.d, "vm-a", "atlas")
 			tok, err := w.a.signer.Mint(vmtoken.Claims{Site: "east", Server: "vm-a", Group: "cms", Expires: w.clock.Now().Add(time.Hour),
-				Nonce: s.Metadata[MetaTokenID]})
+				Nonce: s.Metadata[driver.MetaTokenID]})
 			if err != nil {
 				t.Fatal(err)
 			}
-			return tok, CheckinRequest{ServerID: s.ID, Server: s.Name, State: CheckinReady}
+			return tok, vmproto.CheckinRequest{ServerID: s.ID, Server: s.Name, State: vmproto.CheckinReady}
 		}, http.StatusForbidden, string(vmtoken.ReasonWrongGroup)},
-		{"replayed after the server was deleted out of band", func(t *testing.T, w world) (string, CheckinRequest) {
+		{"replayed after the server was deleted out of band", func(t *testing.T, w world) (string, vmproto.CheckinRequest) {
 			s, tok := bootVM(t, w.a, w.d, "vm-a", "atlas")
 			if err := w.d.Delete(context.Background(), s.ID); err != nil {
 				t.Fatal(err)
 			}
-			return tok, CheckinRequest{ServerID: s.ID, Server: s.Name, State: CheckinReady}
+			return tok, vmproto.CheckinRequest{ServerID: s.ID, Server: s.Name, State: vmproto.CheckinReady}
 		}, http.StatusForbidden, string(vmtoken.ReasonUnknownVM)},
-		{"replayed by a later server of the same name", func(t *testing.T, w world) (string, CheckinRequest) {
+		{"replayed by a later server of the same name", func(t *testing.T, w world) (string, vmproto.CheckinRequest) {
 			old, tok := bootVM(t, w.a, w.d, "vm-a", "atlas")
 			if err := w.d.Delete(context.Background(), old.ID); err != nil {
 				t.Fatal(err)
 			}
 			s, _ := bootVM(t, w.a, w.d, "vm-a", "atlas")
-			return tok, CheckinRequest{ServerID: s.ID, Server: s.Name, State: CheckinReady}
+			return tok, vmproto.CheckinRequest{ServerID: s.ID, Server: s.Name, State: vmproto.CheckinReady}
 		}, http.StatusForbidden, string(vmtoken.ReasonReplayed)},
-		{"server without a token id", func(t *testing.T, w world) (string, CheckinRequest) {
+		{"server without a token id", func(t *testing.T, w world) (string, vmproto.CheckinRequest) {
 			tok, _, err := w.a.mintVMToken("vm-a", "atlas")
 			if err != nil {
 				t.Fatal(err)
 			}
-			s, _ := w.d.Boot(context.Background(), BootSpec{Name: "vm-a", Metadata: map[string]string{MetaHub: "hub", MetaGroup: "atlas"}})
-			return tok, CheckinRequest{ServerID: s.ID, Server: s.Name, State: CheckinReady}
+			s, _ := w.d.Boot(context.Background(), driver.BootSpec{Name: "vm-a", Metadata: map[string]string{driver.MetaHub: "hub", driver.MetaGroup: "atlas"}})
+			return tok, vmproto.CheckinRequest{ServerID: s.ID, Server: s.Name, State: vmproto.CheckinReady}
 		}, http.StatusForbidden, string(vmtoken.ReasonReplayed)},
-		{"garbage token", func(t *testing.T, w world) (string, CheckinRequest) {
+		{"garbage token", func(t *testing.T, w world) (string, vmproto.CheckinRequest) {
 			s, _ := bootVM(t, w.a, w.d, "vm-a", "atlas")
-			return "not-a-token", CheckinRequest{ServerID: s.ID, Server: s.Name, State: CheckinReady}
+			return "not-a-token", vmproto.CheckinRequest{ServerID: s.ID, Server: s.Name, State: vmproto.CheckinReady}
 		}, http.StatusForbidden, string(vmtoken.ReasonMalformed)},
-		{"bad state", func(t *testing.T, w world) (string, CheckinRequest) {
+		{"bad state", func(t *testing.T, w world) (string, vmproto.CheckinRequest) {
 			s, tok := bootVM(t, w.a, w.d, "vm-a", "atlas")
-			return tok, CheckinRequest{ServerID: s.ID, Server: s.Name, State: "sleeping"}
+			return tok, vmproto.CheckinRequest{ServerID: s.ID, Server: s.Name, State: "sleeping"}
 		}, http.StatusBadRequest, "bad state"},
-		{"cloud cannot list servers", func(t *testing.T, w world) (string, CheckinRequest) {
+		{"cloud cannot list servers", func(t *testing.T, w world) (string, vmproto.CheckinRequest) {
 			s, tok := bootVM(t, w.a, w.d, "vm-a", "atlas")
 			w.d.listErr = errors.New("nova: 503")
-			return tok, CheckinRequest{ServerID: s.ID, Server: s.Name, State: CheckinReady}
+			return tok, vmproto.CheckinRequest{ServerID: s.ID, Server: s.Name, State: vmproto.CheckinReady}
 		}, http.StatusServiceUnavailable, ""},
 	}
 	for _, tt := range tests {
@@ -349,7 +350,7 @@ func TestCheckinListsServersSparingly(t *testing.T) {
 	srv := httptest.NewServer(a.vmHandler())
 	defer srv.Close()
 	type vm struct {
-		s   Server
+		s   driver.Server
 		tok string
 	}
 	var vms []vm
@@ -359,7 +360,7 @@ func TestCheckinListsServersSparingly(t *testing.T) {
 	}
 	for range 5 {
 		for _, v := range vms {
-			if status, body := checkin(t, srv.URL, v.tok, CheckinRequest{ServerID: v.s.ID, Server: v.s.Name, State: CheckinReady}); status != http.StatusOK {
+			if status, body := checkin(t, srv.URL, v.tok, vmproto.CheckinRequest{ServerID: v.s.ID, Server: v.s.Name, State: vmproto.CheckinReady}); status != http.StatusOK {
 				t.Fatalf("status %d: %s", status, body)
 			}
 		}
@@ -371,7 +372,7 @@ func TestCheckinListsServersSparingly(t *testing.T) {
 	// A VM booted just after a listing is not refused at its first
 	// check-in: the agent lists again (once) to find it.
 	s, tok := bootVM(t, a, d.vmCloud, "vm-new", "atlas")
-	if status, body := checkin(t, srv.URL, tok, CheckinRequest{ServerID: s.ID, Server: s.Name, State: CheckinReady}); status != http.StatusOK {
+	if status, body := checkin(t, srv.URL, tok, vmproto.CheckinRequest{ServerID: s.ID, Server: s.Name, State: vmproto.CheckinReady}); status != http.StatusOK {
 		t.Fatalf("new VM: status %d: %s", status, body)
 	}
 	if got := d.count(); got != n+1 {
@@ -385,7 +386,7 @@ type countingDriver struct {
 	n  int
 }
 
-func (d *countingDriver) Servers(ctx context.Context) ([]Server, error) {
+func (d *countingDriver) Servers(ctx context.Context) ([]driver.Server, error) {
 	d.mu.Lock()
 	d.n++
 	d.mu.Unlock()
@@ -409,11 +410,14 @@ func waitChanged(t *testing.T, a *Agent, what string) {
 	}
 }
 
-// TestRetirementThroughRealVMAgent runs a real vmagent against the agent's
-// real check-in handler: the VM contextualizes and reports ready, the hub
-// orders its retirement, the VM drains and reports, the agent deletes the
-// server, and the VM's token is refused from then on.
-func TestRetirementThroughRealVMAgent(t *testing.T) {
+// TestRetirementThroughCheckins plays a VM's side of the check-in contract
+// (protocol/vmproto) against the agent's real check-in handler: the VM
+// reads its settings from the user-data the agent rendered and reports
+// ready, the hub orders its retirement, the VM learns it at its next
+// check-in, drains and reports, the agent deletes the server, and the VM's
+// token is refused from then on. The vmagent's side of the same exchange is
+// tested in package vmagent; the real binaries together in deploy/demo.
+func TestRetirementThroughCheckins(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	d := newVMCloud()
@@ -429,25 +433,36 @@ func TestRetirementThroughRealVMAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	s, tok := bootVM(t, a, d, "canopy-east-p1-0-0", "atlas")
-	ud, err := r.Render(vmagent.Settings{AgentURL: agentSrv.URL, Token: tok, CondorHost: a.cfg.CondorHost, Site: "east",
+	ud, err := r.Render(vmproto.Settings{AgentURL: agentSrv.URL, Token: tok, CondorHost: a.cfg.CondorHost, Site: "east",
 		Group: "atlas", VMType: "el9", CheckinEvery: a.cfg.CheckinEvery})
 	if err != nil {
 		t.Fatal(err)
 	}
-	meta, _ := json.Marshal(map[string]any{"uuid": s.ID, "name": s.Name, "meta": s.Metadata})
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /openstack/latest/meta_data.json", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(meta) })
-	mux.HandleFunc("GET /openstack/latest/user_data", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(ud) })
-	mdSrv := httptest.NewServer(mux)
-	defer mdSrv.Close()
 
-	vmLog, _ := test.NewNullLogger()
-	root := t.TempDir()
-	done := make(chan error, 1)
-	go func() {
-		done <- vmagent.Run(ctx, vmagent.Options{Root: root, Source: vmagent.HTTPSource{BaseURL: mdSrv.URL},
-			Runner: vmagent.LogRunner{Log: logrus.NewEntry(vmLog)}, Log: logrus.NewEntry(vmLog), RetirePoll: time.Millisecond})
-	}()
+	// The VM reads its settings back from the user-data.
+	set, err := vmproto.ParseUserData(ud)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if set.AgentURL != agentSrv.URL || set.Token != tok || set.Site != "east" || set.Group != "atlas" {
+		t.Fatalf("settings read back: %+v", set)
+	}
+	vmCheckin := func(state string) vmproto.CheckinResponse {
+		t.Helper()
+		status, body := checkin(t, set.AgentURL, set.Token, vmproto.CheckinRequest{ServerID: s.ID, Server: s.Name, State: state})
+		if status != http.StatusOK {
+			t.Fatalf("check-in %s: status %d: %s", state, status, body)
+		}
+		var resp vmproto.CheckinResponse
+		if err := json.Unmarshal([]byte(body), &resp); err != nil {
+			t.Fatalf("check-in %s answer %q: %v", state, body, err)
+		}
+		return resp
+	}
+
+	if resp := vmCheckin(vmproto.CheckinReady); resp.Retire {
+		t.Fatalf("retirement before any order: %+v", resp)
+	}
 	waitChanged(t, a, "the VM to report ready")
 	if st, ok := a.vms.get(s.ID); !ok || !st.ready {
 		t.Fatal("VM not ready")
@@ -456,24 +471,27 @@ func TestRetirementThroughRealVMAgent(t *testing.T) {
 	if _, err := a.retire(protocol.RetireCommand{VMIDs: []string{s.ID}, Deadline: time.Hour, Reason: "demand fell"}); err != nil {
 		t.Fatal(err)
 	}
+	resp := vmCheckin(vmproto.CheckinReady)
+	if !resp.Retire || resp.Reason != "demand fell" || resp.Deadline <= 0 || resp.Deadline > time.Hour {
+		t.Fatalf("after the order: %+v", resp)
+	}
+	if resp := vmCheckin(vmproto.CheckinRetiring); !resp.Retire {
+		t.Fatalf("while retiring: %+v", resp)
+	}
+	if due := a.vms.due(clock.Now(), a.cfg.RetireGrace); len(due) != 0 {
+		t.Fatalf("due for deletion before draining: %v", due)
+	}
+	vmCheckin(vmproto.CheckinDrained)
 	waitChanged(t, a, "the VM to report drained")
 	if due := a.vms.due(clock.Now(), a.cfg.RetireGrace); len(due) != 1 || due[0] != s.ID {
 		t.Fatalf("due for deletion: %v", due)
-	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("vmagent: %v", err)
-		}
-	case <-ctx.Done():
-		t.Fatal("vmagent did not exit after reporting drained")
 	}
 	if _, err := a.deleteVMs(ctx, []string{s.ID}, "retired"); err != nil {
 		t.Fatal(err)
 	}
 
 	// The retired VM's token, replayed, is refused.
-	status, _ := checkin(t, agentSrv.URL, tok, CheckinRequest{ServerID: s.ID, Server: s.Name, State: CheckinReady})
+	status, _ := checkin(t, agentSrv.URL, tok, vmproto.CheckinRequest{ServerID: s.ID, Server: s.Name, State: vmproto.CheckinReady})
 	if status != http.StatusForbidden || refusal(hook) != string(vmtoken.ReasonUnknownVM) {
 		t.Fatalf("replay after deletion: status %d, reason %q", status, refusal(hook))
 	}

@@ -12,9 +12,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/canopy-grid/canopy/hub/planner"
-	"github.com/canopy-grid/canopy/hub/squid"
 	"github.com/canopy-grid/canopy/hub/store"
 	"github.com/canopy-grid/canopy/protocol"
+	"github.com/canopy-grid/canopy/protocol/squidreg"
 )
 
 // SiteStatus is one site in the JSON API and on the status page.
@@ -134,9 +134,9 @@ func (h *Hub) httpHandler() http.Handler {
 	mux.HandleFunc("GET /api/v1/sites", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, h.Sites()) })
 	mux.HandleFunc("GET /api/v1/vms", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, h.VMs()) })
 	sq := h.squids.Handler()
-	mux.Handle(squid.PathSquids, sq)
-	mux.Handle(squid.PathNearest, sq)
-	mux.Handle(squid.PathWPAD, sq)
+	mux.Handle(squidreg.PathSquids, sq)
+	mux.Handle(squidreg.PathNearest, sq)
+	mux.Handle(squidreg.PathWPAD, sq)
 	// Manual control. The HTTP listener is loopback by default: whoever
 	// can reach it administers the hub (put an authenticating proxy in
 	// front before publishing it).

@@ -23,10 +23,10 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/sirupsen/logrus"
 
-	"github.com/canopy-grid/canopy/agent/gluster/glusterprom"
 	"github.com/canopy-grid/canopy/hub/demand"
 	"github.com/canopy-grid/canopy/hub/planner"
 	"github.com/canopy-grid/canopy/hub/squid"
+	"github.com/canopy-grid/canopy/hub/storagemetrics"
 	"github.com/canopy-grid/canopy/hub/store"
 	"github.com/canopy-grid/canopy/protocol"
 	"github.com/canopy-grid/canopy/protocol/pki"
@@ -56,7 +56,7 @@ type Hub struct {
 	now      func() time.Time
 	reg      *prometheus.Registry
 	m        *metrics
-	storage  *glusterprom.Exporter
+	storage  *storagemetrics.Exporter
 	squids   *squid.Registry
 
 	mu         sync.Mutex
@@ -118,7 +118,7 @@ func New(cfg Config, src Source, log *logrus.Entry) (*Hub, error) {
 		sites:    map[string]*site{},
 	}
 	h.m = newMetrics(h.reg, h)
-	h.storage = glusterprom.NewExporter()
+	h.storage = storagemetrics.NewExporter()
 	h.reg.MustRegister(h.storage)
 	var loc *squid.Locator
 	if cfg.GeoIPCityDB != "" {

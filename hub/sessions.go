@@ -12,6 +12,7 @@ import (
 
 	"github.com/canopy-grid/canopy/hub/squid"
 	"github.com/canopy-grid/canopy/protocol"
+	"github.com/canopy-grid/canopy/protocol/squidreg"
 )
 
 // site is what the hub knows about one site and its agent.
@@ -256,13 +257,13 @@ func (h *Hub) handle(s *site, session int, m protocol.Message, log *logrus.Entry
 // squidsFromAgent registers the squids an agent is configured with; an
 // agent speaks for its own site only.
 func (h *Hub) squidsFromAgent(s *site, infos []protocol.SquidInfo, log *logrus.Entry) {
-	regs := make([]squid.Registration, 0, len(infos))
+	regs := make([]squidreg.Registration, 0, len(infos))
 	for _, q := range infos {
-		r := squid.Registration{Name: q.Name, Host: q.Host, Port: q.Port, Access: squid.Access(q.Access), Domain: q.Domain,
+		r := squidreg.Registration{Name: q.Name, Host: q.Host, Port: q.Port, Access: squidreg.Access(q.Access), Domain: q.Domain,
 			Load: q.Load, MaxLoad: q.MaxLoad, CacheManager: q.CacheManager, GeoIP: q.GeoIP, Latitude: q.Latitude,
 			Longitude: q.Longitude, Site: s.name}
 		for _, k := range q.Kinds {
-			r.Kinds = append(r.Kinds, squid.Kind(k))
+			r.Kinds = append(r.Kinds, squidreg.Kind(k))
 		}
 		regs = append(regs, r)
 	}
@@ -272,7 +273,7 @@ func (h *Hub) squidsFromAgent(s *site, infos []protocol.SquidInfo, log *logrus.E
 }
 
 // squidKinds are the upstream kinds whose rankings agents get.
-var squidKinds = []squid.Kind{squid.KindCVMFS, squid.KindFrontier}
+var squidKinds = []squidreg.Kind{squidreg.KindCVMFS, squidreg.KindFrontier}
 
 // pushSquids sends a site's agent the current ranking for each kind, as
 // seen from the agent's address (its VMs are in the same cloud).

@@ -248,7 +248,7 @@ type SitePolicy struct {
 	CoresSoftMax int `cbor:"cores_soft_max,omitempty"`
 }
 
-// SquidInfo is a squid proxy a site offers (see hub/squid.Registration).
+// SquidInfo is a squid proxy a site offers (see squidreg.Registration).
 type SquidInfo struct {
 	Name         string   `cbor:"name" yaml:"name"`
 	Host         string   `cbor:"host" yaml:"host"`

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+
+	"github.com/canopy-grid/canopy/protocol/vmproto"
 )
 
 // HTCondor paths, under the vmagent's root.
@@ -41,7 +43,7 @@ var hostRE = regexp.MustCompile(`^[A-Za-z0-9.:\[\]_-]+$`)
 // retirement), and power-off when the condor_master exits: the master exits
 // once its startd is gone (after a peaceful shutdown) and then runs
 // PoweroffProgram instead of exiting.
-func CondorConfig(md Metadata, s Settings) (string, error) {
+func CondorConfig(md Metadata, s vmproto.Settings) (string, error) {
 	if err := s.Validate(); err != nil {
 		return "", err
 	}
@@ -100,7 +102,7 @@ type condorFile struct {
 
 // condorFiles returns the files that configure HTCondor for this VM: the
 // config, and the secrets the settings carry.
-func condorFiles(md Metadata, s Settings) ([]condorFile, error) {
+func condorFiles(md Metadata, s vmproto.Settings) ([]condorFile, error) {
 	conf, err := CondorConfig(md, s)
 	if err != nil {
 		return nil, err
@@ -122,7 +124,7 @@ func condorFiles(md Metadata, s Settings) ([]condorFile, error) {
 // WriteCondorConfig writes the startd config and the secrets the settings
 // carry under root, each only if it differs from what is there and
 // atomically. It reports whether any file changed.
-func WriteCondorConfig(root string, md Metadata, s Settings) (bool, error) {
+func WriteCondorConfig(root string, md Metadata, s vmproto.Settings) (bool, error) {
 	files, err := condorFiles(md, s)
 	if err != nil {
 		return false, err

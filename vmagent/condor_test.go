@@ -7,12 +7,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/canopy-grid/canopy/protocol/vmproto"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
 
 func TestCondorConfigGolden(t *testing.T) {
-	for name, s := range map[string]Settings{"minimal": minimalSettings(), "full": fullSettings()} {
+	for name, s := range map[string]vmproto.Settings{"minimal": minimalSettings(), "full": fullSettings()} {
 		t.Run(name, func(t *testing.T) {
 			got, err := CondorConfig(testMetadata, s)
 			if err != nil {

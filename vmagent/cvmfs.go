@@ -11,6 +11,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/canopy-grid/canopy/protocol/vmproto"
 	"github.com/canopy-grid/canopy/vmagent/proxy"
 )
 
@@ -26,7 +27,7 @@ type ProxySource interface {
 // them from the VM and orders them by measured time (vmagent/proxy); the
 // settings' static list is the fallback.
 type discoveredProxies struct {
-	s   Settings
+	s   vmproto.Settings
 	log *logrus.Entry
 }
 
@@ -66,7 +67,7 @@ const (
 // proxies in a group joined by "|" (load-balanced), groups by ";"
 // (failover), DIRECT last. No groups gives "DIRECT".
 func CVMFSProxyValue(groups [][]string) (string, error) {
-	if err := ValidateProxies(groups); err != nil {
+	if err := vmproto.ValidateProxies(groups); err != nil {
 		return "", err
 	}
 	var b strings.Builder

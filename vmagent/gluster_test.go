@@ -5,20 +5,22 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/canopy-grid/canopy/protocol/vmproto"
 )
 
 func TestFstabLine(t *testing.T) {
 	tests := []struct {
-		g    GlusterMount
+		g    vmproto.GlusterMount
 		want string
 	}{
-		{GlusterMount{Servers: []string{"gl1"}, Volume: "sw", MountPoint: "/mnt/sw"},
+		{vmproto.GlusterMount{Servers: []string{"gl1"}, Volume: "sw", MountPoint: "/mnt/sw"},
 			"gl1:/sw /mnt/sw glusterfs ro,_netdev 0 0"},
 		{*fullSettings().Gluster,
 			"gl1.example.org:/software /mnt/canopy glusterfs ro,_netdev,backup-volfile-servers=gl2.example.org:10.0.0.9 0 0"},
 	}
 	for _, tt := range tests {
-		if got := tt.g.FstabLine(); got != tt.want {
+		if got := FstabLine(tt.g); got != tt.want {
 			t.Errorf("FstabLine = %q, want %q", got, tt.want)
 		}
 	}
@@ -60,7 +62,7 @@ func TestMountGluster(t *testing.T) {
 	if err != nil || !changed {
 		t.Fatalf("first mount: changed %v, err %v", changed, err)
 	}
-	if got, want := readFile(t, filepath.Join(root, FstabPath)), "UUID=abc / ext4 defaults 0 1\n"+g.FstabLine()+"\n"; got != want {
+	if got, want := readFile(t, filepath.Join(root, FstabPath)), "UUID=abc / ext4 defaults 0 1\n"+FstabLine(g)+"\n"; got != want {
 		t.Errorf("fstab %q, want %q", got, want)
 	}
 	if st, err := os.Stat(filepath.Join(root, g.MountPoint)); err != nil || !st.IsDir() {

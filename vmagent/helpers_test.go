@@ -12,6 +12,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"github.com/sirupsen/logrus/hooks/test"
+
+	"github.com/canopy-grid/canopy/protocol/vmproto"
 )
 
 // answer is what a fake command prints.
@@ -92,8 +94,8 @@ func testLog() (*logrus.Entry, *test.Hook) {
 var testMetadata = Metadata{UUID: "1b4e28ba-2fa1-41d2-883f-0016d3cca427", Name: "canopy-east-p1-0-0", Hostname: "canopy-east-p1-0-0"}
 
 // fullSettings uses every setting.
-func fullSettings() Settings {
-	return Settings{
+func fullSettings() vmproto.Settings {
+	return vmproto.Settings{
 		AgentURL:       "http://10.0.0.5:7080",
 		Token:          "eyJzaXRlIjoiZWFzdCJ9.c2ln",
 		CondorHost:     "cm.example.org:9618",
@@ -102,15 +104,15 @@ func fullSettings() Settings {
 		VMType:         "el9",
 		CondorIDToken:  "eyJhbGciOiJIUzI1NiIsImtpZCI6IlBPT0wifQ.eyJzdWIiOiJ3b3JrZXJAcG9vbCJ9.c2lnbmF0dXJl",
 		PoolSigningKey: "c2VjcmV0LXBvb2wta2V5",
-		Gluster: &GlusterMount{Servers: []string{"gl1.example.org", "gl2.example.org", "10.0.0.9"},
+		Gluster: &vmproto.GlusterMount{Servers: []string{"gl1.example.org", "gl2.example.org", "10.0.0.9"},
 			Volume: "software", MountPoint: "/mnt/canopy"},
 		Proxies: [][]string{{"http://squid1.example.org:3128", "http://squid2.example.org:3128"}, {"http://squid3.example.org:3128"}},
 	}
 }
 
 // minimalSettings are what the skeleton's agent sends.
-func minimalSettings() Settings {
-	return Settings{AgentURL: "http://127.0.0.1:7080", Token: "abc.def", CondorHost: "127.0.0.1:9618",
+func minimalSettings() vmproto.Settings {
+	return vmproto.Settings{AgentURL: "http://127.0.0.1:7080", Token: "abc.def", CondorHost: "127.0.0.1:9618",
 		Site: "east", Group: "atlas", VMType: "el9"}
 }
 

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/canopy-grid/canopy/protocol/vmproto"
 )
 
 func TestParseMetadata(t *testing.T) {
@@ -80,7 +82,7 @@ func metadataServer(t testing.TB, meta string, userData []byte) *httptest.Server
 
 func TestHTTPSource(t *testing.T) {
 	meta := readFile(t, "testdata/metadata/nova-meta_data.json")
-	ud, err := RenderUserData(minimalSettings())
+	ud, err := vmproto.RenderUserData(minimalSettings())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +157,7 @@ func writeDrive(t *testing.T, dir string, meta string, ud []byte) {
 
 func TestConfigDriveAndDirSource(t *testing.T) {
 	meta := readFile(t, "testdata/metadata/nova-meta_data.json")
-	ud, err := RenderUserData(minimalSettings())
+	ud, err := vmproto.RenderUserData(minimalSettings())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/canopy-grid/canopy/agent/cmdrun"
+	"github.com/canopy-grid/canopy/internal/cmdrun"
 )
 
 // CommandRunner runs the VM's system tools (HTCondor's command-line tools,

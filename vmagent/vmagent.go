@@ -24,7 +24,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/canopy-grid/canopy/agent/gossip"
+	"github.com/canopy-grid/canopy/protocol/gossip"
+	"github.com/canopy-grid/canopy/protocol/vmproto"
 )
 
 // Options configure a vmagent.
@@ -47,13 +48,6 @@ type Options struct {
 	RetirePoll time.Duration
 }
 
-// Check-in states a vmagent reports (the agent's CheckinRequest.State).
-const (
-	StateReady    = "ready"
-	StateRetiring = "retiring"
-	StateDrained  = "drained"
-)
-
 // CondorStartedPath marks, for the life of one boot, that the vmagent has
 // started HTCondor (a restarted vmagent then reconfigures instead).
 const CondorStartedPath = "/run/canopy/condor-started"
@@ -68,7 +62,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	s, err := ParseUserData(ud)
+	s, err := vmproto.ParseUserData(ud)
 	if err != nil {
 		return fmt.Errorf("read settings from user-data: %w", err)
 	}
@@ -105,7 +99,7 @@ type ContextResult struct {
 // GlusterFS mount (if the settings name a volume) and the CVMFS proxies.
 // Every file is written only when its content changes, atomically, so it
 // is safe to run again. A proxy source that fails leaves CVMFS on DIRECT.
-func Contextualize(ctx context.Context, root string, md Metadata, s Settings, proxies ProxySource, r CommandRunner, log *logrus.Entry) (ContextResult, error) {
+func Contextualize(ctx context.Context, root string, md Metadata, s vmproto.Settings, proxies ProxySource, r CommandRunner, log *logrus.Entry) (ContextResult, error) {
 	var res ContextResult
 	var err error
 	if res.Condor, err = WriteCondorConfig(root, md, s); err != nil {
@@ -118,7 +112,7 @@ func Contextualize(ctx context.Context, root string, md Metadata, s Settings, pr
 	}
 	groups, err := proxies.Proxies(ctx)
 	if err == nil {
-		err = ValidateProxies(groups)
+		err = vmproto.ValidateProxies(groups)
 	}
 	if err != nil {
 		log.WithError(err).Warn("no usable squid proxies; CVMFS goes DIRECT")
@@ -174,13 +168,13 @@ func (r *retirement) getDeadline() time.Time {
 	return r.deadline
 }
 
-func checkinLoop(ctx context.Context, o Options, s Settings, md Metadata, member *gossip.Member, log *logrus.Entry) error {
+func checkinLoop(ctx context.Context, o Options, s vmproto.Settings, md Metadata, member *gossip.Member, log *logrus.Entry) error {
 	every := s.CheckinEvery
 	if every <= 0 {
 		every = 10 * time.Second
 	}
 	c := &checkin{http: o.HTTP, s: s, md: md}
-	state := StateReady
+	state := vmproto.CheckinReady
 	failures := 0
 	var ret *retirement
 	var wg sync.WaitGroup
@@ -205,7 +199,7 @@ func checkinLoop(ctx context.Context, o Options, s Settings, md Metadata, member
 			}
 			ret.done <- res
 		})
-		state = StateRetiring
+		state = vmproto.CheckinRetiring
 		if member != nil {
 			_ = member.SetState(gossip.StateDraining)
 		}
@@ -225,7 +219,7 @@ func checkinLoop(ctx context.Context, o Options, s Settings, md Metadata, member
 			if failures%10 == 1 {
 				log.WithError(err).WithField("state", state).Warn("check-in failed")
 			}
-		case state == StateDrained:
+		case state == vmproto.CheckinDrained:
 			log.Info("retired; reported drained")
 			return nil
 		case resp.Retire:
@@ -235,7 +229,7 @@ func checkinLoop(ctx context.Context, o Options, s Settings, md Metadata, member
 			failures = 0
 		}
 		var done chan RetireResult
-		if ret != nil && state == StateRetiring {
+		if ret != nil && state == vmproto.CheckinRetiring {
 			done = ret.done
 		}
 		t := time.NewTimer(every)
@@ -269,7 +263,7 @@ func checkinLoop(ctx context.Context, o Options, s Settings, md Metadata, member
 		case res := <-done:
 			t.Stop()
 			log.WithFields(logrus.Fields{"jobs_left": res.JobsLeft, "timed_out": res.TimedOut}).Info("drained")
-			state = StateDrained
+			state = vmproto.CheckinDrained
 			continue // report at once
 		case <-t.C:
 		}
@@ -278,7 +272,7 @@ func checkinLoop(ctx context.Context, o Options, s Settings, md Metadata, member
 
 // joinGossip joins the site's gossip pool when the settings name one. A VM
 // that cannot join still works: check-ins carry its orders.
-func joinGossip(o Options, s Settings, md Metadata, log *logrus.Entry) *gossip.Member {
+func joinGossip(o Options, s vmproto.Settings, md Metadata, log *logrus.Entry) *gossip.Member {
 	if s.GossipJoin == "" {
 		return nil
 	}
@@ -325,26 +319,20 @@ func fetchWithRetry(ctx context.Context, src MetadataSource, log *logrus.Entry) 
 
 type checkin struct {
 	http *http.Client
-	s    Settings
+	s    vmproto.Settings
 	md   Metadata
-}
-
-type checkinResponse struct {
-	Retire   bool          `json:"retire"`
-	Deadline time.Duration `json:"deadline"`
-	Reason   string        `json:"reason"`
 }
 
 // maxCheckinAnswer bounds the agent's answer.
 const maxCheckinAnswer = 64 << 10
 
-func (c *checkin) do(ctx context.Context, state string) (checkinResponse, error) {
-	var out checkinResponse
-	body, err := json.Marshal(map[string]string{"server_id": c.md.UUID, "server": c.md.Name, "state": state})
+func (c *checkin) do(ctx context.Context, state string) (vmproto.CheckinResponse, error) {
+	var out vmproto.CheckinResponse
+	body, err := json.Marshal(vmproto.CheckinRequest{ServerID: c.md.UUID, Server: c.md.Name, State: state})
 	if err != nil {
 		return out, fmt.Errorf("check-in: %w", err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(c.s.AgentURL, "/")+"/v1/checkin", bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(c.s.AgentURL, "/")+vmproto.PathCheckin, bytes.NewReader(body))
 	if err != nil {
 		return out, fmt.Errorf("check-in: %w", err)
 	}

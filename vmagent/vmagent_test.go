@@ -14,7 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/canopy-grid/canopy/vmagent/userdata"
+	"github.com/canopy-grid/canopy/protocol/userdata"
+	"github.com/canopy-grid/canopy/protocol/vmproto"
 )
 
 // fakeAgent answers check-ins: ready until it has seen readyCheckins,
@@ -30,11 +31,11 @@ type fakeAgent struct {
 }
 
 func (a *fakeAgent) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != "/v1/checkin" || r.Header.Get("Authorization") != "Bearer "+a.token {
+	if r.URL.Path != vmproto.PathCheckin || r.Header.Get("Authorization") != "Bearer "+a.token {
 		http.Error(w, "no", http.StatusForbidden)
 		return
 	}
-	var req struct{ ServerID, Server, State string }
+	var req vmproto.CheckinRequest
 	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
@@ -42,14 +43,14 @@ func (a *fakeAgent) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
 	a.states = append(a.states, req.State)
 	n := len(a.states)
-	if req.State == StateRetiring && a.retiring != nil {
+	if req.State == vmproto.CheckinRetiring && a.retiring != nil {
 		close(a.retiring)
 		a.retiring = nil
 	}
 	a.mu.Unlock()
-	resp := checkinResponse{}
+	resp := vmproto.CheckinResponse{}
 	if n > a.readyCheckins {
-		resp = checkinResponse{Retire: true, Deadline: time.Hour, Reason: "demand fell"}
+		resp = vmproto.CheckinResponse{Retire: true, Deadline: time.Hour, Reason: "demand fell"}
 	}
 	_ = json.NewEncoder(w).Encode(resp)
 }
@@ -79,7 +80,7 @@ func TestRunContextualizesChecksInAndRetires(t *testing.T) {
 
 	s := fullSettings()
 	s.AgentURL, s.Token, s.CheckinEvery = agentSrv.URL, agent.token, 5*time.Millisecond
-	own, err := RenderUserData(s)
+	own, err := vmproto.RenderUserData(s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +132,7 @@ func TestRunContextualizesChecksInAndRetires(t *testing.T) {
 			t.Errorf("%s: %v", p, err)
 		}
 	}
-	if got, want := compact(agent.States()), []string{StateReady, StateRetiring, StateDrained}; !reflect.DeepEqual(got, want) {
+	if got, want := compact(agent.States()), []string{vmproto.CheckinReady, vmproto.CheckinRetiring, vmproto.CheckinDrained}; !reflect.DeepEqual(got, want) {
 		t.Errorf("check-in states %q, want %q", got, want)
 	}
 	calls := r.Calls()
@@ -193,7 +194,7 @@ func TestRunFailsClearly(t *testing.T) {
 // every file (HTCondor config and secrets, fstab, CVMFS) into a fresh root.
 func BenchmarkBootToConfig(b *testing.B) {
 	s := fullSettings()
-	own, err := RenderUserData(s)
+	own, err := vmproto.RenderUserData(s)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -223,7 +224,7 @@ func BenchmarkBootToConfig(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		set, err := ParseUserData(data)
+		set, err := vmproto.ParseUserData(data)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -237,7 +238,7 @@ func BenchmarkBootToConfig(b *testing.B) {
 // a restarted vmagent does (reads, compares, writes nothing).
 func BenchmarkRecontextualize(b *testing.B) {
 	s := fullSettings()
-	ud, err := RenderUserData(s)
+	ud, err := vmproto.RenderUserData(s)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -253,7 +254,7 @@ func BenchmarkRecontextualize(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		set, err := ParseUserData(data)
+		set, err := vmproto.ParseUserData(data)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -266,7 +267,7 @@ func BenchmarkRecontextualize(b *testing.B) {
 // BenchmarkFetchAndParse is the reading half of BenchmarkBootToConfig:
 // the metadata service's two answers and the settings, no file written.
 func BenchmarkFetchAndParse(b *testing.B) {
-	ud, err := RenderUserData(fullSettings())
+	ud, err := vmproto.RenderUserData(fullSettings())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -279,7 +280,7 @@ func BenchmarkFetchAndParse(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := ParseUserData(data); err != nil {
+		if _, err := vmproto.ParseUserData(data); err != nil {
 			b.Fatal(err)
 		}
 	}

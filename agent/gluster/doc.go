@@ -31,6 +31,6 @@
 // geo-replication status, which also dominates its wall time (1 s idle,
 // 9 s on a loaded machine). Collect every minute or less often.
 //
-// The hub exports reports with package glusterprom; alert rules for its
+// The hub exports reports with package hub/storagemetrics; alert rules for its
 // metrics are in deploy/prometheus/gluster-alerts.yml.
 package gluster

@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/canopy-grid/canopy/agent/cmdrun"
+	"github.com/canopy-grid/canopy/internal/cmdrun"
 )
 
 // Runner runs one command and returns what it printed and its exit code.

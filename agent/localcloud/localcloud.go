@@ -31,7 +31,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/canopy-grid/canopy/agent"
+	"github.com/canopy-grid/canopy/agent/driver"
 	"github.com/canopy-grid/canopy/images"
 	"github.com/canopy-grid/canopy/protocol"
 )
@@ -71,7 +71,7 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Driver is a local cloud. It implements agent.Driver.
+// Driver is a local cloud. It implements driver.Driver.
 type Driver struct {
 	cfg Config
 
@@ -82,7 +82,7 @@ type Driver struct {
 }
 
 type server struct {
-	agent.Server
+	driver.Server
 	flavor protocol.Flavor
 	root   string
 	cmd    *exec.Cmd
@@ -113,7 +113,7 @@ func New(cfg Config) (*Driver, error) {
 	return &Driver{cfg: cfg, servers: map[string]*server{}, images: map[string]images.Image{}}, nil
 }
 
-// Flavors implements agent.Driver.
+// Flavors implements driver.Driver.
 func (d *Driver) Flavors(context.Context) ([]protocol.Flavor, error) {
 	out := make([]protocol.Flavor, len(d.cfg.Flavors))
 	copy(out, d.cfg.Flavors)
@@ -132,7 +132,7 @@ func orUnlimited(n int) int {
 	return n
 }
 
-// Limits implements agent.Driver.
+// Limits implements driver.Driver.
 func (d *Driver) Limits(context.Context) (protocol.Limits, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -149,17 +149,17 @@ func (d *Driver) Limits(context.Context) (protocol.Limits, error) {
 	return l, nil
 }
 
-// Servers implements agent.Driver.
-func (d *Driver) Servers(context.Context) ([]agent.Server, error) {
+// Servers implements driver.Driver.
+func (d *Driver) Servers(context.Context) ([]driver.Server, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	out := make([]agent.Server, 0, len(d.servers))
+	out := make([]driver.Server, 0, len(d.servers))
 	for _, s := range d.servers {
 		srv := s.Server
 		srv.Metadata = maps.Clone(s.Metadata)
 		select {
 		case <-s.exited:
-			srv.Status = agent.StatusOther // powered off
+			srv.Status = driver.StatusOther // powered off
 		default:
 		}
 		out = append(out, srv)
@@ -168,8 +168,8 @@ func (d *Driver) Servers(context.Context) ([]agent.Server, error) {
 	return out, nil
 }
 
-// Boot implements agent.Driver: it starts a vmagent process.
-func (d *Driver) Boot(ctx context.Context, spec agent.BootSpec) (agent.Server, error) {
+// Boot implements driver.Driver: it starts a vmagent process.
+func (d *Driver) Boot(ctx context.Context, spec driver.BootSpec) (driver.Server, error) {
 	var f protocol.Flavor
 	found := false
 	for _, fl := range d.cfg.Flavors {
@@ -178,24 +178,24 @@ func (d *Driver) Boot(ctx context.Context, spec agent.BootSpec) (agent.Server, e
 		}
 	}
 	if !found {
-		return agent.Server{}, fmt.Errorf("boot %s: no flavor %q", spec.Name, spec.Flavor)
+		return driver.Server{}, fmt.Errorf("boot %s: no flavor %q", spec.Name, spec.Flavor)
 	}
 	id, err := newID()
 	if err != nil {
-		return agent.Server{}, fmt.Errorf("boot %s: %w", spec.Name, err)
+		return driver.Server{}, fmt.Errorf("boot %s: %w", spec.Name, err)
 	}
 
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
-		return agent.Server{}, fmt.Errorf("boot %s: cloud is shut down", spec.Name)
+		return driver.Server{}, fmt.Errorf("boot %s: cloud is shut down", spec.Name)
 	}
 	if err := d.checkQuotaLocked(f); err != nil {
 		d.mu.Unlock()
-		return agent.Server{}, fmt.Errorf("boot %s: %w", spec.Name, err)
+		return driver.Server{}, fmt.Errorf("boot %s: %w", spec.Name, err)
 	}
 	s := &server{
-		Server: agent.Server{ID: id, Name: spec.Name, Flavor: f.Name, Image: spec.Image, Status: agent.StatusBuild,
+		Server: driver.Server{ID: id, Name: spec.Name, Flavor: f.Name, Image: spec.Image, Status: driver.StatusBuild,
 			Metadata: maps.Clone(spec.Metadata), CreatedAt: time.Now().UTC()},
 		flavor: f,
 		root:   filepath.Join(d.cfg.Dir, "vms", spec.Name+"-"+id[:8]),
@@ -208,10 +208,10 @@ func (d *Driver) Boot(ctx context.Context, spec agent.BootSpec) (agent.Server, e
 		d.mu.Lock()
 		delete(d.servers, id)
 		d.mu.Unlock()
-		return agent.Server{}, fmt.Errorf("boot %s: %w", spec.Name, err)
+		return driver.Server{}, fmt.Errorf("boot %s: %w", spec.Name, err)
 	}
 	d.mu.Lock()
-	s.Status = agent.StatusActive
+	s.Status = driver.StatusActive
 	srv := s.Server
 	d.mu.Unlock()
 	return srv, nil
@@ -299,7 +299,7 @@ func (d *Driver) start(s *server, userData []byte) error {
 	return nil
 }
 
-// Delete implements agent.Driver: it stops the VM's process (SIGTERM, then
+// Delete implements driver.Driver: it stops the VM's process (SIGTERM, then
 // SIGKILL after 5 s) and removes its root directory.
 func (d *Driver) Delete(ctx context.Context, id string) error {
 	d.mu.Lock()
@@ -354,7 +354,7 @@ func (d *Driver) Close() error {
 	return nil
 }
 
-// Images implements agent.Driver.
+// Images implements driver.Driver.
 func (d *Driver) Images(context.Context) ([]images.Image, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -366,7 +366,7 @@ func (d *Driver) Images(context.Context) ([]images.Image, error) {
 	return out, nil
 }
 
-// UploadImage implements agent.Driver: it streams r into the image store,
+// UploadImage implements driver.Driver: it streams r into the image store,
 // computing md5 and sha256 on the way.
 func (d *Driver) UploadImage(ctx context.Context, meta images.Image, r io.Reader) (images.Image, error) {
 	id, err := newID()
@@ -400,7 +400,7 @@ func (d *Driver) UploadImage(ctx context.Context, meta images.Image, r io.Reader
 	return im, nil
 }
 
-// DownloadImage implements agent.Driver.
+// DownloadImage implements driver.Driver.
 func (d *Driver) DownloadImage(ctx context.Context, id string) (io.ReadCloser, error) {
 	d.mu.Lock()
 	_, ok := d.images[id]

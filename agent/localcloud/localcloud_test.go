@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/canopy-grid/canopy/agent"
+	"github.com/canopy-grid/canopy/agent/driver"
 	"github.com/canopy-grid/canopy/images"
 	"github.com/canopy-grid/canopy/protocol"
 )
@@ -91,11 +91,11 @@ func waitFile(t *testing.T, path string) []byte {
 func TestBootServesMetadataAndDeleteStopsVM(t *testing.T) {
 	d := newTestCloud(t, 2)
 	ctx := context.Background()
-	s, err := d.Boot(ctx, agent.BootSpec{Name: "vm-1", Flavor: "c2", Metadata: map[string]string{"canopy_hub": "h"}, UserData: []byte("#cloud-config\n")})
+	s, err := d.Boot(ctx, driver.BootSpec{Name: "vm-1", Flavor: "c2", Metadata: map[string]string{"canopy_hub": "h"}, UserData: []byte("#cloud-config\n")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Status != agent.StatusActive || s.ID == "" {
+	if s.Status != driver.StatusActive || s.ID == "" {
 		t.Fatalf("server %+v", s)
 	}
 	root := filepath.Join(d.cfg.Dir, "vms", "vm-1-"+s.ID[:8])
@@ -131,13 +131,13 @@ func TestBootServesMetadataAndDeleteStopsVM(t *testing.T) {
 func TestQuotaAndUnknownFlavor(t *testing.T) {
 	d := newTestCloud(t, 1)
 	ctx := context.Background()
-	if _, err := d.Boot(ctx, agent.BootSpec{Name: "vm-1", Flavor: "c2"}); err != nil {
+	if _, err := d.Boot(ctx, driver.BootSpec{Name: "vm-1", Flavor: "c2"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.Boot(ctx, agent.BootSpec{Name: "vm-2", Flavor: "c2"}); !errors.Is(err, ErrQuota) {
+	if _, err := d.Boot(ctx, driver.BootSpec{Name: "vm-2", Flavor: "c2"}); !errors.Is(err, ErrQuota) {
 		t.Fatalf("second boot: %v, want quota exceeded", err)
 	}
-	if _, err := d.Boot(ctx, agent.BootSpec{Name: "vm-3", Flavor: "huge"}); err == nil {
+	if _, err := d.Boot(ctx, driver.BootSpec{Name: "vm-3", Flavor: "huge"}); err == nil {
 		t.Fatal("booted an unknown flavor")
 	}
 }
@@ -147,7 +147,7 @@ func TestCloseStopsEveryVM(t *testing.T) {
 	ctx := context.Background()
 	var pids []int
 	for i := range 3 {
-		s, err := d.Boot(ctx, agent.BootSpec{Name: fmt.Sprint("vm-", i), Flavor: "c2"})
+		s, err := d.Boot(ctx, driver.BootSpec{Name: fmt.Sprint("vm-", i), Flavor: "c2"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -162,7 +162,7 @@ func TestCloseStopsEveryVM(t *testing.T) {
 			t.Fatalf("VM %d survived Close", p)
 		}
 	}
-	if _, err := d.Boot(ctx, agent.BootSpec{Name: "late", Flavor: "c2"}); err == nil {
+	if _, err := d.Boot(ctx, driver.BootSpec{Name: "late", Flavor: "c2"}); err == nil {
 		t.Fatal("boot after Close")
 	}
 }

@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/canopy-grid/canopy/agent"
+	"github.com/canopy-grid/canopy/agent/driver"
 )
 
 // proc is a Canopy binary started by a test.
@@ -147,14 +147,14 @@ openstack:
 	must(t, os.WriteFile(filepath.Join(dir, "agent.yaml"), []byte(agentCfg), 0o600))
 
 	d := newDriver(t, ctx, cfg)
-	ours := func() []agent.Server {
+	ours := func() []driver.Server {
 		srvs, err := d.Servers(ctx)
 		if err != nil {
 			t.Fatalf("list servers: %v", err)
 		}
-		var out []agent.Server
+		var out []driver.Server
 		for _, s := range srvs {
-			if s.Metadata[agent.MetaHub] == hubID {
+			if s.Metadata[driver.MetaHub] == hubID {
 				out = append(out, s)
 			}
 		}
@@ -165,7 +165,7 @@ openstack:
 		defer ccancel()
 		srvs, _ := d.Servers(cctx)
 		for _, s := range srvs {
-			if s.Metadata[agent.MetaHub] == hubID {
+			if s.Metadata[driver.MetaHub] == hubID {
 				_ = d.Delete(cctx, s.ID)
 			}
 		}
@@ -227,7 +227,7 @@ openstack:
 }
 
 // hubKnowsAll reports whether the hub's VM list has every server, by id.
-func hubKnowsAll(t *testing.T, ctx context.Context, base string, srvs []agent.Server) bool {
+func hubKnowsAll(t *testing.T, ctx context.Context, base string, srvs []driver.Server) bool {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/vms", nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

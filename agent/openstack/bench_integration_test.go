@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/canopy-grid/canopy/agent"
+	"github.com/canopy-grid/canopy/agent/driver"
 )
 
 // BenchmarkBootRate boots N servers (CANOPY_BENCH_SERVERS, default 50) on
@@ -53,7 +53,7 @@ func BenchmarkBootRate(b *testing.B) {
 		}
 		drvBatch := func() batchResult {
 			return runBatch(b, ctx, d, n, conc, prefix+"-drv", func(ctx context.Context, name string, md map[string]string) (string, error) {
-				s, err := d.Boot(ctx, agent.BootSpec{Name: name, Flavor: "m1.tiny", Image: "canopy-tiny", Metadata: md})
+				s, err := d.Boot(ctx, driver.BootSpec{Name: name, Flavor: "m1.tiny", Image: "canopy-tiny", Metadata: md})
 				return s.ID, err
 			})
 		}
@@ -152,7 +152,7 @@ func runBatch(b *testing.B, ctx context.Context, d *Driver, n, conc int, prefix 
 			defer wg.Done()
 			defer func() { <-slots }()
 			start := time.Now()
-			id, err := boot(ctx, fmt.Sprintf("%s-%03d", prefix, i), map[string]string{agent.MetaHub: "bench", agent.MetaPlan: prefix})
+			id, err := boot(ctx, fmt.Sprintf("%s-%03d", prefix, i), map[string]string{driver.MetaHub: "bench", driver.MetaPlan: prefix})
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -182,10 +182,10 @@ func runBatch(b *testing.B, ctx context.Context, d *Driver, n, conc int, prefix 
 			if !ok {
 				continue
 			}
-			if s.Status == agent.StatusError {
+			if s.Status == driver.StatusError {
 				b.Fatalf("server %s went to ERROR: %s", s.Name, s.Fault)
 			}
-			if _, seen := active[s.ID]; !seen && s.Status == agent.StatusActive {
+			if _, seen := active[s.ID]; !seen && s.Status == driver.StatusActive {
 				active[s.ID] = now.Sub(t)
 			}
 		}

@@ -35,7 +35,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/utils"
 	"github.com/sirupsen/logrus"
 
-	"github.com/canopy-grid/canopy/agent"
+	"github.com/canopy-grid/canopy/agent/driver"
 	"github.com/canopy-grid/canopy/protocol"
 )
 
@@ -56,7 +56,7 @@ const (
 	maxUserDataB64 = 65535
 )
 
-// Driver is an agent.Driver for one OpenStack project.
+// Driver is an driver.Driver for one OpenStack project.
 type Driver struct {
 	cfg      Config
 	log      logrus.FieldLogger
@@ -75,7 +75,7 @@ type Driver struct {
 	faults       faultCache
 }
 
-var _ agent.Driver = (*Driver)(nil)
+var _ driver.Driver = (*Driver)(nil)
 
 // New authenticates to the cloud cfg describes and returns its driver.
 // log receives warnings (credential expiry) and debug lines (retries).
@@ -304,7 +304,7 @@ func (d *Driver) Config() Config { return d.cfg }
 // ComputeMicroversion returns the Nova API microversion the driver uses.
 func (d *Driver) ComputeMicroversion() string { return d.compute.Microversion }
 
-// Flavors implements agent.Driver.
+// Flavors implements driver.Driver.
 func (d *Driver) Flavors(ctx context.Context) ([]protocol.Flavor, error) {
 	ctx, cancel := d.opCtx(ctx)
 	defer cancel()
@@ -332,7 +332,7 @@ func (d *Driver) listFlavors(ctx context.Context) ([]flavors.Flavor, error) {
 	return list, nil
 }
 
-// Limits implements agent.Driver. Maxima are lowered to the configured
+// Limits implements driver.Driver. Maxima are lowered to the configured
 // cores_max and ram_max_mib caps.
 func (d *Driver) Limits(ctx context.Context) (protocol.Limits, error) {
 	ctx, cancel := d.opCtx(ctx)
@@ -360,9 +360,9 @@ func capLimit(quota, limit int) int {
 	return quota
 }
 
-// Servers implements agent.Driver: every server in the project. Servers
-// whose metadata lacks agent.MetaHub are foreign.
-func (d *Driver) Servers(ctx context.Context) ([]agent.Server, error) {
+// Servers implements driver.Driver: every server in the project. Servers
+// whose metadata lacks driver.MetaHub are foreign.
+func (d *Driver) Servers(ctx context.Context) ([]driver.Server, error) {
 	ctx, cancel := d.opCtx(ctx)
 	defer cancel()
 	pages, err := servers.List(d.compute, servers.ListOpts{}).AllPages(ctx)
@@ -373,7 +373,7 @@ func (d *Driver) Servers(ctx context.Context) ([]agent.Server, error) {
 	if err != nil {
 		return nil, wrapError("list servers", fmt.Errorf("decode servers: %w", err), d.secrets)
 	}
-	out := make([]agent.Server, 0, len(list))
+	out := make([]driver.Server, 0, len(list))
 	refreshed := false
 	for _, s := range list {
 		flavor := flavorName(s.Flavor)
@@ -399,7 +399,7 @@ func (d *Driver) Servers(ctx context.Context) ([]agent.Server, error) {
 // leaves it out of /servers/detail for servers that never left cell0 (e.g.
 // "No valid host was found"), but shows it on GET /servers/{id}. Faults do
 // not change, so each is fetched once.
-func (d *Driver) fillFaults(ctx context.Context, list []agent.Server) {
+func (d *Driver) fillFaults(ctx context.Context, list []driver.Server) {
 	var (
 		wg   sync.WaitGroup
 		mu   sync.Mutex
@@ -408,7 +408,7 @@ func (d *Driver) fillFaults(ctx context.Context, list []agent.Server) {
 	for i := range list {
 		s := &list[i]
 		seen[s.ID] = true
-		if s.Status != agent.StatusError || s.Fault != "" {
+		if s.Status != driver.StatusError || s.Fault != "" {
 			continue
 		}
 		if f, ok := d.faults.get(s.ID); ok {
@@ -481,7 +481,7 @@ func flavorName(f map[string]any) string {
 	return ""
 }
 
-func convertServer(s servers.Server, flavor string) agent.Server {
+func convertServer(s servers.Server, flavor string) driver.Server {
 	image := ""
 	if id, ok := s.Image["id"].(string); ok {
 		image = id
@@ -490,11 +490,11 @@ func convertServer(s servers.Server, flavor string) agent.Server {
 	for k, v := range s.Metadata {
 		md[k] = v
 	}
-	out := agent.Server{
+	out := driver.Server{
 		ID: s.ID, Name: s.Name, Flavor: flavor, Image: image,
 		Status: mapStatus(s.Status), Metadata: md, CreatedAt: s.Created,
 	}
-	if out.Status == agent.StatusError {
+	if out.Status == driver.StatusError {
 		// Nova records the fault just after setting ERROR: a listing in
 		// between shows ERROR with no fault yet.
 		out.Fault = s.Fault.Message
@@ -503,29 +503,29 @@ func convertServer(s servers.Server, flavor string) agent.Server {
 }
 
 // mapStatus reduces a Nova server status to what Canopy acts on.
-func mapStatus(s string) agent.ServerStatus {
+func mapStatus(s string) driver.ServerStatus {
 	switch strings.ToUpper(s) {
 	case "BUILD", "BUILDING":
-		return agent.StatusBuild
+		return driver.StatusBuild
 	case "ACTIVE":
-		return agent.StatusActive
+		return driver.StatusActive
 	case "ERROR":
-		return agent.StatusError
+		return driver.StatusError
 	case "DELETED", "SOFT_DELETED":
-		return agent.StatusDeleted
+		return driver.StatusDeleted
 	}
-	return agent.StatusOther
+	return driver.StatusOther
 }
 
-// Boot implements agent.Driver. The key pair, network, security groups and
+// Boot implements driver.Driver. The key pair, network, security groups and
 // availability zone come from the Config; an empty flavor or image takes the
 // configured default. Flavor, image and network may be names or IDs.
-func (d *Driver) Boot(ctx context.Context, spec agent.BootSpec) (agent.Server, error) {
+func (d *Driver) Boot(ctx context.Context, spec driver.BootSpec) (driver.Server, error) {
 	op := fmt.Sprintf("boot server %q", spec.Name)
 	ctx, cancel := d.opCtx(ctx)
 	defer cancel()
 	if err := validateSpec(spec); err != nil {
-		return agent.Server{}, &Error{Op: op, Class: protocol.ErrClassInvalid, Msg: err.Error(), err: err}
+		return driver.Server{}, &Error{Op: op, Class: protocol.ErrClassInvalid, Msg: err.Error(), err: err}
 	}
 	flavorRef := spec.Flavor
 	if flavorRef == "" {
@@ -537,19 +537,19 @@ func (d *Driver) Boot(ctx context.Context, spec agent.BootSpec) (agent.Server, e
 	}
 	if flavorRef == "" || imageRef == "" {
 		err := errors.New("no flavor or no image given and no default_flavor/default_image configured")
-		return agent.Server{}, &Error{Op: op, Class: protocol.ErrClassInvalid, Msg: err.Error(), err: err}
+		return driver.Server{}, &Error{Op: op, Class: protocol.ErrClassInvalid, Msg: err.Error(), err: err}
 	}
 	flavorID, flavor, err := d.resolveFlavor(ctx, flavorRef)
 	if err != nil {
-		return agent.Server{}, wrapError(op, err, d.secrets)
+		return driver.Server{}, wrapError(op, err, d.secrets)
 	}
 	imageID, err := d.resolveImage(ctx, imageRef)
 	if err != nil {
-		return agent.Server{}, wrapError(op, err, d.secrets)
+		return driver.Server{}, wrapError(op, err, d.secrets)
 	}
 	nets, err := d.resolveNetworks(ctx)
 	if err != nil {
-		return agent.Server{}, wrapError(op, err, d.secrets)
+		return driver.Server{}, wrapError(op, err, d.secrets)
 	}
 	md := make(map[string]string, len(spec.Metadata))
 	for k, v := range spec.Metadata {
@@ -575,16 +575,16 @@ func (d *Driver) Boot(ctx context.Context, spec agent.BootSpec) (agent.Server, e
 	}
 	s, err := servers.Create(ctx, d.compute, opts, nil).Extract()
 	if err != nil {
-		return agent.Server{}, wrapError(op, err, d.secrets)
+		return driver.Server{}, wrapError(op, err, d.secrets)
 	}
-	return agent.Server{
-		ID: s.ID, Name: spec.Name, Flavor: flavor, Image: imageID, Status: agent.StatusBuild,
+	return driver.Server{
+		ID: s.ID, Name: spec.Name, Flavor: flavor, Image: imageID, Status: driver.StatusBuild,
 		Metadata: md, CreatedAt: time.Now().UTC(),
 	}, nil
 }
 
 // validateSpec checks a boot against Nova's limits before calling it.
-func validateSpec(spec agent.BootSpec) error {
+func validateSpec(spec driver.BootSpec) error {
 	if strings.TrimSpace(spec.Name) == "" {
 		return errors.New("server name is empty")
 	}
@@ -605,7 +605,7 @@ func validateSpec(spec agent.BootSpec) error {
 	return nil
 }
 
-// Delete implements agent.Driver: a server that is already gone (404) is
+// Delete implements driver.Driver: a server that is already gone (404) is
 // deleted.
 func (d *Driver) Delete(ctx context.Context, id string) error {
 	ctx, cancel := d.opCtx(ctx)

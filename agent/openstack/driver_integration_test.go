@@ -27,7 +27,7 @@ import (
 	"github.com/sirupsen/logrus"
 	logtest "github.com/sirupsen/logrus/hooks/test"
 
-	"github.com/canopy-grid/canopy/agent"
+	"github.com/canopy-grid/canopy/agent/driver"
 	"github.com/canopy-grid/canopy/images"
 	"github.com/canopy-grid/canopy/protocol"
 )
@@ -43,7 +43,7 @@ func uniq(prefix string) string {
 
 // waitServer polls the driver's listing until pred holds for the server
 // with id (or, when gone is true, until it is no longer listed).
-func waitServer(t *testing.T, ctx context.Context, d *Driver, id string, what string, pred func(s agent.Server, listed bool) bool) agent.Server {
+func waitServer(t *testing.T, ctx context.Context, d *Driver, id string, what string, pred func(s driver.Server, listed bool) bool) driver.Server {
 	t.Helper()
 	deadline := time.Now().Add(3 * time.Minute)
 	delay := 200 * time.Millisecond
@@ -52,7 +52,7 @@ func waitServer(t *testing.T, ctx context.Context, d *Driver, id string, what st
 		if err != nil {
 			t.Fatalf("list servers while waiting for %s: %v", what, err)
 		}
-		var found agent.Server
+		var found driver.Server
 		listed := false
 		for _, s := range list {
 			if s.ID == id {
@@ -68,7 +68,7 @@ func waitServer(t *testing.T, ctx context.Context, d *Driver, id string, what st
 		delay = min(delay*2, 2*time.Second)
 	}
 	t.Fatalf("server %s: timed out waiting for %s", id, what)
-	return agent.Server{}
+	return driver.Server{}
 }
 
 func deleteOnCleanup(t *testing.T, d *Driver, id string) {
@@ -242,22 +242,22 @@ func TestIntegrationServerLifecycle(t *testing.T) {
 
 	name := uniq("itest-vm")
 	userData := []byte("#cloud-config\nruncmd:\n  - echo canopy\n")
-	md := map[string]string{agent.MetaHub: "hub-itest", agent.MetaSite: "site-a", agent.MetaGroup: "atlas",
-		agent.MetaVMType: "default", agent.MetaPlan: "plan-1"}
+	md := map[string]string{driver.MetaHub: "hub-itest", driver.MetaSite: "site-a", driver.MetaGroup: "atlas",
+		driver.MetaVMType: "default", driver.MetaPlan: "plan-1"}
 	t0 := time.Now()
-	s, err := d.Boot(ctx, agent.BootSpec{Name: name, Flavor: "m1.tiny", Metadata: md, UserData: userData})
+	s, err := d.Boot(ctx, driver.BootSpec{Name: name, Flavor: "m1.tiny", Metadata: md, UserData: userData})
 	if err != nil {
 		t.Fatalf("Boot: %v", err)
 	}
 	deleteOnCleanup(t, d, s.ID)
-	if s.ID == "" || s.Status != agent.StatusBuild || s.Flavor != "m1.tiny" {
+	if s.ID == "" || s.Status != driver.StatusBuild || s.Flavor != "m1.tiny" {
 		t.Errorf("Boot returned %+v", s)
 	}
-	got := waitServer(t, ctx, d, s.ID, "ACTIVE", func(s agent.Server, listed bool) bool {
-		if listed && s.Status == agent.StatusError {
+	got := waitServer(t, ctx, d, s.ID, "ACTIVE", func(s driver.Server, listed bool) bool {
+		if listed && s.Status == driver.StatusError {
 			t.Fatalf("server went to ERROR: %s", s.Fault)
 		}
-		return listed && s.Status == agent.StatusActive
+		return listed && s.Status == driver.StatusActive
 	})
 	t.Logf("server ACTIVE %s after POST", time.Since(t0).Round(10*time.Millisecond))
 	if got.Name != name || got.Flavor != "m1.tiny" || got.Image == "" || got.CreatedAt.IsZero() {
@@ -290,8 +290,8 @@ func TestIntegrationServerLifecycle(t *testing.T) {
 	if err := d.Delete(ctx, s.ID); err != nil {
 		t.Fatalf("Delete: %v", err)
 	}
-	waitServer(t, ctx, d, s.ID, "deletion", func(s agent.Server, listed bool) bool {
-		return !listed || s.Status == agent.StatusDeleted
+	waitServer(t, ctx, d, s.ID, "deletion", func(s driver.Server, listed bool) bool {
+		return !listed || s.Status == driver.StatusDeleted
 	})
 	// The project's user gets 404 (an admin may still see it as DELETED).
 	userNova, err := gcos.NewComputeV2(rawProvider(t, ctx, "canopy-a"), gophercloud.EndpointOpts{})
@@ -324,8 +324,8 @@ func TestIntegrationQuotaExceeded(t *testing.T) {
 	if cores >= 8 {
 		t.Fatalf("canopy-b cores quota %d; the test needs it below 8 (b8)", cores)
 	}
-	s, err := d.Boot(ctx, agent.BootSpec{Name: uniq("itest-quota"), Flavor: "b8", Image: "canopy-tiny",
-		Metadata: map[string]string{agent.MetaHub: "hub-itest"}})
+	s, err := d.Boot(ctx, driver.BootSpec{Name: uniq("itest-quota"), Flavor: "b8", Image: "canopy-tiny",
+		Metadata: map[string]string{driver.MetaHub: "hub-itest"}})
 	if err == nil {
 		deleteOnCleanup(t, d, s.ID)
 		t.Fatalf("booting b8 past a %d-core quota succeeded: %+v", cores, s)
@@ -344,17 +344,17 @@ func TestIntegrationNoValidHost(t *testing.T) {
 	ctx := context.Background()
 	d := newDriver(t, ctx, Config{Cloud: "canopy-a", CloudsFile: cloudsYAML, Network: "none"})
 	// canopy.nohost asks for more disk than the fake compute node has.
-	s, err := d.Boot(ctx, agent.BootSpec{Name: uniq("itest-nohost"), Flavor: "canopy.nohost", Image: "canopy-tiny",
-		Metadata: map[string]string{agent.MetaHub: "hub-itest"}})
+	s, err := d.Boot(ctx, driver.BootSpec{Name: uniq("itest-nohost"), Flavor: "canopy.nohost", Image: "canopy-tiny",
+		Metadata: map[string]string{driver.MetaHub: "hub-itest"}})
 	if err != nil {
 		t.Fatalf("Boot: %v", err)
 	}
 	deleteOnCleanup(t, d, s.ID)
-	got := waitServer(t, ctx, d, s.ID, "ERROR", func(s agent.Server, listed bool) bool {
-		if listed && s.Status == agent.StatusActive {
+	got := waitServer(t, ctx, d, s.ID, "ERROR", func(s driver.Server, listed bool) bool {
+		if listed && s.Status == driver.StatusActive {
 			t.Fatalf("server with an impossible flavor became ACTIVE")
 		}
-		return listed && s.Status == agent.StatusError && s.Fault != ""
+		return listed && s.Status == driver.StatusError && s.Fault != ""
 	})
 	if !strings.Contains(got.Fault, "No valid host was found") {
 		t.Errorf("fault = %q, want Nova's no-valid-host message", got.Fault)
@@ -389,9 +389,9 @@ func TestIntegrationForeignServer(t *testing.T) {
 		t.Fatalf("create foreign server: %v", err)
 	}
 	deleteOnCleanup(t, d, fs.ID)
-	got := waitServer(t, ctx, d, fs.ID, "listing", func(s agent.Server, listed bool) bool { return listed })
-	if _, ok := got.Metadata[agent.MetaHub]; ok || got.Name != name {
-		t.Errorf("foreign server listed as %+v; want no %s metadata", got, agent.MetaHub)
+	got := waitServer(t, ctx, d, fs.ID, "listing", func(s driver.Server, listed bool) bool { return listed })
+	if _, ok := got.Metadata[driver.MetaHub]; ok || got.Name != name {
+		t.Errorf("foreign server listed as %+v; want no %s metadata", got, driver.MetaHub)
 	}
 }
 

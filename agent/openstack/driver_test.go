@@ -18,7 +18,7 @@ import (
 
 	logtest "github.com/sirupsen/logrus/hooks/test"
 
-	"github.com/canopy-grid/canopy/agent"
+	"github.com/canopy-grid/canopy/agent/driver"
 	"github.com/canopy-grid/canopy/images"
 	"github.com/canopy-grid/canopy/protocol"
 )
@@ -77,7 +77,7 @@ func TestCapLimit(t *testing.T) {
 func TestServersListing(t *testing.T) {
 	t.Parallel()
 	f := newFakeCloud(t)
-	canopy := map[string]string{agent.MetaHub: "hub-1", agent.MetaGroup: "atlas"}
+	canopy := map[string]string{driver.MetaHub: "hub-1", driver.MetaGroup: "atlas"}
 	errSrv := server("s-err", "w-2", "ERROR", canopy)
 	errSrv["fault"] = map[string]any{"code": 500, "message": "No valid host was found. ", "created": "2026-11-22T15:01:04Z"}
 	f.servers = []map[string]any{
@@ -97,17 +97,17 @@ func TestServersListing(t *testing.T) {
 			t.Fatalf("listed %d servers, want 4", len(list))
 		}
 		ok, bad, build, foreign := list[0], list[1], list[2], list[3]
-		if ok.Status != agent.StatusActive || ok.Flavor != "m1.tiny" || ok.Image != "img-1" || ok.Metadata[agent.MetaHub] != "hub-1" ||
+		if ok.Status != driver.StatusActive || ok.Flavor != "m1.tiny" || ok.Image != "img-1" || ok.Metadata[driver.MetaHub] != "hub-1" ||
 			!ok.CreatedAt.Equal(time.Date(2026, 11, 22, 15, 1, 2, 0, time.UTC)) {
 			t.Errorf("active server = %+v", ok)
 		}
-		if bad.Status != agent.StatusError || bad.Fault != "No valid host was found. " || FaultClass(bad.Fault) != protocol.ErrClassNoHost {
+		if bad.Status != driver.StatusError || bad.Fault != "No valid host was found. " || FaultClass(bad.Fault) != protocol.ErrClassNoHost {
 			t.Errorf("error server = %+v", bad)
 		}
-		if build.Status != agent.StatusBuild {
+		if build.Status != driver.StatusBuild {
 			t.Errorf("build server = %+v", build)
 		}
-		if _, canopy := foreign.Metadata[agent.MetaHub]; canopy || foreign.Status != agent.StatusOther || foreign.Metadata["owner"] != "bob" {
+		if _, canopy := foreign.Metadata[driver.MetaHub]; canopy || foreign.Status != driver.StatusOther || foreign.Metadata["owner"] != "bob" {
 			t.Errorf("foreign server = %+v", foreign)
 		}
 	}
@@ -134,9 +134,9 @@ func TestServersListingOldMicroversion(t *testing.T) {
 
 func TestMapStatus(t *testing.T) {
 	t.Parallel()
-	tests := map[string]agent.ServerStatus{
-		"BUILD": agent.StatusBuild, "ACTIVE": agent.StatusActive, "ERROR": agent.StatusError, "DELETED": agent.StatusDeleted,
-		"SOFT_DELETED": agent.StatusDeleted, "SHUTOFF": agent.StatusOther, "REBOOT": agent.StatusOther, "": agent.StatusOther,
+	tests := map[string]driver.ServerStatus{
+		"BUILD": driver.StatusBuild, "ACTIVE": driver.StatusActive, "ERROR": driver.StatusError, "DELETED": driver.StatusDeleted,
+		"SOFT_DELETED": driver.StatusDeleted, "SHUTOFF": driver.StatusOther, "REBOOT": driver.StatusOther, "": driver.StatusOther,
 	}
 	for in, want := range tests {
 		if got := mapStatus(in); got != want {
@@ -158,12 +158,12 @@ func TestBootRequest(t *testing.T) {
 	})
 	// "abcd" is valid base64: it must still be encoded, not passed through.
 	userData := []byte("abcd")
-	md := map[string]string{agent.MetaHub: "hub-1", agent.MetaPlan: "p-7"}
-	s, err := d.Boot(context.Background(), agent.BootSpec{Name: "w-9", Flavor: "b8", Metadata: md, UserData: userData})
+	md := map[string]string{driver.MetaHub: "hub-1", driver.MetaPlan: "p-7"}
+	s, err := d.Boot(context.Background(), driver.BootSpec{Name: "w-9", Flavor: "b8", Metadata: md, UserData: userData})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.ID != "srv-new" || s.Status != agent.StatusBuild || s.Flavor != "b8" || s.Image != "00000000-0000-0000-0000-000000000009" {
+	if s.ID != "srv-new" || s.Status != driver.StatusBuild || s.Flavor != "b8" || s.Image != "00000000-0000-0000-0000-000000000009" {
 		t.Errorf("Boot = %+v", s)
 	}
 	b := f.lastBoot["server"].(map[string]any)
@@ -182,11 +182,11 @@ func TestBootRequest(t *testing.T) {
 	if nets := b["networks"].([]any); len(nets) != 1 || nets[0].(map[string]any)["uuid"] != "11111111-2222-3333-4444-555555555555" {
 		t.Errorf("networks = %v", b["networks"])
 	}
-	if m := b["metadata"].(map[string]any); m[agent.MetaHub] != "hub-1" || m[agent.MetaPlan] != "p-7" {
+	if m := b["metadata"].(map[string]any); m[driver.MetaHub] != "hub-1" || m[driver.MetaPlan] != "p-7" {
 		t.Errorf("metadata = %v", b["metadata"])
 	}
 	// A second boot reuses the name lookups.
-	if _, err := d.Boot(context.Background(), agent.BootSpec{Name: "w-10", Flavor: "b8"}); err != nil {
+	if _, err := d.Boot(context.Background(), driver.BootSpec{Name: "w-10", Flavor: "b8"}); err != nil {
 		t.Fatal(err)
 	}
 	if n := f.count("GET /network/v2.0/networks") + f.count("GET /image/v2/images") + f.count("GET /compute/v2.1/flavors/detail"); n != 3 {
@@ -201,15 +201,15 @@ func TestBootInvalid(t *testing.T) {
 	long := strings.Repeat("k", 256)
 	tests := []struct {
 		name string
-		spec agent.BootSpec
+		spec driver.BootSpec
 		msg  string
 	}{
-		{"no name", agent.BootSpec{Flavor: "b8", Image: "x"}, "name is empty"},
-		{"long metadata key", agent.BootSpec{Name: "a", Flavor: "b8", Image: "x", Metadata: map[string]string{long: "v"}}, "metadata"},
-		{"huge user data", agent.BootSpec{Name: "a", Flavor: "b8", Image: "x", UserData: make([]byte, 60000)}, "user data"},
-		{"no default image", agent.BootSpec{Name: "a", Flavor: "b8"}, "default_image"},
-		{"unknown flavor", agent.BootSpec{Name: "a", Flavor: "z9", Image: "00000000-0000-0000-0000-0000000000aa"}, `flavor "z9": not found`},
-		{"unknown image", agent.BootSpec{Name: "a", Flavor: "b8", Image: "nope"}, `image "nope": not found`},
+		{"no name", driver.BootSpec{Flavor: "b8", Image: "x"}, "name is empty"},
+		{"long metadata key", driver.BootSpec{Name: "a", Flavor: "b8", Image: "x", Metadata: map[string]string{long: "v"}}, "metadata"},
+		{"huge user data", driver.BootSpec{Name: "a", Flavor: "b8", Image: "x", UserData: make([]byte, 60000)}, "user data"},
+		{"no default image", driver.BootSpec{Name: "a", Flavor: "b8"}, "default_image"},
+		{"unknown flavor", driver.BootSpec{Name: "a", Flavor: "z9", Image: "00000000-0000-0000-0000-0000000000aa"}, `flavor "z9": not found`},
+		{"unknown image", driver.BootSpec{Name: "a", Flavor: "b8", Image: "nope"}, `image "nope": not found`},
 	}
 	for _, tc := range tests {
 		_, err := d.Boot(context.Background(), tc.spec)
@@ -226,7 +226,7 @@ func TestBootNetworkNotFound(t *testing.T) {
 	t.Parallel()
 	f := newFakeCloud(t)
 	d := newTestDriver(t, f, func(c *Config) { c.Network = "missing-net" })
-	_, err := d.Boot(context.Background(), agent.BootSpec{Name: "a", Flavor: "b8", Image: "00000000-0000-0000-0000-0000000000aa"})
+	_, err := d.Boot(context.Background(), driver.BootSpec{Name: "a", Flavor: "b8", Image: "00000000-0000-0000-0000-0000000000aa"})
 	if Classify(err) != protocol.ErrClassInvalid || !strings.Contains(err.Error(), "missing-net") {
 		t.Errorf("boot on a missing network: %v", err)
 	}
@@ -465,7 +465,7 @@ func TestNoImageService(t *testing.T) {
 	if _, err := d.Images(context.Background()); Classify(err) != protocol.ErrClassInvalid || !strings.Contains(err.Error(), "no image service") {
 		t.Errorf("Images without Glance: %v", err)
 	}
-	if _, err := d.Boot(context.Background(), agent.BootSpec{Name: "a", Flavor: "b8", Image: "by-name"}); Classify(err) != protocol.ErrClassInvalid {
+	if _, err := d.Boot(context.Background(), driver.BootSpec{Name: "a", Flavor: "b8", Image: "by-name"}); Classify(err) != protocol.ErrClassInvalid {
 		t.Errorf("boot by image name without Glance: %v", err)
 	}
 

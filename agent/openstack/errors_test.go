@@ -13,7 +13,7 @@ import (
 
 	"github.com/gophercloud/gophercloud/v2"
 
-	"github.com/canopy-grid/canopy/agent"
+	"github.com/canopy-grid/canopy/agent/driver"
 	"github.com/canopy-grid/canopy/protocol"
 )
 
@@ -113,7 +113,7 @@ func TestBootErrorClasses(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = d.Boot(context.Background(), agent.BootSpec{Name: "w-1", Flavor: "m1.tiny", Image: "00000000-0000-0000-0000-0000000000aa"})
+			_, err = d.Boot(context.Background(), driver.BootSpec{Name: "w-1", Flavor: "m1.tiny", Image: "00000000-0000-0000-0000-0000000000aa"})
 			if got := Classify(err); got != tc.class {
 				t.Fatalf("class = %q, want %q (err %v)", got, tc.class, err)
 			}

@@ -36,7 +36,7 @@ func (d *Driver) imageService(op string) error {
 	return nil
 }
 
-// Images implements agent.Driver.
+// Images implements driver.Driver.
 func (d *Driver) Images(ctx context.Context) ([]images.Image, error) {
 	const op = "list images"
 	if err := d.imageService(op); err != nil {
@@ -116,7 +116,7 @@ func (d *Driver) resolveImage(ctx context.Context, ref string) (string, error) {
 	return best.ID, nil
 }
 
-// UploadImage implements agent.Driver: it creates a private image from meta
+// UploadImage implements driver.Driver: it creates a private image from meta
 // (name, disk and container format), streams r into Glance without
 // buffering it, verifies every checksum in meta that it or Glance computed
 // (MD5, SHA-256, Glance's os_hash), and returns the image once active. On
@@ -221,7 +221,7 @@ func (d *Driver) waitImageActive(ctx context.Context, id string) (images.Image, 
 	return images.Image{}, fmt.Errorf("image %s never became active", id)
 }
 
-// DownloadImage implements agent.Driver: the image's bytes straight from
+// DownloadImage implements driver.Driver: the image's bytes straight from
 // Glance. When Glance sends Content-MD5, a mismatch is reported by Read at
 // the end of the stream. ctx must stay alive while the body is read.
 func (d *Driver) DownloadImage(ctx context.Context, id string) (io.ReadCloser, error) {

@@ -30,6 +30,9 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/canopy-grid/canopy/protocol/squidreg"
+	"github.com/canopy-grid/canopy/protocol/vmproto"
 )
 
 // Limits on what is accepted from the hub, the state file and config.
@@ -40,45 +43,6 @@ const (
 	maxAnswer = 1 << 20
 	maxField  = 253
 )
-
-// Proxy is one squid as the agent serves it, best first.
-type Proxy struct {
-	Name string `json:"name,omitempty"`
-	// Address is host:port (IPv6 hosts in brackets).
-	Address string `json:"address"`
-	// URL is http://Address, as written in CVMFS_HTTP_PROXY.
-	URL string `json:"url"`
-	// Cost, DistanceKm and Load are the hub's ranking figures (zero for
-	// fallback entries).
-	Cost       float64 `json:"cost,omitempty"`
-	DistanceKm float64 `json:"distance_km,omitempty"`
-	Load       float64 `json:"load,omitempty"`
-}
-
-// Sources of a list.
-const (
-	SourceHub       = "hub"
-	SourcePush      = "hub-push"
-	SourceStateFile = "state-file"
-	SourceFallback  = "fallback"
-)
-
-// List is the answer to GET /v1/squids.
-type List struct {
-	Kind    string  `json:"kind"`
-	Proxies []Proxy `json:"proxies"`
-	// Source says where the list came from (hub, hub-push, state-file,
-	// fallback).
-	Source string `json:"source"`
-	// FetchedAt is when the hub gave this list (zero for fallback).
-	FetchedAt time.Time `json:"fetched_at,omitzero"`
-	// AgeSeconds is how old the list is.
-	AgeSeconds float64 `json:"age_seconds"`
-	// Stale is set when the hub has not confirmed the list for StaleAfter.
-	Stale bool `json:"stale"`
-	// LastError is the last failure to refresh it, if any since.
-	LastError string `json:"last_error,omitempty"`
-}
 
 // Config configures the cache.
 type Config struct {
@@ -109,7 +73,7 @@ type Config struct {
 }
 
 type kindState struct {
-	proxies   []Proxy
+	proxies   []vmproto.SquidProxy
 	source    string
 	fetchedAt time.Time // when the hub gave (or confirmed) the list
 	lastErr   string
@@ -177,7 +141,7 @@ func New(cfg Config, log *logrus.Entry, opts ...Option) (*Cache, error) {
 			st.proxies = append(st.proxies, p)
 		}
 		if len(st.proxies) > 0 {
-			st.source = SourceFallback
+			st.source = vmproto.SquidSourceFallback
 		}
 		c.kinds[k] = st
 	}
@@ -231,13 +195,13 @@ func (c *Cache) Refresh(ctx context.Context) error {
 			errs = append(errs, err)
 			continue
 		}
-		c.store(k, proxies, SourceHub, c.now())
+		c.store(k, proxies, vmproto.SquidSourceHub, c.now())
 	}
 	return errors.Join(errs...)
 }
 
 // Push stores a list the hub sent (for example over the agent's session).
-func (c *Cache) Push(kind string, proxies []Proxy, at time.Time) error {
+func (c *Cache) Push(kind string, proxies []vmproto.SquidProxy, at time.Time) error {
 	if _, ok := c.kinds[kind]; !ok {
 		return fmt.Errorf("squid list push: kind %q is not kept", kind)
 	}
@@ -245,7 +209,7 @@ func (c *Cache) Push(kind string, proxies []Proxy, at time.Time) error {
 	if err != nil {
 		return fmt.Errorf("squid list push for %s: %w", kind, err)
 	}
-	c.store(kind, clean, SourcePush, at)
+	c.store(kind, clean, vmproto.SquidSourcePush, at)
 	return nil
 }
 
@@ -253,12 +217,12 @@ func (c *Cache) Push(kind string, proxies []Proxy, at time.Time) error {
 // non-empty one younger than StaleAfter: right after a restart the hub's
 // registry is empty until agents report again, and sending every VM DIRECT
 // for that moment would do harm.
-func (c *Cache) store(kind string, proxies []Proxy, source string, at time.Time) {
+func (c *Cache) store(kind string, proxies []vmproto.SquidProxy, source string, at time.Time) {
 	c.mu.Lock()
 	st := c.kinds[kind]
 	recovered := st.lastErr != ""
 	st.lastErr = ""
-	if len(proxies) == 0 && len(st.proxies) > 0 && st.source != SourceFallback && at.Sub(st.fetchedAt) < c.cfg.StaleAfter {
+	if len(proxies) == 0 && len(st.proxies) > 0 && st.source != vmproto.SquidSourceFallback && at.Sub(st.fetchedAt) < c.cfg.StaleAfter {
 		c.mu.Unlock()
 		return
 	}
@@ -278,7 +242,7 @@ func (c *Cache) store(kind string, proxies []Proxy, source string, at time.Time)
 	}
 }
 
-func addresses(ps []Proxy) []string {
+func addresses(ps []vmproto.SquidProxy) []string {
 	out := make([]string, len(ps))
 	for i, p := range ps {
 		out[i] = p.Address
@@ -288,20 +252,20 @@ func addresses(ps []Proxy) []string {
 
 // Get returns up to n of kind's proxies (all when n <= 0); ok is false
 // for a kind that is not kept.
-func (c *Cache) Get(kind string, n int) (List, bool) {
+func (c *Cache) Get(kind string, n int) (vmproto.SquidList, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st, ok := c.kinds[kind]
 	if !ok {
-		return List{}, false
+		return vmproto.SquidList{}, false
 	}
 	ps := st.proxies
 	if n > 0 && len(ps) > n {
 		ps = ps[:n]
 	}
-	l := List{Kind: kind, Proxies: slices.Clone(ps), Source: st.source, FetchedAt: st.fetchedAt, LastError: st.lastErr}
+	l := vmproto.SquidList{Kind: kind, Proxies: slices.Clone(ps), Source: st.source, FetchedAt: st.fetchedAt, LastError: st.lastErr}
 	if l.Proxies == nil {
-		l.Proxies = []Proxy{}
+		l.Proxies = []vmproto.SquidProxy{}
 	}
 	if !st.fetchedAt.IsZero() {
 		age := c.now().Sub(st.fetchedAt)
@@ -326,7 +290,7 @@ func (c *Cache) ProxyURLs(kind string, n int) []string {
 // kept kind, n to all, at most MaxProxies).
 func (c *Cache) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/squids", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+vmproto.PathSquids, func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		kind := q.Get("kind")
 		if kind == "" {
@@ -355,7 +319,7 @@ func (c *Cache) Handler() http.Handler {
 }
 
 // fetch asks the hub for kind's list.
-func (c *Cache) fetch(ctx context.Context, kind string) ([]Proxy, error) {
+func (c *Cache) fetch(ctx context.Context, kind string) ([]vmproto.SquidProxy, error) {
 	v := url.Values{}
 	v.Set("kind", kind)
 	v.Set("n", strconv.Itoa(c.cfg.N))
@@ -368,7 +332,7 @@ func (c *Cache) fetch(ctx context.Context, kind string) ([]Proxy, error) {
 	if c.cfg.ClientIP != "" {
 		v.Set("ip", c.cfg.ClientIP)
 	}
-	u := strings.TrimSuffix(c.cfg.HubURL, "/") + "/api/v1/squids/nearest?" + v.Encode()
+	u := strings.TrimSuffix(c.cfg.HubURL, "/") + squidreg.PathNearest + "?" + v.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, fmt.Errorf("ask hub for %s squids: %w", kind, err)
@@ -405,7 +369,7 @@ type hubAnswer struct {
 
 // DecodeHubAnswer reads the hub's GET /api/v1/squids/nearest answer into
 // proxies, best first. Every address must be a usable host:port.
-func DecodeHubAnswer(b []byte) ([]Proxy, error) {
+func DecodeHubAnswer(b []byte) ([]vmproto.SquidProxy, error) {
 	if len(b) > maxAnswer {
 		return nil, fmt.Errorf("hub answer is %d bytes, limit %d", len(b), maxAnswer)
 	}
@@ -419,7 +383,7 @@ func DecodeHubAnswer(b []byte) ([]Proxy, error) {
 	if len(*a.Squids) > MaxProxies {
 		return nil, fmt.Errorf("hub answer lists %d squids, limit %d", len(*a.Squids), MaxProxies)
 	}
-	out := make([]Proxy, 0, len(*a.Squids))
+	out := make([]vmproto.SquidProxy, 0, len(*a.Squids))
 	for i, s := range *a.Squids {
 		p, err := proxyFor(s.Name, s.Address)
 		if err != nil {
@@ -438,11 +402,11 @@ func finiteOr0(f float64) float64 {
 	return f
 }
 
-func cleanProxies(ps []Proxy) ([]Proxy, error) {
+func cleanProxies(ps []vmproto.SquidProxy) ([]vmproto.SquidProxy, error) {
 	if len(ps) > MaxProxies {
 		return nil, fmt.Errorf("%d squids, limit %d", len(ps), MaxProxies)
 	}
-	out := make([]Proxy, 0, len(ps))
+	out := make([]vmproto.SquidProxy, 0, len(ps))
 	for i, p := range ps {
 		q, err := proxyFor(p.Name, p.Address)
 		if err != nil {
@@ -455,24 +419,24 @@ func cleanProxies(ps []Proxy) ([]Proxy, error) {
 }
 
 // proxyFor checks a host:port address (it ends up in VMs' configuration
-// files as it is) and builds its Proxy.
-func proxyFor(name, addr string) (Proxy, error) {
+// files as it is) and builds its SquidProxy.
+func proxyFor(name, addr string) (vmproto.SquidProxy, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return Proxy{}, fmt.Errorf("address %q: %w", truncate(addr, 64), err)
+		return vmproto.SquidProxy{}, fmt.Errorf("address %q: %w", truncate(addr, 64), err)
 	}
 	pn, err := strconv.Atoi(port)
 	if err != nil || pn < 1 || pn > 65535 || strconv.Itoa(pn) != port {
-		return Proxy{}, fmt.Errorf("address %q: bad port", truncate(addr, 64))
+		return vmproto.SquidProxy{}, fmt.Errorf("address %q: bad port", truncate(addr, 64))
 	}
 	if host == "" || len(host) > maxField || !validHost(host) {
-		return Proxy{}, fmt.Errorf("address %q: bad host", truncate(addr, 64))
+		return vmproto.SquidProxy{}, fmt.Errorf("address %q: bad host", truncate(addr, 64))
 	}
 	if len(name) > maxField || (name != "" && !validToken(name)) {
-		return Proxy{}, fmt.Errorf("name %q: bad characters", truncate(name, 64))
+		return vmproto.SquidProxy{}, fmt.Errorf("name %q: bad characters", truncate(name, 64))
 	}
 	a := net.JoinHostPort(host, port)
-	return Proxy{Name: name, Address: a, URL: "http://" + a}, nil
+	return vmproto.SquidProxy{Name: name, Address: a, URL: "http://" + a}, nil
 }
 
 func validHost(h string) bool {
@@ -511,15 +475,15 @@ type stateFile struct {
 }
 
 type stateKind struct {
-	Proxies   []Proxy   `json:"proxies"`
-	FetchedAt time.Time `json:"fetched_at"`
+	Proxies   []vmproto.SquidProxy `json:"proxies"`
+	FetchedAt time.Time            `json:"fetched_at"`
 }
 
 func (c *Cache) saveState() error {
 	c.mu.Lock()
 	sf := stateFile{Kinds: map[string]stateKind{}}
 	for k, st := range c.kinds {
-		if st.source == SourceFallback || st.fetchedAt.IsZero() {
+		if st.source == vmproto.SquidSourceFallback || st.fetchedAt.IsZero() {
 			continue
 		}
 		sf.Kinds[k] = stateKind{Proxies: st.proxies, FetchedAt: st.fetchedAt}
@@ -573,7 +537,7 @@ func (c *Cache) loadState() error {
 		if !ok {
 			continue
 		}
-		st.proxies, st.fetchedAt, st.source = sk.Proxies, sk.FetchedAt, SourceStateFile
+		st.proxies, st.fetchedAt, st.source = sk.Proxies, sk.FetchedAt, vmproto.SquidSourceStateFile
 	}
 	return nil
 }

@@ -6,9 +6,11 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -16,7 +18,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/canopy-grid/canopy/hub/squid"
+	"github.com/canopy-grid/canopy/protocol/squidreg"
+	"github.com/canopy-grid/canopy/protocol/vmproto"
 )
 
 type clock struct {
@@ -33,38 +36,76 @@ func quietLog() *logrus.Entry {
 	return logrus.NewEntry(l)
 }
 
-func f64(v float64) *float64 { return &v }
-
-// hub is a real hub registry behind its real handler.
+// hub stands in for the hub's squid API: GET squidreg.PathNearest answers
+// with the JSON the hub sends (an object whose "squids" lists name,
+// address, cost, distance_km and load, best first), from the lists set per
+// kind, cut to ?n=. It records the queries it was asked. The hub's own
+// ranking is tested in hub/squid.
 type hub struct {
-	reg *squid.Registry
 	srv *httptest.Server
+
+	mu      sync.Mutex
+	squids  map[string][]hubSquid // by kind
+	queries []url.Values
+}
+
+// hubSquid is one squid of the hub's answer.
+type hubSquid struct {
+	Name       string  `json:"name"`
+	Address    string  `json:"address"`
+	Cost       float64 `json:"cost"`
+	DistanceKm float64 `json:"distance_km"`
+	Load       float64 `json:"load"`
 }
 
 func newHub(t *testing.T) *hub {
 	t.Helper()
-	r, err := squid.New(squid.Config{}, nil, quietLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &hub{reg: r, srv: httptest.NewServer(r.Handler())}
+	h := &hub{squids: map[string][]hubSquid{}}
+	h.srv = httptest.NewServer(http.HandlerFunc(h.serve))
 	t.Cleanup(h.srv.Close)
 	return h
 }
 
-func (h *hub) set(t *testing.T, regs ...squid.Registration) {
-	t.Helper()
-	if err := h.reg.ReplaceSource("test", regs); err != nil {
-		t.Fatal(err)
+func (h *hub) serve(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet || r.URL.Path != squidreg.PathNearest {
+		http.NotFound(w, r)
+		return
 	}
+	q := r.URL.Query()
+	n, err := strconv.Atoi(q.Get("n"))
+	if err != nil || n < 1 {
+		http.Error(w, "bad n", http.StatusBadRequest)
+		return
+	}
+	h.mu.Lock()
+	h.queries = append(h.queries, q)
+	list := append([]hubSquid{}, h.squids[q.Get("kind")]...)
+	h.mu.Unlock()
+	list = list[:min(n, len(list))]
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{"client": map[string]any{"site": q.Get("site"), "located": false},
+		"kind": q.Get("kind"), "squids": list})
 }
 
-func sq(name, host string, load float64, access squid.Access, site string, kinds ...squid.Kind) squid.Registration {
-	return squid.Registration{Name: name, Host: host, Port: 3128, Kinds: kinds, Access: access, Site: site, Load: load,
-		Latitude: f64(0), Longitude: f64(0)}
+// set makes the hub answer queries for kind with squids, best first.
+func (h *hub) set(kind string, squids ...hubSquid) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.squids[kind] = squids
 }
 
-func addrs(l List) []string { return addresses(l.Proxies) }
+// asked returns the queries the hub was asked.
+func (h *hub) asked() []url.Values {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.queries)
+}
+
+func sq(name, addr string, load float64) hubSquid {
+	return hubSquid{Name: name, Address: addr, Cost: load / 100, Load: load}
+}
+
+func addrs(l vmproto.SquidList) []string { return addresses(l.Proxies) }
 
 func newCache(t *testing.T, cfg Config, c *clock) *Cache {
 	t.Helper()
@@ -77,11 +118,10 @@ func newCache(t *testing.T, cfg Config, c *clock) *Cache {
 
 func TestRefreshAndServe(t *testing.T) {
 	h := newHub(t)
-	h.set(t,
-		sq("g1", "192.0.2.1", 10, squid.AccessGlobal, "", squid.KindCVMFS),
-		sq("g2", "192.0.2.2", 20, squid.AccessGlobal, "", squid.KindCVMFS, squid.KindFrontier),
-		sq("west", "10.0.0.3", 0, squid.AccessLocalOnly, "west", squid.KindCVMFS),
-		sq("east", "10.1.0.3", 0, squid.AccessLocalOnly, "east", squid.KindCVMFS))
+	// What the hub answers site west: its local-only squid first, then the
+	// global ones by load (east's local-only squid is not offered).
+	h.set("cvmfs", sq("west", "10.0.0.3:3128", 0), sq("g1", "192.0.2.1:3128", 10), sq("g2", "192.0.2.2:3128", 20))
+	h.set("frontier", sq("g2", "192.0.2.2:3128", 20))
 	c := &clock{t: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)}
 	cache := newCache(t, Config{HubURL: h.srv.URL, Site: "west"}, c)
 	if err := cache.Refresh(context.Background()); err != nil {
@@ -89,9 +129,9 @@ func TestRefreshAndServe(t *testing.T) {
 	}
 	srv := httptest.NewServer(cache.Handler())
 	defer srv.Close()
-	var l List
+	var l vmproto.SquidList
 	getJSON(t, srv.URL+"/v1/squids?kind=cvmfs&n=2", 200, &l)
-	if !slices.Equal(addrs(l), []string{"10.0.0.3:3128", "192.0.2.1:3128"}) || l.Source != SourceHub || l.Stale || l.AgeSeconds != 0 {
+	if !slices.Equal(addrs(l), []string{"10.0.0.3:3128", "192.0.2.1:3128"}) || l.Source != vmproto.SquidSourceHub || l.Stale || l.AgeSeconds != 0 {
 		t.Errorf("cvmfs list %+v", l)
 	}
 	if l.Proxies[0].URL != "http://10.0.0.3:3128" || l.Proxies[0].Name != "west" {
@@ -107,6 +147,16 @@ func TestRefreshAndServe(t *testing.T) {
 	}
 	if got := cache.ProxyURLs("cvmfs", 1); !slices.Equal(got, []string{"http://10.0.0.3:3128"}) {
 		t.Errorf("ProxyURLs %v", got)
+	}
+	var kinds []string
+	for _, q := range h.asked() {
+		kinds = append(kinds, q.Get("kind"))
+		if q.Get("site") != "west" || q.Get("n") != "10" {
+			t.Errorf("hub asked %v, want site=west n=10", q)
+		}
+	}
+	if !slices.Equal(kinds, []string{"cvmfs", "frontier"}) {
+		t.Errorf("hub asked for kinds %v", kinds)
 	}
 }
 
@@ -131,7 +181,7 @@ func getJSON(t *testing.T, u string, code int, v any) string {
 
 func TestHubDownKeepsLastGood(t *testing.T) {
 	h := newHub(t)
-	h.set(t, sq("g1", "192.0.2.1", 10, squid.AccessGlobal, "", squid.KindCVMFS))
+	h.set("cvmfs", sq("g1", "192.0.2.1:3128", 10))
 	c := &clock{t: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)}
 	cache := newCache(t, Config{HubURL: h.srv.URL, Kinds: []string{"cvmfs"}}, c)
 	if err := cache.Refresh(context.Background()); err != nil {
@@ -155,13 +205,13 @@ func TestHubDownKeepsLastGood(t *testing.T) {
 
 func TestEmptyAnswerDoesNotWipeAFreshList(t *testing.T) {
 	h := newHub(t)
-	h.set(t, sq("g1", "192.0.2.1", 10, squid.AccessGlobal, "", squid.KindCVMFS))
+	h.set("cvmfs", sq("g1", "192.0.2.1:3128", 10))
 	c := &clock{t: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)}
 	cache := newCache(t, Config{HubURL: h.srv.URL, Kinds: []string{"cvmfs"}}, c)
 	if err := cache.Refresh(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	h.set(t) // the hub restarted and knows no squid yet
+	h.set("cvmfs") // the hub restarted and knows no squid yet
 	c.Advance(time.Minute)
 	if err := cache.Refresh(context.Background()); err != nil {
 		t.Fatal(err)
@@ -173,7 +223,7 @@ func TestEmptyAnswerDoesNotWipeAFreshList(t *testing.T) {
 	if err := cache.Refresh(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if l, _ := cache.Get("cvmfs", 0); len(l.Proxies) != 0 || l.Source != SourceHub {
+	if l, _ := cache.Get("cvmfs", 0); len(l.Proxies) != 0 || l.Source != vmproto.SquidSourceHub {
 		t.Fatalf("empty answer after the list went stale not taken: %+v", l)
 	}
 }
@@ -191,7 +241,7 @@ func TestStateFileAndFallback(t *testing.T) {
 		t.Fatal("refresh against a closed port succeeded")
 	}
 	l, _ := cache.Get("cvmfs", 0)
-	if l.Source != SourceFallback || !slices.Equal(addrs(l), []string{"10.0.0.9:3128", "[2001:db8::9]:3128"}) {
+	if l.Source != vmproto.SquidSourceFallback || !slices.Equal(addrs(l), []string{"10.0.0.9:3128", "[2001:db8::9]:3128"}) {
 		t.Fatalf("fallback %+v", l)
 	}
 	if _, err := os.Stat(state); err == nil {
@@ -200,7 +250,7 @@ func TestStateFileAndFallback(t *testing.T) {
 
 	// A good answer replaces the fallback and is saved.
 	h := newHub(t)
-	h.set(t, sq("g1", "192.0.2.1", 10, squid.AccessGlobal, "", squid.KindCVMFS))
+	h.set("cvmfs", sq("g1", "192.0.2.1:3128", 10))
 	cfg.HubURL = h.srv.URL
 	cache = newCache(t, cfg, c)
 	if err := cache.Refresh(context.Background()); err != nil {
@@ -212,7 +262,7 @@ func TestStateFileAndFallback(t *testing.T) {
 	cache = newCache(t, cfg, c)
 	_ = cache.Refresh(context.Background())
 	l, _ = cache.Get("cvmfs", 0)
-	if l.Source != SourceStateFile || !slices.Equal(addrs(l), []string{"192.0.2.1:3128"}) || l.AgeSeconds != 120 {
+	if l.Source != vmproto.SquidSourceStateFile || !slices.Equal(addrs(l), []string{"192.0.2.1:3128"}) || l.AgeSeconds != 120 {
 		t.Fatalf("after restart: %+v", l)
 	}
 
@@ -221,7 +271,7 @@ func TestStateFileAndFallback(t *testing.T) {
 		t.Fatal(err)
 	}
 	cache = newCache(t, cfg, c)
-	if l, _ := cache.Get("cvmfs", 0); l.Source != SourceFallback {
+	if l, _ := cache.Get("cvmfs", 0); l.Source != vmproto.SquidSourceFallback {
 		t.Fatalf("damaged state file used: %+v", l)
 	}
 }
@@ -229,20 +279,20 @@ func TestStateFileAndFallback(t *testing.T) {
 func TestPush(t *testing.T) {
 	c := &clock{t: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)}
 	cache := newCache(t, Config{}, c)
-	if err := cache.Push("frontier", []Proxy{{Name: "f", Address: "192.0.2.7:3128", Cost: 0.3}}, c.Now()); err != nil {
+	if err := cache.Push("frontier", []vmproto.SquidProxy{{Name: "f", Address: "192.0.2.7:3128", Cost: 0.3}}, c.Now()); err != nil {
 		t.Fatal(err)
 	}
 	l, _ := cache.Get("frontier", 0)
-	if l.Source != SourcePush || len(l.Proxies) != 1 || l.Proxies[0].URL != "http://192.0.2.7:3128" || l.Proxies[0].Cost != 0.3 {
+	if l.Source != vmproto.SquidSourcePush || len(l.Proxies) != 1 || l.Proxies[0].URL != "http://192.0.2.7:3128" || l.Proxies[0].Cost != 0.3 {
 		t.Errorf("pushed %+v", l)
 	}
 	for _, bad := range []struct {
 		kind string
-		ps   []Proxy
+		ps   []vmproto.SquidProxy
 	}{
 		{"ftp", nil},
-		{"cvmfs", []Proxy{{Address: "192.0.2.7"}}},
-		{"cvmfs", []Proxy{{Address: "a\"b:3128"}}},
+		{"cvmfs", []vmproto.SquidProxy{{Address: "192.0.2.7"}}},
+		{"cvmfs", []vmproto.SquidProxy{{Address: "a\"b:3128"}}},
 	} {
 		if err := cache.Push(bad.kind, bad.ps, c.Now()); err == nil {
 			t.Errorf("push %v accepted", bad)
@@ -260,7 +310,7 @@ func TestHandlerErrors(t *testing.T) {
 	if b := getJSON(t, srv.URL+"/v1/squids?n=0", 400, nil); !strings.Contains(b, "n=") {
 		t.Errorf("bad n: %s", b)
 	}
-	var l List
+	var l vmproto.SquidList
 	getJSON(t, srv.URL+"/v1/squids?kind=frontier", 200, &l)
 	if l.Proxies == nil || len(l.Proxies) != 0 || l.Source != "" {
 		t.Errorf("empty list %+v", l)
@@ -314,6 +364,34 @@ func TestDecodeHubAnswer(t *testing.T) {
 				t.Errorf("got %v", got)
 			}
 		})
+	}
+}
+
+// TestDecodeDocumentedHubAnswer reads the hub's documented answer to GET
+// squidreg.PathNearest (hub/squid checks its real answer against the same
+// file).
+func TestDecodeDocumentedHubAnswer(t *testing.T) {
+	b, err := os.ReadFile("../../protocol/squidreg/testdata/nearest-answer.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps, err := DecodeHubAnswer(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, p := range ps {
+		names = append(names, p.Name)
+		if p.URL != "http://"+p.Address || p.Cost < 0 {
+			t.Errorf("proxy %+v", p)
+		}
+	}
+	if !slices.Equal(names, []string{"west", "g1", "g2"}) ||
+		!slices.Equal(addresses(ps), []string{"10.0.0.3:3128", "192.0.2.1:3128", "192.0.2.2:3128"}) {
+		t.Fatalf("decoded %+v", ps)
+	}
+	if ps[1].Load != 10 || ps[1].DistanceKm != -1 || !(ps[0].Cost < ps[1].Cost && ps[1].Cost < ps[2].Cost) {
+		t.Errorf("ranking figures %+v", ps)
 	}
 }
 

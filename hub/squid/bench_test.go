@@ -14,7 +14,8 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/canopy-grid/canopy/hub/squid"
-	"github.com/canopy-grid/canopy/hub/squid/squidtest"
+	"github.com/canopy-grid/canopy/internal/squidtest"
+	"github.com/canopy-grid/canopy/protocol/squidreg"
 )
 
 // benchRegistry is a registry of 1,000 synthetic squids (no probes: all
@@ -22,7 +23,7 @@ import (
 func benchRegistry(b *testing.B) (*squid.Registry, squidtest.Fleet) {
 	b.Helper()
 	f := squidtest.NewFleet(1000, 1000, 1)
-	loc, err := squidtest.Locator(f.Places...)
+	loc, err := locator(f.Places...)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -58,7 +59,7 @@ func BenchmarkNearest(b *testing.B) {
 		for pb.Next() {
 			i := next.Add(1)
 			t0 := time.Now()
-			a := r.Nearest(squid.Query{Addr: f.Clients[i%uint64(len(f.Clients))], Kind: squid.KindCVMFS, N: 5,
+			a := r.Nearest(squid.Query{Addr: f.Clients[i%uint64(len(f.Clients))], Kind: squidreg.KindCVMFS, N: 5,
 				Site: "site7", Domain: "domain3.example.org"})
 			mine = append(mine, time.Since(t0))
 			if len(a.Squids) != 5 {
@@ -84,7 +85,7 @@ func BenchmarkRank(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		dst := make([]squid.Candidate, 0, 5)
 		for pb.Next() {
-			dst = r.Rank(squid.Query{Kind: squid.KindCVMFS, N: 5}, loc, true, dst[:0])
+			dst = r.Rank(squid.Query{Kind: squidreg.KindCVMFS, N: 5}, loc, true, dst[:0])
 		}
 	})
 }
@@ -92,7 +93,7 @@ func BenchmarkRank(b *testing.B) {
 // BenchmarkLocate is one GeoIP2 City lookup of a client.
 func BenchmarkLocate(b *testing.B) {
 	f := squidtest.NewFleet(1000, 1000, 1)
-	loc, err := squidtest.Locator(f.Places...)
+	loc, err := locator(f.Places...)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -127,7 +128,7 @@ func BenchmarkNearestHTTP(b *testing.B) {
 	srv := httptest.NewServer(r.Handler())
 	defer srv.Close()
 	benchLoad(b, func(i int) string {
-		return fmt.Sprintf("%s%s?n=5&kind=cvmfs&ip=%s", srv.URL, squid.PathNearest, f.Clients[i%len(f.Clients)])
+		return fmt.Sprintf("%s%s?n=5&kind=cvmfs&ip=%s", srv.URL, squidreg.PathNearest, f.Clients[i%len(f.Clients)])
 	})
 }
 

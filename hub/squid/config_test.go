@@ -7,14 +7,15 @@ import (
 
 	"github.com/canopy-grid/canopy/deploy/config"
 	"github.com/canopy-grid/canopy/hub/squid"
+	"github.com/canopy-grid/canopy/protocol/squidreg"
 )
 
 // The registry's configuration and an agent's list of squids decode with
 // the project's strict YAML decoder, as the hub and agent configs hold them.
 func TestYAMLConfig(t *testing.T) {
 	var doc struct {
-		Squid  squid.Config         `yaml:"squid"`
-		Squids []squid.Registration `yaml:"squids"`
+		Squid  squid.Config            `yaml:"squid"`
+		Squids []squidreg.Registration `yaml:"squids"`
 	}
 	in := `
 squid:
@@ -39,7 +40,7 @@ squids:
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Expiry != 180*time.Second || cfg.Probes[squid.KindCVMFS].Expect != "Natlas.cern.ch" || len(cfg.Probes) != 2 {
+	if cfg.Expiry != 180*time.Second || cfg.Probes[squidreg.KindCVMFS].Expect != "Natlas.cern.ch" || len(cfg.Probes) != 2 {
 		t.Errorf("config %+v", cfg)
 	}
 	if len(doc.Squids) != 2 || *doc.Squids[0].Latitude != 48.4 || !doc.Squids[1].CacheManager {
@@ -63,8 +64,8 @@ func TestConfigValidate(t *testing.T) {
 		{VerifyConcurrency: 5000},
 		{MaxAnswer: 500},
 		{DefaultAnswer: 30, MaxAnswer: 20},
-		{Probes: map[squid.Kind]squid.Probe{"cvmfs": {URL: "https://x"}}},
-		{Probes: map[squid.Kind]squid.Probe{"ftp": {URL: "http://x"}}},
+		{Probes: map[squidreg.Kind]squid.Probe{"cvmfs": {URL: "https://x"}}},
+		{Probes: map[squidreg.Kind]squid.Probe{"ftp": {URL: "http://x"}}},
 	} {
 		if err := c.WithDefaults().Validate(); err == nil {
 			t.Errorf("config %+v accepted", c)

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/canopy-grid/canopy/hub/squid"
+	"github.com/canopy-grid/canopy/protocol/squidreg"
 )
 
 // FuzzDecodeRegistration: no input panics; what is accepted is normalized
@@ -14,7 +15,7 @@ import (
 func FuzzDecodeRegistration(f *testing.F) {
 	f.Add([]byte(`{"host":"192.0.2.1","port":3128,"kinds":["cvmfs"],"access":"global"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		r, err := squid.DecodeRegistration(b)
+		r, err := squidreg.DecodeRegistration(b)
 		if err != nil {
 			return
 		}
@@ -43,10 +44,10 @@ func FuzzParseQuery(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	if err := r.ReplaceSource("fuzz", []squid.Registration{
-		{Name: "g", Host: "192.0.2.1", Port: 3128, Kinds: []squid.Kind{squid.KindCVMFS}, Access: squid.AccessGlobal},
-		{Name: "l", Host: "192.0.2.2", Port: 3128, Kinds: []squid.Kind{squid.KindFrontier}, Access: squid.AccessLocalOnly, Site: "west"},
-		{Name: "d", Host: "192.0.2.3", Port: 3128, Kinds: []squid.Kind{squid.KindCVMFS}, Access: squid.AccessSameDomain, Domain: "example.org"},
+	if err := r.ReplaceSource("fuzz", []squidreg.Registration{
+		{Name: "g", Host: "192.0.2.1", Port: 3128, Kinds: []squidreg.Kind{squidreg.KindCVMFS}, Access: squidreg.AccessGlobal},
+		{Name: "l", Host: "192.0.2.2", Port: 3128, Kinds: []squidreg.Kind{squidreg.KindFrontier}, Access: squidreg.AccessLocalOnly, Site: "west"},
+		{Name: "d", Host: "192.0.2.3", Port: 3128, Kinds: []squidreg.Kind{squidreg.KindCVMFS}, Access: squidreg.AccessSameDomain, Domain: "example.org"},
 	}); err != nil {
 		f.Fatal(err)
 	}
@@ -65,25 +66,6 @@ func FuzzParseQuery(f *testing.F) {
 		a := r.Nearest(q)
 		if len(a.Squids) > q.N {
 			t.Fatalf("%d squids for n=%d", len(a.Squids), q.N)
-		}
-	})
-}
-
-// FuzzParseCounters: no cache manager page panics; values are finite.
-func FuzzParseCounters(f *testing.F) {
-	f.Add([]byte("sample_time = 1795361072.100892 (Sun, 22 Nov 2026 15:24:32 GMT)\nclient_http.kbytes_out = 19\n"))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		m, err := squid.ParseCounters(b)
-		if err != nil {
-			return
-		}
-		if len(m) == 0 {
-			t.Fatal("no counters and no error")
-		}
-		for k, v := range m {
-			if math.IsNaN(v) || math.IsInf(v, 0) || k == "" {
-				t.Fatalf("%q = %v", k, v)
-			}
 		}
 	})
 }

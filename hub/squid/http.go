@@ -10,14 +10,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
-)
 
-// Paths served by Handler.
-const (
-	PathSquids  = "/api/v1/squids"
-	PathNearest = "/api/v1/squids/nearest"
-	PathWPAD    = "/wpad.dat"
+	"github.com/canopy-grid/canopy/protocol/squidreg"
 )
 
 // Handler serves the registry over HTTP:
@@ -31,10 +25,10 @@ const (
 // address.
 func (r *Registry) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+PathNearest, r.serveNearest)
-	mux.HandleFunc("GET "+PathWPAD, r.serveWPAD)
-	mux.HandleFunc("GET "+PathSquids, func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, r.Squids()) })
-	mux.HandleFunc("POST "+PathSquids, r.serveAdvertise)
+	mux.HandleFunc("GET "+squidreg.PathNearest, r.serveNearest)
+	mux.HandleFunc("GET "+squidreg.PathWPAD, r.serveWPAD)
+	mux.HandleFunc("GET "+squidreg.PathSquids, func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, r.Squids()) })
+	mux.HandleFunc("POST "+squidreg.PathSquids, r.serveAdvertise)
 	return mux
 }
 
@@ -52,7 +46,7 @@ func ParseQuery(v url.Values, remoteAddr string, cfg Config) (Query, error) {
 		q.N = n
 	}
 	if s := v.Get("kind"); s != "" {
-		k, err := ParseKind(s)
+		k, err := squidreg.ParseKind(s)
 		if err != nil {
 			return q, err
 		}
@@ -68,10 +62,10 @@ func ParseQuery(v url.Values, remoteAddr string, cfg Config) (Query, error) {
 		q.Addr = ap.Addr().Unmap()
 	}
 	q.Site, q.Domain = v.Get("site"), strings.ToLower(v.Get("domain"))
-	if err := validLabel(q.Site); err != nil {
+	if err := squidreg.ValidLabel(q.Site); err != nil {
 		return q, fmt.Errorf("site: %w", err)
 	}
-	if err := validLabel(q.Domain); err != nil {
+	if err := squidreg.ValidLabel(q.Domain); err != nil {
 		return q, fmt.Errorf("domain: %w", err)
 	}
 	return q, nil
@@ -113,14 +107,6 @@ func PAC(squids []Candidate) string {
 	return b.String()
 }
 
-// AdvertiseResponse is the hub's answer to an advertisement.
-type AdvertiseResponse struct {
-	Name string `json:"name"`
-	// Expiry is how long the hub keeps the squid without news.
-	Expiry time.Duration `json:"expiry"`
-	State  State         `json:"state"`
-}
-
 func (r *Registry) serveAdvertise(w http.ResponseWriter, req *http.Request) {
 	if r.cfg.AdvertiseToken == "" {
 		http.Error(w, "squid advertising is disabled on this hub (no advertise token configured)", http.StatusForbidden)
@@ -132,12 +118,12 @@ func (r *Registry) serveAdvertise(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, "bad or missing bearer token", http.StatusUnauthorized)
 		return
 	}
-	b, err := io.ReadAll(http.MaxBytesReader(w, req.Body, MaxRegistrationSize))
+	b, err := io.ReadAll(http.MaxBytesReader(w, req.Body, squidreg.MaxRegistrationSize))
 	if err != nil {
 		http.Error(w, "read registration: "+err.Error(), http.StatusRequestEntityTooLarge)
 		return
 	}
-	reg, err := DecodeRegistration(b)
+	reg, err := squidreg.DecodeRegistration(b)
 	if err == nil {
 		err = r.Register(reg, "advertised")
 	} else {
@@ -148,13 +134,13 @@ func (r *Registry) serveAdvertise(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	state := StatePending
+	state := squidreg.StatePending
 	r.mu.Lock()
 	if e, ok := r.squids[reg.Name]; ok {
 		state = e.state
 	}
 	r.mu.Unlock()
-	writeJSON(w, http.StatusOK, AdvertiseResponse{Name: reg.Name, Expiry: r.cfg.Expiry, State: state})
+	writeJSON(w, http.StatusOK, squidreg.AdvertiseResponse{Name: reg.Name, Expiry: r.cfg.Expiry, State: state})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/canopy-grid/canopy/hub/squid"
+	"github.com/canopy-grid/canopy/protocol/squidreg"
 )
 
 func TestParseQuery(t *testing.T) {
@@ -25,7 +26,7 @@ func TestParseQuery(t *testing.T) {
 	}{
 		{name: "defaults", remote: "198.51.100.9:5555", want: squid.Query{Addr: client, N: 5}},
 		{name: "all", query: "n=3&kind=frontier&ip=192.0.2.4&site=west&domain=Example.ORG", remote: "198.51.100.9:5555",
-			want: squid.Query{Addr: mustAddr("192.0.2.4"), N: 3, Kind: squid.KindFrontier, Site: "west", Domain: "example.org"}},
+			want: squid.Query{Addr: mustAddr("192.0.2.4"), N: 3, Kind: squidreg.KindFrontier, Site: "west", Domain: "example.org"}},
 		{name: "mapped v4", query: "ip=::ffff:192.0.2.4", want: squid.Query{Addr: mustAddr("192.0.2.4"), N: 5}},
 		{name: "ipv6 remote", remote: "[2001:db8::1]:80", want: squid.Query{Addr: mustAddr("2001:db8::1"), N: 5}},
 		{name: "bad remote ignored", remote: "pipe", want: squid.Query{N: 5}},
@@ -77,17 +78,17 @@ func get(t *testing.T, u string) (*http.Response, string) {
 
 func TestHandler(t *testing.T) {
 	r := newRegistry(t, squid.Config{AdvertiseToken: "s3cret"}, clientDB(t), newClock())
-	a := reg("a", 0, 0, 10, squid.AccessGlobal)
+	a := reg("a", 0, 0, 10, squidreg.AccessGlobal)
 	a.Host, a.Port = "192.0.2.10", 3128
-	b := reg("b", 0, 10, 10, squid.AccessGlobal)
+	b := reg("b", 0, 10, 10, squidreg.AccessGlobal)
 	b.Host, b.Port = "2001:db8::10", 8000
-	if err := r.ReplaceSource("test", []squid.Registration{a, b}); err != nil {
+	if err := r.ReplaceSource("test", []squidreg.Registration{a, b}); err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(r.Handler())
 	defer srv.Close()
 
-	resp, body := get(t, srv.URL+squid.PathNearest+"?n=2&kind=cvmfs&ip=198.51.100.9&site=west")
+	resp, body := get(t, srv.URL+squidreg.PathNearest+"?n=2&kind=cvmfs&ip=198.51.100.9&site=west")
 	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" {
 		t.Fatalf("nearest: %s %s", resp.Status, body)
 	}
@@ -96,28 +97,28 @@ func TestHandler(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(ans.Squids) != 2 || ans.Squids[0].Address != "192.0.2.10:3128" || ans.Squids[1].Address != "[2001:db8::10]:8000" ||
-		!ans.Client.Located || ans.Client.Site != "west" || ans.Kind != squid.KindCVMFS {
+		!ans.Client.Located || ans.Client.Site != "west" || ans.Kind != squidreg.KindCVMFS {
 		t.Errorf("answer %s", body)
 	}
 
-	resp, body = get(t, srv.URL+squid.PathNearest+"?n=100")
+	resp, body = get(t, srv.URL+squidreg.PathNearest+"?n=100")
 	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "n=") {
 		t.Errorf("bad n: %s %s", resp.Status, body)
 	}
 
-	resp, body = get(t, srv.URL+squid.PathWPAD+"?ip=198.51.100.9")
+	resp, body = get(t, srv.URL+squidreg.PathWPAD+"?ip=198.51.100.9")
 	want := "function FindProxyForURL(url, host) {\n  return \"PROXY 192.0.2.10:3128; PROXY [2001:db8::10]:8000; DIRECT\";\n}\n"
 	if resp.StatusCode != 200 || body != want || resp.Header.Get("Content-Type") != "application/x-ns-proxy-autoconfig" {
 		t.Errorf("wpad: %s %q", resp.Status, body)
 	}
 
 	// Without squids for the client, the PAC file still goes DIRECT.
-	resp, body = get(t, srv.URL+squid.PathWPAD+"?kind=frontier")
+	resp, body = get(t, srv.URL+squidreg.PathWPAD+"?kind=frontier")
 	if resp.StatusCode != 200 || !strings.Contains(body, `return "DIRECT";`) {
 		t.Errorf("empty wpad: %q", body)
 	}
 
-	resp, body = get(t, srv.URL+squid.PathSquids)
+	resp, body = get(t, srv.URL+squidreg.PathSquids)
 	var st []squid.Status
 	if err := json.Unmarshal([]byte(body), &st); err != nil || len(st) != 2 || st[0].Name != "a" || !st[0].Offered {
 		t.Errorf("list: %s %s (%v)", resp.Status, body, err)
@@ -131,7 +132,7 @@ func TestAdvertise(t *testing.T) {
 	defer srv.Close()
 	good := `{"host":"192.0.2.20","port":3128,"kinds":["cvmfs"],"access":"global","load":5}`
 	post := func(token, body string) (int, string) {
-		req, _ := http.NewRequest(http.MethodPost, srv.URL+squid.PathSquids, strings.NewReader(body))
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+squidreg.PathSquids, strings.NewReader(body))
 		if token != "" {
 			req.Header.Set("Authorization", "Bearer "+token)
 		}
@@ -171,7 +172,7 @@ func TestAdvertise(t *testing.T) {
 	r2 := newRegistry(t, squid.Config{}, nil, c)
 	srv2 := httptest.NewServer(r2.Handler())
 	defer srv2.Close()
-	resp, err := http.Post(srv2.URL+squid.PathSquids, "application/json", strings.NewReader(good))
+	resp, err := http.Post(srv2.URL+squidreg.PathSquids, "application/json", strings.NewReader(good))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,8 +189,8 @@ func TestAdvertiser(t *testing.T) {
 	defer srv.Close()
 	loads := []float64{0, 42}
 	calls := 0
-	adv := &squid.Advertiser{HubURL: srv.URL + "/", Token: "tok", Log: quietLog(),
-		Registration: squid.Registration{Host: "192.0.2.30", Port: 3128, Kinds: []squid.Kind{squid.KindFrontier}, Access: squid.AccessGlobal},
+	adv := &squidreg.Advertiser{HubURL: srv.URL + "/", Token: "tok", Log: quietLog(),
+		Registration: squidreg.Registration{Host: "192.0.2.30", Port: 3128, Kinds: []squidreg.Kind{squidreg.KindFrontier}, Access: squidreg.AccessGlobal},
 		Load: func(context.Context) (float64, error) {
 			l := loads[min(calls, len(loads)-1)]
 			calls++
@@ -232,13 +233,4 @@ func TestAdvertiser(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-}
-
-func mustURL(t *testing.T, s string) *url.URL {
-	t.Helper()
-	u, err := url.Parse(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return u
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -19,7 +20,8 @@ import (
 	"time"
 
 	"github.com/canopy-grid/canopy/hub/squid"
-	"github.com/canopy-grid/canopy/hub/squid/squidtest"
+	"github.com/canopy-grid/canopy/internal/squidtest"
+	"github.com/canopy-grid/canopy/protocol/squidreg"
 )
 
 // Real squids (Debian's squid 5.7) on 127.0.0.1, brought up by
@@ -100,15 +102,15 @@ func newLiveOrigin(t *testing.T) *liveOrigin {
 
 func (o *liveOrigin) probeURL() string { return o.URL + "/cvmfs/atlas.cern.ch/.cvmfswhitelist" }
 
-func liveReg(port int, name string) squid.Registration {
-	return squid.Registration{Name: name, Host: "127.0.0.1", Port: port, Kinds: []squid.Kind{squid.KindCVMFS},
-		Access: squid.AccessGlobal, CacheManager: true, Latitude: f64(46.2), Longitude: f64(6.1)}
+func liveReg(port int, name string) squidreg.Registration {
+	return squidreg.Registration{Name: name, Host: "127.0.0.1", Port: port, Kinds: []squidreg.Kind{squidreg.KindCVMFS},
+		Access: squidreg.AccessGlobal, CacheManager: true, Latitude: f64(46.2), Longitude: f64(6.1)}
 }
 
-func liveRegistry(t *testing.T, probe string, regs ...squid.Registration) *squid.Registry {
+func liveRegistry(t *testing.T, probe string, regs ...squidreg.Registration) *squid.Registry {
 	t.Helper()
 	r, err := squid.New(squid.Config{VerifyTimeout: 5 * time.Second, VerifyConcurrency: 4,
-		Probes: map[squid.Kind]squid.Probe{squid.KindCVMFS: {URL: probe, Expect: "Natlas.cern.ch"}}}, nil, quietLog())
+		Probes: map[squidreg.Kind]squid.Probe{squidreg.KindCVMFS: {URL: probe, Expect: "Natlas.cern.ch"}}}, nil, quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +147,7 @@ func TestLiveVerifyHitAndLoad(t *testing.T) {
 	o := newLiveOrigin(t)
 	r := liveRegistry(t, o.probeURL(), liveReg(portA, "a"), liveReg(portB, "b"))
 	r.VerifyAll(context.Background())
-	if st := states(r); st["a"] != squid.StateVerified || st["b"] != squid.StateVerified {
+	if st := states(r); st["a"] != squidreg.StateVerified || st["b"] != squidreg.StateVerified {
 		t.Fatalf("states %v: %+v", st, r.Squids())
 	}
 	if got := offered(r); !slices.Equal(got, []string{"a", "b"}) {
@@ -239,10 +241,10 @@ func TestLiveStoppedSquidDropsOut(t *testing.T) {
 		t.Fatalf("after stopping b: offered %v", got)
 	}
 	st := states(r)
-	if st["b"] != squid.StateFailed {
+	if st["b"] != squidreg.StateFailed {
 		t.Fatalf("b: %s", st["b"])
 	}
-	if ans := r.Nearest(squid.Query{Kind: squid.KindCVMFS, N: 5}); len(ans.Squids) != 1 || ans.Squids[0].Address != live[portA].Addr() {
+	if ans := r.Nearest(squid.Query{Kind: squidreg.KindCVMFS, N: 5}); len(ans.Squids) != 1 || ans.Squids[0].Address != live[portA].Addr() {
 		t.Fatalf("nearest %+v", ans.Squids)
 	}
 	for _, s := range r.Squids() {
@@ -277,7 +279,7 @@ func TestLiveDeadOrigin(t *testing.T) {
 	r := liveRegistry(t, dead, liveReg(portA, "a"), liveReg(portB, "b"))
 	r.VerifyAll(context.Background())
 	for _, s := range r.Squids() {
-		if s.State != squid.StateOriginDown || !s.Offered || !strings.Contains(s.LastError, "503") ||
+		if s.State != squidreg.StateOriginDown || !s.Offered || !strings.Contains(s.LastError, "503") ||
 			!strings.Contains(s.LastError, "ERR_CONNECT_FAIL") {
 			t.Errorf("%s: %s offered=%v error %q", s.Name, s.State, s.Offered, s.LastError)
 		}
@@ -291,7 +293,7 @@ func TestLiveBrokenUpstream(t *testing.T) {
 	r := liveRegistry(t, o.probeURL(), liveReg(portA, "a"), liveReg(portBroken, "broken"))
 	r.VerifyAll(context.Background())
 	st := states(r)
-	if st["a"] != squid.StateVerified || st["broken"] != squid.StateFailed {
+	if st["a"] != squidreg.StateVerified || st["broken"] != squidreg.StateFailed {
 		t.Fatalf("states %v: %+v", st, r.Squids())
 	}
 	if got := offered(r); !slices.Equal(got, []string{"a"}) {
@@ -300,7 +302,7 @@ func TestLiveBrokenUpstream(t *testing.T) {
 	// Alone, the broken squid cannot be told from a dead origin.
 	alone := liveRegistry(t, o.probeURL(), liveReg(portBroken, "broken"))
 	alone.VerifyAll(context.Background())
-	if s := alone.Squids()[0]; s.State != squid.StateOriginDown || !strings.Contains(s.LastError, "ERR_") {
+	if s := alone.Squids()[0]; s.State != squidreg.StateOriginDown || !strings.Contains(s.LastError, "ERR_") {
 		t.Fatalf("broken alone: %s %q", s.State, s.LastError)
 	}
 }
@@ -312,9 +314,18 @@ func TestLiveHandler(t *testing.T) {
 	r.VerifyAll(context.Background())
 	srv := httptest.NewServer(r.Handler())
 	defer srv.Close()
-	resp, body := get(t, srv.URL+squid.PathWPAD+"?kind=cvmfs")
+	resp, body := get(t, srv.URL+squidreg.PathWPAD+"?kind=cvmfs")
 	want := fmt.Sprintf(`return "PROXY 127.0.0.1:%d; PROXY 127.0.0.1:%d; DIRECT";`, portA, portB)
 	if resp.StatusCode != 200 || !strings.Contains(body, want) {
 		t.Fatalf("wpad %s %q", resp.Status, body)
 	}
+}
+
+func mustURL(t *testing.T, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
 }

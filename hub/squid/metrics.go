@@ -4,6 +4,8 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/canopy-grid/canopy/protocol/squidreg"
 )
 
 // counters are the registry's event counts, kept with atomics so the query
@@ -40,16 +42,16 @@ func (r *Registry) Describe(ch chan<- *prometheus.Desc) {
 // (reg.MustRegister(squids)) to export its metrics.
 func (r *Registry) Collect(ch chan<- prometheus.Metric) {
 	type key struct {
-		state   State
+		state   squidreg.State
 		offered bool
 	}
 	n := map[key]int{}
 	for _, s := range r.Squids() {
 		n[key{s.State, s.Offered}]++
 	}
-	for _, st := range []State{StatePending, StateVerified, StateOriginDown, StateFailed, StateUnverified} {
+	for _, st := range []squidreg.State{squidreg.StatePending, squidreg.StateVerified, squidreg.StateOriginDown, squidreg.StateFailed, squidreg.StateUnverified} {
 		for _, off := range []bool{true, false} {
-			if off && !st.offered() {
+			if off && !offered(st) {
 				continue
 			}
 			o := "false"

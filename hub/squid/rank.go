@@ -4,6 +4,8 @@ import (
 	"math"
 	"net/netip"
 	"strings"
+
+	"github.com/canopy-grid/canopy/protocol/squidreg"
 )
 
 // Query asks for the squids a client should use.
@@ -17,24 +19,24 @@ type Query struct {
 	Site   string
 	Domain string
 	// Kind filters by upstream kind; empty means any.
-	Kind Kind
+	Kind squidreg.Kind
 	// N is how many squids to return at most (1 if smaller).
 	N int
 }
 
 // Candidate is one squid in an answer, best first.
 type Candidate struct {
-	Name    string  `json:"name"`
-	Host    string  `json:"host"`
-	Port    int     `json:"port"`
-	Address string  `json:"address"` // host:port, as written in proxy settings
-	Kinds   []Kind  `json:"kinds"`
-	Access  Access  `json:"access"`
-	Site    string  `json:"site,omitempty"`
-	Domain  string  `json:"domain,omitempty"`
-	Load    float64 `json:"load"` // KB/s
-	MaxLoad float64 `json:"max_load"`
-	State   State   `json:"state"`
+	Name    string          `json:"name"`
+	Host    string          `json:"host"`
+	Port    int             `json:"port"`
+	Address string          `json:"address"` // host:port, as written in proxy settings
+	Kinds   []squidreg.Kind `json:"kinds"`
+	Access  squidreg.Access `json:"access"`
+	Site    string          `json:"site,omitempty"`
+	Domain  string          `json:"domain,omitempty"`
+	Load    float64         `json:"load"` // KB/s
+	MaxLoad float64         `json:"max_load"`
+	State   squidreg.State  `json:"state"`
 	// DistanceKm is the great-circle distance to the client; -1 when the
 	// client or the squid could not be located (0 at the client's site).
 	DistanceKm float64 `json:"distance_km"`
@@ -53,9 +55,9 @@ type Client struct {
 
 // Answer is the reply to a nearest-squids query.
 type Answer struct {
-	Client Client      `json:"client"`
-	Kind   Kind        `json:"kind,omitempty"`
-	Squids []Candidate `json:"squids"`
+	Client Client        `json:"client"`
+	Kind   squidreg.Kind `json:"kind,omitempty"`
+	Squids []Candidate   `json:"squids"`
 }
 
 // Nearest ranks the squids for q.
@@ -95,7 +97,7 @@ func (r *Registry) rank(q Query, loc Location, located bool, dst []Candidate) []
 	if located {
 		cpt = loc.point()
 	}
-	kbit := q.Kind.bit()
+	kbit := kindBit(q.Kind)
 	now := r.now().UnixNano()
 	w := r.cfg.DistanceWeight
 	for i := range s.entries {
@@ -155,11 +157,11 @@ func (r *Registry) rank(q Query, loc Location, located bool, dst []Candidate) []
 // allowed applies the squid's access level to a client's claims.
 func allowed(e *snapEntry, site, domain string) bool {
 	switch e.access {
-	case AccessGlobal:
+	case squidreg.AccessGlobal:
 		return true
-	case AccessLocalOnly:
+	case squidreg.AccessLocalOnly:
 		return site != "" && site == e.site
-	case AccessSameDomain:
+	case squidreg.AccessSameDomain:
 		return site != "" && site == e.site || domainMatch(domain, e.domain)
 	}
 	return false

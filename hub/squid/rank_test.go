@@ -11,7 +11,8 @@ import (
 	"time"
 
 	"github.com/canopy-grid/canopy/hub/squid"
-	"github.com/canopy-grid/canopy/hub/squid/squidtest"
+	"github.com/canopy-grid/canopy/internal/squidtest"
+	"github.com/canopy-grid/canopy/protocol/squidreg"
 )
 
 // clock is a settable time source.
@@ -35,11 +36,22 @@ func newRegistry(t testing.TB, cfg squid.Config, loc *squid.Locator, c *clock) *
 	return r
 }
 
-func reg(name string, lat, lon, load float64, access squid.Access, kinds ...squid.Kind) squid.Registration {
-	if len(kinds) == 0 {
-		kinds = []squid.Kind{squid.KindCVMFS}
+func f64(v float64) *float64 { return &v }
+
+// locator builds a test GeoIP database of places and opens it.
+func locator(places ...squidtest.Place) (*squid.Locator, error) {
+	b, err := squidtest.GeoDB(places)
+	if err != nil {
+		return nil, err
 	}
-	return squid.Registration{Name: name, Host: "192.0.2.1", Port: 3128, Kinds: kinds, Access: access,
+	return squid.LocatorFromBytes(b)
+}
+
+func reg(name string, lat, lon, load float64, access squidreg.Access, kinds ...squidreg.Kind) squidreg.Registration {
+	if len(kinds) == 0 {
+		kinds = []squidreg.Kind{squidreg.KindCVMFS}
+	}
+	return squidreg.Registration{Name: name, Host: "192.0.2.1", Port: 3128, Kinds: kinds, Access: access,
 		Latitude: f64(lat), Longitude: f64(lon), Load: load, MaxLoad: 100}
 }
 
@@ -54,7 +66,7 @@ func names(cs []squid.Candidate) []string {
 // clientDB locates 198.51.100.0/24 at (0, 0).
 func clientDB(t testing.TB) *squid.Locator {
 	t.Helper()
-	loc, err := squidtest.Locator(squidtest.Place{Network: "198.51.100.0/24", Lat: 0, Lon: 0})
+	loc, err := locator(squidtest.Place{Network: "198.51.100.0/24", Lat: 0, Lon: 0})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,11 +77,11 @@ var client = netip.MustParseAddr("198.51.100.9")
 
 func TestRankCost(t *testing.T) {
 	r := newRegistry(t, squid.Config{}, clientDB(t), newClock())
-	for _, g := range []squid.Registration{
-		reg("quarter-idle", 0, 90, 0, squid.AccessGlobal),   // 0.5·(1/2) + 0 = 0.25
-		reg("here-full", 0, 0, 100, squid.AccessGlobal),     // 0 + 0.5·1 = 0.5
-		reg("here-half", 0, 0, 50, squid.AccessGlobal),      // 0 + 0.5·0.5 = 0.25 (ties after quarter-idle? no: sorted by load term)
-		reg("antipode-idle", 0, 180, 0, squid.AccessGlobal), // 0.5 + 0 = 0.5
+	for _, g := range []squidreg.Registration{
+		reg("quarter-idle", 0, 90, 0, squidreg.AccessGlobal),   // 0.5·(1/2) + 0 = 0.25
+		reg("here-full", 0, 0, 100, squidreg.AccessGlobal),     // 0 + 0.5·1 = 0.5
+		reg("here-half", 0, 0, 50, squidreg.AccessGlobal),      // 0 + 0.5·0.5 = 0.25 (ties after quarter-idle? no: sorted by load term)
+		reg("antipode-idle", 0, 180, 0, squidreg.AccessGlobal), // 0.5 + 0 = 0.5
 	} {
 		if err := r.Register(g, "test"); err != nil {
 			t.Fatal(err)
@@ -106,7 +118,7 @@ func TestRankCost(t *testing.T) {
 
 func TestRankWeightAndExponent(t *testing.T) {
 	r := newRegistry(t, squid.Config{DistanceWeight: 0.25, LoadExponent: 2}, clientDB(t), newClock())
-	for _, g := range []squid.Registration{reg("far", 0, 90, 0, squid.AccessGlobal), reg("near", 0, 0, 50, squid.AccessGlobal)} {
+	for _, g := range []squidreg.Registration{reg("far", 0, 90, 0, squidreg.AccessGlobal), reg("near", 0, 0, 50, squidreg.AccessGlobal)} {
 		if err := r.Register(g, "test"); err != nil {
 			t.Fatal(err)
 		}
@@ -123,13 +135,13 @@ func TestRankWeightAndExponent(t *testing.T) {
 
 func TestAccessLevels(t *testing.T) {
 	r := newRegistry(t, squid.Config{}, clientDB(t), newClock())
-	g := reg("global", 0, 1, 0, squid.AccessGlobal)
-	d := reg("domain", 0, 1, 0, squid.AccessSameDomain)
+	g := reg("global", 0, 1, 0, squidreg.AccessGlobal)
+	d := reg("domain", 0, 1, 0, squidreg.AccessSameDomain)
 	d.Domain = "example.org"
 	d.Site = "west"
-	l := reg("local", 0, 1, 0, squid.AccessLocalOnly)
+	l := reg("local", 0, 1, 0, squidreg.AccessLocalOnly)
 	l.Site = "east"
-	if err := r.ReplaceSource("test", []squid.Registration{g, d, l}); err != nil {
+	if err := r.ReplaceSource("test", []squidreg.Registration{g, d, l}); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -159,12 +171,12 @@ func TestAccessLevels(t *testing.T) {
 
 func TestSameSiteAndUnlocated(t *testing.T) {
 	r := newRegistry(t, squid.Config{}, clientDB(t), newClock())
-	far := reg("far-site-squid", 0, 180, 10, squid.AccessGlobal)
+	far := reg("far-site-squid", 0, 180, 10, squidreg.AccessGlobal)
 	far.Site = "east"
-	near := reg("near", 0, 0, 10, squid.AccessGlobal)
-	nowhere := squid.Registration{Name: "nowhere", Host: "203.0.113.5", Port: 3128, Kinds: []squid.Kind{squid.KindCVMFS},
-		Access: squid.AccessGlobal, Load: 0, MaxLoad: 100} // not in the database
-	if err := r.ReplaceSource("test", []squid.Registration{far, near, nowhere}); err != nil {
+	near := reg("near", 0, 0, 10, squidreg.AccessGlobal)
+	nowhere := squidreg.Registration{Name: "nowhere", Host: "203.0.113.5", Port: 3128, Kinds: []squidreg.Kind{squidreg.KindCVMFS},
+		Access: squidreg.AccessGlobal, Load: 0, MaxLoad: 100} // not in the database
+	if err := r.ReplaceSource("test", []squidreg.Registration{far, near, nowhere}); err != nil {
 		t.Fatal(err)
 	}
 	// A client of site east is at distance 0 from east's squid, whatever GeoIP says.
@@ -192,14 +204,14 @@ func TestSameSiteAndUnlocated(t *testing.T) {
 
 func TestKindFilter(t *testing.T) {
 	r := newRegistry(t, squid.Config{}, clientDB(t), newClock())
-	if err := r.ReplaceSource("test", []squid.Registration{
-		reg("c", 0, 1, 0, squid.AccessGlobal, squid.KindCVMFS),
-		reg("f", 0, 1, 0, squid.AccessGlobal, squid.KindFrontier),
-		reg("cf", 0, 1, 0, squid.AccessGlobal, squid.KindCVMFS, squid.KindFrontier),
+	if err := r.ReplaceSource("test", []squidreg.Registration{
+		reg("c", 0, 1, 0, squidreg.AccessGlobal, squidreg.KindCVMFS),
+		reg("f", 0, 1, 0, squidreg.AccessGlobal, squidreg.KindFrontier),
+		reg("cf", 0, 1, 0, squidreg.AccessGlobal, squidreg.KindCVMFS, squidreg.KindFrontier),
 	}); err != nil {
 		t.Fatal(err)
 	}
-	for kind, want := range map[squid.Kind][]string{"": {"c", "cf", "f"}, squid.KindCVMFS: {"c", "cf"}, squid.KindFrontier: {"cf", "f"}} {
+	for kind, want := range map[squidreg.Kind][]string{"": {"c", "cf", "f"}, squidreg.KindCVMFS: {"c", "cf"}, squidreg.KindFrontier: {"cf", "f"}} {
 		got := names(r.Nearest(squid.Query{Addr: client, Kind: kind, N: 5}).Squids)
 		slices.Sort(got)
 		if !slices.Equal(got, want) {
@@ -212,7 +224,7 @@ func TestKindFilter(t *testing.T) {
 // against a plain evaluation of shoal's formula with the haversine formula.
 func TestRankMatchesBruteForce(t *testing.T) {
 	f := squidtest.NewFleet(300, 200, 7)
-	loc, err := squidtest.Locator(f.Places...)
+	loc, err := locator(f.Places...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +242,7 @@ func TestRankMatchesBruteForce(t *testing.T) {
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	for i, c := range f.Clients {
-		q := squid.Query{Addr: c, N: 1 + rng.IntN(12), Kind: []squid.Kind{"", squid.KindCVMFS, squid.KindFrontier}[i%3]}
+		q := squid.Query{Addr: c, N: 1 + rng.IntN(12), Kind: []squidreg.Kind{"", squidreg.KindCVMFS, squidreg.KindFrontier}[i%3]}
 		if i%4 == 0 {
 			q.Site = fmt.Sprintf("site%d", rng.IntN(50))
 			q.Domain = fmt.Sprintf("domain%d.example.org", rng.IntN(10))
@@ -246,11 +258,11 @@ func TestRankMatchesBruteForce(t *testing.T) {
 				continue
 			}
 			switch s.Access {
-			case squid.AccessLocalOnly:
+			case squidreg.AccessLocalOnly:
 				if q.Site != s.Site {
 					continue
 				}
-			case squid.AccessSameDomain:
+			case squidreg.AccessSameDomain:
 				if q.Site != s.Site && q.Domain != s.Domain {
 					continue
 				}
@@ -287,7 +299,7 @@ func cmpFloat(a, b float64) int {
 func TestExpiry(t *testing.T) {
 	c := newClock()
 	r := newRegistry(t, squid.Config{}, clientDB(t), c)
-	if err := r.Register(reg("a", 0, 0, 0, squid.AccessGlobal), "advertised"); err != nil {
+	if err := r.Register(reg("a", 0, 0, 0, squidreg.AccessGlobal), "advertised"); err != nil {
 		t.Fatal(err)
 	}
 	offered := func() []string { return names(r.Nearest(squid.Query{Addr: client, N: 5}).Squids) }
@@ -298,7 +310,7 @@ func TestExpiry(t *testing.T) {
 	if got := offered(); len(got) != 1 {
 		t.Fatalf("after 179 s: %v", got)
 	}
-	if err := r.Register(reg("a", 0, 0, 0, squid.AccessGlobal), "advertised"); err != nil {
+	if err := r.Register(reg("a", 0, 0, 0, squidreg.AccessGlobal), "advertised"); err != nil {
 		t.Fatal(err)
 	}
 	c.Advance(179 * time.Second)
@@ -320,13 +332,13 @@ func TestExpiry(t *testing.T) {
 func TestReplaceSource(t *testing.T) {
 	r := newRegistry(t, squid.Config{}, clientDB(t), newClock())
 	bad := reg("bad", 0, 0, 0, "public")
-	if err := r.ReplaceSource("agent:west", []squid.Registration{reg("a", 0, 0, 0, squid.AccessGlobal), reg("b", 0, 0, 0, squid.AccessGlobal), bad}); err == nil {
+	if err := r.ReplaceSource("agent:west", []squidreg.Registration{reg("a", 0, 0, 0, squidreg.AccessGlobal), reg("b", 0, 0, 0, squidreg.AccessGlobal), bad}); err == nil {
 		t.Fatal("invalid registration accepted")
 	}
-	if err := r.Register(reg("c", 0, 0, 0, squid.AccessGlobal), "advertised"); err != nil {
+	if err := r.Register(reg("c", 0, 0, 0, squidreg.AccessGlobal), "advertised"); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.ReplaceSource("agent:west", []squid.Registration{reg("b", 0, 0, 0, squid.AccessGlobal)}); err != nil {
+	if err := r.ReplaceSource("agent:west", []squidreg.Registration{reg("b", 0, 0, 0, squidreg.AccessGlobal)}); err != nil {
 		t.Fatal(err)
 	}
 	var got []string

@@ -26,6 +26,10 @@
 //
 // Squids that are local-only are not verified by default (the hub usually
 // cannot reach them); they live by their registrations alone.
+//
+// What a squid is registered with (squidreg.Registration, its kinds and
+// access levels) and the client that advertises one (squidreg.Advertiser,
+// used by "agent squid") are in protocol/squidreg.
 package squid
 
 import (
@@ -45,6 +49,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/canopy-grid/canopy/protocol/squidreg"
 )
 
 // Probe is a URL fetched through a squid to verify it.
@@ -74,7 +80,7 @@ type Config struct {
 	VerifyConcurrency int `yaml:"verify_concurrency"`
 	// Probes maps an upstream kind to the URL that verifies a squid of
 	// that kind. A kind without a probe is not verified.
-	Probes map[Kind]Probe `yaml:"probes"`
+	Probes map[squidreg.Kind]Probe `yaml:"probes"`
 	// VerifyLocalOnly also verifies local-only squids.
 	VerifyLocalOnly bool `yaml:"verify_local_only"`
 	// AdvertiseToken is the bearer token POST /api/v1/squids requires;
@@ -133,7 +139,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("squid config: need 1 <= default_answer (%d) <= max_answer (%d) <= 100", c.DefaultAnswer, c.MaxAnswer)
 	}
 	for k, p := range c.Probes {
-		if _, err := ParseKind(string(k)); err != nil {
+		if _, err := squidreg.ParseKind(string(k)); err != nil {
 			return fmt.Errorf("squid config: probes: %w", err)
 		}
 		if !strings.HasPrefix(p.URL, "http://") {
@@ -143,45 +149,49 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// State is where a squid stands with the hub.
-type State string
+// offered reports whether a squid in state s is offered to clients.
+func offered(s squidreg.State) bool {
+	return s == squidreg.StateVerified || s == squidreg.StateOriginDown || s == squidreg.StateUnverified
+}
 
-// Squid states.
-const (
-	// StatePending: registered, first verification not done yet.
-	StatePending State = "pending"
-	// StateVerified: the last verification succeeded.
-	StateVerified State = "verified"
-	// StateOriginDown: the squid answered, but no squid could fetch the
-	// probe from its origin; still offered.
-	StateOriginDown State = "origin-down"
-	// StateFailed: the last verification failed; not offered.
-	StateFailed State = "failed"
-	// StateUnverified: not verified by policy (no probe for its kinds, or
-	// local-only); offered while it keeps registering.
-	StateUnverified State = "unverified"
-)
+// kindBit is a kind's bit in a snapshot entry's kind set; 0 for an
+// unknown kind.
+func kindBit(k squidreg.Kind) uint8 {
+	switch k {
+	case squidreg.KindCVMFS:
+		return 1
+	case squidreg.KindFrontier:
+		return 2
+	}
+	return 0
+}
 
-func (s State) offered() bool {
-	return s == StateVerified || s == StateOriginDown || s == StateUnverified
+func finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
+
+// truncate shortens untrusted text quoted in an error message.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
 }
 
 // Status is one squid as the registry sees it, for the API and status page.
 type Status struct {
-	Registration
-	Source       string    `json:"source"`
-	State        State     `json:"state"`
-	Offered      bool      `json:"offered"`
-	Located      bool      `json:"located"`
-	Location     Location  `json:"location,omitzero"`
-	LoadSource   string    `json:"load_source"`
-	RegisteredAt time.Time `json:"registered_at"`
-	LastHeard    time.Time `json:"last_heard,omitzero"`
-	LastVerified time.Time `json:"last_verified,omitzero"`
-	LastAttempt  time.Time `json:"last_attempt,omitzero"`
-	LastError    string    `json:"last_error,omitempty"`
-	Failures     int       `json:"consecutive_failures"`
-	ExpiresAt    time.Time `json:"expires_at"`
+	squidreg.Registration
+	Source       string         `json:"source"`
+	State        squidreg.State `json:"state"`
+	Offered      bool           `json:"offered"`
+	Located      bool           `json:"located"`
+	Location     Location       `json:"location,omitzero"`
+	LoadSource   string         `json:"load_source"`
+	RegisteredAt time.Time      `json:"registered_at"`
+	LastHeard    time.Time      `json:"last_heard,omitzero"`
+	LastVerified time.Time      `json:"last_verified,omitzero"`
+	LastAttempt  time.Time      `json:"last_attempt,omitzero"`
+	LastError    string         `json:"last_error,omitempty"`
+	Failures     int            `json:"consecutive_failures"`
+	ExpiresAt    time.Time      `json:"expires_at"`
 }
 
 // Registry holds the squids and ranks them. Its methods are safe for
@@ -202,18 +212,18 @@ type Registry struct {
 }
 
 type entry struct {
-	reg          Registration
+	reg          squidreg.Registration
 	source       string
 	loc          Location
 	located      bool
-	state        State
+	state        squidreg.State
 	registeredAt time.Time
 	lastHeard    time.Time // last registration
 	lastVerified time.Time // last answer that proved the squid alive
 	lastAttempt  time.Time
 	lastError    string
 	failures     int
-	meter        loadMeter
+	meter        squidreg.RateMeter
 	measured     float64 // KB/s from the cache manager, when measuredAt is set
 	measuredAt   time.Time
 }
@@ -269,7 +279,7 @@ func (r *Registry) SetLocator(loc *Locator) {
 
 // locate places a squid: explicit coordinates first, then GeoIP of its
 // geoip address or host address.
-func (r *Registry) locate(reg Registration) (Location, bool) {
+func (r *Registry) locate(reg squidreg.Registration) (Location, bool) {
 	if reg.Latitude != nil && reg.Longitude != nil {
 		return Location{Latitude: *reg.Latitude, Longitude: *reg.Longitude}, true
 	}
@@ -288,7 +298,7 @@ func (r *Registry) locate(reg Registration) (Location, bool) {
 // ("advertised", "agent:west", "config"); it is shown in Status and used
 // by ReplaceSource. A registration that changes where the squid is or what
 // it serves makes it pending again.
-func (r *Registry) Register(reg Registration, source string) error {
+func (r *Registry) Register(reg squidreg.Registration, source string) error {
 	reg, err := reg.Normalize()
 	if err != nil {
 		r.m.rejected.Add(1)
@@ -308,9 +318,9 @@ func (r *Registry) Register(reg Registration, source string) error {
 // ReplaceSource makes regs the complete list of squids from source: the
 // ones it no longer lists are removed. Invalid registrations are skipped and
 // reported in the returned error; the valid ones are applied.
-func (r *Registry) ReplaceSource(source string, regs []Registration) error {
+func (r *Registry) ReplaceSource(source string, regs []squidreg.Registration) error {
 	var errs []error
-	valid := make([]Registration, 0, len(regs))
+	valid := make([]squidreg.Registration, 0, len(regs))
 	for _, reg := range regs {
 		n, err := reg.Normalize()
 		if err != nil {
@@ -356,28 +366,28 @@ func (r *Registry) Remove(name string) bool {
 
 // registerLocked stores reg and reports whether it now waits for a
 // verification.
-func (r *Registry) registerLocked(reg Registration, source string, now time.Time) bool {
+func (r *Registry) registerLocked(reg squidreg.Registration, source string, now time.Time) bool {
 	e, ok := r.squids[reg.Name]
 	if ok && sameService(e.reg, reg) {
 		e.reg, e.source, e.lastHeard = reg, source, now
 		if !e.reg.CacheManager {
 			e.measuredAt = time.Time{}
 		}
-		return e.state == StatePending
+		return e.state == squidreg.StatePending
 	}
 	e = &entry{reg: reg, source: source, registeredAt: now, lastHeard: now}
 	e.loc, e.located = r.locate(reg)
-	e.state = StatePending
+	e.state = squidreg.StatePending
 	if !r.verifies(reg) {
-		e.state = StateUnverified
+		e.state = squidreg.StateUnverified
 	}
 	r.squids[reg.Name] = e
-	return e.state == StatePending
+	return e.state == squidreg.StatePending
 }
 
 // sameService reports whether two registrations of one name describe the
 // same proxy, so that its verification still holds.
-func sameService(a, b Registration) bool {
+func sameService(a, b squidreg.Registration) bool {
 	return a.Host == b.Host && a.Port == b.Port && slices.Equal(a.Kinds, b.Kinds) && a.Access == b.Access &&
 		a.GeoIP == b.GeoIP && ptrEq(a.Latitude, b.Latitude) && ptrEq(a.Longitude, b.Longitude)
 }
@@ -390,8 +400,8 @@ func ptrEq(a, b *float64) bool {
 }
 
 // verifies says whether the hub verifies a squid of this registration.
-func (r *Registry) verifies(reg Registration) bool {
-	if reg.Access == AccessLocalOnly && !r.cfg.VerifyLocalOnly {
+func (r *Registry) verifies(reg squidreg.Registration) bool {
+	if reg.Access == squidreg.AccessLocalOnly && !r.cfg.VerifyLocalOnly {
 		return false
 	}
 	for _, k := range reg.Kinds {
@@ -460,7 +470,7 @@ func (r *Registry) Squids() []Status {
 		reg.Load = load
 		until := r.aliveUntil(e)
 		out = append(out, Status{Registration: reg, Source: e.source, State: e.state,
-			Offered: e.state.offered() && now.Before(until), Located: e.located, Location: e.loc, LoadSource: src,
+			Offered: offered(e.state) && now.Before(until), Located: e.located, Location: e.loc, LoadSource: src,
 			RegisteredAt: e.registeredAt, LastHeard: e.lastHeard, LastVerified: e.lastVerified,
 			LastAttempt: e.lastAttempt, LastError: e.lastError, Failures: e.failures, ExpiresAt: until})
 	}
@@ -518,7 +528,7 @@ type snapEntry struct {
 	located  bool
 	until    int64 // Unix ns; offered while now < until
 	kinds    uint8
-	access   Access
+	access   squidreg.Access
 	site     string
 	domain   string
 	idx      int // into snapshot.cands
@@ -530,7 +540,7 @@ func (r *Registry) rebuildLocked() {
 	s := &snapshot{version: r.version, entries: make([]snapEntry, 0, len(r.squids)), cands: make([]Candidate, 0, len(r.squids))}
 	w, b := r.cfg.DistanceWeight, r.cfg.LoadExponent
 	for _, e := range r.squids {
-		if !e.state.offered() {
+		if !offered(e.state) {
 			continue
 		}
 		load, _ := r.load(e, now)
@@ -541,7 +551,7 @@ func (r *Registry) rebuildLocked() {
 		}
 		var kinds uint8
 		for _, k := range e.reg.Kinds {
-			kinds |= k.bit()
+			kinds |= kindBit(k)
 		}
 		se := snapEntry{loadTerm: lt, located: e.located, until: r.aliveUntil(e).UnixNano(), kinds: kinds,
 			access: e.reg.Access, site: e.reg.Site, domain: e.reg.Domain, idx: len(s.cands)}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/canopy-grid/canopy/protocol/squidreg"
 )
 
 // maxProbeBody bounds how much of a probe answer is read.
@@ -60,7 +62,7 @@ func (r *Registry) VerifyAll(ctx context.Context) {
 
 // VerifyPending verifies the squids not verified yet.
 func (r *Registry) VerifyPending(ctx context.Context) {
-	r.verify(ctx, func(e *entry) bool { return e.state == StatePending })
+	r.verify(ctx, func(e *entry) bool { return e.state == squidreg.StatePending })
 }
 
 func (r *Registry) verify(ctx context.Context, pick func(*entry) bool) {
@@ -139,7 +141,7 @@ func (r *Registry) apply(targets []target, checks []check) {
 			continue // removed or moved while we were checking
 		}
 		if c.kbOK {
-			if rate, ok := e.meter.next(c.kb, c.at); ok {
+			if rate, ok := e.meter.Next(c.kb, c.at); ok {
 				e.measured, e.measuredAt = rate, c.at
 				changed = true
 			}
@@ -152,19 +154,19 @@ func (r *Registry) apply(targets []target, checks []check) {
 		log := r.log.WithFields(logrus.Fields{"squid": t.name, "address": e.reg.Address()})
 		switch c.outcome {
 		case outcomeOK:
-			e.state, e.lastVerified, e.lastError, e.failures = StateVerified, c.at, "", 0
+			e.state, e.lastVerified, e.lastError, e.failures = squidreg.StateVerified, c.at, "", 0
 			r.m.verifyOK.Add(1)
 		case outcomeOrigin:
-			e.state, e.lastVerified, e.lastError, e.failures = StateOriginDown, c.at, c.err, 0
+			e.state, e.lastVerified, e.lastError, e.failures = squidreg.StateOriginDown, c.at, c.err, 0
 			r.m.verifyOrigin.Add(1)
 		case outcomeSquid:
-			e.state, e.lastError = StateFailed, c.err
+			e.state, e.lastError = squidreg.StateFailed, c.err
 			e.failures++
 			r.m.verifyFailed.Add(1)
 		}
 		if e.state != prev {
 			changed = true
-			if e.state == StateFailed || e.state == StateOriginDown {
+			if e.state == squidreg.StateFailed || e.state == squidreg.StateOriginDown {
 				log.WithField("state", e.state).WithField("error", c.err).Warn("squid verification")
 			} else {
 				log.WithField("state", e.state).Info("squid verification")
@@ -201,7 +203,7 @@ func (r *Registry) verifyOne(ctx context.Context, t target) check {
 	}
 	if t.cachemg && c.outcome != outcomeSquid {
 		rctx, cancel := context.WithTimeout(ctx, r.cfg.VerifyTimeout)
-		kb, err := readKBytesOut(rctx, r.client, t.base)
+		kb, err := squidreg.ReadKBytesOut(rctx, r.client, t.base)
 		cancel()
 		if err != nil {
 			c.kbErr = err.Error()

@@ -11,7 +11,8 @@ import (
 	"time"
 
 	"github.com/canopy-grid/canopy/hub/squid"
-	"github.com/canopy-grid/canopy/hub/squid/squidtest"
+	"github.com/canopy-grid/canopy/internal/squidtest"
+	"github.com/canopy-grid/canopy/protocol/squidreg"
 )
 
 // origin serves a CVMFS-like whitelist.
@@ -40,19 +41,19 @@ func deadURL(t *testing.T) string {
 	return "http://" + addr + "/cvmfs/atlas.cern.ch/.cvmfswhitelist"
 }
 
-func proxyReg(p *squidtest.Proxy, name string) squid.Registration {
+func proxyReg(p *squidtest.Proxy, name string) squidreg.Registration {
 	host, port := p.HostPort()
-	return squid.Registration{Name: name, Host: host, Port: port, Kinds: []squid.Kind{squid.KindCVMFS},
-		Access: squid.AccessGlobal, Latitude: f64(0), Longitude: f64(0)}
+	return squidreg.Registration{Name: name, Host: host, Port: port, Kinds: []squidreg.Kind{squidreg.KindCVMFS},
+		Access: squidreg.AccessGlobal, Latitude: f64(0), Longitude: f64(0)}
 }
 
 func verifyConfig(probeURL string) squid.Config {
 	return squid.Config{VerifyTimeout: 2 * time.Second, VerifyConcurrency: 4,
-		Probes: map[squid.Kind]squid.Probe{squid.KindCVMFS: {URL: probeURL, Expect: "Natlas.cern.ch"}}}
+		Probes: map[squidreg.Kind]squid.Probe{squidreg.KindCVMFS: {URL: probeURL, Expect: "Natlas.cern.ch"}}}
 }
 
-func states(r *squid.Registry) map[string]squid.State {
-	m := map[string]squid.State{}
+func states(r *squid.Registry) map[string]squidreg.State {
+	m := map[string]squidreg.State{}
 	for _, s := range r.Squids() {
 		m[s.Name] = s.State
 	}
@@ -73,28 +74,28 @@ func TestVerify(t *testing.T) {
 		probe    string
 		expect   string
 		setup    func(a, b *squidtest.Proxy)
-		want     map[string]squid.State
+		want     map[string]squidreg.State
 		errLike  string // in b's last error
 		wantOffr []string
 	}{
 		{name: "both good", probe: goodURL, setup: func(a, b *squidtest.Proxy) {},
-			want: map[string]squid.State{"a": squid.StateVerified, "b": squid.StateVerified}, wantOffr: []string{"a", "b"}},
+			want: map[string]squidreg.State{"a": squidreg.StateVerified, "b": squidreg.StateVerified}, wantOffr: []string{"a", "b"}},
 		{name: "squid down", probe: goodURL, setup: func(a, b *squidtest.Proxy) { b.Close() },
-			want: map[string]squid.State{"a": squid.StateVerified, "b": squid.StateFailed}, errLike: "connect", wantOffr: []string{"a"}},
+			want: map[string]squidreg.State{"a": squidreg.StateVerified, "b": squidreg.StateFailed}, errLike: "connect", wantOffr: []string{"a"}},
 		{name: "squid refuses the hub", probe: goodURL, setup: func(a, b *squidtest.Proxy) { b.Deny(true) },
-			want: map[string]squid.State{"a": squid.StateVerified, "b": squid.StateFailed}, errLike: "refuses the hub", wantOffr: []string{"a"}},
+			want: map[string]squidreg.State{"a": squidreg.StateVerified, "b": squidreg.StateFailed}, errLike: "refuses the hub", wantOffr: []string{"a"}},
 		{name: "not a proxy", probe: goodURL, setup: func(a, b *squidtest.Proxy) { b.NotAProxy(true) },
-			want: map[string]squid.State{"a": squid.StateVerified, "b": squid.StateFailed}, errLike: "does not come from a proxy", wantOffr: []string{"a"}},
+			want: map[string]squidreg.State{"a": squidreg.StateVerified, "b": squidreg.StateFailed}, errLike: "does not come from a proxy", wantOffr: []string{"a"}},
 		{name: "squid too slow", probe: goodURL, setup: func(a, b *squidtest.Proxy) { b.Delay(5 * time.Second) },
-			want: map[string]squid.State{"a": squid.StateVerified, "b": squid.StateFailed}, errLike: "deadline", wantOffr: []string{"a"}},
+			want: map[string]squidreg.State{"a": squidreg.StateVerified, "b": squidreg.StateFailed}, errLike: "deadline", wantOffr: []string{"a"}},
 		{name: "one squid cannot reach the origin the other reaches", probe: goodURL, setup: func(a, b *squidtest.Proxy) { b.BreakUpstream(true) },
-			want: map[string]squid.State{"a": squid.StateVerified, "b": squid.StateFailed}, errLike: "other squids fetched", wantOffr: []string{"a"}},
+			want: map[string]squidreg.State{"a": squidreg.StateVerified, "b": squidreg.StateFailed}, errLike: "other squids fetched", wantOffr: []string{"a"}},
 		{name: "origin down for everyone", probe: "dead", setup: func(a, b *squidtest.Proxy) {},
-			want: map[string]squid.State{"a": squid.StateOriginDown, "b": squid.StateOriginDown}, errLike: "ERR_CONNECT_FAIL", wantOffr: []string{"a", "b"}},
+			want: map[string]squidreg.State{"a": squidreg.StateOriginDown, "b": squidreg.StateOriginDown}, errLike: "ERR_CONNECT_FAIL", wantOffr: []string{"a", "b"}},
 		{name: "origin serves the wrong thing", probe: goodURL, expect: "Ncms.cern.ch", setup: func(a, b *squidtest.Proxy) {},
-			want: map[string]squid.State{"a": squid.StateOriginDown, "b": squid.StateOriginDown}, errLike: "lacks", wantOffr: []string{"a", "b"}},
+			want: map[string]squidreg.State{"a": squidreg.StateOriginDown, "b": squidreg.StateOriginDown}, errLike: "lacks", wantOffr: []string{"a", "b"}},
 		{name: "origin 404", probe: o.URL + "/nope", setup: func(a, b *squidtest.Proxy) {},
-			want: map[string]squid.State{"a": squid.StateOriginDown, "b": squid.StateOriginDown}, errLike: "404", wantOffr: []string{"a", "b"}},
+			want: map[string]squidreg.State{"a": squidreg.StateOriginDown, "b": squidreg.StateOriginDown}, errLike: "404", wantOffr: []string{"a", "b"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -104,14 +105,14 @@ func TestVerify(t *testing.T) {
 			}
 			cfg := verifyConfig(probe)
 			if tt.expect != "" {
-				cfg.Probes[squid.KindCVMFS] = squid.Probe{URL: probe, Expect: tt.expect}
+				cfg.Probes[squidreg.KindCVMFS] = squid.Probe{URL: probe, Expect: tt.expect}
 			}
 			c := newClock()
 			r := newRegistry(t, cfg, nil, c)
 			a, b := squidtest.NewProxy(), squidtest.NewProxy()
 			t.Cleanup(a.Close)
 			t.Cleanup(b.Close)
-			if err := r.ReplaceSource("test", []squid.Registration{proxyReg(a, "a"), proxyReg(b, "b")}); err != nil {
+			if err := r.ReplaceSource("test", []squidreg.Registration{proxyReg(a, "a"), proxyReg(b, "b")}); err != nil {
 				t.Fatal(err)
 			}
 			if got := offered(r); len(got) != 0 {
@@ -170,20 +171,20 @@ func TestVerifyKeepsAliveAndRecovers(t *testing.T) {
 		t.Fatalf("recovered squid not offered: %v", r.Squids())
 	}
 	st := r.Squids()[0]
-	if st.Failures != 0 || st.LastError != "" || st.State != squid.StateVerified {
+	if st.Failures != 0 || st.LastError != "" || st.State != squidreg.StateVerified {
 		t.Errorf("status after recovery %+v", st)
 	}
 }
 
 func TestLocalOnlyNotVerified(t *testing.T) {
 	r := newRegistry(t, verifyConfig(deadURL(t)), nil, newClock())
-	l := squid.Registration{Name: "l", Host: "10.0.0.3", Port: 3128, Kinds: []squid.Kind{squid.KindCVMFS},
-		Access: squid.AccessLocalOnly, Site: "west"}
+	l := squidreg.Registration{Name: "l", Host: "10.0.0.3", Port: 3128, Kinds: []squidreg.Kind{squidreg.KindCVMFS},
+		Access: squidreg.AccessLocalOnly, Site: "west"}
 	if err := r.Register(l, "agent:west"); err != nil {
 		t.Fatal(err)
 	}
 	r.VerifyAll(context.Background())
-	if got := states(r)["l"]; got != squid.StateUnverified {
+	if got := states(r)["l"]; got != squidreg.StateUnverified {
 		t.Fatalf("state %s", got)
 	}
 	if got := names(r.Nearest(squid.Query{Site: "west", N: 3}).Squids); !slices.Equal(got, []string{"l"}) {
@@ -243,7 +244,7 @@ func TestRunVerifiesNewRegistrations(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for states(r)["a"] != squid.StateVerified {
+	for states(r)["a"] != squidreg.StateVerified {
 		if time.Now().After(deadline) {
 			t.Fatalf("not verified within 10 s: %+v", r.Squids())
 		}

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/canopy-grid/canopy/hub/squid/squidtest"
+	"github.com/canopy-grid/canopy/internal/squidtest"
 	"github.com/canopy-grid/canopy/vmagent/proxy"
 )
 

@@ -31,6 +31,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/canopy-grid/canopy/protocol/vmproto"
 )
 
 // Direct is the CVMFS keyword for "no proxy".
@@ -157,13 +159,6 @@ func Discover(ctx context.Context, o Options) (Result, error) {
 	return res, agentErr
 }
 
-// agentList is the part of the agent's GET /v1/squids answer read here.
-type agentList struct {
-	Proxies *[]struct {
-		Address string `json:"address"`
-	} `json:"proxies"`
-}
-
 func askAgent(ctx context.Context, o Options) ([]string, error) {
 	if o.AgentURL == "" {
 		return nil, errors.New("ask agent for squids: no agent URL")
@@ -172,7 +167,7 @@ func askAgent(ctx context.Context, o Options) ([]string, error) {
 	if c == nil {
 		c = &http.Client{Timeout: 10 * time.Second}
 	}
-	u := strings.TrimSuffix(o.AgentURL, "/") + "/v1/squids?" + url.Values{"kind": {o.Kind}, "n": {strconv.Itoa(o.N)}}.Encode()
+	u := strings.TrimSuffix(o.AgentURL, "/") + vmproto.PathSquids + "?" + url.Values{"kind": {o.Kind}, "n": {strconv.Itoa(o.N)}}.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, fmt.Errorf("ask agent for squids: %w", err)
@@ -199,18 +194,18 @@ func DecodeAgentList(b []byte) ([]string, error) {
 	if len(b) > maxAgentReply {
 		return nil, fmt.Errorf("agent's squid list is %d bytes, limit %d", len(b), maxAgentReply)
 	}
-	var l agentList
+	var l vmproto.SquidList
 	if err := json.Unmarshal(b, &l); err != nil {
 		return nil, fmt.Errorf("agent's squid list: %w", err)
 	}
 	if l.Proxies == nil {
 		return nil, errors.New("agent's squid list has no proxies field")
 	}
-	if len(*l.Proxies) > maxCandidates {
-		return nil, fmt.Errorf("agent's squid list has %d proxies, limit %d", len(*l.Proxies), maxCandidates)
+	if len(l.Proxies) > maxCandidates {
+		return nil, fmt.Errorf("agent's squid list has %d proxies, limit %d", len(l.Proxies), maxCandidates)
 	}
-	out := make([]string, 0, len(*l.Proxies))
-	for i, p := range *l.Proxies {
+	out := make([]string, 0, len(l.Proxies))
+	for i, p := range l.Proxies {
 		u, err := ProxyURL(p.Address)
 		if err != nil {
 			return nil, fmt.Errorf("agent's squid list, proxy %d: %w", i, err)

@@ -12,19 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sirupsen/logrus"
-
-	"github.com/canopy-grid/canopy/agent/squidcache"
-	"github.com/canopy-grid/canopy/hub/squid"
-	"github.com/canopy-grid/canopy/hub/squid/squidtest"
+	"github.com/canopy-grid/canopy/internal/squidtest"
+	"github.com/canopy-grid/canopy/protocol/vmproto"
 	"github.com/canopy-grid/canopy/vmagent/proxy"
 )
-
-func quietLog() *logrus.Entry {
-	l := logrus.New()
-	l.SetOutput(io.Discard)
-	return logrus.NewEntry(l)
-}
 
 const probePath = "/cvmfs/atlas.cern.ch/.cvmfspublished"
 
@@ -41,13 +32,13 @@ func origin(t *testing.T) *httptest.Server {
 func agent(t *testing.T, addrs ...string) *httptest.Server {
 	t.Helper()
 	a := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/v1/squids" || r.URL.Query().Get("kind") != "cvmfs" || r.URL.Query().Get("n") != "5" {
+		if r.URL.Path != vmproto.PathSquids || r.URL.Query().Get("kind") != "cvmfs" || r.URL.Query().Get("n") != "5" {
 			http.Error(w, "unexpected "+r.URL.String(), http.StatusBadRequest)
 			return
 		}
-		l := squidcache.List{Kind: "cvmfs", Source: squidcache.SourceHub, Proxies: []squidcache.Proxy{}}
+		l := vmproto.SquidList{Kind: "cvmfs", Source: vmproto.SquidSourceHub, Proxies: []vmproto.SquidProxy{}}
 		for _, a := range addrs {
-			l.Proxies = append(l.Proxies, squidcache.Proxy{Address: a, URL: "http://" + a})
+			l.Proxies = append(l.Proxies, vmproto.SquidProxy{Address: a, URL: "http://" + a})
 		}
 		_ = json.NewEncoder(w).Encode(l)
 	}))
@@ -170,46 +161,6 @@ func TestDiscoverUnchecked(t *testing.T) {
 	}
 	if got := res.CVMFSHTTPProxy(); got != "http://192.0.2.1:3128;http://[2001:db8::1]:3128;DIRECT" {
 		t.Errorf("unchecked: %q", got)
-	}
-}
-
-// TestEndToEnd runs the whole chain with the real pieces: the hub's
-// registry and handler, the agent's cache and handler, the vmagent's check.
-func TestEndToEnd(t *testing.T) {
-	o := origin(t)
-	p := proxies(t, 3)
-	p[2].Close() // registered, but dead by the time the VM checks
-	reg, err := squid.New(squid.Config{}, nil, quietLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var regs []squid.Registration
-	for i, x := range p {
-		host, port := x.HostPort()
-		regs = append(regs, squid.Registration{Name: []string{"a", "b", "c"}[i], Host: host, Port: port,
-			Kinds: []squid.Kind{squid.KindCVMFS}, Access: squid.AccessLocalOnly, Site: "west", Load: float64(i)})
-	}
-	if err := reg.ReplaceSource("agent:west", regs); err != nil {
-		t.Fatal(err)
-	}
-	hubSrv := httptest.NewServer(reg.Handler())
-	defer hubSrv.Close()
-	cache, err := squidcache.New(squidcache.Config{HubURL: hubSrv.URL, Site: "west"}, quietLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cache.Refresh(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	hubSrv.Close() // the hub goes away: the agent's copy still serves
-	agentSrv := httptest.NewServer(cache.Handler())
-	defer agentSrv.Close()
-	res, err := proxy.Discover(context.Background(), proxy.Options{AgentURL: agentSrv.URL, ProbeURL: o.URL + probePath})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := res.Proxies(); !sameSet(got, []string{"http://" + p[0].Addr(), "http://" + p[1].Addr()}) {
-		t.Fatalf("proxies %v, checks %+v", got, res.Checks)
 	}
 }
 

@@ -17,12 +17,13 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/canopy-grid/canopy/agent"
+	"github.com/canopy-grid/canopy/agent/driver"
 	"github.com/canopy-grid/canopy/agent/gluster"
 	"github.com/canopy-grid/canopy/agent/localcloud"
 	"github.com/canopy-grid/canopy/agent/openstack"
 	"github.com/canopy-grid/canopy/deploy/config"
-	"github.com/canopy-grid/canopy/hub/squid"
 	"github.com/canopy-grid/canopy/protocol"
+	"github.com/canopy-grid/canopy/protocol/squidreg"
 )
 
 // fileConfig is the agent's config file: the agent's own settings and one
@@ -85,7 +86,7 @@ func run(args []string) error {
 	if err := config.Load(*cfgPath, &fc); err != nil {
 		return err
 	}
-	var driver agent.Driver
+	var cloud driver.Driver
 	switch fc.Driver {
 	case "local":
 		if fc.Local == nil {
@@ -96,7 +97,7 @@ func run(args []string) error {
 			return fmt.Errorf("%s: %w", *cfgPath, err)
 		}
 		defer d.Close()
-		driver = d
+		cloud = d
 	case "openstack":
 		if fc.OpenStack == nil {
 			fc.OpenStack = &openstack.Config{}
@@ -111,13 +112,13 @@ func run(args []string) error {
 		if err != nil {
 			return fmt.Errorf("%s: openstack: %w", *cfgPath, err)
 		}
-		driver = d
+		cloud = d
 		oc := *fc.OpenStack
 		fc.Config.Policy = &protocol.SitePolicy{Disabled: !oc.IsEnabled(), KeepAlive: oc.KeepAlive, CoresSoftMax: oc.CoresSoftMax}
 	default:
 		return fmt.Errorf("%s: driver %q: want local or openstack", *cfgPath, fc.Driver)
 	}
-	a, err := agent.New(fc.Config, driver, log.WithField("component", "agent"))
+	a, err := agent.New(fc.Config, cloud, log.WithField("component", "agent"))
 	if err != nil {
 		return fmt.Errorf("%s: %w", *cfgPath, err)
 	}
@@ -158,17 +159,17 @@ func runSquid(args []string) error {
 	}
 	log := logrus.New()
 	log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
-	reg := squid.Registration{Host: *host, Port: *port, Access: squid.Access(*access), Site: *site, Domain: *domain, MaxLoad: *maxLoad}
+	reg := squidreg.Registration{Host: *host, Port: *port, Access: squidreg.Access(*access), Site: *site, Domain: *domain, MaxLoad: *maxLoad}
 	for _, k := range strings.Split(*kinds, ",") {
-		reg.Kinds = append(reg.Kinds, squid.Kind(strings.TrimSpace(k)))
+		reg.Kinds = append(reg.Kinds, squidreg.Kind(strings.TrimSpace(k)))
 	}
 	if _, err := reg.Normalize(); err != nil {
 		return err
 	}
-	adv := &squid.Advertiser{HubURL: *hubURL, Token: strings.TrimSpace(string(tok)), Registration: reg, Every: *every,
+	adv := &squidreg.Advertiser{HubURL: *hubURL, Token: strings.TrimSpace(string(tok)), Registration: reg, Every: *every,
 		Log: log.WithField("component", "squid-advertiser")}
 	if *mgr != "" {
-		adv.Load = (&squid.LoadMeter{URL: *mgr}).Load
+		adv.Load = (&squidreg.LoadMeter{URL: *mgr}).Load
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

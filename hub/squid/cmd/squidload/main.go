@@ -21,7 +21,8 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/canopy-grid/canopy/hub/squid"
-	"github.com/canopy-grid/canopy/hub/squid/squidtest"
+	"github.com/canopy-grid/canopy/internal/squidtest"
+	"github.com/canopy-grid/canopy/protocol/squidreg"
 )
 
 func main() {
@@ -45,7 +46,11 @@ func run(target string, squids, requests, conc int, maxDur time.Duration, n int,
 	}
 	fleet := squidtest.NewFleet(max(squids, 1), 1000, 1)
 	if target == "" {
-		loc, err := squidtest.Locator(fleet.Places...)
+		db, err := squidtest.GeoDB(fleet.Places)
+		if err != nil {
+			return err
+		}
+		loc, err := squid.LocatorFromBytes(db)
 		if err != nil {
 			return err
 		}
@@ -75,7 +80,7 @@ func run(target string, squids, requests, conc int, maxDur time.Duration, n int,
 	if h := u.Hostname(); h != "localhost" && !strings.HasPrefix(h, "127.") && h != "::1" {
 		return fmt.Errorf("-url %s: only loopback targets are allowed", target)
 	}
-	base := strings.TrimSuffix(target, "/") + squid.PathNearest
+	base := strings.TrimSuffix(target, "/") + squidreg.PathNearest
 	res := squidtest.Load(squidtest.LoadOptions{
 		URL: func(i int) string {
 			return fmt.Sprintf("%s?n=%d&kind=%s&ip=%s", base, n, kind, fleet.Clients[i%len(fleet.Clients)])

@@ -1,8 +1,8 @@
-// Package glusterprom exports sites' GlusterFS storage reports
+// Package storagemetrics exports sites' GlusterFS storage reports
 // (protocol.StorageReport) as Prometheus metrics, every series labelled
 // with the site. The hub keeps the latest report of each site in an
 // Exporter and registers it once.
-package glusterprom
+package storagemetrics
 
 import (
 	"sort"

@@ -1,4 +1,9 @@
-package agent
+// Package driver is the contract between the site agent and a cloud: the
+// Driver interface, the servers it lists and boots, the metadata keys Canopy
+// writes on its servers, and the errors that know their class. Cloud
+// drivers (agent/localcloud, agent/openstack) implement it without linking
+// the agent itself.
+package driver
 
 import (
 	"context"
@@ -46,6 +51,10 @@ const (
 	MetaGroup  = "canopy_group"
 	MetaVMType = "canopy_vm_type"
 	MetaPlan   = "canopy_plan"
+	// MetaTokenID holds the id (nonce) of the identity token minted for
+	// the server at boot: a token is accepted only from the server it was
+	// minted for, not from a later server that reuses the name.
+	MetaTokenID = "canopy_token_id"
 )
 
 // ServerStatus is a cloud server's status, reduced to what Canopy acts on.
@@ -79,4 +88,11 @@ type BootSpec struct {
 	Image    string
 	Metadata map[string]string
 	UserData []byte
+}
+
+// ClassifiedError is implemented by driver errors that know their class
+// (agent/openstack's errors do).
+type ClassifiedError interface {
+	error
+	ErrorClass() protocol.ErrorClass
 }

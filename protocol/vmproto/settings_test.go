@@ -1,4 +1,4 @@
-package vmagent
+package vmproto
 
 import (
 	"reflect"
@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/canopy-grid/canopy/vmagent/userdata"
+	"github.com/canopy-grid/canopy/protocol/userdata"
 )
 
 func TestRenderParseRoundTrip(t *testing.T) {

@@ -1,4 +1,4 @@
-package squid
+package squidreg
 
 import (
 	"bufio"
@@ -66,22 +66,22 @@ func ParseCounters(b []byte) (map[string]float64, error) {
 	return out, nil
 }
 
-// loadMeter turns the cumulative kbytes_out counter into a rate between
-// two reads.
-type loadMeter struct {
+// RateMeter turns the cumulative kbytes_out counter into a rate between
+// two reads. The zero value is ready to use.
+type RateMeter struct {
 	kb float64
 	at time.Time
 }
 
-// next records a reading and returns the rate since the previous one; ok
+// Next records a reading and returns the rate since the previous one; ok
 // is false on the first reading and after squid restarted (the counter went
 // down).
-func (m *loadMeter) next(kb float64, at time.Time) (rate float64, ok bool) {
+func (m *RateMeter) Next(kb float64, at time.Time) (rate float64, ok bool) {
 	prev := *m
 	if !prev.at.IsZero() && kb >= prev.kb && at.Sub(prev.at) < 100*time.Millisecond {
 		return 0, false // too close to the previous reading: keep it as the base
 	}
-	*m = loadMeter{kb: kb, at: at}
+	*m = RateMeter{kb: kb, at: at}
 	if prev.at.IsZero() || kb < prev.kb {
 		return 0, false
 	}
@@ -95,7 +95,7 @@ type LoadMeter struct {
 	// URL is the squid's base URL, e.g. http://127.0.0.1:3128.
 	URL    string
 	Client *http.Client
-	m      loadMeter
+	m      RateMeter
 	last   float64
 }
 
@@ -106,18 +106,19 @@ func (l *LoadMeter) Load(ctx context.Context) (float64, error) {
 	if c == nil {
 		c = &http.Client{Timeout: 5 * time.Second}
 	}
-	kb, err := readKBytesOut(ctx, c, strings.TrimSuffix(l.URL, "/"))
+	kb, err := ReadKBytesOut(ctx, c, strings.TrimSuffix(l.URL, "/"))
 	if err != nil {
 		return l.last, err
 	}
-	if rate, ok := l.m.next(kb, time.Now()); ok {
+	if rate, ok := l.m.Next(kb, time.Now()); ok {
 		l.last = rate
 	}
 	return l.last, nil
 }
 
-// readKBytesOut fetches base+CountersPath and returns client_http.kbytes_out.
-func readKBytesOut(ctx context.Context, c *http.Client, base string) (float64, error) {
+// ReadKBytesOut fetches base+CountersPath (base is the squid's own URL,
+// e.g. http://127.0.0.1:3128) and returns client_http.kbytes_out.
+func ReadKBytesOut(ctx context.Context, c *http.Client, base string) (float64, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+CountersPath, nil)
 	if err != nil {
 		return 0, fmt.Errorf("cache manager %s: %w", base, err)

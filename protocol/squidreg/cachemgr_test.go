@@ -1,4 +1,4 @@
-package squid_test
+package squidreg_test
 
 import (
 	"context"
@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/canopy-grid/canopy/hub/squid"
-	"github.com/canopy-grid/canopy/hub/squid/squidtest"
+	"github.com/canopy-grid/canopy/internal/squidtest"
+	"github.com/canopy-grid/canopy/protocol/squidreg"
 )
 
 // The fixtures were read from a real squid 5.7 (Debian 12) with
@@ -22,9 +22,9 @@ func TestParseCountersFixtures(t *testing.T) {
 		want    float64
 		wantErr string
 	}{
-		{file: "counters-squid5.7.txt", key: squid.KBytesOutCounter, want: 21},
+		{file: "counters-squid5.7.txt", key: squidreg.KBytesOutCounter, want: 21},
 		{file: "counters-squid5.7.txt", key: "client_http.requests", want: 10},
-		{file: "5min-squid5.7.txt", key: squid.KBytesOutCounter, want: 0},
+		{file: "5min-squid5.7.txt", key: squidreg.KBytesOutCounter, want: 0},
 		{file: "denied-squid5.7.html", wantErr: "no counters"},
 	}
 	for _, tt := range tests {
@@ -33,7 +33,7 @@ func TestParseCountersFixtures(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			m, err := squid.ParseCounters(b)
+			m, err := squidreg.ParseCounters(b)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tt.wantErr)
@@ -53,7 +53,7 @@ func TestParseCountersFixtures(t *testing.T) {
 func TestLoadMeter(t *testing.T) {
 	p := squidtest.NewProxy()
 	defer p.Close()
-	m := &squid.LoadMeter{URL: "http://" + p.Addr()}
+	m := &squidreg.LoadMeter{URL: "http://" + p.Addr()}
 	if l, err := m.Load(context.Background()); err != nil || l != 0 {
 		t.Fatalf("first reading: %v %v", l, err)
 	}

@@ -1,4 +1,4 @@
-package vmagent
+package vmproto
 
 import (
 	"encoding/base64"
@@ -13,7 +13,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/canopy-grid/canopy/deploy/config"
-	"github.com/canopy-grid/canopy/vmagent/userdata"
+	"github.com/canopy-grid/canopy/protocol/userdata"
 )
 
 // SettingsPath is where cloud-init writes the vmagent's settings inside a
@@ -69,6 +69,9 @@ var (
 	tokenRE = regexp.MustCompile(`^[A-Za-z0-9._~+/=-]+$`)
 	// idTokenRE is a JWT in compact form.
 	idTokenRE = regexp.MustCompile(`^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$`)
+	// hostRE is what condor_host may look like: it ends up in the startd's
+	// configuration as it is.
+	hostRE = regexp.MustCompile(`^[A-Za-z0-9.:\[\]_-]+$`)
 )
 
 // Limits on settings values.

@@ -1,4 +1,4 @@
-package squid
+package squidreg
 
 import (
 	"bytes"
@@ -123,3 +123,32 @@ func (a *Advertiser) Advertise(ctx context.Context) (AdvertiseResponse, error) {
 	}
 	return out, nil
 }
+
+// AdvertiseResponse is the hub's answer to an advertisement.
+type AdvertiseResponse struct {
+	// Name is the squid's name in the registry.
+	Name string `json:"name"`
+	// Expiry is how long the hub keeps the squid without news.
+	Expiry time.Duration `json:"expiry"`
+	// State is where the squid stands with the hub.
+	State State `json:"state"`
+}
+
+// State is where a squid stands with the hub.
+type State string
+
+// Squid states.
+const (
+	// StatePending: registered, first verification not done yet.
+	StatePending State = "pending"
+	// StateVerified: the last verification succeeded.
+	StateVerified State = "verified"
+	// StateOriginDown: the squid answered, but no squid could fetch the
+	// probe from its origin; still offered.
+	StateOriginDown State = "origin-down"
+	// StateFailed: the last verification failed; not offered.
+	StateFailed State = "failed"
+	// StateUnverified: not verified by policy (no probe for its kinds, or
+	// local-only); offered while it keeps registering.
+	StateUnverified State = "unverified"
+)

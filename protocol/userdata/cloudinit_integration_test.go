@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/canopy-grid/canopy/vmagent"
-	"github.com/canopy-grid/canopy/vmagent/userdata"
+	"github.com/canopy-grid/canopy/protocol/userdata"
+	"github.com/canopy-grid/canopy/protocol/vmproto"
 )
 
 // The tools come from Debian's cloud-init package, made available by
@@ -109,16 +109,16 @@ func schema(t *testing.T, content []byte) (string, error) {
 	return string(out), err
 }
 
-func settingsVariants() map[string]vmagent.Settings {
-	minimal := vmagent.Settings{AgentURL: "http://10.0.0.5:7080", Token: "eyJzaXRlIjoiZWFzdCJ9.c2ln", CondorHost: "cm.example.org:9618",
+func settingsVariants() map[string]vmproto.Settings {
+	minimal := vmproto.Settings{AgentURL: "http://10.0.0.5:7080", Token: "eyJzaXRlIjoiZWFzdCJ9.c2ln", CondorHost: "cm.example.org:9618",
 		Site: "east", Group: "atlas", VMType: "el9"}
 	full := minimal
 	full.CheckinEvery = 10 * time.Second
 	full.CondorIDToken = "eyJhbGciOiJIUzI1NiIsImtpZCI6IlBPT0wifQ.eyJzdWIiOiJ3b3JrZXJAcG9vbCJ9.c2lnbmF0dXJl"
 	full.PoolSigningKey = "c2VjcmV0LXBvb2wta2V5"
-	full.Gluster = &vmagent.GlusterMount{Servers: []string{"gl1.example.org", "gl2.example.org"}, Volume: "software", MountPoint: "/mnt/canopy"}
+	full.Gluster = &vmproto.GlusterMount{Servers: []string{"gl1.example.org", "gl2.example.org"}, Volume: "software", MountPoint: "/mnt/canopy"}
 	full.Proxies = [][]string{{"http://squid1.example.org:3128", "http://squid2.example.org:3128"}, {"http://squid3.example.org:3128"}}
-	return map[string]vmagent.Settings{"minimal": minimal, "full": full}
+	return map[string]vmproto.Settings{"minimal": minimal, "full": full}
 }
 
 func siteParts(t *testing.T) []userdata.Part {
@@ -144,7 +144,7 @@ func siteParts(t *testing.T) []userdata.Part {
 func TestCloudInitSchemaAcceptsEveryPart(t *testing.T) {
 	for name, s := range settingsVariants() {
 		t.Run(name, func(t *testing.T) {
-			own, err := vmagent.RenderUserData(s)
+			own, err := vmproto.RenderUserData(s)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -207,7 +207,7 @@ for part in msg.walk():
 // composed message exactly the parts Compose put in, byte for byte.
 func TestCloudInitReadsComposedUserData(t *testing.T) {
 	s := settingsVariants()["full"]
-	own, err := vmagent.RenderUserData(s)
+	own, err := vmproto.RenderUserData(s)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package squid
+package squidreg
 
 import (
 	"bytes"
@@ -25,23 +25,13 @@ const (
 // Kinds lists every known upstream kind.
 var Kinds = []Kind{KindCVMFS, KindFrontier}
 
-func (k Kind) bit() uint8 {
-	switch k {
-	case KindCVMFS:
-		return 1
-	case KindFrontier:
-		return 2
-	}
-	return 0
-}
-
 // ParseKind checks that s names a known upstream kind.
 func ParseKind(s string) (Kind, error) {
-	k := Kind(s)
-	if k.bit() == 0 {
-		return "", fmt.Errorf("unknown squid kind %q (want cvmfs or frontier)", truncate(s, 32))
+	switch k := Kind(s); k {
+	case KindCVMFS, KindFrontier:
+		return k, nil
 	}
-	return k, nil
+	return "", fmt.Errorf("unknown squid kind %q (want cvmfs or frontier)", truncate(s, 32))
 }
 
 // Access says which clients may be sent to a squid.
@@ -170,7 +160,7 @@ func (r Registration) Normalize() (Registration, error) {
 		return fail("%v", err)
 	}
 	for field, v := range map[string]string{"site": r.Site, "domain": r.Domain} {
-		if err := validLabel(v); err != nil {
+		if err := ValidLabel(v); err != nil {
 			return fail("%s: %v", field, err)
 		}
 	}
@@ -269,9 +259,9 @@ func validName(s string) error {
 	return nil
 }
 
-// validLabel accepts empty strings and site/domain labels made of letters,
+// ValidLabel accepts empty strings and site/domain labels made of letters,
 // digits and . _ -.
-func validLabel(s string) error {
+func ValidLabel(s string) error {
 	if len(s) > maxLabelLen {
 		return fmt.Errorf("is %d characters, limit %d", len(s), maxLabelLen)
 	}

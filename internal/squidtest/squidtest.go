@@ -23,7 +23,7 @@ import (
 	"github.com/maxmind/mmdbwriter"
 	"github.com/maxmind/mmdbwriter/mmdbtype"
 
-	"github.com/canopy-grid/canopy/hub/squid"
+	"github.com/canopy-grid/canopy/protocol/squidreg"
 )
 
 // Place puts a network at a location in a test GeoIP database.
@@ -91,18 +91,9 @@ func GeoDB(places []Place) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// Locator builds a database of places and opens it.
-func Locator(places ...Place) (*squid.Locator, error) {
-	b, err := GeoDB(places)
-	if err != nil {
-		return nil, err
-	}
-	return squid.LocatorFromBytes(b)
-}
-
 // Fleet is a synthetic set of squids and the clients around them.
 type Fleet struct {
-	Squids []squid.Registration
+	Squids []squidreg.Registration
 	// Places locate every squid's /24 and every client network.
 	Places []Place
 	// Clients are client addresses that the database locates.
@@ -128,24 +119,24 @@ func NewFleet(n, clients int, seed uint64) Fleet {
 		lat, lon := randPlace()
 		f.Places = append(f.Places, Place{Network: fmt.Sprintf("10.%d.%d.0/24", byte(i>>8), byte(i)), Lat: lat, Lon: lon})
 		site := "site" + strconv.Itoa(i%50)
-		reg := squid.Registration{Name: "squid-" + strconv.Itoa(i), Host: ip.String(), Port: 3128,
+		reg := squidreg.Registration{Name: "squid-" + strconv.Itoa(i), Host: ip.String(), Port: 3128,
 			Site: site, Domain: "domain" + strconv.Itoa(i%10) + ".example.org",
-			Load: rng.Float64() * squid.DefaultMaxLoad, MaxLoad: squid.DefaultMaxLoad}
+			Load: rng.Float64() * squidreg.DefaultMaxLoad, MaxLoad: squidreg.DefaultMaxLoad}
 		switch i % 3 {
 		case 0:
-			reg.Kinds = []squid.Kind{squid.KindCVMFS}
+			reg.Kinds = []squidreg.Kind{squidreg.KindCVMFS}
 		case 1:
-			reg.Kinds = []squid.Kind{squid.KindFrontier}
+			reg.Kinds = []squidreg.Kind{squidreg.KindFrontier}
 		default:
-			reg.Kinds = []squid.Kind{squid.KindCVMFS, squid.KindFrontier}
+			reg.Kinds = []squidreg.Kind{squidreg.KindCVMFS, squidreg.KindFrontier}
 		}
 		switch i % 10 {
 		case 8:
-			reg.Access = squid.AccessSameDomain
+			reg.Access = squidreg.AccessSameDomain
 		case 9:
-			reg.Access = squid.AccessLocalOnly
+			reg.Access = squidreg.AccessLocalOnly
 		default:
-			reg.Access = squid.AccessGlobal
+			reg.Access = squidreg.AccessGlobal
 		}
 		f.Squids = append(f.Squids, reg)
 	}
@@ -231,7 +222,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "access denied", http.StatusForbidden)
 		return
 	}
-	if !r.URL.IsAbs() && r.URL.Path == squid.CountersPath {
+	if !r.URL.IsAbs() && r.URL.Path == squidreg.CountersPath {
 		// The cache manager: kbytes_out grows by 10 KB per proxied request.
 		_, _ = fmt.Fprintf(w, "sample_time = 1795361072.100892 (Sun, 22 Nov 2026 15:24:32 GMT)\n"+
 			"client_http.requests = %d\nclient_http.kbytes_out = %d\n", p.Requests.Load(), 10*p.Requests.Load())

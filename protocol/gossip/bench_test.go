@@ -14,7 +14,7 @@ import (
 // too, and how many live VMs the agent wrongly declared dead during the run
 // (each refuted and came back). Run with a fixed count, e.g.
 //
-//	go test ./agent/gossip -run '^$' -bench FailureDetection -benchtime 10x
+//	go test ./protocol/gossip -run '^$' -bench FailureDetection -benchtime 10x
 func BenchmarkFailureDetection(b *testing.B) {
 	for _, tc := range []struct {
 		name   string

@@ -9,7 +9,7 @@ import (
 
 // vmCount is the size of the test pool besides the agent. Under the race
 // detector a smaller pool keeps the machine from starving the failure
-// detector: go test -race ./agent/gossip -args -gossip.vms=8
+// detector: go test -race ./protocol/gossip -args -gossip.vms=8
 var vmCount = 30
 
 func init() {

@@ -1,4 +1,4 @@
-package glusterprom
+package storagemetrics
 
 import (
 	"bytes"
@@ -11,7 +11,7 @@ import (
 )
 
 // alertsFile is the rule file shipped for the metrics of this package.
-const alertsFile = "../../../deploy/prometheus/gluster-alerts.yml"
+const alertsFile = "../../deploy/prometheus/gluster-alerts.yml"
 
 type ruleFile struct {
 	Groups []struct {

@@ -1,4 +1,4 @@
-package glusterprom
+package storagemetrics
 
 import (
 	"encoding/json"
@@ -13,10 +13,11 @@ import (
 )
 
 // report loads a report the collector produced from recorded gluster
-// outputs (the scenario golden files of package gluster).
+// outputs (the scenario golden files of package agent/gluster, read as
+// data: the report is the protocol.StorageReport the agent sends).
 func report(t *testing.T, scenario string) protocol.StorageReport {
 	t.Helper()
-	b, err := os.ReadFile("../testdata/golden/scenarios/" + scenario + ".json")
+	b, err := os.ReadFile("../../agent/gluster/testdata/golden/scenarios/" + scenario + ".json")
 	if err != nil {
 		t.Fatal(err)
 	}
