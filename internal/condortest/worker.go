@@ -456,6 +456,31 @@ func (w *Worker) Stop(t testing.TB) {
 	})
 }
 
+// Kill kills the worker at once, as a VM that is deleted or loses power:
+// SIGKILL to its master and every process below it, so that nothing tells
+// the collector and the worker's ads stay there until they expire or are
+// invalidated. Only processes this worker started are signalled.
+func (w *Worker) Kill(t testing.TB) {
+	t.Helper()
+	w.stopOnce.Do(func() {
+		if w.PID == 0 || w.Exited() {
+			return
+		}
+		kids := descendants(w.PID)
+		if (proc{pid: w.PID, start: w.startTime}).alive() {
+			_ = syscall.Kill(w.PID, syscall.SIGKILL)
+		}
+		for _, k := range kids {
+			if k.alive() {
+				_ = syscall.Kill(k.pid, syscall.SIGKILL)
+			}
+		}
+		if !w.waitExit(10*time.Second) || !waitGone(kids, 10*time.Second) {
+			t.Errorf("worker %s: processes left after SIGKILL", w.Hostname)
+		}
+	})
+}
+
 // waitExit waits up to d for the master to exit.
 func (w *Worker) waitExit(d time.Duration) bool {
 	timer := time.NewTimer(d)
