@@ -180,6 +180,8 @@ func checkinLoop(ctx context.Context, o Options, s vmproto.Settings, md Metadata
 	state := vmproto.CheckinReady
 	failures := 0
 	var ret *retirement
+	var result RetireResult
+	rt := Retirer{Runner: o.Runner, Log: log, Poll: o.RetirePoll, NoCondor: !hasCondor(o.Runner)}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	rctx, cancelRetire := context.WithCancel(ctx)
@@ -194,13 +196,13 @@ func checkinLoop(ctx context.Context, o Options, s vmproto.Settings, md Metadata
 		log.WithFields(logrus.Fields{"reason": reason, "deadline": time.Until(deadline).Round(time.Second), "via": via}).Info("retirement ordered")
 		ret = &retirement{done: make(chan RetireResult, 1)}
 		ret.setDeadline(deadline)
-		rt := Retirer{Runner: o.Runner, Log: log, Poll: o.RetirePoll}
 		wg.Go(func() {
-			res, err := rt.Retire(rctx, ret.getDeadline, reason)
-			if err != nil && rctx.Err() == nil {
-				log.WithError(err).Warn("graceful retirement")
+			// Retire ends with the VM drained (HTCondor said so) or the
+			// deadline passed; an error is only the context ending, when
+			// nothing is reported.
+			if res, err := rt.Retire(rctx, ret.getDeadline, reason); err == nil {
+				ret.done <- res
 			}
-			ret.done <- res
 		})
 		state = vmproto.CheckinRetiring
 		if member != nil {
@@ -224,6 +226,13 @@ func checkinLoop(ctx context.Context, o Options, s vmproto.Settings, md Metadata
 			}
 		case state == vmproto.CheckinDrained:
 			log.Info("retired; reported drained")
+			if result.Drained {
+				// Power off now rather than when the master next
+				// evaluates MASTER.DAEMON_SHUTDOWN (minutes away).
+				if err := rt.Shutdown(ctx); err != nil {
+					log.WithError(err).Warn("condor_master not stopped; MASTER.DAEMON_SHUTDOWN will power the VM off")
+				}
+			}
 			return nil
 		case resp.Retire:
 			failures = 0
@@ -265,7 +274,12 @@ func checkinLoop(ctx context.Context, o Options, s vmproto.Settings, md Metadata
 			continue
 		case res := <-done:
 			t.Stop()
-			log.WithFields(logrus.Fields{"jobs_left": res.JobsLeft, "timed_out": res.TimedOut}).Info("drained")
+			result = res
+			if res.Drained {
+				log.WithField("startd_exited", res.StartdExited).Info("drained")
+			} else {
+				log.WithField("busy_slots", res.JobsLeft).Warn("retirement deadline passed before the VM drained; reporting it retired")
+			}
 			state = vmproto.CheckinDrained
 			continue // report at once
 		case <-t.C:
