@@ -80,6 +80,12 @@ type Pool struct {
 	// on this host (FS), which the pool's config lets invalidate ads as
 	// deploy/htcondor/README.md tells a real pool to let the hub.
 	HubIdentity string
+	// WorkerIdentity is the identity Canopy's worker VMs' IDTOKENs name,
+	// which the pool lets advertise startd and master ads (as
+	// deploy/htcondor/README.md tells a real pool to); empty when the
+	// pool was brought up by an up.sh that did not set it (see
+	// NeedWorkerIdentity).
+	WorkerIdentity string
 	// MasterPID is the central manager's condor_master.
 	MasterPID int
 }
@@ -136,6 +142,7 @@ func LoadFile(path string) (*Pool, error) {
 		}
 		*f.dst = v
 	}
+	p.WorkerIdentity = kv["HTC_WORKER_IDENTITY"]
 	pid, err := strconv.Atoi(kv["HTC_MASTER_PID"])
 	if err != nil || pid <= 0 {
 		missing = append(missing, "HTC_MASTER_PID")
@@ -172,6 +179,16 @@ func parseEnv(b []byte) (map[string]string, error) {
 }
 
 var envKeyRE = regexp.MustCompile(`^[A-Z_][A-Z0-9_]*$`)
+
+// NeedWorkerIdentity returns the pool's WorkerIdentity, failing the test
+// when the pool was brought up without one (an older up.sh).
+func (p *Pool) NeedWorkerIdentity(t testing.TB) string {
+	t.Helper()
+	if p.WorkerIdentity == "" {
+		t.Fatalf("HTCondor test pool: %s lacks HTC_WORKER_IDENTITY: the pool was brought up by an older up.sh\n%s", p.EnvFile, upHint)
+	}
+	return p.WorkerIdentity
+}
 
 // Running reports (as an error) whether the pool's master is not running.
 func (p *Pool) Running() error {

@@ -38,6 +38,7 @@ HTC_USER=${HTC_USER:-canopy-cm}
 HTC_PORT=${HTC_PORT:-29618}
 HTC_WAIT=${HTC_WAIT:-60}
 TRUST_DOMAIN=canopy.testbed
+WORKER_IDENTITY=canopy-worker@$TRUST_DOMAIN
 PIDFILE=$HTC_STATE/run/master.pid
 CONF=$HTC_STATE/condor_config
 
@@ -211,12 +212,12 @@ FS_LOCAL_DIR = \$(LOCAL_DIR)/fs
 # authentication maps them to $HTC_USER@\$(UID_DOMAIN), an identity that
 # the recommended security settings do not otherwise let advertise.
 CANOPY_HUB = $HTC_USER@\$(UID_DOMAIN)
-ALLOW_ADVERTISE_STARTD = \$(ALLOW_DAEMON) \$(CANOPY_HUB)
-ALLOW_ADVERTISE_MASTER = \$(ALLOW_DAEMON) \$(CANOPY_HUB)
-
-# Canopy's job attributes are significant for autoclustering
+# Canopy's worker VMs present IDTOKENs their site agent mints for this
+# identity, limited to ADVERTISE_STARTD and ADVERTISE_MASTER
 # (deploy/htcondor/README.md).
-ADD_SIGNIFICANT_ATTRIBUTES = CanopyGroup, AcctGroup, AccountingGroup, VMType, TargetClouds, VMKeepAlive, VMMaxLifetime, VMImage, VMAMI, VMLoc, VMInstanceType, VMCPUCores, VMMem, VMStorage, VMJobPerCore
+CANOPY_WORKERS = $WORKER_IDENTITY
+ALLOW_ADVERTISE_STARTD = \$(ALLOW_DAEMON) \$(CANOPY_HUB) \$(CANOPY_WORKERS)
+ALLOW_ADVERTISE_MASTER = \$(ALLOW_DAEMON) \$(CANOPY_HUB) \$(CANOPY_WORKERS)
 
 # Quick cycles for tests.
 NEGOTIATOR_INTERVAL = 5
@@ -308,6 +309,7 @@ HTC_SIGNING_KEY=$KEY
 HTC_POOL_USER=$HTC_USER
 HTC_SUBMIT_USER=$HTC_USER
 HTC_HUB_IDENTITY=$HTC_USER@$TRUST_DOMAIN
+HTC_WORKER_IDENTITY=$WORKER_IDENTITY
 HTC_MASTER_PID=$PID
 EOF
 mv "$ENVF.tmp" "$ENVF"
