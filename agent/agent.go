@@ -30,6 +30,7 @@ import (
 	"github.com/canopy-grid/canopy/protocol"
 	"github.com/canopy-grid/canopy/protocol/gossip"
 	"github.com/canopy-grid/canopy/protocol/pki"
+	"github.com/canopy-grid/canopy/protocol/vmproto"
 )
 
 // Config is the agent's own configuration (the cloud driver's settings are
@@ -42,14 +43,30 @@ type Config struct {
 	// StateDir holds the agent's VM token key, its gossip keys and its
 	// durable VM book (agent.db).
 	StateDir string `yaml:"state_dir"`
-	// VMListen is where VMs check in (host:port). VMs must reach it.
+	// VMListen is where VMs enroll and check in (host:port), over TLS.
+	// VMs must reach it.
 	VMListen string `yaml:"vm_listen"`
-	// VMAdvertise is the URL VMs are told to use; default http://VMListen.
+	// VMAdvertise is the URL VMs are told to use, https://host:port;
+	// default https://VMListen (which must then name the host VMs dial).
 	VMAdvertise string `yaml:"vm_advertise"`
+	// VMCert and VMKey are the VM endpoint's certificate and key, issued
+	// by the hub's CA for the names and addresses in VMAdvertise (`hub tls
+	// issue-agent --site SITE --vm-host HOST`). VMs trust only the hub's
+	// CA (Hub.CA, which their user-data carries) and only this site's VM
+	// endpoint certificate.
+	VMCert string `yaml:"vm_cert"`
+	VMKey  string `yaml:"vm_key"`
 	// CondorHost is the HTCondor central manager VMs join.
 	CondorHost string `yaml:"condor_host"`
-	// TokenTTL is how long a VM's identity token is valid.
+	// Condor configures the VMs' HTCondor credentials and settings.
+	Condor CondorConfig `yaml:"condor"`
+	// TokenTTL is how long a VM's check-in token is valid; check-ins
+	// renew it when a third of that is left.
 	TokenTTL time.Duration `yaml:"token_ttl"`
+	// EnrollTTL is how long a VM's single-use enrollment token (the only
+	// credential in its user-data) is valid: the VM must have booted and
+	// enrolled by then.
+	EnrollTTL time.Duration `yaml:"enroll_ttl"`
 	// CheckinEvery is how often VMs check in.
 	CheckinEvery time.Duration `yaml:"checkin_every"`
 	// RetireGrace is how long after a VM reports it has drained, or past
@@ -100,8 +117,12 @@ func (c Config) withDefaults() Config {
 		c.VMListen = "127.0.0.1:0"
 	}
 	if c.TokenTTL == 0 {
-		c.TokenTTL = 7 * 24 * time.Hour
+		c.TokenTTL = 24 * time.Hour
 	}
+	if c.EnrollTTL == 0 {
+		c.EnrollTTL = time.Hour
+	}
+	c.Condor = c.Condor.withDefaults()
 	if c.CheckinEvery == 0 {
 		c.CheckinEvery = 10 * time.Second
 	}
@@ -132,7 +153,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("agent config: site: %w", err)
 	}
 	for _, kv := range []struct{ name, v string }{{"hub.addr", c.Hub.Addr}, {"hub.ca", c.Hub.CA}, {"hub.cert", c.Hub.Cert},
-		{"hub.key", c.Hub.Key}, {"state_dir", c.StateDir}, {"condor_host", c.CondorHost}} {
+		{"hub.key", c.Hub.Key}, {"state_dir", c.StateDir}, {"condor_host", c.CondorHost}, {"vm_cert", c.VMCert}, {"vm_key", c.VMKey}} {
 		if kv.v == "" {
 			return fmt.Errorf("agent config: %s is required", kv.name)
 		}
@@ -140,7 +161,7 @@ func (c Config) Validate() error {
 	for _, kv := range []struct {
 		name string
 		d    time.Duration
-	}{{"token_ttl", c.TokenTTL}, {"checkin_every", c.CheckinEvery}, {"retire_grace", c.RetireGrace},
+	}{{"token_ttl", c.TokenTTL}, {"enroll_ttl", c.EnrollTTL}, {"checkin_every", c.CheckinEvery}, {"retire_grace", c.RetireGrace},
 		{"reconnect_min", c.ReconnectMin}, {"reconnect_max", c.ReconnectMax}, {"storage_every", c.StorageEvery}} {
 		if kv.d < 0 {
 			return fmt.Errorf("agent config: %s is %s: it must be positive (or absent for the default)", kv.name, kv.d)
@@ -150,8 +171,21 @@ func (c Config) Validate() error {
 	if d.ReconnectMin > d.ReconnectMax {
 		return fmt.Errorf("agent config: reconnect_min (%s) is over reconnect_max (%s)", d.ReconnectMin, d.ReconnectMax)
 	}
-	if d.TokenTTL <= 3*d.CheckinEvery {
-		return fmt.Errorf("agent config: token_ttl (%s) must be well over checkin_every (%s)", d.TokenTTL, d.CheckinEvery)
+	// Renewal happens at a check-in within the last third of a token's
+	// life: that third must hold a few check-ins.
+	if d.TokenTTL < 9*d.CheckinEvery {
+		return fmt.Errorf("agent config: token_ttl (%s) must be at least 9 × checkin_every (%s): tokens are renewed at a check-in in their last third", d.TokenTTL, d.CheckinEvery)
+	}
+	if err := c.Condor.validate(d.CheckinEvery); err != nil {
+		return fmt.Errorf("agent config: condor: %w", err)
+	}
+	if err := c.VM.validate(); err != nil {
+		return fmt.Errorf("agent config: vm: %w", err)
+	}
+	if c.VMAdvertise != "" {
+		if _, err := advertisedHost(c.VMAdvertise); err != nil {
+			return fmt.Errorf("agent config: vm_advertise: %w", err)
+		}
 	}
 	for _, kv := range []struct{ name, v string }{{"vm_listen", c.VMListen}, {"metrics_listen", c.MetricsListen}} {
 		if kv.v == "" {
@@ -185,6 +219,12 @@ type Agent struct {
 	signer *vmtoken.Signer
 	tls    *tls.Config
 	now    func() time.Time
+	// vmTLS is the VM endpoint's TLS configuration (its certificate from
+	// the hub's CA); caPEM is that CA, which VMs are given to verify it.
+	vmTLS *tls.Config
+	caPEM string
+	// condor mints the VMs' HTCondor IDTOKENs; nil: none configured.
+	condor *condorMinter
 
 	userData *UserDataRenderer
 	storage  StorageCollector
@@ -202,9 +242,13 @@ type Agent struct {
 	// on another run's inventory are refused as stale.
 	epoch   string
 	metrics *metrics
-	// checkinLog and deleteLog rate-limit refusal warnings.
+	// checkinLog, enrollLog and deleteLog rate-limit refusal warnings.
 	checkinLog *throttle
+	enrollLog  *throttle
+	tlsLog     *throttle
 	deleteLog  *throttle
+	// enrolls are the enrollment tokens minted for booted servers.
+	enrolls *enrollBook
 
 	db      *agentdb.Store // nil: the book is not persisted (tests)
 	flushMu sync.Mutex     // serialises flushes
@@ -266,6 +310,20 @@ func New(cfg Config, d driver.Driver, log *logrus.Entry) (*Agent, error) {
 	if !roots.AppendCertsFromPEM(caPEM) {
 		return nil, fmt.Errorf("load hub CA %s: no certificate found", cfg.Hub.CA)
 	}
+	vmCert, err := tls.LoadX509KeyPair(cfg.VMCert, cfg.VMKey)
+	if err != nil {
+		return nil, fmt.Errorf("load the VM endpoint certificate (vm_cert, vm_key): %w", err)
+	}
+	if cfg.VMAdvertise != "" {
+		host, _ := advertisedHost(cfg.VMAdvertise)
+		if err := vmproto.CheckEndpointCert(vmCert, string(caPEM), cfg.Site, host); err != nil {
+			return nil, fmt.Errorf("agent config: vm_cert %s for vm_advertise %s: %w", cfg.VMCert, cfg.VMAdvertise, err)
+		}
+	}
+	condor, err := cfg.Condor.signer()
+	if err != nil {
+		return nil, fmt.Errorf("agent config: condor: %w", err)
+	}
 	key, err := vmtoken.LoadOrCreateKey(cfg.StateDir + "/vmtoken.key")
 	if err != nil {
 		return nil, err
@@ -274,7 +332,7 @@ func New(cfg Config, d driver.Driver, log *logrus.Entry) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	userData, err := NewUserDataRenderer(cfg.VM)
+	userData, err := NewUserDataRenderer(cfg.VM, string(caPEM))
 	if err != nil {
 		return nil, err
 	}
@@ -298,6 +356,12 @@ func New(cfg Config, d driver.Driver, log *logrus.Entry) (*Agent, error) {
 	}
 	a.signer, a.userData, a.squids, a.gkeys = signer, userData, squids, gkeys
 	a.tls = protocol.ClientTLS(roots, cert, cfg.Hub.ServerName)
+	a.vmTLS, a.caPEM, a.condor = vmproto.ServerTLS(vmCert), string(caPEM), condor
+	if condor != nil {
+		a.log.WithField("tokens", condor.describe()).Info("VMs get HTCondor IDTOKENs minted by this agent")
+	} else {
+		a.log.Info("no condor.signing_key_file: VMs get no HTCondor IDTOKEN")
+	}
 	if err := a.openState(); err != nil {
 		return nil, err
 	}
@@ -318,6 +382,7 @@ func newAgent(cfg Config, d driver.Driver, log *logrus.Entry) (*Agent, error) {
 		now:     time.Now,
 		cmds:    newCommandLog(maxCommandResults),
 		vms:     newVMBook(),
+		enrolls: newEnrollBook(),
 		listing: &listing{list: d.Servers},
 		changed: make(chan struct{}, 1),
 		resync:  make(chan struct{}, 1),
@@ -327,6 +392,12 @@ func newAgent(cfg Config, d driver.Driver, log *logrus.Entry) (*Agent, error) {
 	now := func() time.Time { return a.now() }
 	a.checkinLog = newThrottle(refusalLogEvery, now, func(n map[string]int, window time.Duration) {
 		a.log.WithFields(logrus.Fields{"refused": n, "window": window.Round(time.Second)}).Warn("VM check-ins refused (more of the same; counted in canopy_agent_checkins_refused_total)")
+	})
+	a.enrollLog = newThrottle(refusalLogEvery, now, func(n map[string]int, window time.Duration) {
+		a.log.WithFields(logrus.Fields{"refused": n, "window": window.Round(time.Second)}).Warn("VM enrollments refused (more of the same; counted in canopy_agent_enrollments_refused_total)")
+	})
+	a.tlsLog = newThrottle(refusalLogEvery, now, func(n map[string]int, window time.Duration) {
+		a.log.WithFields(logrus.Fields{"refused": n, "window": window.Round(time.Second)}).Warn("VM endpoint connections refused (more of the same; counted in canopy_agent_vm_endpoint_errors_total)")
 	})
 	a.deleteLog = newThrottle(deleteLogEvery, now, func(n map[string]int, window time.Duration) {
 		a.log.WithFields(logrus.Fields{"refused": n, "window": window.Round(time.Second)}).Warn("deletes refused again (counted in canopy_agent_deletes_refused_total)")
@@ -391,13 +462,22 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	url := a.cfg.VMAdvertise
 	if url == "" {
-		url = "http://" + ln.Addr().String()
+		url = "https://" + ln.Addr().String()
+		if a.vmTLS != nil {
+			// VMs dial the listen address: the certificate must name it.
+			host, _ := advertisedHost(url)
+			if err := vmproto.CheckEndpointCert(a.vmTLS.Certificates[0], a.caPEM, a.cfg.Site, host); err != nil {
+				_ = ln.Close()
+				return fmt.Errorf("agent config: vm_cert %s for %s (vm_listen; set vm_advertise if VMs dial another name): %w", a.cfg.VMCert, url, err)
+			}
+		}
 	}
 	a.mu.Lock()
 	a.vmURL = url
 	a.mu.Unlock()
-	srv := &http.Server{Handler: a.vmHandler(), ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
+	srv := &http.Server{Handler: a.vmHandler(), ReadHeaderTimeout: 5 * time.Second, TLSConfig: a.vmTLS,
+		ErrorLog: vmEndpointErrorLog(a)}
+	go func() { _ = srv.ServeTLS(ln, "", "") }()
 	defer srv.Close()
 	a.log.WithField("vm_url", url).Info("VM endpoint listening")
 
@@ -461,6 +541,8 @@ func (a *Agent) throttleLoop(ctx context.Context) {
 			return
 		case <-t.C:
 			a.checkinLog.flush()
+			a.enrollLog.flush()
+			a.tlsLog.flush()
 			a.deleteLog.flush()
 		}
 	}

@@ -274,29 +274,45 @@ func (a *Agent) boot(ctx context.Context, b protocol.BootCommand) ([]string, err
 	if pool != nil {
 		gossipJoin = pool.Addr()
 	}
+	// Mint every new server's enrollment token and make the records
+	// durable before booting any: a VM must find its token on record
+	// even if this agent restarts before it enrolls.
+	type pending struct {
+		name, tokID string
+		userData    []byte
+	}
 	var ids []string
-	var errs []error
+	var todo []pending
 	for _, name := range b.Names {
 		if s, ok := existing.named(name); ok {
 			ids = append(ids, s.ID)
 			continue
 		}
-		tok, tokID, err := a.mintVMToken(name, b.Group)
+		tok, tokID, err := a.mintEnrollToken(name, b.Group)
 		if err != nil {
 			return ids, err
 		}
-		ud, err := a.userData.Render(vmproto.Settings{AgentURL: vmURL, Token: tok, CondorHost: a.cfg.CondorHost,
-			Site: a.cfg.Site, Group: b.Group, VMType: b.VMType, CheckinEvery: a.cfg.CheckinEvery, GossipJoin: gossipJoin, GossipKey: gossip.EncodeKey(a.gkeys.Pool), GossipAgentKey: gossip.EncodeKey(a.gkeys.AgentKey())})
+		ud, err := a.userData.Render(a.vmSettings(vmURL, tok, gossipJoin, b.Group, b.VMType))
 		if err != nil {
 			return ids, err
 		}
+		todo = append(todo, pending{name: name, tokID: tokID, userData: ud})
+	}
+	if len(todo) > 0 {
+		if err := a.flush(); err != nil {
+			return ids, fmt.Errorf("record enrollment tokens before booting: %w", err)
+		}
+	}
+	var errs []error
+	for _, p := range todo {
+		name := p.name
 		s, err := a.driver.Boot(ctx, driver.BootSpec{
 			Name:   name,
 			Flavor: b.Flavor,
 			Image:  b.Image,
 			Metadata: map[string]string{driver.MetaHub: hubID, driver.MetaSite: a.cfg.Site, driver.MetaGroup: b.Group,
-				driver.MetaVMType: b.VMType, driver.MetaPlan: b.PlanID, driver.MetaTokenID: tokID},
-			UserData: ud,
+				driver.MetaVMType: b.VMType, driver.MetaPlan: b.PlanID, driver.MetaTokenID: p.tokID},
+			UserData: p.userData,
 		})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("boot %s on %s: %w", name, a.cfg.Site, err))
@@ -309,6 +325,18 @@ func (a *Agent) boot(ctx context.Context, b protocol.BootCommand) ([]string, err
 		ids = append(ids, s.ID)
 	}
 	return ids, errors.Join(errs...)
+}
+
+// vmSettings are the settings a new VM's user-data carries: nothing a job
+// in the VM could misuse (see vmproto.Settings).
+func (a *Agent) vmSettings(vmURL, enrollToken, gossipJoin, group, vmType string) vmproto.Settings {
+	s := vmproto.Settings{AgentURL: vmURL, AgentCA: a.caPEM, EnrollToken: enrollToken, CondorHost: a.cfg.CondorHost,
+		CondorTrustDomain: a.cfg.Condor.TrustDomain, CondorUIDDomain: a.cfg.Condor.UIDDomain, CondorCCBAddress: a.cfg.Condor.CCBAddress,
+		Site: a.cfg.Site, Group: group, VMType: vmType, CheckinEvery: a.cfg.CheckinEvery, GossipJoin: gossipJoin}
+	if gossipJoin != "" {
+		s.GossipAgentKey = gossip.EncodeKey(a.gkeys.AgentKey())
+	}
+	return s
 }
 
 // Who asked for a deletion (metrics and logs).

@@ -105,7 +105,8 @@ func testAgent(t *testing.T, d driver.Driver) *Agent {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.signer, a.gkeys, a.hubID, a.vmURL = signer, gkeys, "hub", "http://127.0.0.1:1"
+	a.signer, a.gkeys, a.hubID, a.vmURL = signer, gkeys, "hub", "https://127.0.0.1:1"
+	setTestPKI(t, a)
 	a.cmds = newCommandLog(16)
 	return a
 }

@@ -27,6 +27,10 @@ type metrics struct {
 	reg             *prometheus.Registry
 	checkins        prometheus.Counter
 	checkinsRefused *prometheus.CounterVec
+	enrolls         prometheus.Counter
+	enrollsRefused  *prometheus.CounterVec
+	condorTokens    *prometheus.CounterVec
+	vmTLSErrors     *prometheus.CounterVec
 	deletesRefused  *prometheus.CounterVec
 	retiresRefused  *prometheus.CounterVec
 	commandsStale   prometheus.Counter
@@ -45,6 +49,14 @@ func newMetrics(site string) *metrics {
 			Help: "VM check-ins accepted."}),
 		checkinsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_agent_checkins_refused_total", ConstLabels: c,
 			Help: "VM check-ins refused, by reason (token, identity, body)."}, []string{"reason"}),
+		enrolls: prometheus.NewCounter(prometheus.CounterOpts{Name: "canopy_agent_enrollments_total", ConstLabels: c,
+			Help: "VM enrollments accepted (each spends a single-use enrollment token)."}),
+		enrollsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_agent_enrollments_refused_total", ConstLabels: c,
+			Help: "VM enrollments refused, by reason (a spent token is a second enrollment for the same server)."}, []string{"reason"}),
+		condorTokens: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_agent_condor_tokens_minted_total", ConstLabels: c,
+			Help: "HTCondor IDTOKENs minted for VMs, at enrollment or renewal."}, []string{"why"}),
+		vmTLSErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_agent_vm_endpoint_errors_total", ConstLabels: c,
+			Help: "Connections to the VM endpoint that failed before a request (TLS handshakes refused), by reason."}, []string{"reason"}),
 		deletesRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_agent_deletes_refused_total", ConstLabels: c,
 			Help: "Server deletions the agent refused before calling the cloud, by reason and by who asked (command or reaper)."},
 			[]string{"reason", "source"}),
@@ -63,7 +75,7 @@ func newMetrics(site string) *metrics {
 		inventories: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_agent_inventories_sent_total", ConstLabels: c,
 			Help: "Inventories sent to the hub, full or delta."}, []string{"kind"}),
 	}
-	m.reg.MustRegister(m.inventories, m.checkins, m.checkinsRefused, m.deletesRefused, m.retiresRefused, m.commandsStale, m.deletes,
+	m.reg.MustRegister(m.inventories, m.checkins, m.checkinsRefused, m.enrolls, m.enrollsRefused, m.condorTokens, m.vmTLSErrors, m.deletesRefused, m.retiresRefused, m.commandsStale, m.deletes,
 		m.stateCommits, m.stateFailures, m.stateSeconds)
 	return m
 }

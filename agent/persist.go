@@ -31,6 +31,7 @@ func (a *Agent) openState() error {
 	}
 	a.vms.load(st)
 	a.cmds.load(st.Results)
+	a.enrolls.load(st.Enrollments)
 	a.hubID = st.HubID
 	a.db = db
 	retiring := 0
@@ -39,7 +40,7 @@ func (a *Agent) openState() error {
 			retiring++
 		}
 	}
-	a.log.WithFields(map[string]any{"state": path, "vms": len(st.VMs), "retiring": retiring, "deleted": len(st.Deleted),
+	a.log.WithFields(map[string]any{"state": path, "vms": len(st.VMs), "retiring": retiring, "deleted": len(st.Deleted), "enrollments": len(st.Enrollments),
 		"results": len(st.Results), "hub": st.HubID}).Info("agent state loaded")
 	return nil
 }
@@ -52,8 +53,10 @@ func (a *Agent) flush() error {
 	a.flushMu.Lock()
 	defer a.flushMu.Unlock()
 	var b agentdb.Batch
+	a.enrolls.prune(a.now())
 	a.vms.collect(&b)
 	a.cmds.collect(&b)
+	a.enrolls.collect(&b)
 	a.mu.Lock()
 	if a.hubIDDirty {
 		id := a.hubID
@@ -71,6 +74,7 @@ func (a *Agent) flush() error {
 		a.metrics.stateFailures.Inc()
 		a.vms.redirty(&b)
 		a.cmds.redirty(&b)
+		a.enrolls.redirty(&b)
 		if b.HubID != nil {
 			a.mu.Lock()
 			a.hubIDDirty = true
@@ -97,7 +101,7 @@ func (a *Agent) flushLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if !a.vms.pending() && !a.cmds.pending() {
+		if !a.vms.pending() && !a.cmds.pending() && !a.enrolls.pending() {
 			continue
 		}
 		err := a.flush()

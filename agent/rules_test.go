@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -38,9 +37,8 @@ func newRuleWorld(t *testing.T) *ruleWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.gkeys, a.vmURL = gkeys, "http://127.0.0.1:1"
-	srv := httptest.NewServer(a.vmHandler())
-	t.Cleanup(srv.Close)
+	srv := vmServer(t, a)
+	a.gkeys, a.vmURL = gkeys, srv.URL
 	return &ruleWorld{a: a, d: d, clock: clock, url: srv.URL}
 }
 
@@ -385,16 +383,9 @@ func TestCheckinBodiesRefusedPrecisely(t *testing.T) {
 			w.clock.Now().Add(365*24*time.Hour).Format(time.RFC3339)),
 	} {
 		body := fmt.Sprintf(`{"server_id":%q,"server":%q,"state":"ready","jobs":%s}`, s.ID, s.Name, jobs)
-		r, _ := http.NewRequest(http.MethodPost, w.url+vmproto.PathCheckin, strings.NewReader(body))
-		r.Header.Set("Authorization", "Bearer "+tok)
-		resp, err := http.DefaultClient.Do(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), "running") && !strings.Contains(string(b), "jobs") {
-			t.Errorf("%s: %d %s", name, resp.StatusCode, b)
+		status, b := post(t, w.url, vmproto.PathCheckin, tok, []byte(body))
+		if status != http.StatusBadRequest || !strings.Contains(b, "running") && !strings.Contains(b, "jobs") {
+			t.Errorf("%s: %d %s", name, status, b)
 		}
 	}
 	if st, ok := w.a.vms.get(s.ID); ok && st.jobs != nil {
@@ -408,8 +399,7 @@ func TestRefusalFloodIsSummarised(t *testing.T) {
 	d := newVMCloud()
 	clock := &testClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
 	a, hook := newTestAgent(t, d, "east", clock)
-	srv := httptest.NewServer(a.vmHandler())
-	defer srv.Close()
+	srv := vmServer(t, a)
 	s, _ := bootVM(t, a, d, "vm-a", "atlas")
 	const flood = 300
 	for i := range flood {
@@ -447,7 +437,8 @@ func TestRefusalFloodIsSummarised(t *testing.T) {
 
 // TestConfigValidate: durations that make no sense are errors naming the key.
 func TestConfigValidate(t *testing.T) {
-	base := Config{Site: "west", StateDir: "/s", CondorHost: "cm", Hub: HubLink{Addr: "h:1", CA: "ca", Cert: "c", Key: "k"}}
+	base := Config{Site: "west", StateDir: "/s", CondorHost: "cm", Hub: HubLink{Addr: "h:1", CA: "ca", Cert: "c", Key: "k"},
+		VMCert: "vc", VMKey: "vk"}
 	tests := []struct {
 		name string
 		edit func(*Config)
@@ -464,6 +455,22 @@ func TestConfigValidate(t *testing.T) {
 		{"token_ttl under the check-in interval", func(c *Config) { c.TokenTTL, c.CheckinEvery = time.Minute, time.Minute }, "token_ttl"},
 		{"bad metrics_listen", func(c *Config) { c.MetricsListen = "9464" }, "metrics_listen"},
 		{"bad vm_listen", func(c *Config) { c.VMListen = "localhost" }, "vm_listen"},
+		{"no vm_cert", func(c *Config) { c.VMCert = "" }, "vm_cert"},
+		{"plain http vm_advertise", func(c *Config) { c.VMAdvertise = "http://10.0.0.5:7080" }, "TLS only"},
+		{"vm_advertise on all interfaces", func(c *Config) { c.VMAdvertise = "https://0.0.0.0:7080" }, "no host VMs can dial"},
+		{"negative enroll_ttl", func(c *Config) { c.EnrollTTL = -time.Minute }, "enroll_ttl"},
+		{"signing key without trust domain", func(c *Config) { c.Condor.SigningKeyFile = "/k" }, "trust_domain is required"},
+		{"bad trust domain", func(c *Config) { c.Condor.TrustDomain = "a b" }, "trust_domain"},
+		{"identity without domain", func(c *Config) {
+			c.Condor = CondorConfig{SigningKeyFile: "/k", TrustDomain: "cm.example.org", Identity: "worker"}
+		}, "user@domain"},
+		{"bad authz", func(c *Config) {
+			c.Condor = CondorConfig{SigningKeyFile: "/k", TrustDomain: "cm.example.org", Authz: []string{"advertise"}}
+		}, "authorization level"},
+		{"bad key id", func(c *Config) { c.Condor = CondorConfig{SigningKeyFile: "/k", TrustDomain: "td", KeyID: "../x"} }, "key_id"},
+		{"condor token lifetime too short", func(c *Config) { c.Condor.TokenLifetime = time.Minute }, "token_lifetime"},
+		{"bad ccb address", func(c *Config) { c.Condor.CCBAddress = "cm\nSTART = True" }, "ccb_address"},
+		{"retired site-wide IDTOKEN", func(c *Config) { c.VM.CondorIDTokenFile = "/t" }, "condor_idtoken_file is no longer supported"},
 		{"no state_dir", func(c *Config) { c.StateDir = "" }, "state_dir"},
 		{"bad site", func(c *Config) { c.Site = "West Coast" }, "site"},
 	}

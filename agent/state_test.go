@@ -47,8 +47,20 @@ func writePKI(t *testing.T, dir, site, certSite string) Config {
 	if err := os.WriteFile(keyPath, iss.KeyPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	vm, err := ca.IssueAgentVM(certSite, []string{"127.0.0.1", "localhost"}, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vmCert, vmKey := filepath.Join(dir, certSite+"-vm.crt"), filepath.Join(dir, certSite+"-vm.key")
+	if err := os.WriteFile(vmCert, vm.CertPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(vmKey, vm.KeyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	return Config{Site: site, StateDir: filepath.Join(dir, "state"), CondorHost: "cm:9618", CheckinEvery: 10 * time.Second,
-		Hub:          HubLink{Addr: "127.0.0.1:1", CA: filepath.Join(pkiDir, pki.CACertFile), Cert: certPath, Key: keyPath},
+		Hub:    HubLink{Addr: "127.0.0.1:1", CA: filepath.Join(pkiDir, pki.CACertFile), Cert: certPath, Key: keyPath},
+		VMCert: vmCert, VMKey: vmKey, VMListen: "127.0.0.1:0",
 		GossipListen: "127.0.0.1:0", RetireGrace: 2 * time.Second}
 }
 
@@ -83,10 +95,10 @@ func newStateWorld(t *testing.T) *stateWorld {
 		clock: &testClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}}
 	w.start()
 	w.a.setHubID("hub")
-	w.a.vmURL = "http://127.0.0.1:1"
-	w.srv = httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+	w.srv = tlsServer(t, w.a, http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		w.cur.Load().vmHandler().ServeHTTP(rw, r)
 	}))
+	w.a.vmURL = w.srv.URL
 	t.Cleanup(func() {
 		w.srv.Close()
 		_ = w.a.Close()
@@ -103,7 +115,9 @@ func (w *stateWorld) start() {
 		w.t.Fatal(err)
 	}
 	a.now = w.clock.Now
-	a.vmURL = "http://127.0.0.1:1"
+	if w.srv != nil {
+		a.vmURL = w.srv.URL
+	}
 	w.a, w.hook = a, hook
 	w.cur.Store(a)
 }

@@ -1,7 +1,7 @@
 package agent
 
 import (
-	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -13,18 +13,16 @@ import (
 )
 
 // VMContext is what a site admin configures for contextualizing the
-// site's VMs, beyond the agent's own settings: HTCondor credentials, the
-// GlusterFS volume to mount, the squid proxies for CVMFS, and extra
-// cloud-init parts (examples in deploy/cloud-init/).
+// site's VMs, beyond the agent's own settings: the GlusterFS volume to
+// mount, the squid proxies for CVMFS, and extra cloud-init parts (examples
+// in deploy/cloud-init/). It holds no credential: user-data is readable by
+// every process in a VM, so secrets travel over the VM's enrollment.
 type VMContext struct {
-	// CondorIDTokenFile holds the IDTOKEN worker startds present to the
-	// collector (e.g. made with condor_token_create on the central
-	// manager). Optional.
-	CondorIDTokenFile string `yaml:"condor_idtoken_file"`
-	// PoolSigningKeyFile holds the pool signing key (the central manager's
-	// /etc/condor/passwords.d/POOL). Giving it to workers lets them check
-	// the central manager's tokens and use PASSWORD authentication, but
-	// every VM then holds the pool's secret. Optional.
+	// CondorIDTokenFile and PoolSigningKeyFile are retired: a site-wide
+	// IDTOKEN or the pool signing key in every VM's user-data let any job
+	// read them. Setting either is an error naming what replaced it (the
+	// condor: section: the agent mints each VM a token of its own).
+	CondorIDTokenFile  string `yaml:"condor_idtoken_file"`
 	PoolSigningKeyFile string `yaml:"pool_signing_key_file"`
 	// Gluster is a read-only GlusterFS volume every VM mounts. Optional.
 	Gluster *vmproto.GlusterMount `yaml:"gluster"`
@@ -42,8 +40,6 @@ type VMContext struct {
 // a #cloud-config part, plus the site's extra parts as a multi-part MIME
 // message. It reads and checks the site's files once, at agent start.
 type UserDataRenderer struct {
-	idToken string
-	poolKey string
 	gluster *vmproto.GlusterMount
 	proxies [][]string
 	parts   []userdata.Part
@@ -52,23 +48,26 @@ type UserDataRenderer struct {
 // maxContextFile bounds a credential or part file.
 const maxContextFile = userdata.MaxSize
 
-// NewUserDataRenderer reads and checks the files c names.
-func NewUserDataRenderer(c VMContext) (*UserDataRenderer, error) {
+// validate refuses the retired credential settings.
+func (c VMContext) validate() error {
+	switch {
+	case c.CondorIDTokenFile != "":
+		return errors.New("condor_idtoken_file is no longer supported: a site-wide IDTOKEN in user-data is readable by every job; " +
+			"the agent mints each VM its own token (condor: signing_key_file, trust_domain)")
+	case c.PoolSigningKeyFile != "":
+		return errors.New("pool_signing_key_file is no longer supported: the pool signing key must never reach a VM; " +
+			"give it to the agent instead (condor: signing_key_file), which mints each VM its own token")
+	}
+	return nil
+}
+
+// NewUserDataRenderer reads and checks the files c names. caPEM is the CA
+// the VMs verify the agent by (the hub's), which every user-data carries.
+func NewUserDataRenderer(c VMContext, caPEM string) (*UserDataRenderer, error) {
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("vm context: %w", err)
+	}
 	r := &UserDataRenderer{gluster: c.Gluster, proxies: c.Proxies}
-	if c.CondorIDTokenFile != "" {
-		b, err := readContextFile(c.CondorIDTokenFile)
-		if err != nil {
-			return nil, fmt.Errorf("vm context: condor IDTOKEN: %w", err)
-		}
-		r.idToken = strings.TrimSpace(string(b))
-	}
-	if c.PoolSigningKeyFile != "" {
-		b, err := readContextFile(c.PoolSigningKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("vm context: pool signing key: %w", err)
-		}
-		r.poolKey = base64.StdEncoding.EncodeToString(b)
-	}
 	for _, path := range c.UserDataParts {
 		b, err := readContextFile(path)
 		if err != nil {
@@ -82,7 +81,7 @@ func NewUserDataRenderer(c VMContext) (*UserDataRenderer, error) {
 	}
 	// Render once with placeholder values: a bad token, volume or proxy
 	// list, or parts too big for Nova, fail the agent's start, not a boot.
-	probe := vmproto.Settings{AgentURL: "http://127.0.0.1:1", Token: strings.Repeat("x", 400), CondorHost: "cm.invalid",
+	probe := vmproto.Settings{AgentURL: "https://127.0.0.1:1", AgentCA: caPEM, EnrollToken: strings.Repeat("x", 400), CondorHost: "cm.invalid",
 		Site: "site", Group: "group", VMType: "vmtype"}
 	if _, err := r.Render(probe); err != nil {
 		return nil, fmt.Errorf("vm context: %w", err)
@@ -90,15 +89,15 @@ func NewUserDataRenderer(c VMContext) (*UserDataRenderer, error) {
 	return r, nil
 }
 
-// Render returns the user-data for one VM: s (which carries the VM's own
-// token, site, group and type) completed with the site's credentials,
+// Render returns the user-data for one VM: s (which carries the VM's
+// enrollment token, site, group and type) completed with the site's
 // volume and proxies, followed by the site's extra parts. A nil renderer
 // adds nothing to s.
 func (r *UserDataRenderer) Render(s vmproto.Settings) ([]byte, error) {
 	if r == nil {
 		r = &UserDataRenderer{}
 	}
-	s.CondorIDToken, s.PoolSigningKey, s.Gluster, s.Proxies = r.idToken, r.poolKey, r.gluster, r.proxies
+	s.Gluster, s.Proxies = r.gluster, r.proxies
 	own, err := vmproto.RenderUserData(s)
 	if err != nil {
 		return nil, fmt.Errorf("render user-data: %w", err)

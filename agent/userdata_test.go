@@ -8,11 +8,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/canopy-grid/canopy/internal/pkitest"
 	"github.com/canopy-grid/canopy/protocol/userdata"
 	"github.com/canopy-grid/canopy/protocol/vmproto"
 )
-
-const testIDToken = "eyJhbGciOiJIUzI1NiIsImtpZCI6IlBPT0wifQ.eyJzdWIiOiJ3b3JrZXJAcG9vbCJ9.c2lnbmF0dXJl"
 
 func writeTemp(t *testing.T, name string, content []byte) string {
 	t.Helper()
@@ -23,24 +22,23 @@ func writeTemp(t *testing.T, name string, content []byte) string {
 	return p
 }
 
-func vmSettings() vmproto.Settings {
-	return vmproto.Settings{AgentURL: "http://10.0.0.5:7080", Token: "abc.def", CondorHost: "cm.example.org:9618",
+func vmSettings(caPEM string) vmproto.Settings {
+	return vmproto.Settings{AgentURL: "https://10.0.0.5:7080", AgentCA: caPEM, EnrollToken: "abc.def", CondorHost: "cm.example.org:9618",
 		Site: "east", Group: "atlas", VMType: "el9"}
 }
 
 func TestUserDataRenderer(t *testing.T) {
+	ca := pkitest.New(t)
 	ctx := VMContext{
-		CondorIDTokenFile:  writeTemp(t, "worker.token", []byte(testIDToken+"\n")),
-		PoolSigningKeyFile: writeTemp(t, "POOL", []byte{0, 1, 2, 0xff}),
-		Gluster:            &vmproto.GlusterMount{Servers: []string{"gl1", "gl2"}, Volume: "sw", MountPoint: "/mnt/sw"},
-		Proxies:            [][]string{{"http://squid1:3128", "http://squid2:3128"}},
-		UserDataParts:      []string{"../deploy/cloud-init/site-example.yaml", "../deploy/cloud-init/site-example.sh"},
+		Gluster:       &vmproto.GlusterMount{Servers: []string{"gl1", "gl2"}, Volume: "sw", MountPoint: "/mnt/sw"},
+		Proxies:       [][]string{{"http://squid1:3128", "http://squid2:3128"}},
+		UserDataParts: []string{"../deploy/cloud-init/site-example.yaml", "../deploy/cloud-init/site-example.sh"},
 	}
-	r, err := NewUserDataRenderer(ctx)
+	r, err := NewUserDataRenderer(ctx, ca.PEM)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ud, err := r.Render(vmSettings())
+	ud, err := r.Render(vmSettings(ca.PEM))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,17 +62,16 @@ func TestUserDataRenderer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Token != "abc.def" || s.CondorIDToken != testIDToken || s.PoolSigningKey != "AAEC/w==" ||
-		!reflect.DeepEqual(s.Gluster, ctx.Gluster) || !reflect.DeepEqual(s.Proxies, ctx.Proxies) {
+	if s.EnrollToken != "abc.def" || s.AgentCA != ca.PEM || !reflect.DeepEqual(s.Gluster, ctx.Gluster) || !reflect.DeepEqual(s.Proxies, ctx.Proxies) {
 		t.Fatalf("settings %+v", s)
 	}
 
 	// Without extra parts the user-data is a single #cloud-config document.
-	plain, err := NewUserDataRenderer(VMContext{})
+	plain, err := NewUserDataRenderer(VMContext{}, ca.PEM)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ud, err = plain.Render(vmSettings())
+	ud, err = plain.Render(vmSettings(ca.PEM))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,15 +81,17 @@ func TestUserDataRenderer(t *testing.T) {
 }
 
 func TestUserDataRendererRefusesBadSiteFiles(t *testing.T) {
+	ca := pkitest.New(t)
 	big := append([]byte("#!/bin/sh\n"), bytes.Repeat([]byte("#"), userdata.MaxSize-200)...)
 	tests := []struct {
 		name string
 		c    VMContext
 		want string
 	}{
-		{"missing token file", VMContext{CondorIDTokenFile: "/nonexistent/token"}, "no such file"},
-		{"empty token file", VMContext{CondorIDTokenFile: writeTemp(t, "t", nil)}, "is empty"},
-		{"token file not a token", VMContext{CondorIDTokenFile: writeTemp(t, "t", []byte("hello world"))}, "condor_idtoken"},
+		{"site-wide IDTOKEN (retired)", VMContext{CondorIDTokenFile: writeTemp(t, "t", []byte("a.b.c"))}, "condor_idtoken_file is no longer supported"},
+		{"pool signing key (retired)", VMContext{PoolSigningKeyFile: writeTemp(t, "POOL", []byte{1})}, "must never reach a VM"},
+		{"missing part", VMContext{UserDataParts: []string{"/nonexistent/part.sh"}}, "no such file"},
+		{"empty part", VMContext{UserDataParts: []string{writeTemp(t, "e.sh", nil)}}, "is empty"},
 		{"part of unknown type", VMContext{UserDataParts: []string{writeTemp(t, "p", []byte("hello\n"))}}, "not one of"},
 		{"cloud-config part not YAML", VMContext{UserDataParts: []string{writeTemp(t, "p.yaml", []byte("#cloud-config\na: [\n"))}}, "not YAML"},
 		{"parts too big for Nova", VMContext{UserDataParts: []string{writeTemp(t, "big.sh", big)}}, "limit"},
@@ -101,7 +100,7 @@ func TestUserDataRendererRefusesBadSiteFiles(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := NewUserDataRenderer(tt.c)
+			_, err := NewUserDataRenderer(tt.c, ca.PEM)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("err %v, want one containing %q", err, tt.want)
 			}

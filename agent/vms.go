@@ -345,23 +345,9 @@ func (b *vmBook) pending() bool {
 // maxCheckinBody bounds a check-in request.
 const maxCheckinBody = 8 << 10
 
-// mintVMToken mints the identity token for a server about to be booted.
-// The returned id goes into the server's metadata under driver.MetaTokenID.
-func (a *Agent) mintVMToken(server, group string) (tok, id string, err error) {
-	id, err = vmtoken.NewNonce()
-	if err != nil {
-		return "", "", err
-	}
-	tok, err = a.signer.Mint(vmtoken.Claims{Site: a.cfg.Site, Server: server, Group: group,
-		Expires: a.now().Add(a.cfg.TokenTTL), Nonce: id})
-	if err != nil {
-		return "", "", err
-	}
-	return tok, id, nil
-}
-
 func (a *Agent) vmHandler() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+vmproto.PathEnroll, a.handleEnroll)
 	mux.HandleFunc("POST "+vmproto.PathCheckin, a.handleCheckin)
 	if a.squids != nil {
 		mux.Handle("GET "+vmproto.PathSquids, a.squids.Handler())
@@ -431,6 +417,9 @@ func validateCheckin(req vmproto.CheckinRequest, now time.Time) error {
 				j.At.Sub(now).Round(time.Second), maxClockSkew)
 		}
 	}
+	if !req.CondorTokenExpires.IsZero() && req.CondorTokenExpires.Year() > 9999 {
+		return errors.New("condor_token_expires is out of range")
+	}
 	if len(req.Error) > vmproto.MaxCheckinError {
 		return fmt.Errorf("error is %d bytes, over %d", len(req.Error), vmproto.MaxCheckinError)
 	}
@@ -472,7 +461,7 @@ func (a *Agent) handleCheckin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	log = log.WithFields(logrus.Fields{"vm": req.Server, "vm_id": req.ServerID})
-	claims, err := a.signer.Verify(tok, a.cfg.Site, req.Server, now)
+	claims, err := a.signer.Verify(tok, a.cfg.Site, req.Server, vmtoken.UseCheckin, now)
 	if err != nil {
 		var te *vmtoken.Error
 		if errors.As(err, &te) {
@@ -533,6 +522,43 @@ func (a *Agent) handleCheckin(w http.ResponseWriter, r *http.Request) {
 	if u.busy {
 		a.markChanged()
 	}
+	resp := u.resp
+	if err := a.renew(log, srv, claims, req, now, &resp); err != nil {
+		// The check-in itself is fine; the VM asks again at the next one.
+		log.WithError(err).Error("VM check-in: cannot renew its tokens")
+	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(u.resp)
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(resp)
+}
+
+// renew puts new tokens into a check-in's answer when the VM's expire
+// within a third of their lifetime: its check-in token (whose expiry the
+// agent read from the token itself) and its HTCondor token (whose expiry
+// the VM reports). Only servers the agent lists as this hub's get any:
+// the caller has already refused servers that are deleted, unlisted or
+// renamed; a server booted for another hub keeps checking in, but its
+// tokens run out.
+func (a *Agent) renew(log *logrus.Entry, srv driver.Server, claims vmtoken.Claims, req vmproto.CheckinRequest, now time.Time,
+	resp *vmproto.CheckinResponse) error {
+	hubID := a.currentHubID()
+	if hubID == "" || srv.Metadata[driver.MetaHub] != hubID {
+		log.WithField("hub", srv.Metadata[driver.MetaHub]).Debug("tokens not renewed: server of another hub")
+		return nil
+	}
+	if claims.Expires.Sub(now) < a.cfg.TokenTTL/3 {
+		tok, exp, err := a.mintCheckinToken(req.Server, claims.Group, claims.Nonce, now)
+		if err != nil {
+			return err
+		}
+		resp.Token, resp.TokenExpires = tok, exp
+	}
+	if a.condor != nil && a.condor.due(req.CondorTokenExpires, now) {
+		ct, err := a.mintCondorToken(log, now, "renew")
+		if err != nil {
+			return err
+		}
+		resp.Condor = ct
+	}
+	return nil
 }

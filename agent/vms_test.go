@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -19,21 +21,42 @@ import (
 	"github.com/sirupsen/logrus/hooks/test"
 
 	"github.com/canopy-grid/canopy/agent/driver"
+	"github.com/canopy-grid/canopy/agent/idtoken"
 	"github.com/canopy-grid/canopy/agent/vmtoken"
 	"github.com/canopy-grid/canopy/images"
+	"github.com/canopy-grid/canopy/internal/pkitest"
 	"github.com/canopy-grid/canopy/protocol"
+	"github.com/canopy-grid/canopy/protocol/gossip"
 	"github.com/canopy-grid/canopy/protocol/vmproto"
 )
 
 // vmCloud is a cloud whose servers are entries in a map (for the VM endpoint tests).
 type vmCloud struct {
-	mu      sync.Mutex
-	servers map[string]driver.Server
-	n       int
-	listErr error
+	mu       sync.Mutex
+	servers  map[string]driver.Server
+	userData map[string][]byte // by server name
+	n        int
+	listErr  error
+	// onBoot, if set, runs at each boot (before the server exists).
+	onBoot func()
 }
 
-func newVMCloud() *vmCloud { return &vmCloud{servers: map[string]driver.Server{}} }
+func newVMCloud() *vmCloud {
+	return &vmCloud{servers: map[string]driver.Server{}, userData: map[string][]byte{}}
+}
+
+func (d *vmCloud) server(id string) (driver.Server, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s, ok := d.servers[id]
+	return s, ok
+}
+
+func (d *vmCloud) userDataOf(name string) []byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.userData[name]
+}
 
 func (d *vmCloud) Flavors(context.Context) ([]protocol.Flavor, error) { return nil, nil }
 func (d *vmCloud) Limits(context.Context) (protocol.Limits, error)    { return protocol.Limits{}, nil }
@@ -59,12 +82,16 @@ func (d *vmCloud) Servers(context.Context) ([]driver.Server, error) {
 }
 
 func (d *vmCloud) Boot(_ context.Context, spec driver.BootSpec) (driver.Server, error) {
+	if d.onBoot != nil {
+		d.onBoot()
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.n++
 	s := driver.Server{ID: fmt.Sprintf("00000000-0000-4000-8000-%012d", d.n), Name: spec.Name, Status: driver.StatusActive,
 		Metadata: spec.Metadata, CreatedAt: time.Now()}
 	d.servers[s.ID] = s
+	d.userData[spec.Name] = spec.UserData
 	return s, nil
 }
 
@@ -95,8 +122,36 @@ func (c *testClock) Add(d time.Duration) {
 
 var testKey = bytes.Repeat([]byte{42}, vmtoken.KeySize)
 
+// testCondorMinter mints HTCondor tokens with the test signing key of
+// package idtoken, for trust domain cm.example.org.
+func testCondorMinter(t testing.TB, lifetime time.Duration) *condorMinter {
+	t.Helper()
+	file, err := os.ReadFile("idtoken/testdata/signing-key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := idtoken.NewKey(file, idtoken.PoolKeyID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := idtoken.NewSigner(key, "cm.example.org")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &condorMinter{signer: s, spec: idtoken.Spec{Identity: "canopy-worker@cm.example.org", Authz: DefaultWorkerAuthz, Lifetime: lifetime}}
+}
+
+// setTestPKI gives a its VM endpoint's TLS: a test CA of its own and a
+// VM endpoint certificate for 127.0.0.1.
+func setTestPKI(t testing.TB, a *Agent) {
+	t.Helper()
+	ca := pkitest.New(t)
+	a.caPEM, a.vmTLS = ca.PEM, vmproto.ServerTLS(ca.VMEndpoint(t, a.cfg.Site))
+}
+
 // newTestAgent is an agent for site east with d as its cloud, without a
-// hub session: enough for its VM endpoint.
+// hub session: enough for its VM endpoint. It mints HTCondor tokens
+// (lifetime 24 h) with the test key.
 func newTestAgent(t *testing.T, d driver.Driver, site string, clock *testClock) (*Agent, *test.Hook) {
 	t.Helper()
 	signer, err := vmtoken.NewSigner(testKey)
@@ -110,14 +165,52 @@ func newTestAgent(t *testing.T, d driver.Driver, site string, clock *testClock) 
 		t.Fatal(err)
 	}
 	a.signer, a.now, a.hubID = signer, clock.Now, "hub"
+	a.condor = testCondorMinter(t, 24*time.Hour)
+	setTestPKI(t, a)
 	return a, hook
 }
 
-// bootVM does what the agent's boot does for one server: mint its token
-// and record the token's id in the server's metadata.
-func bootVM(t *testing.T, a *Agent, d *vmCloud, name, group string) (driver.Server, string) {
+// vmClients are clients trusting test VM endpoints as VMs do, by URL.
+var vmClients sync.Map
+
+// vmServer serves a's VM endpoint over TLS as Run does, and registers a
+// client that trusts it as the agent's VMs do (only the agent's CA, only
+// its site's VM endpoint certificate); checkin and enroll use it.
+func vmServer(t testing.TB, a *Agent) *httptest.Server {
 	t.Helper()
-	tok, id, err := a.mintVMToken(name, group)
+	return tlsServer(t, a, a.vmHandler())
+}
+
+// tlsServer serves h with a's VM endpoint TLS.
+func tlsServer(t testing.TB, a *Agent, h http.Handler) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(h)
+	srv.TLS = a.vmTLS
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	conf, err := vmproto.ClientTLS(a.caPEM, a.cfg.Site)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vmClients.Store(srv.URL, &http.Client{Transport: &http.Transport{TLSClientConfig: conf}, Timeout: 10 * time.Second})
+	return srv
+}
+
+func vmClient(t testing.TB, url string) *http.Client {
+	t.Helper()
+	c, ok := vmClients.Load(url)
+	if !ok {
+		t.Fatalf("no client for %s: serve it with vmServer", url)
+	}
+	return c.(*http.Client)
+}
+
+// bootServer does what the agent's boot does for one server: mint and
+// record its enrollment token and record the token's id in the server's
+// metadata. It returns the server and the enrollment token.
+func bootServer(t testing.TB, a *Agent, d *vmCloud, name, group string) (driver.Server, string) {
+	t.Helper()
+	tok, id, err := a.mintEnrollToken(name, group)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,23 +222,47 @@ func bootVM(t *testing.T, a *Agent, d *vmCloud, name, group string) (driver.Serv
 	return s, tok
 }
 
-func checkin(t *testing.T, url, tok string, req vmproto.CheckinRequest) (int, string) {
+// bootVM boots a server (bootServer) and returns it with the check-in
+// token its enrollment would give it.
+func bootVM(t testing.TB, a *Agent, d *vmCloud, name, group string) (driver.Server, string) {
 	t.Helper()
-	body, _ := json.Marshal(req)
-	r, err := http.NewRequest(http.MethodPost, url+vmproto.PathCheckin, bytes.NewReader(body))
+	s, _ := bootServer(t, a, d, name, group)
+	tok, _, err := a.mintCheckinToken(name, group, s.Metadata[driver.MetaTokenID], a.now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, tok
+}
+
+// post sends a JSON body with a bearer token to a test VM endpoint.
+func post(t testing.TB, url, path, tok string, body []byte) (int, string) {
+	t.Helper()
+	r, err := http.NewRequest(http.MethodPost, url+path, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if tok != "" {
 		r.Header.Set("Authorization", "Bearer "+tok)
 	}
-	resp, err := http.DefaultClient.Do(r)
+	resp, err := vmClient(t, url).Do(r)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+func checkin(t testing.TB, url, tok string, req vmproto.CheckinRequest) (int, string) {
+	t.Helper()
+	body, _ := json.Marshal(req)
+	return post(t, url, vmproto.PathCheckin, tok, body)
+}
+
+func enroll(t testing.TB, url, tok string, req vmproto.EnrollRequest) (int, string) {
+	t.Helper()
+	body, _ := json.Marshal(req)
+	return post(t, url, vmproto.PathEnroll, tok, body)
 }
 
 // refusal returns the reason logged for the last refused check-in.
@@ -212,7 +329,7 @@ func TestCheckinIdentity(t *testing.T) {
 		{"token of another site", func(t *testing.T, w world) (string, vmproto.CheckinRequest) {
 			s, _ := bootVM(t, w.a, w.d, "vm-a", "atlas")
 			west, _ := newTestAgent(t, w.d, "west", w.clock) // same key, other site
-			tok, _, err := west.mintVMToken("vm-a", "atlas")
+			tok, _, err := west.mintCheckinToken("vm-a", "atlas", s.Metadata[driver.MetaTokenID], w.clock.Now())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -225,7 +342,7 @@ func TestCheckinIdentity(t *testing.T) {
 				t.Fatal(err)
 			}
 			tok, err := other.Mint(vmtoken.Claims{Site: "east", Server: "vm-a", Group: "atlas", Expires: w.clock.Now().Add(time.Hour),
-				Nonce: s.Metadata[driver.MetaTokenID]})
+				Nonce: s.Metadata[driver.MetaTokenID], Use: vmtoken.UseCheckin})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -249,7 +366,7 @@ func TestCheckinIdentity(t *testing.T) {
 		{"token for another group than the server's", func(t *testing.T, w world) (string, vmproto.CheckinRequest) {
 			s, _ := bootVM(t, w.a, w.d, "vm-a", "atlas")
 			tok, err := w.a.signer.Mint(vmtoken.Claims{Site: "east", Server: "vm-a", Group: "cms", Expires: w.clock.Now().Add(time.Hour),
-				Nonce: s.Metadata[driver.MetaTokenID]})
+				Nonce: s.Metadata[driver.MetaTokenID], Use: vmtoken.UseCheckin})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -271,13 +388,17 @@ func TestCheckinIdentity(t *testing.T) {
 			return tok, vmproto.CheckinRequest{ServerID: s.ID, Server: s.Name, State: vmproto.CheckinReady}
 		}, http.StatusForbidden, string(vmtoken.ReasonReplayed)},
 		{"server without a token id", func(t *testing.T, w world) (string, vmproto.CheckinRequest) {
-			tok, _, err := w.a.mintVMToken("vm-a", "atlas")
+			tok, _, err := w.a.mintCheckinToken("vm-a", "atlas", "some-id", w.clock.Now())
 			if err != nil {
 				t.Fatal(err)
 			}
 			s, _ := w.d.Boot(context.Background(), driver.BootSpec{Name: "vm-a", Metadata: map[string]string{driver.MetaHub: "hub", driver.MetaGroup: "atlas"}})
 			return tok, vmproto.CheckinRequest{ServerID: s.ID, Server: s.Name, State: vmproto.CheckinReady}
 		}, http.StatusForbidden, string(vmtoken.ReasonReplayed)},
+		{"its enrollment token", func(t *testing.T, w world) (string, vmproto.CheckinRequest) {
+			s, tok := bootServer(t, w.a, w.d, "vm-a", "atlas")
+			return tok, vmproto.CheckinRequest{ServerID: s.ID, Server: s.Name, State: vmproto.CheckinReady}
+		}, http.StatusForbidden, string(vmtoken.ReasonWrongUse)},
 		{"garbage token", func(t *testing.T, w world) (string, vmproto.CheckinRequest) {
 			s, _ := bootVM(t, w.a, w.d, "vm-a", "atlas")
 			return "not-a-token", vmproto.CheckinRequest{ServerID: s.ID, Server: s.Name, State: vmproto.CheckinReady}
@@ -297,8 +418,7 @@ func TestCheckinIdentity(t *testing.T) {
 			d := newVMCloud()
 			clock := &testClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
 			a, hook := newTestAgent(t, d, "east", clock)
-			srv := httptest.NewServer(a.vmHandler())
-			defer srv.Close()
+			srv := vmServer(t, a)
 			tok, req := tt.setup(t, world{a: a, d: d, clock: clock, url: srv.URL})
 			status, body := checkin(t, srv.URL, tok, req)
 			if status != tt.wantStatus {
@@ -324,23 +444,15 @@ func TestCheckinBodyLimits(t *testing.T) {
 	d := newVMCloud()
 	clock := &testClock{t: time.Now()}
 	a, _ := newTestAgent(t, d, "east", clock)
-	srv := httptest.NewServer(a.vmHandler())
-	defer srv.Close()
+	srv := vmServer(t, a)
 	_, tok := bootVM(t, a, d, "vm-a", "atlas")
 	for name, body := range map[string]string{
 		"too big":       `{"server_id":"` + strings.Repeat("a", maxCheckinBody) + `"}`,
 		"unknown field": `{"server_id":"x","server":"vm-a","state":"ready","admin":true}`,
 		"not JSON":      `server=vm-a`,
 	} {
-		r, _ := http.NewRequest(http.MethodPost, srv.URL+"/v1/checkin", strings.NewReader(body))
-		r.Header.Set("Authorization", "Bearer "+tok)
-		resp, err := http.DefaultClient.Do(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusBadRequest {
-			t.Errorf("%s: status %d", name, resp.StatusCode)
+		if status, _ := post(t, srv.URL, vmproto.PathCheckin, tok, []byte(body)); status != http.StatusBadRequest {
+			t.Errorf("%s: status %d", name, status)
 		}
 	}
 }
@@ -351,8 +463,7 @@ func TestCheckinListsServersSparingly(t *testing.T) {
 	d := &countingDriver{vmCloud: newVMCloud()}
 	clock := &testClock{t: time.Now()}
 	a, _ := newTestAgent(t, d, "east", clock)
-	srv := httptest.NewServer(a.vmHandler())
-	defer srv.Close()
+	srv := vmServer(t, a)
 	type vm struct {
 		s   driver.Server
 		tok string
@@ -414,46 +525,84 @@ func waitChanged(t *testing.T, a *Agent, what string) {
 	}
 }
 
-// TestRetirementThroughCheckins plays a VM's side of the check-in contract
-// (protocol/vmproto) against the agent's real check-in handler: the VM
-// reads its settings from the user-data the agent rendered and reports
-// ready, the hub orders its retirement, the VM learns it at its next
-// check-in, drains and reports, the agent deletes the server, and the VM's
-// token is refused from then on. The vmagent's side of the same exchange is
-// tested in package vmagent; the real binaries together in deploy/demo.
-func TestRetirementThroughCheckins(t *testing.T) {
+// TestVMLifecycleThroughEndpoint plays a VM's side of the contract
+// (protocol/vmproto) against the agent's real boot and VM endpoint, over
+// TLS: the agent boots the server, and the VM reads its settings from the
+// user-data the agent rendered (no secret in it but a single-use
+// enrollment token), enrolls for its check-in and HTCondor tokens (a
+// second enrollment is refused), reports ready, gets its tokens renewed
+// when a third of their life is left, learns of its retirement at a
+// check-in, drains and reports; the agent deletes the server, and the
+// VM's tokens are refused from then on. Every secret is then looked for in
+// the user-data and the agent's log. The vmagent's side of the same
+// exchange is tested in package vmagent; the real binaries together in
+// deploy/demo.
+func TestVMLifecycleThroughEndpoint(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	d := newVMCloud()
 	clock := &testClock{t: time.Now()}
 	a, hook := newTestAgent(t, d, "east", clock)
-	agentSrv := httptest.NewServer(a.vmHandler())
-	defer agentSrv.Close()
-
-	// Boot as the agent does: token, user-data, metadata.
-	r, err := NewUserDataRenderer(VMContext{Proxies: [][]string{{"http://squid.example.org:3128"}},
-		UserDataParts: []string{"../deploy/cloud-init/site-example.yaml", "../deploy/cloud-init/site-example.sh"}})
+	a.log.Logger.SetLevel(logrus.DebugLevel)
+	gkeys, err := gossip.LoadOrCreateSiteKeys(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, tok := bootVM(t, a, d, "canopy-east-p1-0-0", "atlas")
-	ud, err := r.Render(vmproto.Settings{AgentURL: agentSrv.URL, Token: tok, CondorHost: a.cfg.CondorHost, Site: "east",
-		Group: "atlas", VMType: "el9", CheckinEvery: a.cfg.CheckinEvery})
+	a.gkeys = gkeys
+	agentSrv := vmServer(t, a)
+	a.vmURL = agentSrv.URL
+	a.userData, err = NewUserDataRenderer(VMContext{Proxies: [][]string{{"http://squid.example.org:3128"}},
+		UserDataParts: []string{"../deploy/cloud-init/site-example.yaml", "../deploy/cloud-init/site-example.sh"}}, a.caPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
+	const name = "canopy-east-p1-0-0"
+	ids, err := a.boot(ctx, protocol.BootCommand{PlanID: "p1", Group: "atlas", VMType: "el9", Flavor: "c2", Names: []string{name}})
+	if err != nil || len(ids) != 1 {
+		t.Fatal(ids, err)
+	}
+	s, _ := d.server(ids[0])
+	ud := d.userDataOf(name)
 
 	// The VM reads its settings back from the user-data.
 	set, err := vmproto.ParseUserData(ud)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if set.AgentURL != agentSrv.URL || set.Token != tok || set.Site != "east" || set.Group != "atlas" {
+	if set.AgentURL != agentSrv.URL || set.AgentCA != a.caPEM || set.EnrollToken == "" || set.Site != "east" || set.Group != "atlas" {
 		t.Fatalf("settings read back: %+v", set)
 	}
+	status, body := enroll(t, set.AgentURL, set.EnrollToken, vmproto.EnrollRequest{ServerID: s.ID, Server: s.Name})
+	if status != http.StatusOK {
+		t.Fatalf("enroll: status %d: %s", status, body)
+	}
+	var creds vmproto.EnrollResponse
+	if err := json.Unmarshal([]byte(body), &creds); err != nil {
+		t.Fatal(err)
+	}
+	if creds.Token == "" || creds.Condor == nil || creds.GossipKey != gossip.EncodeKey(gkeys.Pool) ||
+		!creds.TokenExpires.Equal(clock.Now().Add(a.cfg.TokenTTL).UTC()) {
+		t.Fatalf("enrollment answer %+v", creds)
+	}
+	claims, err := a.condor.signer.Key().Verify(creds.Condor.Token, "cm.example.org", clock.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if claims.Subject != "canopy-worker@cm.example.org" || claims.Scope != "condor:/ADVERTISE_STARTD condor:/ADVERTISE_MASTER" ||
+		claims.Expires != clock.Now().Add(24*time.Hour).Unix() {
+		t.Fatalf("HTCondor token claims %+v", claims)
+	}
+	// Spent: a job that read the user-data finds nothing to take.
+	if status, _ := enroll(t, set.AgentURL, set.EnrollToken, vmproto.EnrollRequest{ServerID: s.ID, Server: s.Name}); status != http.StatusForbidden ||
+		enrollRefusal(hook) != reasonEnrollSpent {
+		t.Fatalf("second enrollment: status %d, reason %q", status, enrollRefusal(hook))
+	}
+	secrets := map[string]string{"check-in token": creds.Token, "HTCondor token": creds.Condor.Token}
+
+	tok, condorExp := creds.Token, creds.Condor.Expires
 	vmCheckin := func(state string) vmproto.CheckinResponse {
 		t.Helper()
-		status, body := checkin(t, set.AgentURL, set.Token, vmproto.CheckinRequest{ServerID: s.ID, Server: s.Name, State: state})
+		status, body := checkin(t, set.AgentURL, tok, vmproto.CheckinRequest{ServerID: s.ID, Server: s.Name, State: state, CondorTokenExpires: condorExp})
 		if status != http.StatusOK {
 			t.Fatalf("check-in %s: status %d: %s", state, status, body)
 		}
@@ -461,15 +610,49 @@ func TestRetirementThroughCheckins(t *testing.T) {
 		if err := json.Unmarshal([]byte(body), &resp); err != nil {
 			t.Fatalf("check-in %s answer %q: %v", state, body, err)
 		}
+		if resp.Token != "" {
+			tok = resp.Token
+			secrets["renewed check-in token"] = resp.Token
+		}
+		if resp.Condor != nil {
+			condorExp = resp.Condor.Expires
+			secrets["renewed HTCondor token"] = resp.Condor.Token
+		}
 		return resp
 	}
 
-	if resp := vmCheckin(vmproto.CheckinReady); resp.Retire {
-		t.Fatalf("retirement before any order: %+v", resp)
+	if resp := vmCheckin(vmproto.CheckinReady); resp.Retire || resp.Token != "" || resp.Condor != nil {
+		t.Fatalf("first check-in: %+v", resp)
 	}
 	waitChanged(t, a, "the VM to report ready")
 	if st, ok := a.vms.get(s.ID); !ok || !st.ready {
 		t.Fatal("VM not ready")
+	}
+	// Two thirds of the check-in token's life later: a new one.
+	clock.Add(a.cfg.TokenTTL*2/3 + time.Second)
+	if resp := vmCheckin(vmproto.CheckinReady); resp.Token == "" || resp.Condor != nil || !resp.TokenExpires.Equal(clock.Now().Add(a.cfg.TokenTTL).UTC()) {
+		t.Fatalf("check-in token not renewed: %+v", resp)
+	}
+	// Check-ins every 10 minutes: the HTCondor token is renewed at the
+	// first one in the last third of its life, not before.
+	enrolled := clock.Now().Add(-a.cfg.TokenTTL*2/3 - time.Second)
+	for {
+		clock.Add(10 * time.Minute)
+		resp := vmCheckin(vmproto.CheckinReady)
+		age := clock.Now().Sub(enrolled)
+		if resp.Condor == nil {
+			if age > 16*time.Hour+10*time.Minute {
+				t.Fatalf("HTCondor token not renewed %s after it was minted", age)
+			}
+			continue
+		}
+		if age < 16*time.Hour {
+			t.Fatalf("HTCondor token renewed %s after it was minted, before its last third", age)
+		}
+		if !resp.Condor.Expires.Equal(clock.Now().Add(24 * time.Hour).Truncate(time.Second).UTC()) {
+			t.Fatalf("renewed HTCondor token expires %s", resp.Condor.Expires)
+		}
+		break
 	}
 
 	if _, refused, err := a.retire(ctx, protocol.RetireCommand{VMIDs: []string{s.ID}, Deadline: time.Hour, Reason: "demand fell"}); err != nil || len(refused) > 0 {
@@ -494,9 +677,69 @@ func TestRetirementThroughCheckins(t *testing.T) {
 		t.Fatal(err, refused)
 	}
 
-	// The retired VM's token, replayed, is refused.
-	status, _ := checkin(t, agentSrv.URL, tok, vmproto.CheckinRequest{ServerID: s.ID, Server: s.Name, State: vmproto.CheckinReady})
-	if status != http.StatusForbidden || refusal(hook) != string(vmtoken.ReasonUnknownVM) {
+	// The deleted VM's tokens, replayed, are refused: no check-in, no
+	// renewal, no enrollment.
+	status, body = checkin(t, agentSrv.URL, tok, vmproto.CheckinRequest{ServerID: s.ID, Server: s.Name, State: vmproto.CheckinReady})
+	if status != http.StatusForbidden || refusal(hook) != string(vmtoken.ReasonUnknownVM) || strings.Contains(body, "condor") {
 		t.Fatalf("replay after deletion: status %d, reason %q", status, refusal(hook))
 	}
+	if status, _ := enroll(t, agentSrv.URL, set.EnrollToken, vmproto.EnrollRequest{ServerID: s.ID, Server: s.Name}); status != http.StatusForbidden {
+		t.Fatalf("enrollment after deletion: status %d", status)
+	}
+
+	// No secret in the user-data (but the spent enrollment token) or in
+	// the agent's log (not even that).
+	key, _ := os.ReadFile("idtoken/testdata/signing-key")
+	secrets["gossip key"] = gossip.EncodeKey(gkeys.Pool)
+	secrets["vm token key"] = base64.StdEncoding.EncodeToString(testKey)
+	secrets["signing key (base64)"] = base64.StdEncoding.EncodeToString(key)
+	secrets["signing key (hex)"] = hex.EncodeToString(key)
+	secrets["signing key"] = string(key)
+	for what, secret := range secrets {
+		for _, part := range secretParts(secret) {
+			if bytes.Contains(ud, []byte(part)) {
+				t.Errorf("user-data holds the %s", what)
+			}
+		}
+	}
+	secrets["enrollment token"] = set.EnrollToken
+	if len(hook.AllEntries()) < 5 {
+		t.Fatalf("only %d log entries", len(hook.AllEntries()))
+	}
+	for _, e := range hook.AllEntries() {
+		line, err := e.String()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for what, secret := range secrets {
+			for _, part := range secretParts(secret) {
+				if strings.Contains(line, part) {
+					t.Errorf("log line holds the %s: %s", what, line)
+				}
+			}
+		}
+	}
+}
+
+// secretParts are the pieces of a secret to look for: the whole, and for
+// a token its signature (a token's payload is not secret, its signature
+// is what would let anyone use it).
+func secretParts(secret string) []string {
+	parts := []string{secret}
+	if i := strings.LastIndexByte(secret, '.'); i > 0 && len(secret)-i > 16 {
+		parts = append(parts, secret[i+1:])
+	}
+	return parts
+}
+
+// enrollRefusal returns the reason logged for the last refused enrollment.
+func enrollRefusal(hook *test.Hook) string {
+	for i := len(hook.AllEntries()) - 1; i >= 0; i-- {
+		e := hook.AllEntries()[i]
+		if e.Message == "VM enrollment refused" {
+			r, _ := e.Data["reason"].(string)
+			return r
+		}
+	}
+	return ""
 }

@@ -1,7 +1,6 @@
 package vmagent
 
 import (
-	"encoding/base64"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -15,14 +14,14 @@ import (
 const (
 	// CondorConfigPath is where the startd configuration is written.
 	CondorConfigPath = "/etc/condor/config.d/50-canopy.conf"
-	// CondorTokenDir is the startd's IDTOKEN directory (SEC_TOKEN_DIRECTORY).
+	// CondorTokenDir is the startd's IDTOKEN directory (SEC_TOKEN_DIRECTORY),
+	// mode 0700.
 	CondorTokenDir = "/etc/condor/tokens.d"
-	// CondorTokenPath holds the IDTOKEN from the VM's settings.
+	// CondorTokenPath holds the VM's IDTOKEN, from its enrollment and
+	// renewed through check-ins (mode 0600, replaced atomically: the
+	// daemons read whichever file is whole, never a half-written one, and
+	// never an old token next to a new one).
 	CondorTokenPath = CondorTokenDir + "/canopy"
-	// CondorPasswordDir is SEC_PASSWORD_DIRECTORY.
-	CondorPasswordDir = "/etc/condor/passwords.d"
-	// PoolSigningKeyPath holds the pool signing key from the settings.
-	PoolSigningKeyPath = CondorPasswordDir + "/POOL"
 	// PoweroffProgram is what the condor_master runs instead of exiting.
 	PoweroffProgram = "/sbin/poweroff"
 )
@@ -36,7 +35,9 @@ func classadString(s string) string {
 var hostRE = regexp.MustCompile(`^[A-Za-z0-9.:\[\]_-]+$`)
 
 // CondorConfig renders the startd configuration for this VM: where the
-// collector is and how to authenticate to it, the attributes that tie the
+// collector is and how to authenticate to it (the VM's own IDTOKEN, for
+// the pool's TRUST_DOMAIN; FS for the VM's root), UID_DOMAIN and
+// CCB_ADDRESS when the site sets them, the attributes that tie the
 // VM to its site, group and VM type (advertised in its slot ads), a START
 // expression that admits only jobs of that group, one partitionable slot
 // holding the whole VM, local administration by the VM's own root (for
@@ -61,6 +62,17 @@ func CondorConfig(md Metadata, s vmproto.Settings) (string, error) {
 	line("# Written by Canopy's vmagent for server %s. Do not edit: rewritten at every boot.", md.UUID)
 	line("CONDOR_HOST = %s", s.CondorHost)
 	line("DAEMON_LIST = MASTER, STARTD")
+	if s.CondorTrustDomain != "" {
+		line("TRUST_DOMAIN = %s", s.CondorTrustDomain)
+	}
+	if s.CondorUIDDomain != "" {
+		line("# Jobs run as their owners: the VM has the submitters' accounts.")
+		line("UID_DOMAIN = %s", s.CondorUIDDomain)
+	}
+	if s.CondorCCBAddress != "" {
+		line("# Behind NAT: the central manager reaches this startd through the CCB.")
+		line("CCB_ADDRESS = %s", s.CondorCCBAddress)
+	}
 	line("")
 	line("# What this VM is for, advertised in its slot ads.")
 	line("CanopyVMID = %s", classadString(md.UUID))
@@ -79,18 +91,10 @@ func CondorConfig(md Metadata, s vmproto.Settings) (string, error) {
 	line("SLOT_TYPE_1 = 100%%")
 	line("SLOT_TYPE_1_PARTITIONABLE = True")
 	line("")
-	line("# Authentication. FS lets the VM's own root run condor_off and condor_drain.")
-	methods := "FS"
-	if s.CondorIDToken != "" || s.PoolSigningKey != "" {
-		methods += ", IDTOKENS"
-		line("SEC_TOKEN_DIRECTORY = %s", CondorTokenDir)
-	}
-	if s.PoolSigningKey != "" {
-		methods += ", PASSWORD"
-		line("SEC_PASSWORD_DIRECTORY = %s", CondorPasswordDir)
-		line("SEC_TOKEN_POOL_SIGNING_KEY_FILE = %s", PoolSigningKeyPath)
-	}
-	line("SEC_DEFAULT_AUTHENTICATION_METHODS = %s", methods)
+	line("# Authentication: the VM's own IDTOKEN (from its agent, renewed before it expires)")
+	line("# towards the collector; FS lets the VM's own root run condor_off and condor_drain.")
+	line("SEC_TOKEN_DIRECTORY = %s", CondorTokenDir)
+	line("SEC_DEFAULT_AUTHENTICATION_METHODS = FS, IDTOKENS")
 	line("ALLOW_ADMINISTRATOR = $(ALLOW_ADMINISTRATOR) root@$(FULL_HOSTNAME) condor@$(FULL_HOSTNAME)")
 	line("")
 	line("# Power the VM off when the master exits. vmagent stops the master as soon as the")
@@ -102,55 +106,45 @@ func CondorConfig(md Metadata, s vmproto.Settings) (string, error) {
 	return b.String(), nil
 }
 
-// condorFile is one file of the VM's HTCondor configuration.
-type condorFile struct {
-	path    string
-	content []byte
-	mode    os.FileMode
-}
-
-// condorFiles returns the files that configure HTCondor for this VM: the
-// config, and the secrets the settings carry.
-func condorFiles(md Metadata, s vmproto.Settings) ([]condorFile, error) {
-	conf, err := CondorConfig(md, s)
-	if err != nil {
-		return nil, err
-	}
-	files := []condorFile{{path: CondorConfigPath, content: []byte(conf), mode: 0o644}}
-	if s.CondorIDToken != "" {
-		files = append(files, condorFile{path: CondorTokenPath, content: []byte(s.CondorIDToken + "\n"), mode: 0o600})
-	}
-	if s.PoolSigningKey != "" {
-		key, err := base64.StdEncoding.DecodeString(s.PoolSigningKey)
-		if err != nil {
-			return nil, fmt.Errorf("pool signing key: %w", err)
-		}
-		files = append(files, condorFile{path: PoolSigningKeyPath, content: key, mode: 0o600})
-	}
-	return files, nil
-}
-
-// WriteCondorConfig writes the startd config and the secrets the settings
-// carry under root, each only if it differs from what is there and
-// atomically. It reports whether any file changed.
+// WriteCondorConfig writes the startd config under root, only if it
+// differs from what is there and atomically, and makes the token
+// directory (mode 0700). It reports whether the config changed.
 func WriteCondorConfig(root string, md Metadata, s vmproto.Settings) (bool, error) {
-	files, err := condorFiles(md, s)
+	conf, err := CondorConfig(md, s)
 	if err != nil {
 		return false, err
 	}
-	// Secret directories are the owner's only.
-	for _, d := range []string{CondorTokenDir, CondorPasswordDir} {
-		if err := os.MkdirAll(filepath.Join(root, d), 0o700); err != nil {
-			return false, fmt.Errorf("condor config: %w", err)
-		}
+	if err := ensurePrivateDir(root, CondorTokenDir); err != nil {
+		return false, fmt.Errorf("condor config: %w", err)
 	}
-	changed := false
-	for _, f := range files {
-		c, err := writeFile(root, f.path, f.content, f.mode)
-		if err != nil {
-			return changed, fmt.Errorf("condor config: %w", err)
-		}
-		changed = changed || c
+	changed, err := writeFile(root, CondorConfigPath, []byte(conf), 0o644)
+	if err != nil {
+		return false, fmt.Errorf("condor config: %w", err)
 	}
 	return changed, nil
+}
+
+// WriteCondorToken replaces the VM's IDTOKEN file (CondorTokenPath) with
+// tok, atomically, mode 0600 in a 0700 directory.
+func WriteCondorToken(root, tok string) (bool, error) {
+	if err := vmproto.ValidIDToken(tok); err != nil {
+		return false, fmt.Errorf("HTCondor token: %w", err)
+	}
+	if err := ensurePrivateDir(root, CondorTokenDir); err != nil {
+		return false, fmt.Errorf("HTCondor token: %w", err)
+	}
+	changed, err := writeFile(root, CondorTokenPath, []byte(tok+"\n"), 0o600)
+	if err != nil {
+		return false, fmt.Errorf("HTCondor token: %w", err)
+	}
+	return changed, nil
+}
+
+// ensurePrivateDir makes root+dir a directory only its owner can enter.
+func ensurePrivateDir(root, dir string) error {
+	full := filepath.Join(root, dir)
+	if err := os.MkdirAll(full, 0o700); err != nil {
+		return err
+	}
+	return os.Chmod(full, 0o700)
 }

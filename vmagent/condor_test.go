@@ -48,12 +48,28 @@ func TestCondorConfigContent(t *testing.T) {
 		"START = (TARGET.CanopyGroup =?= MY.CanopyGroup) || (TARGET.AcctGroup =?= MY.CanopyGroup)",
 		"SLOT_TYPE_1_PARTITIONABLE = True",
 		"SEC_TOKEN_DIRECTORY = /etc/condor/tokens.d",
-		"SEC_DEFAULT_AUTHENTICATION_METHODS = FS, IDTOKENS, PASSWORD",
+		"SEC_DEFAULT_AUTHENTICATION_METHODS = FS, IDTOKENS",
+		"TRUST_DOMAIN = cm.example.org",
+		"UID_DOMAIN = example.org",
+		"CCB_ADDRESS = cm.example.org:9618",
 		"DEFAULT_MASTER_SHUTDOWN_SCRIPT = /sbin/poweroff",
 	} {
 		if !containsLine(conf, line) {
 			t.Errorf("config lacks %q", line)
 		}
+	}
+	// Optional settings absent: no line at all (HTCondor's defaults).
+	minimal, err := CondorConfig(testMetadata, minimalSettings())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"TRUST_DOMAIN", "UID_DOMAIN", "CCB_ADDRESS", "SEC_PASSWORD_DIRECTORY", "SEC_TOKEN_POOL_SIGNING_KEY_FILE"} {
+		if strings.Contains(minimal, key+" =") {
+			t.Errorf("minimal config sets %s", key)
+		}
+	}
+	if strings.Contains(conf, "PASSWORD") || strings.Contains(conf, "passwords.d") {
+		t.Error("config mentions the pool password: VMs never hold the signing key")
 	}
 	// Metadata from the cloud is untrusted too.
 	bad := testMetadata
@@ -71,10 +87,7 @@ func TestWriteCondorConfigIdempotent(t *testing.T) {
 		t.Fatalf("first write: changed %v, err %v", changed, err)
 	}
 	conf := filepath.Join(root, CondorConfigPath)
-	token := filepath.Join(root, CondorTokenPath)
-	key := filepath.Join(root, PoolSigningKeyPath)
-	for path, mode := range map[string]os.FileMode{conf: 0o644, token: 0o600, key: 0o600,
-		filepath.Join(root, CondorTokenDir): 0o700 | os.ModeDir} {
+	for path, mode := range map[string]os.FileMode{conf: 0o644, filepath.Join(root, CondorTokenDir): 0o700 | os.ModeDir} {
 		st, err := os.Stat(path)
 		if err != nil {
 			t.Fatal(err)
@@ -82,12 +95,6 @@ func TestWriteCondorConfigIdempotent(t *testing.T) {
 		if st.Mode() != mode {
 			t.Errorf("%s: mode %v, want %v", path, st.Mode(), mode)
 		}
-	}
-	if got := readFile(t, token); got != s.CondorIDToken+"\n" {
-		t.Errorf("token file holds %q", got)
-	}
-	if got := readFile(t, key); got != "secret-pool-key" {
-		t.Errorf("pool key file holds %q", got)
 	}
 	old := time.Now().Add(-time.Hour)
 	if err := os.Chtimes(conf, old, old); err != nil {
@@ -101,16 +108,6 @@ func TestWriteCondorConfigIdempotent(t *testing.T) {
 	}
 	if st, _ := os.Stat(conf); !st.ModTime().Equal(old) {
 		t.Error("unchanged config was rewritten")
-	}
-	// A loosened mode is put back.
-	if err := os.Chmod(token, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if changed, err = WriteCondorConfig(root, testMetadata, s); err != nil || !changed {
-		t.Fatalf("after chmod: changed %v, err %v", changed, err)
-	}
-	if st, _ := os.Stat(token); st.Mode() != 0o600 {
-		t.Errorf("token mode %v after rewrite", st.Mode())
 	}
 	// An edited file is rewritten; no temporary file is left behind.
 	if err := os.WriteFile(conf, []byte("START = True\n"), 0o644); err != nil {
@@ -128,5 +125,52 @@ func TestWriteCondorConfigIdempotent(t *testing.T) {
 	}
 	if len(entries) != 1 {
 		t.Errorf("config dir holds %d entries, want 1", len(entries))
+	}
+}
+
+// TestWriteCondorToken: the token file is replaced whole (never a second
+// file beside it: the daemons would use whichever sorts first), mode
+// 0600 in a 0700 directory; a token that is not a JWT is refused.
+func TestWriteCondorToken(t *testing.T) {
+	root := t.TempDir()
+	second := testIDToken[:len(testIDToken)-2] + "xy"
+	tests := []struct {
+		name, tok string
+		want      string // "" for written
+	}{
+		{"first", testIDToken, ""},
+		{"renewed", second, ""},
+		{"with a newline", "a.b.c\nd.e.f", "not an IDTOKEN"},
+		{"not a JWT", "secret", "not an IDTOKEN"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := WriteCondorToken(root, tc.tok)
+			if tc.want != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), tc.tok) {
+					t.Fatalf("err %v, want one saying %q without the token", err, tc.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := readFile(t, filepath.Join(root, CondorTokenPath)); got != tc.tok+"\n" {
+				t.Errorf("token file holds %q", got)
+			}
+			entries, _ := os.ReadDir(filepath.Join(root, CondorTokenDir))
+			if len(entries) != 1 {
+				t.Errorf("token dir holds %d entries", len(entries))
+			}
+			for path, mode := range map[string]os.FileMode{filepath.Join(root, CondorTokenPath): 0o600,
+				filepath.Join(root, CondorTokenDir): 0o700 | os.ModeDir} {
+				if st, err := os.Stat(path); err != nil || st.Mode() != mode {
+					t.Errorf("%s: %v %v, want %v", path, st.Mode(), err, mode)
+				}
+			}
+		})
+	}
+	if got := readFile(t, filepath.Join(root, CondorTokenPath)); got != second+"\n" {
+		t.Errorf("a refused token replaced the file: %q", got)
 	}
 }

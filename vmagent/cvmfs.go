@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -27,8 +28,10 @@ type ProxySource interface {
 // them from the VM and orders them by measured time (vmagent/proxy); the
 // settings' static list is the fallback.
 type discoveredProxies struct {
-	s   vmproto.Settings
-	log *logrus.Entry
+	s vmproto.Settings
+	// client asks the agent (TLS, see AgentClient).
+	client *http.Client
+	log    *logrus.Entry
 }
 
 // Proxies implements ProxySource.
@@ -37,7 +40,7 @@ func (d discoveredProxies) Proxies(ctx context.Context) ([][]string, error) {
 	for _, g := range d.s.Proxies {
 		fallback = append(fallback, g...)
 	}
-	res, err := proxy.Discover(ctx, proxy.Options{AgentURL: d.s.AgentURL, Kind: "cvmfs", ProbeURL: d.s.CVMFSProbeURL, Fallback: fallback})
+	res, err := proxy.Discover(ctx, proxy.Options{AgentURL: d.s.AgentURL, Client: d.client, Kind: "cvmfs", ProbeURL: d.s.CVMFSProbeURL, Fallback: fallback})
 	if err != nil {
 		d.log.WithError(err).WithField("source", res.Source).Warn("squid discovery")
 	}

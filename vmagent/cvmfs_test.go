@@ -137,7 +137,7 @@ func TestContextualize(t *testing.T) {
 	if !res.Condor || !res.Fstab || !res.CVMFS {
 		t.Fatalf("result %+v", res)
 	}
-	for _, p := range []string{CondorConfigPath, CondorTokenPath, PoolSigningKeyPath, FstabPath, CVMFSLocalConfigPath} {
+	for _, p := range []string{CondorConfigPath, FstabPath, CVMFSLocalConfigPath} {
 		if _, err := os.Stat(filepath.Join(root, p)); err != nil {
 			t.Errorf("%s not written: %v", p, err)
 		}

@@ -93,28 +93,42 @@ func testLog() (*logrus.Entry, *test.Hook) {
 // testMetadata is the metadata of a VM in the tests.
 var testMetadata = Metadata{UUID: "1b4e28ba-2fa1-41d2-883f-0016d3cca427", Name: "canopy-east-p1-0-0", Hostname: "canopy-east-p1-0-0"}
 
+// testCA is a CA certificate (testdata/agent-ca.pem, made by pki.InitCA).
+var testCA = func() string {
+	b, err := os.ReadFile("testdata/agent-ca.pem")
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}()
+
 // fullSettings uses every setting.
 func fullSettings() vmproto.Settings {
 	return vmproto.Settings{
-		AgentURL:       "http://10.0.0.5:7080",
-		Token:          "eyJzaXRlIjoiZWFzdCJ9.c2ln",
-		CondorHost:     "cm.example.org:9618",
-		Site:           "east",
-		Group:          "atlas",
-		VMType:         "el9",
-		CondorIDToken:  "eyJhbGciOiJIUzI1NiIsImtpZCI6IlBPT0wifQ.eyJzdWIiOiJ3b3JrZXJAcG9vbCJ9.c2lnbmF0dXJl",
-		PoolSigningKey: "c2VjcmV0LXBvb2wta2V5",
+		AgentURL:          "https://10.0.0.5:7080",
+		AgentCA:           testCA,
+		EnrollToken:       "eyJzaXRlIjoiZWFzdCJ9.c2ln",
+		CondorHost:        "cm.example.org:9618",
+		CondorTrustDomain: "cm.example.org",
+		CondorUIDDomain:   "example.org",
+		CondorCCBAddress:  "cm.example.org:9618",
+		Site:              "east",
+		Group:             "atlas",
+		VMType:            "el9",
 		Gluster: &vmproto.GlusterMount{Servers: []string{"gl1.example.org", "gl2.example.org", "10.0.0.9"},
 			Volume: "software", MountPoint: "/mnt/canopy"},
 		Proxies: [][]string{{"http://squid1.example.org:3128", "http://squid2.example.org:3128"}, {"http://squid3.example.org:3128"}},
 	}
 }
 
-// minimalSettings are what the skeleton's agent sends.
+// minimalSettings are the required settings only.
 func minimalSettings() vmproto.Settings {
-	return vmproto.Settings{AgentURL: "http://127.0.0.1:7080", Token: "abc.def", CondorHost: "127.0.0.1:9618",
+	return vmproto.Settings{AgentURL: "https://127.0.0.1:7080", AgentCA: testCA, EnrollToken: "abc.def", CondorHost: "127.0.0.1:9618",
 		Site: "east", Group: "atlas", VMType: "el9"}
 }
+
+// testIDToken is an IDTOKEN-shaped string.
+const testIDToken = "eyJhbGciOiJIUzI1NiIsImtpZCI6IlBPT0wifQ.eyJzdWIiOiJ3b3JrZXJAcG9vbCJ9.c2lnbmF0dXJl"
 
 func readFile(t testing.TB, path string) string {
 	t.Helper()

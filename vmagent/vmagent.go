@@ -1,24 +1,23 @@
 // Package vmagent is the agent inside every worker VM. At boot it reads its
-// metadata and user-data, writes the HTCondor startd configuration that ties
-// the VM to its site, group and VM type, mounts the site's read-only
-// GlusterFS volume, points CVMFS at the site's squids, starts HTCondor, and
-// then checks in with its site agent until it is told to retire, when it
-// stops taking jobs, lets running ones finish, reports, and exits.
+// metadata and user-data, enrolls with its site agent over TLS (spending
+// the single-use enrollment token in the user-data for the VM's check-in
+// token and HTCondor IDTOKEN, before HTCondor and so any job starts),
+// writes the HTCondor startd configuration that ties the VM to its site,
+// group and VM type, mounts the site's read-only GlusterFS volume, points
+// CVMFS at the site's squids, starts HTCondor, and then checks in with its
+// agent (reporting its startd's job count, receiving renewed tokens)
+// until it is told to retire, when it stops taking jobs, lets running ones
+// finish, reports, and exits.
 package vmagent
 
 import (
-	"crypto/ed25519"
-
-	"bytes"
 	"context"
-	"encoding/json"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -41,15 +40,22 @@ type Options struct {
 	// Proxies gives the CVMFS squid proxies; nil means the list in the
 	// VM's settings.
 	Proxies ProxySource
-	// HTTP is used for check-ins; nil means a client with a 10 s timeout.
-	HTTP *http.Client
 	// RetirePoll is how often running jobs are counted while retiring;
 	// zero means 5 s.
 	RetirePoll time.Duration
-	// Jobs, if set, counts the startd's jobs for each check-in; nil (or
-	// a nil count) reports the count as unknown.
+	// Jobs counts the startd's jobs for each check-in; a nil count is
+	// reported as unknown. Nil Jobs means the VM's own HTCondor is asked
+	// (Retirer.CountJobs), or, with a runner that runs no HTCondor
+	// (LogRunner), that the count is unknown.
 	Jobs func(ctx context.Context) *vmproto.JobCount
 }
+
+// agentTimeout bounds each request to the agent; countTimeout each job
+// count (two HTCondor tools on a busy VM), which a check-in waits for.
+const (
+	agentTimeout = 10 * time.Second
+	countTimeout = 10 * time.Second
+)
 
 // CondorStartedPath marks, for the life of one boot, that the vmagent has
 // started HTCondor (a restarted vmagent then reconfigures instead).
@@ -58,9 +64,6 @@ const CondorStartedPath = "/run/canopy/condor-started"
 // Run contextualizes the VM and checks in until retired or ctx ends.
 func Run(ctx context.Context, o Options) error {
 	start := time.Now()
-	if o.HTTP == nil {
-		o.HTTP = &http.Client{Timeout: 10 * time.Second}
-	}
 	md, ud, err := fetchWithRetry(ctx, o.Source, o.Log)
 	if err != nil {
 		return err
@@ -70,9 +73,19 @@ func Run(ctx context.Context, o Options) error {
 		return fmt.Errorf("read settings from user-data: %w", err)
 	}
 	log := o.Log.WithFields(logrus.Fields{"vm": md.Name, "site": s.Site, "group": s.Group, "vm_type": s.VMType})
+	client, err := AgentClient(s)
+	if err != nil {
+		return err
+	}
+	// Enroll before anything runs: the enrollment token in the user-data
+	// is spent before HTCondor, and so any job, starts.
+	creds, err := obtainCredentials(ctx, o.Root, client, s, md, log)
+	if err != nil {
+		return err
+	}
 	proxies := o.Proxies
 	if proxies == nil {
-		proxies = discoveredProxies{s: s, log: o.Log}
+		proxies = discoveredProxies{s: s, client: client, log: o.Log}
 	}
 	res, err := Contextualize(ctx, o.Root, md, s, proxies, o.Runner, log)
 	if err != nil {
@@ -83,11 +96,25 @@ func Run(ctx context.Context, o Options) error {
 	if err := startCondor(ctx, o.Root, o.Runner, res.Condor); err != nil {
 		return err
 	}
-	member := joinGossip(o, s, md, log)
+	member := joinGossip(o, s, creds.GossipKey, md, log)
 	if member != nil {
 		defer func() { _ = member.Leave(gossip.LeaveTimeout) }()
 	}
-	return checkinLoop(ctx, o, s, md, member, log)
+	return checkinLoop(ctx, o, s, md, client, creds, member, log)
+}
+
+// AgentClient is the HTTP client a VM talks to its agent with: TLS 1.3,
+// trusting only the CA in its settings and only its site's VM endpoint
+// certificate (vmproto.ClientTLS), no proxy, bounded requests.
+func AgentClient(s vmproto.Settings) (*http.Client, error) {
+	conf, err := vmproto.ClientTLS(s.AgentCA, s.Site)
+	if err != nil {
+		return nil, fmt.Errorf("agent TLS: %w", err)
+	}
+	tr := &http.Transport{TLSClientConfig: conf, Proxy: nil, ForceAttemptHTTP2: true, MaxIdleConns: 2,
+		IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: agentTimeout}
+	return &http.Client{Transport: tr, Timeout: agentTimeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}, nil
 }
 
 // ContextResult says which parts of the VM's configuration changed.
@@ -171,17 +198,22 @@ func (r *retirement) getDeadline() time.Time {
 	return r.deadline
 }
 
-func checkinLoop(ctx context.Context, o Options, s vmproto.Settings, md Metadata, member *gossip.Member, log *logrus.Entry) error {
+func checkinLoop(ctx context.Context, o Options, s vmproto.Settings, md Metadata, client *http.Client, creds *Credentials,
+	member *gossip.Member, log *logrus.Entry) error {
 	every := s.CheckinEvery
 	if every <= 0 {
 		every = 10 * time.Second
 	}
-	c := &checkin{http: o.HTTP, s: s, md: md, jobs: o.Jobs}
+	rt := Retirer{Runner: o.Runner, Log: log, Poll: o.RetirePoll, NoCondor: !hasCondor(o.Runner)}
+	jobs := o.Jobs
+	if jobs == nil {
+		jobs = (&jobCounter{r: rt, log: log, timeout: countTimeout}).count
+	}
+	c := &checkin{http: client, s: s, md: md, jobs: jobs, creds: creds}
 	state := vmproto.CheckinReady
 	failures := 0
 	var ret *retirement
 	var result RetireResult
-	rt := Retirer{Runner: o.Runner, Log: log, Poll: o.RetirePoll, NoCondor: !hasCondor(o.Runner)}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	rctx, cancelRetire := context.WithCancel(ctx)
@@ -216,6 +248,14 @@ func checkinLoop(ctx context.Context, o Options, s vmproto.Settings, md Metadata
 	}
 	for {
 		resp, err := c.do(ctx, state)
+		if err == nil {
+			if renewed, rerr := applyRenewal(o.Root, creds, resp); rerr != nil {
+				log.WithError(rerr).Warn("renewed tokens not stored; asking again at the next check-in")
+			} else if len(renewed) > 0 {
+				log.WithFields(logrus.Fields{"renewed": renewed, "token_expires": creds.TokenExpires.Format(time.RFC3339),
+					"condor_token_expires": creds.CondorExpires.Format(time.RFC3339)}).Info("tokens renewed")
+			}
+		}
 		switch {
 		case err != nil:
 			failures++
@@ -289,11 +329,11 @@ func checkinLoop(ctx context.Context, o Options, s vmproto.Settings, md Metadata
 
 // joinGossip joins the site's gossip pool when the settings name one. A VM
 // that cannot join still works: check-ins carry its orders.
-func joinGossip(o Options, s vmproto.Settings, md Metadata, log *logrus.Entry) *gossip.Member {
+func joinGossip(o Options, s vmproto.Settings, gossipKey string, md Metadata, log *logrus.Entry) *gossip.Member {
 	if s.GossipJoin == "" {
 		return nil
 	}
-	key, err1 := gossip.ParseKey(s.GossipKey)
+	key, err1 := gossip.ParseKey(gossipKey)
 	agentKey, err2 := gossip.ParseKey(s.GossipAgentKey)
 	if err := errors.Join(err1, err2); err != nil {
 		log.WithError(err).Warn("gossip settings unusable; relying on check-ins")
@@ -335,48 +375,21 @@ func fetchWithRetry(ctx context.Context, src MetadataSource, log *logrus.Entry) 
 }
 
 type checkin struct {
-	http *http.Client
-	s    vmproto.Settings
-	md   Metadata
-	jobs func(ctx context.Context) *vmproto.JobCount
+	http  *http.Client
+	s     vmproto.Settings
+	md    Metadata
+	jobs  func(ctx context.Context) *vmproto.JobCount
+	creds *Credentials
 }
-
-// maxCheckinAnswer bounds the agent's answer.
-const maxCheckinAnswer = 64 << 10
 
 func (c *checkin) do(ctx context.Context, state string) (vmproto.CheckinResponse, error) {
 	var out vmproto.CheckinResponse
-	in := vmproto.CheckinRequest{ServerID: c.md.UUID, Server: c.md.Name, State: state}
+	in := vmproto.CheckinRequest{ServerID: c.md.UUID, Server: c.md.Name, State: state, CondorTokenExpires: c.creds.CondorExpires}
 	if c.jobs != nil {
 		in.Jobs = c.jobs(ctx)
 	}
-	body, err := json.Marshal(in)
-	if err != nil {
+	if err := postJSON(ctx, c.http, c.s.AgentURL, vmproto.PathCheckin, c.creds.Token, in, &out); err != nil {
 		return out, fmt.Errorf("check-in: %w", err)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(c.s.AgentURL, "/")+vmproto.PathCheckin, bytes.NewReader(body))
-	if err != nil {
-		return out, fmt.Errorf("check-in: %w", err)
-	}
-	req.Header.Set("Authorization", "Bearer "+c.s.Token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return out, fmt.Errorf("check-in: %w", err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxCheckinAnswer+1))
-	if err != nil {
-		return out, fmt.Errorf("check-in: read answer: %w", err)
-	}
-	if len(b) > maxCheckinAnswer {
-		return out, fmt.Errorf("check-in: answer over %d bytes", maxCheckinAnswer)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return out, fmt.Errorf("check-in: %s: %.200s", resp.Status, strings.TrimSpace(string(b)))
-	}
-	if err := json.Unmarshal(b, &out); err != nil {
-		return out, fmt.Errorf("check-in answer: %w", err)
 	}
 	if out.Deadline < 0 {
 		out.Deadline = 0

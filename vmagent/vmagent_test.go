@@ -14,51 +14,113 @@ import (
 	"testing"
 	"time"
 
+	"github.com/canopy-grid/canopy/internal/pkitest"
 	"github.com/canopy-grid/canopy/protocol/userdata"
 	"github.com/canopy-grid/canopy/protocol/vmproto"
 )
 
-// fakeAgent answers check-ins: ready until it has seen readyCheckins,
-// then a retirement order.
+// fakeAgent is a site agent's VM endpoint (served over TLS with a VM
+// endpoint certificate from a test CA, see pkitest): it enrolls the VM
+// once, then answers check-ins: ready until it has seen readyCheckins,
+// then a retirement order. At check-in renewAt (if not zero) it answers
+// with new check-in and HTCondor tokens; from then on only the new
+// check-in token is accepted.
 type fakeAgent struct {
 	t             testing.TB
-	token         string
+	enrollToken   string
 	readyCheckins int
+	renewAt       int
 	retiring      chan struct{} // closed at the first "retiring" check-in
 
-	mu     sync.Mutex
-	states []string
+	mu       sync.Mutex
+	token    string // the check-in token now valid
+	enrolled int    // enrollments answered
+	refused  int    // enrollments refused (token spent)
+	states   []string
+	reqs     []vmproto.CheckinRequest
 }
 
+// Tokens the fake agent gives.
+const (
+	fakeCheckinToken  = "checkin.one"
+	fakeCheckinToken2 = "checkin.two"
+	fakeCondorToken   = "eyJhbGciOiJIUzI1NiIsImtpZCI6IlBPT0wifQ.eyJzdWIiOiJvbmUifQ.c2lnMQ"
+	fakeCondorToken2  = "eyJhbGciOiJIUzI1NiIsImtpZCI6IlBPT0wifQ.eyJzdWIiOiJ0d28ifQ.c2lnMg"
+)
+
+// fakeCondorExpires is when the fake agent's HTCondor tokens expire.
+var fakeCondorExpires = []time.Time{time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2030, 1, 2, 0, 0, 0, 0, time.UTC)}
+
 func (a *fakeAgent) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != vmproto.PathCheckin || r.Header.Get("Authorization") != "Bearer "+a.token {
-		http.Error(w, "no", http.StatusForbidden)
-		return
-	}
-	var req vmproto.CheckinRequest
-	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
 	a.mu.Lock()
-	a.states = append(a.states, req.State)
-	n := len(a.states)
-	if req.State == vmproto.CheckinRetiring && a.retiring != nil {
-		close(a.retiring)
-		a.retiring = nil
+	defer a.mu.Unlock()
+	if r.TLS == nil {
+		http.Error(w, "TLS only", http.StatusBadRequest)
+		return
 	}
-	a.mu.Unlock()
-	resp := vmproto.CheckinResponse{}
-	if n > a.readyCheckins {
-		resp = vmproto.CheckinResponse{Retire: true, Deadline: time.Hour, Reason: "demand fell"}
+	switch r.URL.Path {
+	case vmproto.PathEnroll:
+		if r.Header.Get("Authorization") != "Bearer "+a.enrollToken {
+			http.Error(w, "enrollment refused: bad token", http.StatusForbidden)
+			return
+		}
+		if a.enrolled > 0 {
+			a.refused++
+			http.Error(w, "enrollment refused: enrollment token already used", http.StatusForbidden)
+			return
+		}
+		a.enrolled++
+		a.token = fakeCheckinToken
+		_ = json.NewEncoder(w).Encode(vmproto.EnrollResponse{Token: fakeCheckinToken, TokenExpires: time.Now().Add(time.Hour),
+			Condor: &vmproto.CondorToken{Token: fakeCondorToken, Expires: fakeCondorExpires[0]}, GossipKey: ""})
+	case vmproto.PathCheckin:
+		if a.token == "" || r.Header.Get("Authorization") != "Bearer "+a.token {
+			http.Error(w, "check-in refused: bad token", http.StatusForbidden)
+			return
+		}
+		var req vmproto.CheckinRequest
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		a.states = append(a.states, req.State)
+		a.reqs = append(a.reqs, req)
+		n := len(a.states)
+		if req.State == vmproto.CheckinRetiring && a.retiring != nil {
+			close(a.retiring)
+			a.retiring = nil
+		}
+		resp := vmproto.CheckinResponse{}
+		if n > a.readyCheckins {
+			resp = vmproto.CheckinResponse{Retire: true, Deadline: time.Hour, Reason: "demand fell"}
+		}
+		if n == a.renewAt {
+			a.token = fakeCheckinToken2
+			resp.Token, resp.TokenExpires = fakeCheckinToken2, time.Now().Add(time.Hour)
+			resp.Condor = &vmproto.CondorToken{Token: fakeCondorToken2, Expires: fakeCondorExpires[1]}
+		}
+		_ = json.NewEncoder(w).Encode(resp)
+	default:
+		http.NotFound(w, r)
 	}
-	_ = json.NewEncoder(w).Encode(resp)
 }
 
 func (a *fakeAgent) States() []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return append([]string(nil), a.states...)
+}
+
+func (a *fakeAgent) requests() []vmproto.CheckinRequest {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]vmproto.CheckinRequest(nil), a.reqs...)
+}
+
+func (a *fakeAgent) enrollments() (ok, refused int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.enrolled, a.refused
 }
 
 // compact removes consecutive duplicates.
@@ -72,14 +134,17 @@ func compact(s []string) []string {
 	return out
 }
 
-func TestRunContextualizesChecksInAndRetires(t *testing.T) {
-	retiring := make(chan struct{})
-	agent := &fakeAgent{t: t, token: "tok.sig", readyCheckins: 2, retiring: retiring}
-	agentSrv := httptest.NewServer(agent)
-	defer agentSrv.Close()
-
+// fakeVM is a VM's metadata service whose user-data points at a fake
+// agent over TLS (the agent's CA in the settings).
+func fakeVM(t testing.TB, agent *fakeAgent, edit func(*vmproto.Settings)) (*httptest.Server, *httptest.Server) {
+	t.Helper()
+	ca := pkitest.New(t)
+	agentSrv := ca.Server(t, "east", agent)
 	s := fullSettings()
-	s.AgentURL, s.Token, s.CheckinEvery = agentSrv.URL, agent.token, 5*time.Millisecond
+	s.AgentURL, s.AgentCA, s.EnrollToken, s.CheckinEvery = agentSrv.URL, ca.PEM, agent.enrollToken, 5*time.Millisecond
+	if edit != nil {
+		edit(&s)
+	}
 	own, err := vmproto.RenderUserData(s)
 	if err != nil {
 		t.Fatal(err)
@@ -91,8 +156,16 @@ func TestRunContextualizesChecksInAndRetires(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	md := readFile(t, "testdata/metadata/nova-meta_data.json")
-	mdSrv := metadataServer(t, md, ud)
+	return agentSrv, metadataServer(t, readFile(t, "testdata/metadata/nova-meta_data.json"), ud)
+}
+
+// noJobCount reports the count as unknown without running anything.
+func noJobCount(context.Context) *vmproto.JobCount { return nil }
+
+func TestRunContextualizesChecksInAndRetires(t *testing.T) {
+	retiring := make(chan struct{})
+	agent := &fakeAgent{t: t, enrollToken: "enroll.tok", readyCheckins: 3, renewAt: 2, retiring: retiring}
+	_, mdSrv := fakeVM(t, agent, nil)
 
 	root := t.TempDir()
 	r := newFakeRunner(t, map[string][]answer{
@@ -117,30 +190,59 @@ func TestRunContextualizesChecksInAndRetires(t *testing.T) {
 	defer cancel()
 	// The job finishes only once the agent has heard that the VM retires.
 	polls := 0
+	var tokenAtStart string
 	r.onRun = func(line string) {
-		if line == statusCmd {
+		switch line {
+		case statusCmd:
 			if polls++; polls == 2 {
 				select {
 				case <-retiring:
 				case <-ctx.Done():
 				}
 			}
+		case "condor_master":
+			// HTCondor starts enrolled, with its token in place.
+			b, _ := os.ReadFile(filepath.Join(root, CondorTokenPath))
+			tokenAtStart = string(b)
 		}
 	}
-	err = Run(ctx, Options{Root: root, Source: HTTPSource{BaseURL: mdSrv.URL}, Runner: r, Log: log, RetirePoll: time.Millisecond})
+	err := Run(ctx, Options{Root: root, Source: HTTPSource{BaseURL: mdSrv.URL}, Runner: r, Log: log, RetirePoll: time.Millisecond,
+		Jobs: noJobCount})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if ctx.Err() != nil {
 		t.Fatal("Run ended by the test's timeout")
 	}
-	for _, p := range []string{CondorConfigPath, CondorTokenPath, FstabPath, CVMFSLocalConfigPath, CondorStartedPath} {
+	if tokenAtStart != fakeCondorToken+"\n" {
+		t.Errorf("token file at condor_master: %q", tokenAtStart)
+	}
+	for _, p := range []string{CondorConfigPath, CondorTokenPath, CredentialsPath, FstabPath, CVMFSLocalConfigPath, CondorStartedPath} {
 		if _, err := os.Stat(filepath.Join(root, p)); err != nil {
 			t.Errorf("%s: %v", p, err)
 		}
 	}
 	if got, want := compact(agent.States()), []string{vmproto.CheckinReady, vmproto.CheckinRetiring, vmproto.CheckinDrained}; !reflect.DeepEqual(got, want) {
 		t.Errorf("check-in states %q, want %q", got, want)
+	}
+	// Renewal at the second check-in: the new token file, the new expiry
+	// reported from then on, the new check-in token used (the fake agent
+	// refuses the old one).
+	if got := readFile(t, filepath.Join(root, CondorTokenPath)); got != fakeCondorToken2+"\n" {
+		t.Errorf("token file after renewal: %q", got)
+	}
+	reqs := agent.requests()
+	if len(reqs) < 3 || !reqs[0].CondorTokenExpires.Equal(fakeCondorExpires[0]) || !reqs[1].CondorTokenExpires.Equal(fakeCondorExpires[0]) ||
+		!reqs[2].CondorTokenExpires.Equal(fakeCondorExpires[1]) {
+		t.Errorf("reported HTCondor token expiries: %v", reqs)
+	}
+	if !hasEntry(hook, "tokens renewed") || !hasEntry(hook, "enrolled") {
+		t.Error("enrollment or renewal not logged")
+	}
+	for path, mode := range map[string]os.FileMode{CredentialsPath: 0o600, CondorTokenPath: 0o600, filepath.Dir(CredentialsPath): 0o700 | os.ModeDir} {
+		if st, err := os.Stat(filepath.Join(root, path)); err != nil || st.Mode() != mode {
+			t.Errorf("%s: mode %v (%v), want %v", path, st.Mode(), err, mode)
+		}
 	}
 	calls := r.Calls()
 	// Retirement: probe, stop, probe (jobs finish), probe (startd gone):
@@ -152,6 +254,94 @@ func TestRunContextualizesChecksInAndRetires(t *testing.T) {
 	}
 	if !hasEntry(hook, "contextualized") || !hasEntry(hook, "retirement ordered") || !hasEntry(hook, "retired; reported drained") {
 		t.Error("missing log lines")
+	}
+	// Nothing secret in the log.
+	for _, e := range hook.AllEntries() {
+		line, _ := e.String()
+		for _, secret := range []string{"enroll.tok", fakeCheckinToken, fakeCheckinToken2, "c2lnMQ", "c2lnMg"} {
+			if strings.Contains(line, secret) {
+				t.Errorf("log line holds a secret: %s", line)
+			}
+		}
+	}
+}
+
+// TestRunEnrollsOnce: a vmagent restarted in the same VM uses the
+// credentials it stored instead of enrolling again; a VM whose enrollment
+// is refused (a spent token) stops before HTCondor starts, saying why.
+func TestRunEnrollsOnce(t *testing.T) {
+	agent := &fakeAgent{t: t, enrollToken: "enroll.tok", readyCheckins: 1000}
+	_, mdSrv := fakeVM(t, agent, nil)
+	root := t.TempDir()
+	run := func(ctx context.Context, root string, r CommandRunner) error {
+		log, _ := testLog()
+		return Run(ctx, Options{Root: root, Source: HTTPSource{BaseURL: mdSrv.URL}, Runner: r, Log: log, Jobs: noJobCount})
+	}
+	for i := range 2 {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		r := newFakeRunner(t, map[string][]answer{"mount": {{}}, "condor_master": {{}}, "condor_reconfig": {{}}})
+		go func() { done <- run(ctx, root, r) }()
+		before := len(agent.States())
+		waitUntil(t, 10*time.Second, "check-ins", func() bool { return len(agent.States()) > before+2 })
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("run %d: %v", i+1, err)
+		}
+	}
+	if ok, refused := agent.enrollments(); ok != 1 || refused != 0 {
+		t.Fatalf("%d enrollments, %d refused; want 1 and 0", ok, refused)
+	}
+	// Another VM (a fresh root) with the same, spent, user-data.
+	r := newFakeRunner(t, nil) // no command may run
+	err := run(context.Background(), t.TempDir(), r)
+	if err == nil || !strings.Contains(err.Error(), "enrollment refused") || !strings.Contains(err.Error(), "already used") {
+		t.Fatalf("err %v", err)
+	}
+	if calls := r.Calls(); len(calls) != 0 {
+		t.Fatalf("commands ran after a refused enrollment: %q", calls)
+	}
+}
+
+// TestRunTrustsOnlyItsAgent: a VM refuses an agent whose certificate
+// its settings' CA did not issue for its site, before sending its
+// enrollment token.
+func TestRunTrustsOnlyItsAgent(t *testing.T) {
+	tests := []struct {
+		name string
+		edit func(s *vmproto.Settings)
+		want string
+	}{
+		{"another CA", func(s *vmproto.Settings) { s.AgentCA = pkitest.New(t).PEM }, "unknown authority"},
+		{"another site", func(s *vmproto.Settings) { s.Site = "west" }, "not site west's VM endpoint certificate"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			agent := &fakeAgent{t: t, enrollToken: "enroll.tok"}
+			_, mdSrv := fakeVM(t, agent, tc.edit)
+			log, _ := testLog()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			err := Run(ctx, Options{Root: t.TempDir(), Source: HTTPSource{BaseURL: mdSrv.URL}, Runner: newFakeRunner(t, nil), Log: log})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err %v, want %q", err, tc.want)
+			}
+			if ok, refused := agent.enrollments(); ok+refused != 0 {
+				t.Fatal("the enrollment token reached an agent the VM does not trust")
+			}
+		})
+	}
+}
+
+// waitUntil polls cond every 5 ms until it holds or limit passes.
+func waitUntil(t testing.TB, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", limit, what)
+		}
+		<-time.After(5 * time.Millisecond)
 	}
 }
 

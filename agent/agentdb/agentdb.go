@@ -1,7 +1,9 @@
 // Package agentdb keeps a site agent's durable intent in one bbolt file
 // (<state_dir>/agent.db): its VM book (what each VM reported and what the
 // hub ordered for it), the servers it deleted (so a replayed VM token is
-// refused after a restart) and the results of recent commands (so a
+// refused after a restart), the enrollment tokens it minted and whether
+// each was spent (so a token is used once, also across a restart) and the
+// results of recent commands (so a
 // command id replayed after a restart gets its stored result instead of
 // running again). The agent loads it whole at start and commits changes in
 // batches: one transaction, one fsync, however many VMs changed.
@@ -38,6 +40,7 @@ var (
 	bucketVMs     = []byte("vms")
 	bucketDeleted = []byte("deleted")
 	bucketResults = []byte("results")
+	bucketEnroll  = []byte("enroll")
 	keySchema     = []byte("schema")
 	keyHubID      = []byte("hub_id")
 )
@@ -78,6 +81,21 @@ type Retirement struct {
 	DrainedAt time.Time `json:"drained_at,omitzero"`
 }
 
+// Enrollment is one single-use enrollment token the agent minted for a
+// server it booted, by token id (the nonce the server's metadata holds).
+type Enrollment struct {
+	// Server and Group are what the token was minted for.
+	Server string `json:"server"`
+	Group  string `json:"group"`
+	// IssuedAt and Expires bound the token's validity.
+	IssuedAt time.Time `json:"issued_at"`
+	Expires  time.Time `json:"expires"`
+	// UsedAt is when the VM enrolled with it (zero: not yet); UsedBy the
+	// server id that did.
+	UsedAt time.Time `json:"used_at,omitzero"`
+	UsedBy string    `json:"used_by,omitempty"`
+}
+
 // Result is a finished command's result; Seq orders results by finish.
 type Result struct {
 	Seq    uint64          `json:"seq"`
@@ -95,6 +113,9 @@ type State struct {
 	Deleted map[string]time.Time
 	// Results are recent command results, oldest first.
 	Results []Result
+	// Enrollments are the enrollment tokens minted and not yet
+	// forgotten, by token id.
+	Enrollments map[string]Enrollment
 }
 
 // Batch is a set of changes committed in one transaction. A nil VM or
@@ -104,11 +125,13 @@ type Batch struct {
 	VMs     map[string]*VM
 	Deleted map[string]time.Time
 	Results map[string]*Result
+	// Enrollments by token id; nil removes.
+	Enrollments map[string]*Enrollment
 }
 
 // Empty reports whether the batch changes nothing.
 func (b *Batch) Empty() bool {
-	return b.HubID == nil && len(b.VMs) == 0 && len(b.Deleted) == 0 && len(b.Results) == 0
+	return b.HubID == nil && len(b.VMs) == 0 && len(b.Deleted) == 0 && len(b.Results) == 0 && len(b.Enrollments) == 0
 }
 
 // Store is an open state file.
@@ -156,7 +179,7 @@ func Open(path string) (st *Store, err error) {
 		return nil, fmt.Errorf("open agent state %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketVMs, bucketDeleted, bucketResults} {
+		for _, b := range [][]byte{bucketMeta, bucketVMs, bucketDeleted, bucketResults, bucketEnroll} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -201,7 +224,7 @@ func (s *Store) Load() (st *State, err error) {
 			st, err = nil, &CorruptError{Path: s.path, Detail: fmt.Sprint(r)}
 		}
 	}()
-	st = &State{VMs: map[string]VM{}, Deleted: map[string]time.Time{}}
+	st = &State{VMs: map[string]VM{}, Deleted: map[string]time.Time{}, Enrollments: map[string]Enrollment{}}
 	err = s.db.View(func(tx *bolt.Tx) error {
 		bad := func(bucket []byte, k []byte, err error) error {
 			return &CorruptError{Path: s.path, Detail: fmt.Sprintf("bucket %s, key %q: %v", bucket, k, err), Err: err}
@@ -226,6 +249,19 @@ func (s *Store) Load() (st *State, err error) {
 				return bad(bucketDeleted, k, err)
 			}
 			st.Deleted[string(k)] = at
+			return nil
+		}); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketEnroll).ForEach(func(k, v []byte) error {
+			var e Enrollment
+			if err := json.Unmarshal(v, &e); err != nil {
+				return bad(bucketEnroll, k, err)
+			}
+			if e.Server == "" || e.Expires.IsZero() {
+				return bad(bucketEnroll, k, errors.New("enrollment without server or expiry"))
+			}
+			st.Enrollments[string(k)] = e
 			return nil
 		}); err != nil {
 			return err
@@ -301,6 +337,22 @@ func (s *Store) Commit(b *Batch) error {
 				return err
 			}
 			if err := del.Put([]byte(id), v); err != nil {
+				return err
+			}
+		}
+		enr := tx.Bucket(bucketEnroll)
+		for id, e := range b.Enrollments {
+			if e == nil {
+				if err := enr.Delete([]byte(id)); err != nil {
+					return err
+				}
+				continue
+			}
+			v, err := json.Marshal(e)
+			if err != nil {
+				return fmt.Errorf("encode enrollment %s: %w", id, err)
+			}
+			if err := enr.Put([]byte(id), v); err != nil {
 				return err
 			}
 		}

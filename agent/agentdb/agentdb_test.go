@@ -28,9 +28,14 @@ func TestRoundTrip(t *testing.T) {
 		{HubID: &hub, VMs: map[string]*VM{"a": vm, "b": {Name: "vm-b"}}, Deleted: map[string]time.Time{"x": at, "y": at},
 			Results: map[string]*Result{"c1": {Seq: 2, At: at, Result: protocol.Result{CommandID: "c1", OK: true, VMIDs: []string{"a"}}},
 				"c0": {Seq: 1, At: at, Result: protocol.Result{CommandID: "c0", Class: protocol.ErrClassRefused,
-					Refused: []protocol.Refusal{{VMID: "b", Reason: "jobs"}}}}}},
-		// Removals: a nil VM or result, a zero deletion time.
-		{VMs: map[string]*VM{"b": nil}, Deleted: map[string]time.Time{"y": {}}, Results: map[string]*Result{"gone": nil}},
+					Refused: []protocol.Refusal{{VMID: "b", Reason: "jobs"}}}}},
+			Enrollments: map[string]*Enrollment{"n1": {Server: "vm-a", Group: "atlas", IssuedAt: at, Expires: at.Add(time.Hour)},
+				"n2": {Server: "vm-b", Group: "atlas", IssuedAt: at, Expires: at.Add(time.Hour)}}},
+		// Removals: a nil VM, result or enrollment, a zero deletion time;
+		// an enrollment spent.
+		{VMs: map[string]*VM{"b": nil}, Deleted: map[string]time.Time{"y": {}}, Results: map[string]*Result{"gone": nil},
+			Enrollments: map[string]*Enrollment{"n2": nil, "n1": {Server: "vm-a", Group: "atlas", IssuedAt: at, Expires: at.Add(time.Hour),
+				UsedAt: at.Add(time.Minute), UsedBy: "a"}}},
 		{},
 	}
 	for _, b := range steps {
@@ -60,6 +65,10 @@ func TestRoundTrip(t *testing.T) {
 	}
 	if len(st.Deleted) != 1 || !st.Deleted["x"].Equal(at) {
 		t.Fatalf("deleted %v", st.Deleted)
+	}
+	if e := st.Enrollments["n1"]; len(st.Enrollments) != 1 || e.Server != "vm-a" || e.UsedBy != "a" || !e.UsedAt.Equal(at.Add(time.Minute)) ||
+		!e.Expires.Equal(at.Add(time.Hour)) {
+		t.Fatalf("enrollments %+v", st.Enrollments)
 	}
 	if len(st.Results) != 2 || st.Results[0].Result.CommandID != "c0" || st.Results[1].Result.CommandID != "c1" ||
 		st.Results[0].Result.Refused[0].Reason != "jobs" {
@@ -101,6 +110,19 @@ func TestOpenRefuses(t *testing.T) {
 	_, err = db.Load()
 	var ce *CorruptError
 	if !errors.As(err, &ce) || !strings.Contains(err.Error(), path2) || !strings.Contains(err.Error(), `key "c1"`) {
+		t.Fatalf("load: %v", err)
+	}
+	// An enrollment record without its server.
+	path3 := filepath.Join(dir, "enroll.db")
+	db3, err := Open(path3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db3.Close()
+	if err := db3.Commit(&Batch{Enrollments: map[string]*Enrollment{"n1": {Group: "atlas"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err = db3.Load(); !errors.As(err, &ce) || !strings.Contains(err.Error(), "bucket enroll") || !strings.Contains(err.Error(), `key "n1"`) {
 		t.Fatalf("load: %v", err)
 	}
 }

@@ -140,8 +140,8 @@ func LoadKey(path, keyID string) (*Key, error) {
 // NewKey derives a signing key from a key file's content (scrambled, as
 // HTCondor writes it) for key id keyID.
 func NewKey(file []byte, keyID string) (*Key, error) {
-	if !keyIDRE.MatchString(keyID) {
-		return nil, fmt.Errorf("key id %.80q: want letters, digits and . _ - (a file name in SEC_PASSWORD_DIRECTORY)", keyID)
+	if err := ValidKeyID(keyID); err != nil {
+		return nil, err
 	}
 	switch {
 	case len(file) == 0:
@@ -233,11 +233,31 @@ func NewSigner(key *Key, trustDomain string) (*Signer, error) {
 	if key == nil {
 		return nil, errors.New("IDTOKEN signer: no key")
 	}
-	if !trustDomainRE.MatchString(trustDomain) {
-		return nil, fmt.Errorf("trust domain %.80q: want letters, digits and . : _ - (the pool's TRUST_DOMAIN)", trustDomain)
+	if err := ValidTrustDomain(trustDomain); err != nil {
+		return nil, err
 	}
 	return &Signer{key: key, issuer: trustDomain}, nil
 }
+
+// ValidTrustDomain reports whether d can be a pool's TRUST_DOMAIN (a
+// token's issuer).
+func ValidTrustDomain(d string) error {
+	if !trustDomainRE.MatchString(d) {
+		return fmt.Errorf("trust domain %.80q: want letters, digits and . : _ - (the pool's TRUST_DOMAIN)", d)
+	}
+	return nil
+}
+
+// ValidKeyID reports whether id can be a signing key id.
+func ValidKeyID(id string) error {
+	if !keyIDRE.MatchString(id) {
+		return fmt.Errorf("key id %.80q: want letters, digits and . _ - (a file name in SEC_PASSWORD_DIRECTORY)", id)
+	}
+	return nil
+}
+
+// Key is the signer's key (to verify what it minted).
+func (s *Signer) Key() *Key { return s.key }
 
 // TrustDomain is the issuer the signer's tokens carry.
 func (s *Signer) TrustDomain() string { return s.issuer }

@@ -1,7 +1,13 @@
 // Package vmtoken mints and checks the tokens that prove a worker VM's
 // identity to its site agent. A token is scoped to one site, one server
-// (by name) and one group, carries an expiry, and is signed with HMAC-SHA256
-// under a key only the agent holds, so a VM cannot forge or widen it.
+// (by name) and one group, carries an expiry and a use, and is signed with
+// HMAC-SHA256 under a key only the agent holds, so a VM cannot forge or
+// widen it.
+//
+// Two uses: an enrollment token (UseEnroll) travels in the VM's user-data,
+// lives an hour and is spent once, at boot (the agent records it and
+// refuses it a second time); a check-in token (UseCheckin) is what the
+// enrollment gives the VM over TLS, and check-ins renew it.
 //
 // Format: base64url(JSON claims) "." base64url(HMAC-SHA256(key, first part)).
 package vmtoken
@@ -31,9 +37,20 @@ type Claims struct {
 	Server  string    `json:"server"`
 	Group   string    `json:"group"`
 	Expires time.Time `json:"exp"`
-	// Nonce makes every minted token distinct.
+	// Nonce makes every minted token distinct. A VM's enrollment and
+	// check-in tokens share it: the agent records it on the server it
+	// boots (driver.MetaTokenID), binding both to that server.
 	Nonce string `json:"nonce"`
+	// Use is UseEnroll or UseCheckin; tokens minted before uses existed
+	// have none and are check-in tokens.
+	Use string `json:"use,omitempty"`
 }
+
+// Token uses (Claims.Use).
+const (
+	UseEnroll  = "enroll"
+	UseCheckin = "checkin"
+)
 
 // Reason says why a token was refused.
 type Reason string
@@ -48,6 +65,7 @@ const (
 	ReasonUnknownVM   Reason = "server no longer exists"
 	ReasonWrongGroup  Reason = "token for another group"
 	ReasonReplayed    Reason = "token minted for another server of that name"
+	ReasonWrongUse    Reason = "token for another use"
 )
 
 // Error is a refused token.
@@ -133,9 +151,9 @@ func (s *Signer) mac(p string) []byte {
 	return m.Sum(nil)
 }
 
-// Verify checks tok's signature and expiry and that it was minted for site
-// and server, and returns its claims.
-func (s *Signer) Verify(tok, site, server string, now time.Time) (Claims, error) {
+// Verify checks tok's signature and expiry and that it was minted for site,
+// server and use, and returns its claims.
+func (s *Signer) Verify(tok, site, server, use string, now time.Time) (Claims, error) {
 	var c Claims
 	if len(tok) > maxTokenLen {
 		return c, &Error{Reason: ReasonMalformed, Detail: fmt.Sprintf("%d bytes, limit %d", len(tok), maxTokenLen)}
@@ -163,6 +181,12 @@ func (s *Signer) Verify(tok, site, server string, now time.Time) (Claims, error)
 	}
 	if c.Server != server {
 		return c, &Error{Reason: ReasonWrongServer, Detail: fmt.Sprintf("minted for %q, presented by %q", c.Server, server)}
+	}
+	if got := c.Use; got != use && (got != "" || use != UseCheckin) {
+		if got == "" {
+			got = UseCheckin
+		}
+		return c, &Error{Reason: ReasonWrongUse, Detail: fmt.Sprintf("an %s token, presented for %s", got, use)}
 	}
 	if !now.Before(c.Expires) {
 		return c, &Error{Reason: ReasonExpired, Detail: "expired at " + c.Expires.UTC().Format(time.RFC3339)}

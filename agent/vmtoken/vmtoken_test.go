@@ -55,8 +55,13 @@ func resign(t *testing.T, tok string, edit func(*Claims)) string {
 
 func TestVerify(t *testing.T) {
 	s := signer(t, testKey)
-	good := Claims{Site: "east", Server: "vm-1", Group: "atlas", Expires: t0.Add(time.Hour)}
+	good := Claims{Site: "east", Server: "vm-1", Group: "atlas", Expires: t0.Add(time.Hour), Use: UseCheckin}
 	tok := mint(t, s, good)
+	legacy := good
+	legacy.Use = ""
+	enroll := good
+	enroll.Use = UseEnroll
+	enrollTok := mint(t, s, enroll)
 	signedGarbage := "bm90LWpzb24" + "." + base64.RawURLEncoding.EncodeToString(s.mac("bm90LWpzb24"))
 	notB64 := "%%%"
 	signedNotB64 := notB64 + "." + base64.RawURLEncoding.EncodeToString(s.mac(notB64))
@@ -66,26 +71,37 @@ func TestVerify(t *testing.T) {
 		site, server string
 		now          time.Time
 		want         Reason // "" for accepted
+		use          string // "": UseCheckin
 	}{
-		{"valid", tok, "east", "vm-1", t0, ""},
-		{"another site", tok, "west", "vm-1", t0, ReasonWrongSite},
-		{"another server", tok, "east", "vm-2", t0, ReasonWrongServer},
-		{"expired", tok, "east", "vm-1", t0.Add(time.Hour), ReasonExpired},
-		{"long expired", tok, "east", "vm-1", t0.Add(48 * time.Hour), ReasonExpired},
-		{"claims altered: group", resign(t, tok, func(c *Claims) { c.Group = "cms" }), "east", "vm-1", t0, ReasonBadSig},
-		{"claims altered: expiry", resign(t, tok, func(c *Claims) { c.Expires = c.Expires.Add(time.Hour) }), "east", "vm-1", t0, ReasonBadSig},
-		{"signature altered", tok[:len(tok)-2] + "AA", "east", "vm-1", t0, ReasonBadSig},
-		{"another key", mint(t, signer(t, otherKey), good), "east", "vm-1", t0, ReasonBadSig},
-		{"no signature", strings.Split(tok, ".")[0], "east", "vm-1", t0, ReasonMalformed},
-		{"signature not base64", strings.Split(tok, ".")[0] + ".!!", "east", "vm-1", t0, ReasonMalformed},
-		{"claims not JSON", signedGarbage, "east", "vm-1", t0, ReasonMalformed},
-		{"claims not base64", signedNotB64, "east", "vm-1", t0, ReasonMalformed},
-		{"too long", strings.Repeat("a", maxTokenLen+1), "east", "vm-1", t0, ReasonMalformed},
-		{"empty", "", "east", "vm-1", t0, ReasonMalformed},
+		{"valid", tok, "east", "vm-1", t0, "", ""},
+		{"check-in token minted before uses", mint(t, s, legacy), "east", "vm-1", t0, "", ""},
+		{"enrollment token for enrollment", enrollTok, "east", "vm-1", t0, "", UseEnroll},
+		{"enrollment token for a check-in", enrollTok, "east", "vm-1", t0, ReasonWrongUse, ""},
+		{"check-in token for enrollment", tok, "east", "vm-1", t0, ReasonWrongUse, UseEnroll},
+		{"use-less token for enrollment", mint(t, s, legacy), "east", "vm-1", t0, ReasonWrongUse, UseEnroll},
+		{"use altered", resign(t, enrollTok, func(c *Claims) { c.Use = UseCheckin }), "east", "vm-1", t0, ReasonBadSig, ""},
+		{"another site", tok, "west", "vm-1", t0, ReasonWrongSite, ""},
+		{"another server", tok, "east", "vm-2", t0, ReasonWrongServer, ""},
+		{"expired", tok, "east", "vm-1", t0.Add(time.Hour), ReasonExpired, ""},
+		{"long expired", tok, "east", "vm-1", t0.Add(48 * time.Hour), ReasonExpired, ""},
+		{"claims altered: group", resign(t, tok, func(c *Claims) { c.Group = "cms" }), "east", "vm-1", t0, ReasonBadSig, ""},
+		{"claims altered: expiry", resign(t, tok, func(c *Claims) { c.Expires = c.Expires.Add(time.Hour) }), "east", "vm-1", t0, ReasonBadSig, ""},
+		{"signature altered", tok[:len(tok)-2] + "AA", "east", "vm-1", t0, ReasonBadSig, ""},
+		{"another key", mint(t, signer(t, otherKey), good), "east", "vm-1", t0, ReasonBadSig, ""},
+		{"no signature", strings.Split(tok, ".")[0], "east", "vm-1", t0, ReasonMalformed, ""},
+		{"signature not base64", strings.Split(tok, ".")[0] + ".!!", "east", "vm-1", t0, ReasonMalformed, ""},
+		{"claims not JSON", signedGarbage, "east", "vm-1", t0, ReasonMalformed, ""},
+		{"claims not base64", signedNotB64, "east", "vm-1", t0, ReasonMalformed, ""},
+		{"too long", strings.Repeat("a", maxTokenLen+1), "east", "vm-1", t0, ReasonMalformed, ""},
+		{"empty", "", "east", "vm-1", t0, ReasonMalformed, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := s.Verify(tt.tok, tt.site, tt.server, tt.now)
+			use := tt.use
+			if use == "" {
+				use = UseCheckin
+			}
+			c, err := s.Verify(tt.tok, tt.site, tt.server, use, tt.now)
 			if tt.want == "" {
 				if err != nil {
 					t.Fatal(err)
@@ -111,7 +127,7 @@ func TestMintNonce(t *testing.T) {
 		t.Fatal("two tokens for the same claims are equal")
 	}
 	c.Nonce = "fixed-id"
-	got, err := s.Verify(mint(t, s, c), "east", "vm-1", t0)
+	got, err := s.Verify(mint(t, s, c), "east", "vm-1", UseCheckin, t0)
 	if err != nil || got.Nonce != "fixed-id" {
 		t.Fatalf("Verify = %+v, %v", got, err)
 	}
@@ -154,7 +170,7 @@ func FuzzVerify(f *testing.F) {
 	s := signer(f, testKey)
 	f.Add(mint(f, s, Claims{Site: "east", Server: "vm-1", Group: "atlas", Expires: t0.Add(time.Hour)}))
 	f.Fuzz(func(t *testing.T, tok string) {
-		c, err := s.Verify(tok, "east", "vm-1", t0)
+		c, err := s.Verify(tok, "east", "vm-1", UseCheckin, t0)
 		if err != nil {
 			var te *Error
 			if !errors.As(err, &te) || te.Reason == "" {

@@ -85,7 +85,10 @@ func Start(ctx context.Context, o Options) (*System, error) {
 		return nil, err
 	}
 	for _, s := range Sites {
-		if err := run(filepath.Join(bin, "hub"), "tls", "issue-agent", "--dir", pkiDir, "--site", s); err != nil {
+		// The agent's certificate and its VM endpoint's (VMs reach it on
+		// loopback), both from the hub's CA, as on a real site.
+		if err := run(filepath.Join(bin, "hub"), "tls", "issue-agent", "--dir", pkiDir, "--site", s,
+			"--vm-host", "127.0.0.1", "--vm-host", "localhost"); err != nil {
 			return nil, err
 		}
 	}

@@ -475,6 +475,16 @@ func (p *Pool) History(t testing.TB, args ...string) []Ad {
 // zero: no expiry).
 func (p *Pool) Token(t testing.TB, identity string, authz []string, lifetime time.Duration) string {
 	t.Helper()
+	tok, err := p.TokenErr(identity, authz, lifetime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// TokenErr is Token that returns the failure instead of failing the test
+// (for fake agents answering in their own goroutines).
+func (p *Pool) TokenErr(identity string, authz []string, lifetime time.Duration) (string, error) {
 	args := []string{"-identity", identity}
 	for _, a := range authz {
 		args = append(args, "-authz", a)
@@ -484,13 +494,13 @@ func (p *Pool) Token(t testing.TB, identity string, authz []string, lifetime tim
 	}
 	out, err := p.run(runOpts{user: p.PoolUser}, "condor_token_create", args...)
 	if err != nil {
-		t.Fatalf("mint a token: %v", err)
+		return "", fmt.Errorf("mint a token: %w", err)
 	}
 	tok := strings.TrimSpace(string(out))
 	if strings.Count(tok, ".") != 2 || strings.ContainsAny(tok, " \n") {
-		t.Fatalf("condor_token_create printed %.100q, not a token", tok)
+		return "", fmt.Errorf("condor_token_create printed %d bytes that are not a token", len(tok))
 	}
-	return tok
+	return tok, nil
 }
 
 // Eventually calls cond every interval until it returns true, failing the

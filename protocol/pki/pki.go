@@ -22,6 +22,16 @@ import (
 	"time"
 )
 
+// Organizational units of the certificates the CA issues to site agents.
+const (
+	// OUAgent marks an agent's client certificate (its identity towards
+	// the hub).
+	OUAgent = "site-agent"
+	// OUAgentVM marks an agent's VM endpoint certificate (server
+	// authentication towards its VMs).
+	OUAgentVM = "site-agent-vm"
+)
+
 // File names inside a PKI directory.
 const (
 	CACertFile = "ca.crt"
@@ -151,13 +161,60 @@ func (ca *CA) IssueAgent(site string, notBefore, notAfter time.Time) (*Issued, e
 		return nil, fmt.Errorf("issue agent certificate: %w", err)
 	}
 	return ca.issue(&x509.Certificate{
-		Subject:     pkix.Name{CommonName: site, OrganizationalUnit: []string{"site-agent"}, Organization: []string{"Canopy"}},
+		Subject:     pkix.Name{CommonName: site, OrganizationalUnit: []string{OUAgent}, Organization: []string{"Canopy"}},
 		NotBefore:   notBefore,
 		NotAfter:    notAfter,
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	})
 }
+
+// IssueAgentVM issues a site agent's VM endpoint certificate: server
+// authentication only, for the names and addresses its VMs reach it by,
+// common name the site and organizational unit OUAgentVM (VMs check both,
+// see vmproto.ClientTLS). It is a certificate of its own, not the agent's
+// client certificate with more names: the hub refuses it as an agent
+// identity (no client authentication), so a key exposed on the VMs'
+// network cannot impersonate the agent to the hub, and it can be reissued
+// when the VM-facing addresses change without touching the hub link.
+func (ca *CA) IssueAgentVM(site string, hosts []string, notBefore, notAfter time.Time) (*Issued, error) {
+	if err := ValidSite(site); err != nil {
+		return nil, fmt.Errorf("issue VM endpoint certificate: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		Subject:     pkix.Name{CommonName: site, OrganizationalUnit: []string{OUAgentVM}, Organization: []string{"Canopy"}},
+		NotBefore:   notBefore,
+		NotAfter:    notAfter,
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	if err := addHosts(tmpl, hosts); err != nil {
+		return nil, fmt.Errorf("issue VM endpoint certificate for %s: %w", site, err)
+	}
+	return ca.issue(tmpl)
+}
+
+// addHosts puts hosts into a certificate's subject alternative names:
+// addresses as IP SANs, names as DNS SANs. At least one is needed.
+func addHosts(tmpl *x509.Certificate, hosts []string) error {
+	for _, h := range hosts {
+		switch ip := net.ParseIP(h); {
+		case ip != nil:
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		case hostNameRE.MatchString(h):
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		default:
+			return fmt.Errorf("host %q is neither an IP address nor a DNS name", h)
+		}
+	}
+	if len(tmpl.IPAddresses)+len(tmpl.DNSNames) == 0 {
+		return errors.New("no host names or addresses: VMs could verify it for none")
+	}
+	return nil
+}
+
+// hostNameRE is a DNS name (labels of letters, digits and -).
+var hostNameRE = regexp.MustCompile(`^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$`)
 
 // IssueServer issues the hub's server certificate for the given DNS names
 // and IP addresses.

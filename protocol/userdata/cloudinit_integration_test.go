@@ -110,12 +110,16 @@ func schema(t *testing.T, content []byte) (string, error) {
 }
 
 func settingsVariants() map[string]vmproto.Settings {
-	minimal := vmproto.Settings{AgentURL: "http://10.0.0.5:7080", Token: "eyJzaXRlIjoiZWFzdCJ9.c2ln", CondorHost: "cm.example.org:9618",
-		Site: "east", Group: "atlas", VMType: "el9"}
+	ca, err := os.ReadFile("../vmproto/testdata/agent-ca.pem")
+	if err != nil {
+		panic(err)
+	}
+	minimal := vmproto.Settings{AgentURL: "https://10.0.0.5:7080", AgentCA: string(ca), EnrollToken: "eyJzaXRlIjoiZWFzdCJ9.c2ln",
+		CondorHost: "cm.example.org:9618", Site: "east", Group: "atlas", VMType: "el9"}
 	full := minimal
 	full.CheckinEvery = 10 * time.Second
-	full.CondorIDToken = "eyJhbGciOiJIUzI1NiIsImtpZCI6IlBPT0wifQ.eyJzdWIiOiJ3b3JrZXJAcG9vbCJ9.c2lnbmF0dXJl"
-	full.PoolSigningKey = "c2VjcmV0LXBvb2wta2V5"
+	full.CondorTrustDomain, full.CondorUIDDomain, full.CondorCCBAddress = "cm.example.org", "example.org", "cm.example.org:9618"
+	full.GossipJoin, full.GossipAgentKey = "10.0.0.5:7946", "MCowBQYDK2VwAyEA"
 	full.Gluster = &vmproto.GlusterMount{Servers: []string{"gl1.example.org", "gl2.example.org"}, Volume: "software", MountPoint: "/mnt/canopy"}
 	full.Proxies = [][]string{{"http://squid1.example.org:3128", "http://squid2.example.org:3128"}, {"http://squid3.example.org:3128"}}
 	return map[string]vmproto.Settings{"minimal": minimal, "full": full}

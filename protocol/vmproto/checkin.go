@@ -23,6 +23,10 @@ type CheckinRequest struct {
 	// Error explains a failed retirement or a failed count, for the hub's
 	// status page.
 	Error string `json:"error,omitempty"`
+	// CondorTokenExpires is when the HTCondor IDTOKEN the VM holds
+	// expires; zero when it holds none. The agent answers with a new one
+	// when it expires within a third of its lifetime.
+	CondorTokenExpires time.Time `json:"condor_token_expires,omitzero"`
 }
 
 // JobCount is what HTCondor on the VM says runs there.
@@ -42,6 +46,13 @@ type CheckinResponse struct {
 	Deadline time.Duration `json:"deadline"`
 	// Reason says why the VM is retired, for its log.
 	Reason string `json:"reason,omitempty"`
+	// Token, when set, is the VM's renewed check-in token (valid until
+	// TokenExpires): the VM uses it from its next check-in on.
+	Token        string    `json:"token,omitempty"`
+	TokenExpires time.Time `json:"token_expires,omitzero"`
+	// Condor, when set, is a renewed HTCondor IDTOKEN: the VM replaces
+	// its token file with it.
+	Condor *CondorToken `json:"condor,omitempty"`
 }
 
 // Check-in states (CheckinRequest.State).

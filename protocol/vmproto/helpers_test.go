@@ -5,26 +5,42 @@ import (
 	"testing"
 )
 
+// testCA is a CA certificate (testdata/agent-ca.pem, made by pki.InitCA).
+var testCA = mustRead("testdata/agent-ca.pem")
+
+func mustRead(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}
+
 // fullSettings uses every setting.
 func fullSettings() Settings {
 	return Settings{
-		AgentURL:       "http://10.0.0.5:7080",
-		Token:          "eyJzaXRlIjoiZWFzdCJ9.c2ln",
-		CondorHost:     "cm.example.org:9618",
-		Site:           "east",
-		Group:          "atlas",
-		VMType:         "el9",
-		CondorIDToken:  "eyJhbGciOiJIUzI1NiIsImtpZCI6IlBPT0wifQ.eyJzdWIiOiJ3b3JrZXJAcG9vbCJ9.c2lnbmF0dXJl",
-		PoolSigningKey: "c2VjcmV0LXBvb2wta2V5",
+		AgentURL:          "https://10.0.0.5:7080",
+		AgentCA:           testCA,
+		EnrollToken:       "eyJzaXRlIjoiZWFzdCJ9.c2ln",
+		CondorHost:        "cm.example.org:9618",
+		CondorTrustDomain: "cm.example.org",
+		CondorUIDDomain:   "example.org",
+		CondorCCBAddress:  "cm.example.org:9618",
+		Site:              "east",
+		Group:             "atlas",
+		VMType:            "el9",
 		Gluster: &GlusterMount{Servers: []string{"gl1.example.org", "gl2.example.org", "10.0.0.9"},
 			Volume: "software", MountPoint: "/mnt/canopy"},
-		Proxies: [][]string{{"http://squid1.example.org:3128", "http://squid2.example.org:3128"}, {"http://squid3.example.org:3128"}},
+		Proxies:        [][]string{{"http://squid1.example.org:3128", "http://squid2.example.org:3128"}, {"http://squid3.example.org:3128"}},
+		CVMFSProbeURL:  "http://cvmfs-stratum1.example.org/cvmfs/atlas.cern.ch/.cvmfspublished",
+		GossipJoin:     "10.0.0.5:7946",
+		GossipAgentKey: "MCowBQYDK2VwAyEA",
 	}
 }
 
-// minimalSettings are what the skeleton's agent sends.
+// minimalSettings are the required settings only.
 func minimalSettings() Settings {
-	return Settings{AgentURL: "http://127.0.0.1:7080", Token: "abc.def", CondorHost: "127.0.0.1:9618",
+	return Settings{AgentURL: "https://127.0.0.1:7080", AgentCA: testCA, EnrollToken: "abc.def", CondorHost: "127.0.0.1:9618",
 		Site: "east", Group: "atlas", VMType: "el9"}
 }
 

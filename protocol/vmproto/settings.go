@@ -1,11 +1,14 @@
 package vmproto
 
 import (
+	"crypto/x509"
 	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -21,13 +24,39 @@ import (
 const SettingsPath = "/etc/canopy/vmagent.yaml"
 
 // Settings are what a site agent tells a VM at boot, through user-data.
+//
+// User-data is readable by every process in the VM (the metadata service
+// answers anyone who asks), jobs included, so it carries nothing a job
+// could misuse: where the agent is and the certificate authority to
+// verify it by, what the VM was booted for, non-secret configuration, and
+// a single-use enrollment token. vmagent spends that token at boot, before
+// HTCondor starts and so before any job runs, on the agent's enrollment
+// endpoint (PathEnroll, over TLS), and receives the VM's secrets there: its
+// check-in token, its HTCondor IDTOKEN and the site's gossip key. A job
+// that reads the user-data later finds a spent token.
 type Settings struct {
-	// AgentURL is the site agent's VM endpoint, e.g. http://10.0.0.5:7080.
+	// AgentURL is the site agent's VM endpoint, https://host:port.
 	AgentURL string `yaml:"agent_url"`
-	// Token proves the VM's identity to its agent (see agent/vmtoken).
-	Token string `yaml:"token"`
+	// AgentCA is the PEM certificate of the authority that issued the
+	// agent's VM endpoint certificate (the hub's CA): vmagent trusts
+	// nothing else for AgentURL.
+	AgentCA string `yaml:"agent_ca"`
+	// EnrollToken is the single-use enrollment token, bound to this
+	// server and short-lived (see agent/vmtoken).
+	EnrollToken string `yaml:"enroll_token"`
 	// CondorHost is the HTCondor central manager (collector) address.
 	CondorHost string `yaml:"condor_host"`
+	// CondorTrustDomain is the pool's TRUST_DOMAIN, written into the
+	// startd's configuration (its IDTOKEN is issued for it). Optional.
+	CondorTrustDomain string `yaml:"condor_trust_domain,omitempty"`
+	// CondorUIDDomain is UID_DOMAIN for the startd: set it only when the
+	// VMs have the submitters' accounts (jobs then run as their owners;
+	// otherwise as nobody). Optional.
+	CondorUIDDomain string `yaml:"condor_uid_domain,omitempty"`
+	// CondorCCBAddress is CCB_ADDRESS for workers behind NAT (usually the
+	// collector): the central manager's daemons then reach the startd
+	// through a connection the startd opened. Optional.
+	CondorCCBAddress string `yaml:"condor_ccb_address,omitempty"`
 	// Site, Group and VMType are what the VM was booted for; the startd
 	// advertises them and admits only the group's jobs.
 	Site   string `yaml:"site"`
@@ -35,14 +64,6 @@ type Settings struct {
 	VMType string `yaml:"vm_type"`
 	// CheckinEvery is how often the VM reports to its agent.
 	CheckinEvery time.Duration `yaml:"checkin_every"`
-	// CondorIDToken is the IDTOKEN the startd presents to the collector;
-	// written to CondorTokenPath (mode 0600). Optional.
-	CondorIDToken string `yaml:"condor_idtoken"`
-	// PoolSigningKey is the pool's signing key (the POOL password file),
-	// base64-encoded; written to PoolSigningKeyPath (mode 0600). With it
-	// the startd can check the central manager's own tokens and use
-	// PASSWORD authentication. Optional.
-	PoolSigningKey string `yaml:"pool_signing_key"`
 	// Gluster is a GlusterFS volume to mount read-only. Optional.
 	Gluster *GlusterMount `yaml:"gluster"`
 	// Proxies are the squid proxies for CVMFS: groups in order of
@@ -52,13 +73,17 @@ type Settings struct {
 	// (e.g. a stratum 1's /cvmfs/REPO/.cvmfspublished); empty: candidates
 	// are used in the agent's order unchecked.
 	CVMFSProbeURL string `yaml:"cvmfs_probe_url"`
-	// GossipJoin is the site agent's gossip pool address; GossipKey the
-	// pool's encryption key and GossipAgentKey the agent's public signing
-	// key (both base64). Empty GossipJoin: no gossip, check-ins only.
+	// GossipJoin is the site agent's gossip pool address and
+	// GossipAgentKey the agent's public signing key (base64). The pool's
+	// encryption key is a secret: it comes with the enrollment. Empty
+	// GossipJoin: no gossip, check-ins only.
 	GossipJoin     string `yaml:"gossip_join"`
-	GossipKey      string `yaml:"gossip_key"`
 	GossipAgentKey string `yaml:"gossip_agent_key"`
 }
+
+// retiredSettings are keys older agents put into user-data, each a secret
+// that now travels over the enrollment instead.
+var retiredSettings = []string{"token", "condor_idtoken", "pool_signing_key", "gossip_key"}
 
 var (
 	// nameRE is what a site, group or VM type may look like: it ends up in
@@ -72,22 +97,74 @@ var (
 	// hostRE is what condor_host may look like: it ends up in the startd's
 	// configuration as it is.
 	hostRE = regexp.MustCompile(`^[A-Za-z0-9.:\[\]_-]+$`)
+	// domainRE is what TRUST_DOMAIN and UID_DOMAIN may look like.
+	domainRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.:_-]{0,252}$`)
 )
 
 // Limits on settings values.
 const (
 	maxToken          = 4 << 10
 	maxIDToken        = 8 << 10
-	maxPoolSigningKey = 4 << 10
+	maxAgentCA        = 16 << 10
 	maxProxyGroups    = 16
 	maxProxiesInGroup = 16
 )
+
+// ValidToken reports whether tok can be an agent token (check-in or
+// enrollment): non-empty, at most 4096 bytes of letters, digits and
+// . _ ~ + / = -.
+func ValidToken(tok string) error {
+	if tok == "" || len(tok) > maxToken || !tokenRE.MatchString(tok) {
+		return errors.New("not a token (letters, digits and . _ ~ + / = -, 1 to 4096 bytes)")
+	}
+	return nil
+}
+
+// ValidIDToken reports whether tok can be an HTCondor IDTOKEN: a compact
+// JWT of at most 8192 bytes (it is written to a token file as one line).
+func ValidIDToken(tok string) error {
+	if len(tok) > maxIDToken || !idTokenRE.MatchString(tok) {
+		return fmt.Errorf("not an IDTOKEN (a JWT of at most %d bytes)", maxIDToken)
+	}
+	return nil
+}
+
+// ParseAgentCA reads the PEM certificates of AgentCA.
+func ParseAgentCA(pemText string) ([]*x509.Certificate, error) {
+	if len(pemText) > maxAgentCA {
+		return nil, fmt.Errorf("agent_ca is over %d bytes", maxAgentCA)
+	}
+	var certs []*x509.Certificate
+	rest := []byte(pemText)
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("agent_ca holds a %q block; want CERTIFICATE blocks only", block.Type)
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("agent_ca: %w", err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, errors.New("agent_ca holds no PEM certificate")
+	}
+	if strings.TrimSpace(string(rest)) != "" {
+		return nil, errors.New("agent_ca has text after its certificates")
+	}
+	return certs, nil
+}
 
 // Validate checks that the settings can drive a VM, and that every value
 // that ends up in a configuration file is well formed.
 func (s Settings) Validate() error {
 	var missing []string
-	for _, f := range []struct{ name, v string }{{"agent_url", s.AgentURL}, {"token", s.Token},
+	for _, f := range []struct{ name, v string }{{"agent_url", s.AgentURL}, {"agent_ca", s.AgentCA}, {"enroll_token", s.EnrollToken},
 		{"condor_host", s.CondorHost}, {"site", s.Site}, {"group", s.Group}, {"vm_type", s.VMType}} {
 		if f.v == "" {
 			missing = append(missing, f.name)
@@ -97,14 +174,25 @@ func (s Settings) Validate() error {
 		return fmt.Errorf("vmagent settings lack %s", strings.Join(missing, ", "))
 	}
 	u, err := url.Parse(s.AgentURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("vmagent settings: agent_url %.100q is not an http(s) URL", s.AgentURL)
+	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil {
+		return fmt.Errorf("vmagent settings: agent_url %.100q is not an https://host:port URL (the VM endpoint is TLS only)", s.AgentURL)
 	}
-	if len(s.Token) > maxToken || !tokenRE.MatchString(s.Token) {
-		return errors.New("vmagent settings: token is not a token (letters, digits and . _ ~ + / = -, at most 4096)")
+	if _, err := ParseAgentCA(s.AgentCA); err != nil {
+		return fmt.Errorf("vmagent settings: %w", err)
+	}
+	if err := ValidToken(s.EnrollToken); err != nil {
+		return fmt.Errorf("vmagent settings: enroll_token: %w", err)
 	}
 	if !hostRE.MatchString(s.CondorHost) {
 		return fmt.Errorf("vmagent settings: condor_host %.100q is not a host[:port]", s.CondorHost)
+	}
+	for _, f := range []struct{ name, v string }{{"condor_trust_domain", s.CondorTrustDomain}, {"condor_uid_domain", s.CondorUIDDomain}} {
+		if f.v != "" && !domainRE.MatchString(f.v) {
+			return fmt.Errorf("vmagent settings: %s %.100q must be letters, digits and . : _ - (at most 253)", f.name, f.v)
+		}
+	}
+	if s.CondorCCBAddress != "" && !hostRE.MatchString(s.CondorCCBAddress) {
+		return fmt.Errorf("vmagent settings: condor_ccb_address %.100q is not a host[:port]", s.CondorCCBAddress)
 	}
 	for _, f := range []struct{ name, v string }{{"site", s.Site}, {"group", s.Group}, {"vm_type", s.VMType}} {
 		if !nameRE.MatchString(f.v) {
@@ -113,15 +201,6 @@ func (s Settings) Validate() error {
 	}
 	if s.CheckinEvery < 0 {
 		return fmt.Errorf("vmagent settings: checkin_every %s is negative", s.CheckinEvery)
-	}
-	if s.CondorIDToken != "" && (len(s.CondorIDToken) > maxIDToken || !idTokenRE.MatchString(s.CondorIDToken)) {
-		return fmt.Errorf("vmagent settings: condor_idtoken is not an IDTOKEN (a JWT of at most %d bytes)", maxIDToken)
-	}
-	if s.PoolSigningKey != "" {
-		k, err := base64.StdEncoding.DecodeString(s.PoolSigningKey)
-		if err != nil || len(k) == 0 || len(k) > maxPoolSigningKey {
-			return fmt.Errorf("vmagent settings: pool_signing_key must be base64 of 1 to %d bytes", maxPoolSigningKey)
-		}
 	}
 	if s.Gluster != nil {
 		if err := s.Gluster.Validate(); err != nil {
@@ -223,6 +302,10 @@ func decodeSettings(b []byte) (Settings, error) {
 	if hasAlias(&doc, 0) {
 		return s, fmt.Errorf("user-data:%s: YAML aliases (or nesting over %d deep) are not allowed", SettingsPath, maxYAMLDepth)
 	}
+	if k := retiredKey(&doc); k != "" {
+		return s, fmt.Errorf("user-data:%s: key %s came from an older site agent: secrets no longer travel in user-data "+
+			"(vmagent enrolls with enroll_token over TLS); upgrade the site agent", SettingsPath, k)
+	}
 	if err := config.Decode("user-data:"+SettingsPath, b, &s); err != nil {
 		return Settings{}, err
 	}
@@ -233,6 +316,21 @@ func decodeSettings(b []byte) (Settings, error) {
 		return Settings{}, err
 	}
 	return s, nil
+}
+
+// retiredKey returns the first top-level key of the settings document that
+// names a secret older agents put into user-data, or "".
+func retiredKey(doc *yaml.Node) string {
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 || doc.Content[0].Kind != yaml.MappingNode {
+		return ""
+	}
+	m := doc.Content[0]
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if slices.Contains(retiredSettings, m.Content[i].Value) {
+			return m.Content[i].Value
+		}
+	}
+	return ""
 }
 
 // maxYAMLDepth bounds the nesting of the settings document.

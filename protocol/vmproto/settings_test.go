@@ -34,18 +34,27 @@ func TestRenderParseRoundTrip(t *testing.T) {
 	}
 }
 
-// TestParseUserDataSkeletonFormat reads user-data as the first agent
-// rendered it (the walking skeleton's format).
-func TestParseUserDataSkeletonFormat(t *testing.T) {
-	ud := readFile(t, "testdata/userdata/skeleton.yaml")
-	s, err := ParseUserData([]byte(ud))
-	if err != nil {
-		t.Fatal(err)
+// TestParseUserDataRetiredSecrets: user-data from an older agent, which
+// put secrets into it (the check-in token, a site-wide IDTOKEN, the pool
+// signing key, the gossip key), is refused naming the key, not half used.
+func TestParseUserDataRetiredSecrets(t *testing.T) {
+	entry := func(content string) string {
+		return "#cloud-config\nwrite_files:\n- path: " + SettingsPath + "\n  content: |\n" + indent(content) + "\n"
 	}
-	want := Settings{AgentURL: "http://127.0.0.1:41234", Token: "eyJzaXRlIjoiZWFzdCJ9.c2ln", CondorHost: "127.0.0.1:9618",
-		Site: "east", Group: "atlas", VMType: "el9", CheckinEvery: time.Second}
-	if !reflect.DeepEqual(s, want) {
-		t.Fatalf("got %+v", s)
+	good := "agent_url: https://a:1\nagent_ca: x\nenroll_token: t\ncondor_host: cm\nsite: s\ngroup: g\nvm_type: v\n"
+	tests := []struct{ name, in, want string }{
+		{"the first agent's format", readFile(t, "testdata/userdata/skeleton.yaml"), "key token came from an older site agent"},
+		{"site-wide IDTOKEN", entry(good + "condor_idtoken: a.b.c\n"), "key condor_idtoken"},
+		{"pool signing key", entry(good + "pool_signing_key: c2VjcmV0\n"), "key pool_signing_key"},
+		{"gossip key", entry(good + "gossip_key: a2V5\n"), "key gossip_key"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseUserData([]byte(tt.in))
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "upgrade the site agent") {
+				t.Fatalf("err %v, want one saying %q", err, tt.want)
+			}
+		})
 	}
 }
 
@@ -75,7 +84,7 @@ func TestParseUserDataErrors(t *testing.T) {
 	entry := func(content string) string {
 		return "#cloud-config\nwrite_files:\n- path: " + SettingsPath + "\n  content: |\n" + indent(content) + "\n"
 	}
-	good := "agent_url: http://a:1\ntoken: t\ncondor_host: cm\nsite: s\ngroup: g\nvm_type: v\n"
+	good := "agent_url: https://a:1\nagent_ca: |\n" + indentBy(testCA, "  ") + "\nenroll_token: t\ncondor_host: cm\nsite: s\ngroup: g\nvm_type: v\n"
 	other := string(must(userdata.Compose([]userdata.Part{
 		{Type: userdata.TypeCloudConfig, Content: []byte(entry(good))},
 		{Type: userdata.TypeCloudConfig, Content: []byte(entry(good))},
@@ -86,10 +95,12 @@ func TestParseUserDataErrors(t *testing.T) {
 		{"write_files not a list", "#cloud-config\nwrite_files: 3\n", "unreadable cloud-config"},
 		{"two entries", other, "2 write_files entries"},
 		{"unknown key", entry(good + "colour: blue\n"), `unknown key`},
-		{"missing fields", entry("site: s\n"), "lack agent_url, token, condor_host"},
-		{"alias", entry("a: &x http://a:1\nagent_url: *x\n"), "YAML aliases"},
+		{"missing fields", entry("site: s\n"), "lack agent_url, agent_ca, enroll_token, condor_host"},
+		{"alias", entry("a: &x https://a:1\nagent_url: *x\n"), "YAML aliases"},
 		{"bad duration", entry(good + "checkin_every: soon\n"), "duration"},
-		{"bad agent url", entry(strings.Replace(good, "http://a:1", "ftp://a", 1)), "not an http(s) URL"},
+		{"bad agent url", entry(strings.Replace(good, "https://a:1", "ftp://a", 1)), "not an https://host:port URL"},
+		{"plain http agent url", entry(strings.Replace(good, "https://a:1", "http://a:1", 1)), "TLS only"},
+		{"agent CA not PEM", entry(strings.Replace(good, "-----BEGIN", "-----BOGUS", 1)), "agent_ca"},
 		{"group with macro", entry(strings.Replace(good, "group: g", "group: $(HOME)", 1)), "group"},
 		{"bad base64 entry", "#cloud-config\nwrite_files:\n- path: " + SettingsPath + "\n  encoding: b64\n  content: '!!'\n", "bad base64"},
 		{"gzip entry", "#cloud-config\nwrite_files:\n- path: " + SettingsPath + "\n  encoding: gzip\n  content: x\n", "unsupported encoding"},
@@ -106,10 +117,12 @@ func TestParseUserDataErrors(t *testing.T) {
 	}
 }
 
-func indent(s string) string {
+func indent(s string) string { return indentBy(s, "    ") }
+
+func indentBy(s, by string) string {
 	lines := strings.Split(strings.TrimSuffix(s, "\n"), "\n")
 	for i := range lines {
-		lines[i] = "    " + lines[i]
+		lines[i] = by + lines[i]
 	}
 	return strings.Join(lines, "\n")
 }
@@ -133,9 +146,16 @@ func TestSettingsValidate(t *testing.T) {
 		{"site with quote", func(s *Settings) { s.Site = `e"ast` }, "site"},
 		{"vm type too long", func(s *Settings) { s.VMType = strings.Repeat("a", 129) }, "vm_type"},
 		{"negative checkin", func(s *Settings) { s.CheckinEvery = -time.Second }, "negative"},
-		{"idtoken not a JWT", func(s *Settings) { s.CondorIDToken = "not a token" }, "condor_idtoken"},
-		{"idtoken with newline", func(s *Settings) { s.CondorIDToken = "a.b.c\nd" }, "condor_idtoken"},
-		{"pool key not base64", func(s *Settings) { s.PoolSigningKey = "%%%" }, "pool_signing_key"},
+		{"enroll token with space", func(s *Settings) { s.EnrollToken = "a b" }, "enroll_token"},
+		{"enroll token too long", func(s *Settings) { s.EnrollToken = strings.Repeat("a", maxToken+1) }, "enroll_token"},
+		{"agent CA empty of certificates", func(s *Settings) { s.AgentCA = "hello" }, "no PEM certificate"},
+		{"agent CA with a key", func(s *Settings) { s.AgentCA = "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n" }, "CERTIFICATE blocks only"},
+		{"agent CA with trailing text", func(s *Settings) { s.AgentCA += "junk" }, "text after"},
+		{"agent CA too big", func(s *Settings) { s.AgentCA = strings.Repeat(testCA, 40) }, "over"},
+		{"agent URL with user", func(s *Settings) { s.AgentURL = "https://u:p@10.0.0.5:7080" }, "agent_url"},
+		{"trust domain with space", func(s *Settings) { s.CondorTrustDomain = "a b" }, "condor_trust_domain"},
+		{"uid domain with macro", func(s *Settings) { s.CondorUIDDomain = "$(HOME)" }, "condor_uid_domain"},
+		{"ccb with newline", func(s *Settings) { s.CondorCCBAddress = "cm\nSTART=True" }, "condor_ccb_address"},
 		{"gluster no servers", func(s *Settings) { s.Gluster.Servers = nil }, "servers"},
 		{"gluster ipv6", func(s *Settings) { s.Gluster.Servers = []string{"[::1]"} }, "IPv4"},
 		{"gluster bad volume", func(s *Settings) { s.Gluster.Volume = "a b" }, "volume"},

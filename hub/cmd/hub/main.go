@@ -3,7 +3,7 @@
 //
 //	hub run --config hub.yaml
 //	hub tls init --dir DIR [--host NAME]...
-//	hub tls issue-agent --dir DIR --site NAME --out DIR
+//	hub tls issue-agent --dir DIR --site NAME --out DIR [--vm-host H]... [--vm-only]
 package main
 
 import (
@@ -32,8 +32,9 @@ const usage = `usage:
   hub run --config FILE                     run the hub
   hub simulate --trace FILE [flags]         replay a workload through the planner on simulated clouds
   hub tls init --dir DIR [--host H]...      create the CA and the hub's certificate
-  hub tls issue-agent --dir DIR --site NAME [--out DIR] [--days N]
-                                            issue a site agent's certificate
+  hub tls issue-agent --dir DIR --site NAME [--out DIR] [--days N] [--vm-host H]... [--vm-only]
+                                            issue a site agent's certificate and, with
+                                            --vm-host, its VM endpoint certificate
 `
 
 // errUsage marks command-line mistakes: the usage text follows the error.
@@ -98,14 +99,26 @@ func tlsInit(args []string, stdout io.Writer) error {
 	return err
 }
 
+// tlsIssueAgent issues a site agent's client certificate (its identity
+// towards the hub) and, given --vm-host, its VM endpoint certificate (a
+// server certificate for the names and addresses its VMs reach it by).
 func tlsIssueAgent(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("hub tls issue-agent", flag.ContinueOnError)
 	dir := fs.String("dir", "/etc/canopy/pki", "the CA directory")
 	site := fs.String("site", "", "the site name (the agent's identity)")
-	out := fs.String("out", "", "where to write SITE.crt, SITE.key and ca.crt (default: DIR/agents)")
+	out := fs.String("out", "", "where to write SITE.crt, SITE.key, SITE-vm.crt, SITE-vm.key and ca.crt (default: DIR/agents)")
 	days := fs.Int("days", 365, "validity in days")
+	var vmHosts listFlag
+	fs.Var(&vmHosts, "vm-host", "a name or address the site's VMs reach the agent's VM endpoint by (repeatable): issues SITE-vm.crt")
+	vmOnly := fs.Bool("vm-only", false, "issue only the VM endpoint certificate (e.g. when the agent's VM-facing addresses change)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *vmOnly && len(vmHosts) == 0 {
+		return fmt.Errorf("%w: --vm-only needs at least one --vm-host", errUsage)
+	}
+	if *days <= 0 {
+		return fmt.Errorf("%w: --days %d: want a positive number", errUsage, *days)
 	}
 	if *out == "" {
 		*out = filepath.Join(*dir, "agents")
@@ -115,9 +128,23 @@ func tlsIssueAgent(args []string, stdout io.Writer) error {
 		return err
 	}
 	now := time.Now()
-	iss, err := ca.IssueAgent(*site, now.Add(-time.Hour), now.AddDate(0, 0, *days))
-	if err != nil {
-		return err
+	files := map[string][]byte{}
+	var said []string
+	if !*vmOnly {
+		iss, err := ca.IssueAgent(*site, now.Add(-time.Hour), now.AddDate(0, 0, *days))
+		if err != nil {
+			return err
+		}
+		files[*site+".crt"], files[*site+".key"] = iss.CertPEM, iss.KeyPEM
+		said = append(said, fmt.Sprintf("issued agent certificate for site %s (serial %s)", *site, pki.SerialHex(iss.Serial)))
+	}
+	if len(vmHosts) > 0 {
+		iss, err := ca.IssueAgentVM(*site, vmHosts, now.Add(-time.Hour), now.AddDate(0, 0, *days))
+		if err != nil {
+			return err
+		}
+		files[*site+"-vm.crt"], files[*site+"-vm.key"] = iss.CertPEM, iss.KeyPEM
+		said = append(said, fmt.Sprintf("issued VM endpoint certificate for site %s, %s (serial %s)", *site, vmHosts.String(), pki.SerialHex(iss.Serial)))
 	}
 	if err := os.MkdirAll(*out, 0o700); err != nil {
 		return err
@@ -126,12 +153,13 @@ func tlsIssueAgent(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	for name, b := range map[string][]byte{*site + ".crt": iss.CertPEM, *site + ".key": iss.KeyPEM, "ca.crt": caPEM} {
+	files["ca.crt"] = caPEM
+	for name, b := range files {
 		if err := os.WriteFile(filepath.Join(*out, name), b, 0o600); err != nil {
 			return err
 		}
 	}
-	_, err = fmt.Fprintf(stdout, "issued agent certificate for site %s (serial %s) in %s\n", *site, pki.SerialHex(iss.Serial), *out)
+	_, err = fmt.Fprintf(stdout, "%s in %s\n", strings.Join(said, "; "), *out)
 	return err
 }
 

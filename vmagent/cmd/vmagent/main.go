@@ -6,6 +6,12 @@
 // config drive (mounted at DIR, or with "auto" mounted by the vmagent from
 // /dev/disk/by-label/config-2), or a plain directory holding meta_data.json
 // and user_data (tests).
+//
+// Every check-in carries the VM's job count, asked of its own startd
+// (condor_who -quick, then condor_status -direct); a count that fails is
+// sent as unknown. --test-jobs-file is the one test hook: local test VMs,
+// which run no HTCondor (--no-condor), report the count written in that
+// file instead.
 package main
 
 import (
@@ -40,7 +46,7 @@ func run(args []string) error {
 	root := fs.String("root", "/", "prefix for every file written")
 	gossipBind := fs.String("gossip-bind", "", "address the gossip member listens on (default 0.0.0.0:7946)")
 	noCondor := fs.Bool("no-condor", false, "log HTCondor commands instead of running them (local test VMs)")
-	testJobs := fs.String("test-jobs-file", "", `TEST ONLY (local test VMs): report the job count written in this file under --root ("RUNNING CLAIMED")`)
+	testJobs := fs.String("test-jobs-file", "", `TEST ONLY (local test VMs without HTCondor): report the job count written in this file under --root ("RUNNING CLAIMED") instead of asking the startd`)
 	condorBin := fs.String("condor-bin", "", "where HTCondor's user tools are (condor_status, condor_who); default: the sibling of --condor-sbin, or PATH")
 	condorSbin := fs.String("condor-sbin", "", "where HTCondor's daemons and admin tools are (condor_master, condor_off); default: the sibling of --condor-bin, or PATH")
 	if err := fs.Parse(args[1:]); err != nil {
