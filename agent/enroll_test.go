@@ -1,16 +1,22 @@
 package agent
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/sirupsen/logrus"
 
 	"github.com/canopy-grid/canopy/agent/driver"
 	"github.com/canopy-grid/canopy/agent/vmtoken"
@@ -356,4 +362,109 @@ func TestEnrollRefusalsSummarised(t *testing.T) {
 	if got := testutil.ToFloat64(a.metrics.enrollsRefused.WithLabelValues(reasonEnrollSpent)); got != flood {
 		t.Fatalf("counted %v, want %d", got, flood)
 	}
+}
+
+// BenchmarkEnrollment is a VM's enrollment as the agent serves it: a new
+// TLS connection (a fresh VM), the token checks, the server lookup (a
+// cached listing), the spent mark committed to agent.db (one bbolt
+// transaction with its fsync), and both tokens minted.
+func BenchmarkEnrollment(b *testing.B) {
+	cfg := writePKI(b, b.TempDir(), "west", "west")
+	d := newVMCloud()
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	a, err := New(cfg, d, logrus.NewEntry(l))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer a.Close()
+	a.condor = testCondorMinter(b, 24*time.Hour)
+	a.setHubID("hub")
+	srv := vmServer(b, a)
+	type vm struct {
+		s   driver.Server
+		tok string
+	}
+	vms := make([]vm, b.N)
+	for i := range vms {
+		s, tok := bootServer(b, a, d, fmt.Sprintf("vm-%d", i), "atlas")
+		vms[i] = vm{s, tok}
+	}
+	if err := a.flush(); err != nil {
+		b.Fatal(err)
+	}
+	conf := vmClient(b, srv.URL).Transport.(*http.Transport).TLSClientConfig
+	commits := a.StateCommits()
+	b.ResetTimer()
+	for i := range vms {
+		c := &http.Client{Transport: &http.Transport{TLSClientConfig: conf, DisableKeepAlives: true}}
+		body, _ := json.Marshal(vmproto.EnrollRequest{ServerID: vms[i].s.ID, Server: vms[i].s.Name})
+		r, _ := http.NewRequest(http.MethodPost, srv.URL+vmproto.PathEnroll, bytes.NewReader(body))
+		r.Header.Set("Authorization", "Bearer "+vms[i].tok)
+		resp, err := c.Do(r)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			b.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	b.StopTimer()
+	if got := a.StateCommits() - commits; got < uint64(b.N) {
+		b.Fatalf("%d commits for %d enrollments", got, b.N)
+	}
+}
+
+// TestVMEndpointTLSOnly: the VM endpoint speaks TLS 1.3 only; plain HTTP
+// and older TLS are refused before any handler runs, logged once per
+// interval and counted.
+func TestVMEndpointTLSOnly(t *testing.T) {
+	d := newVMCloud()
+	clock := &testClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	a, hook := newTestAgent(t, d, "east", clock)
+	srv := httptest.NewUnstartedServer(a.vmHandler())
+	srv.TLS = a.vmTLS
+	srv.Config.ErrorLog = vmEndpointErrorLog(a)
+	srv.StartTLS()
+	defer srv.Close()
+	plain := "http://" + srv.Listener.Addr().String() + vmproto.PathCheckin
+	conf := vmClient(t, tlsServer(t, a, a.vmHandler()).URL).Transport.(*http.Transport).TLSClientConfig.Clone()
+	conf.MinVersion, conf.MaxVersion = tls.VersionTLS12, tls.VersionTLS12
+	old := &http.Client{Transport: &http.Transport{TLSClientConfig: conf}}
+	const n = 20
+	for range n {
+		if resp, err := http.Post(plain, "application/json", strings.NewReader("{}")); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadRequest || strings.Contains(string(b), "check-in") {
+				t.Fatalf("plain HTTP answered %d %q", resp.StatusCode, b)
+			}
+		}
+		if _, err := old.Post(srv.URL+vmproto.PathCheckin, "application/json", strings.NewReader("{}")); err == nil {
+			t.Fatal("a TLS 1.2 client was served")
+		}
+	}
+	waitCounted(t, func() bool {
+		return testutil.ToFloat64(a.metrics.vmTLSErrors.WithLabelValues("TLS handshake failed")) >= 2*n
+	})
+	full := 0
+	for _, e := range hook.AllEntries() {
+		if e.Message == "VM endpoint connection refused" {
+			full++
+		}
+	}
+	if full != 1 {
+		t.Fatalf("%d full log lines for %d refused connections, want 1", full, 2*n)
+	}
+	if got := testutil.ToFloat64(a.metrics.checkinsRefused.WithLabelValues(reasonNoToken)); got != 0 {
+		t.Fatalf("a refused connection reached the check-in handler (%v)", got)
+	}
+}
+
+// waitCounted polls cond every 10 ms for up to 5 s.
+func waitCounted(t *testing.T, cond func() bool) {
+	t.Helper()
+	waitFor(t, 5*time.Second, "the refused connections to be counted", cond)
 }

@@ -26,7 +26,7 @@ import (
 
 // writePKI creates a CA in dir and a certificate for certSite, and returns
 // an agent config for site using them, with its state in dir/state.
-func writePKI(t *testing.T, dir, site, certSite string) Config {
+func writePKI(t testing.TB, dir, site, certSite string) Config {
 	t.Helper()
 	pkiDir := filepath.Join(dir, "pki")
 	if err := pki.InitCA(pkiDir, []string{"localhost"}, time.Now()); err != nil {
