@@ -186,6 +186,10 @@ func (c Config) Validate() error {
 		if _, err := advertisedHost(c.VMAdvertise); err != nil {
 			return fmt.Errorf("agent config: vm_advertise: %w", err)
 		}
+	} else if host, _, err := net.SplitHostPort(d.VMListen); err == nil {
+		if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+			return fmt.Errorf("agent config: vm_listen %s binds every interface: set vm_advertise to the https://host:port VMs dial", d.VMListen)
+		}
 	}
 	for _, kv := range []struct{ name, v string }{{"vm_listen", c.VMListen}, {"metrics_listen", c.MetricsListen}} {
 		if kv.v == "" {

@@ -160,6 +160,13 @@ func (m *condorMinter) due(exp, now time.Time) bool {
 	return exp.IsZero() || exp.Sub(now) < m.spec.Lifetime/3
 }
 
+// retryAfter is how long a VM that still reports an expiring token after
+// it was sent a new one waits for another: a minute, or a tenth of the
+// lifetime if that is shorter (the renewal window is a third).
+func (m *condorMinter) retryAfter() time.Duration {
+	return min(time.Minute, m.spec.Lifetime/10)
+}
+
 // describe is the minter's settings for the start-up log (no secret).
 func (m *condorMinter) describe() string {
 	return fmt.Sprintf("identity %s, trust domain %s, authz %s, lifetime %s", m.spec.Identity, m.signer.TrustDomain(),

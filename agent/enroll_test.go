@@ -468,3 +468,44 @@ func waitCounted(t *testing.T, cond func() bool) {
 	t.Helper()
 	waitFor(t, 5*time.Second, "the refused connections to be counted", cond)
 }
+
+// TestRenewalRetry: a VM that keeps reporting an expiring HTCondor token
+// (its answer lost, or a vmagent that ignores renewals) gets another only
+// after a minute, not at every check-in.
+func TestRenewalRetry(t *testing.T) {
+	d := newVMCloud()
+	start := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	clock := &testClock{t: start}
+	a, hook := newTestAgent(t, d, "east", clock)
+	srv := vmServer(t, a)
+	s, tok := bootVM(t, a, d, "vm-a", "atlas")
+	exp := start.Add(time.Hour) // within the last third of a 24 h token
+	var got []time.Duration
+	for range 30 {
+		status, body := checkin(t, srv.URL, tok, vmproto.CheckinRequest{ServerID: s.ID, Server: s.Name, State: vmproto.CheckinReady,
+			CondorTokenExpires: exp})
+		if status != http.StatusOK {
+			t.Fatalf("check-in: %d %s", status, body)
+		}
+		var resp vmproto.CheckinResponse
+		if err := json.Unmarshal([]byte(body), &resp); err != nil {
+			t.Fatal(err)
+		}
+		if resp.Condor != nil {
+			got = append(got, clock.Now().Sub(start))
+		}
+		clock.Add(5 * time.Second)
+	}
+	if want := []time.Duration{0, time.Minute, 2 * time.Minute}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("tokens sent at %v, want %v", got, want)
+	}
+	minted := 0
+	for _, e := range hook.AllEntries() {
+		if e.Message == "HTCondor token minted" {
+			minted++
+		}
+	}
+	if minted != 3 {
+		t.Fatalf("%d tokens minted and logged, want 3", minted)
+	}
+}

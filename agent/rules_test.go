@@ -458,6 +458,8 @@ func TestConfigValidate(t *testing.T) {
 		{"no vm_cert", func(c *Config) { c.VMCert = "" }, "vm_cert"},
 		{"plain http vm_advertise", func(c *Config) { c.VMAdvertise = "http://10.0.0.5:7080" }, "TLS only"},
 		{"vm_advertise on all interfaces", func(c *Config) { c.VMAdvertise = "https://0.0.0.0:7080" }, "no host VMs can dial"},
+		{"vm_listen on all interfaces, no vm_advertise", func(c *Config) { c.VMListen = "0.0.0.0:7080" }, "set vm_advertise"},
+		{"vm_listen on all interfaces, vm_advertise", func(c *Config) { c.VMListen, c.VMAdvertise = ":7080", "https://10.0.0.5:7080" }, ""},
 		{"negative enroll_ttl", func(c *Config) { c.EnrollTTL = -time.Minute }, "enroll_ttl"},
 		{"signing key without trust domain", func(c *Config) { c.Condor.SigningKeyFile = "/k" }, "trust_domain is required"},
 		{"bad trust domain", func(c *Config) { c.Condor.TrustDomain = "a b" }, "trust_domain"},

@@ -57,6 +57,10 @@ type vmStatus struct {
 	// unreachable is when the gossip pool declared the VM failed; zero
 	// while it answers.
 	unreachable time.Time
+	// condorMinted is when the agent last minted this VM an HTCondor
+	// token (not persisted): a VM that keeps reporting an old expiry (an
+	// answer lost, an old vmagent) gets another only after a while.
+	condorMinted time.Time
 	// missed counts consecutive inventories whose listing lacked the
 	// server (not persisted): an entry goes after missedListings.
 	missed int
@@ -553,7 +557,7 @@ func (a *Agent) renew(log *logrus.Entry, srv driver.Server, claims vmtoken.Claim
 		}
 		resp.Token, resp.TokenExpires = tok, exp
 	}
-	if a.condor != nil && a.condor.due(req.CondorTokenExpires, now) {
+	if a.condor != nil && a.condor.due(req.CondorTokenExpires, now) && a.vms.mayMintCondor(req.ServerID, now, a.condor.retryAfter()) {
 		ct, err := a.mintCondorToken(log, now, "renew")
 		if err != nil {
 			return err
@@ -561,4 +565,20 @@ func (a *Agent) renew(log *logrus.Entry, srv driver.Server, claims vmtoken.Claim
 		resp.Condor = ct
 	}
 	return nil
+}
+
+// mayMintCondor reports whether a VM may get a new HTCondor token now (none
+// minted for it within after), and if so records that one is.
+func (b *vmBook) mayMintCondor(id string, now time.Time, after time.Duration) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s, ok := b.byID[id]
+	if !ok {
+		return true
+	}
+	if !s.condorMinted.IsZero() && now.Sub(s.condorMinted) < after {
+		return false
+	}
+	s.condorMinted = now
+	return true
 }

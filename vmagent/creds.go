@@ -195,6 +195,12 @@ func obtainCredentials(ctx context.Context, root string, client *http.Client, s 
 		return nil, err
 	}
 	if c != nil {
+		if _, err := os.Stat(filepath.Join(root, CondorTokenPath)); err != nil && !c.CondorExpires.IsZero() {
+			// The token file is gone: report none, so that the agent
+			// sends a new one at the next check-in.
+			log.WithError(err).Warn("HTCondor token file missing: asking the agent for a new one")
+			c.CondorExpires = time.Time{}
+		}
 		log.WithField("token_expires", c.TokenExpires.Format(time.RFC3339)).Info("credentials from an earlier run: not enrolling again")
 		return c, nil
 	}

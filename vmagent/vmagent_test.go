@@ -485,3 +485,71 @@ func BenchmarkFetchAndParse(b *testing.B) {
 		}
 	}
 }
+
+// TestStoredCredentials: what a restarted vmagent finds: its own
+// credentials, none for another server (an image made from another VM),
+// and a lost HTCondor token file reported as no token so the agent sends
+// a new one; a damaged file is an error naming it.
+func TestStoredCredentials(t *testing.T) {
+	exp := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	stored := &Credentials{ServerID: testMetadata.UUID, Token: "tok.sig", TokenExpires: exp, CondorExpires: exp}
+	tests := []struct {
+		name       string
+		setup      func(t *testing.T, root string)
+		wantNil    bool
+		wantCondor time.Time
+		wantErr    string
+	}{
+		{"own, with its token file", func(t *testing.T, root string) {
+			if _, err := WriteCondorToken(root, testIDToken); err != nil {
+				t.Fatal(err)
+			}
+		}, false, exp, ""},
+		{"own, token file lost", func(*testing.T, string) {}, false, time.Time{}, ""},
+		{"another server's", func(t *testing.T, root string) {
+			other := *stored
+			other.ServerID = "00000000-0000-4000-8000-000000000000"
+			if err := saveCredentials(root, &other); err != nil {
+				t.Fatal(err)
+			}
+		}, true, time.Time{}, ""},
+		{"damaged", func(t *testing.T, root string) {
+			if err := os.WriteFile(filepath.Join(root, CredentialsPath), []byte("{"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, false, time.Time{}, CredentialsPath},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			if err := saveCredentials(root, stored); err != nil {
+				t.Fatal(err)
+			}
+			tc.setup(t, root)
+			log, _ := testLog()
+			// An enrollment would fail: no agent at this URL.
+			s := fullSettings()
+			s.AgentURL = "https://127.0.0.1:1"
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			c, err := obtainCredentials(ctx, root, &http.Client{}, s, testMetadata, log)
+			switch {
+			case tc.wantErr != "":
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err %v, want %q", err, tc.wantErr)
+				}
+			case tc.wantNil:
+				if err == nil {
+					t.Fatalf("credentials %+v from another server's file", c)
+				}
+			default:
+				if err != nil {
+					t.Fatal(err)
+				}
+				if c.Token != "tok.sig" || !c.CondorExpires.Equal(tc.wantCondor) {
+					t.Fatalf("credentials %+v", c)
+				}
+			}
+		})
+	}
+}
