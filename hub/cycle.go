@@ -49,7 +49,10 @@ func (h *Hub) cycle(ctx context.Context) {
 	h.history.Fill(&snap)
 	plan := planner.Decide(snap)
 	h.history.Observe(now, plan)
-	if err != nil {
+	if err != nil || !d.Fresh() {
+		// A poll that could not read part of the pool (a schedd) never
+		// retires either: a VM may look idle only because the queue
+		// that feeds it is missing.
 		plan.Retires, plan.Deletes = nil, nil
 	}
 	h.lastPlan, h.planAt = plan, now

@@ -116,6 +116,24 @@ func TestFailedPollNeverRetires(t *testing.T) {
 	}
 }
 
+func TestStaleScheddNeverRetires(t *testing.T) {
+	idleVM := protocol.VM{ID: "id-1", Name: "canopy-west-p1-0-0", Flavor: "c2", Group: "atlas", VMType: "el9",
+		State: protocol.VMActive, Ready: true}
+	src := &scriptedSource{d: demand.Demand{Stale: []string{"schedd2.example.org"}}}
+	h, now := testHub(t, src)
+	idleVM.ReadyAt = now.Add(-time.Hour)
+	connectSite(h, "west", idleVM)
+	h.cycle(context.Background())
+	if r := commands(h, "west", protocol.CmdRetire); len(r) != 0 {
+		t.Fatalf("retired on a poll with a stale schedd: %+v", r)
+	}
+	src.d.Stale = nil
+	h.cycle(context.Background())
+	if r := commands(h, "west", protocol.CmdRetire); len(r) != 1 {
+		t.Fatalf("retire commands after a fresh poll %+v", r)
+	}
+}
+
 func TestStaleDemandStopsBoots(t *testing.T) {
 	src := &scriptedSource{d: demand.Demand{Shapes: []planner.Shape{{Group: "atlas", VMType: "el9", Cpus: 2, MemoryMiB: 1000, Idle: 1}}}}
 	h, now := testHub(t, src)

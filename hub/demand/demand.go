@@ -44,7 +44,17 @@ type Demand struct {
 	// status page and metrics; zero when the source cannot tell).
 	Finished int
 	TakenAt  time.Time
+	// Stale names the parts of the source that could not be read fresh
+	// for this poll (for HTCondor: schedds whose queue failed). Their last
+	// good demand may still be in Shapes, for a while, or be gone. Nil
+	// when everything is fresh. A poll that is not Fresh must not be the
+	// basis of a retirement: a VM may be idle only because the queue that
+	// would feed it could not be read.
+	Stale []string
 }
+
+// Fresh reports whether every part of the source was read for this poll.
+func (d Demand) Fresh() bool { return len(d.Stale) == 0 }
 
 // PoolVM is what the hub tells a source about one VM it knows; a simulated
 // pool uses it to decide which VMs can run jobs. A real pool ignores it.

@@ -23,9 +23,12 @@ const recordedStart = `(TARGET.VMType =?= MY.VMType) || (TARGET.VMType =?= undef
 
 // testConfig describes the recorded pool: two VM types, centos7 and
 // ubuntu22, whose startds advertise the recorded START and file system
-// domain.
+// domain. It reads queues job by job, as the recordings of the shared
+// fixtures were made; the autocluster query has recordings of its own
+// (autocluster_test.go).
 func testConfig() htcondor.Config {
 	return htcondor.Config{
+		DemandQuery: htcondor.QueryJobs,
 		VMTypes: []htcondor.VMTypeConfig{
 			{Name: "centos7"},
 			{Name: "ubuntu22", Attributes: map[string]string{"OpSysAndVer": `"Ubuntu22"`}},

@@ -214,10 +214,6 @@ CANOPY_HUB = $HTC_USER@\$(UID_DOMAIN)
 ALLOW_ADVERTISE_STARTD = \$(ALLOW_DAEMON) \$(CANOPY_HUB)
 ALLOW_ADVERTISE_MASTER = \$(ALLOW_DAEMON) \$(CANOPY_HUB)
 
-# Canopy's job attributes are significant for autoclustering
-# (deploy/htcondor/README.md).
-ADD_SIGNIFICANT_ATTRIBUTES = CanopyGroup, AcctGroup, AccountingGroup, VMType, TargetClouds, VMKeepAlive, VMMaxLifetime, VMImage, VMAMI, VMLoc, VMInstanceType, VMCPUCores, VMMem, VMStorage, VMJobPerCore
-
 # Quick cycles for tests.
 NEGOTIATOR_INTERVAL = 5
 NEGOTIATOR_MIN_INTERVAL = 1
