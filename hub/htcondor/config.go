@@ -25,13 +25,12 @@ type Config struct {
 	// gone. Either way the poll says the schedd is stale
 	// (demand.Demand.Stale). Default 5m.
 	DemandMaxAge time.Duration `yaml:"demand_max_age"`
-	// DemandQuery is how idle jobs are read: "autocluster" (the default)
-	// has each schedd group its idle jobs by the attributes shapes depend
-	// on and send one row per group with its job count (condor_q
-	// -group-by); running jobs, which the pool's slots bound, are read one
-	// by one. "jobs" reads every job one by one (condor_q -json
-	// -attributes). A schedd that cannot group is read one by one, and
-	// the status says so.
+	// DemandQuery is how queues are read: "autocluster" (the default)
+	// has each schedd group its jobs by status and by the attributes
+	// shapes depend on and send one row per group with its job count
+	// (condor_q -group-by); "jobs" reads every job one by one (condor_q
+	// -json -attributes). A schedd that cannot group is read one by one,
+	// and the status says so.
 	DemandQuery string `yaml:"demand_query"`
 	// Pool is the central manager, "host[:port]", passed as -pool to every
 	// tool. Empty means the tools' own COLLECTOR_HOST.

@@ -12,11 +12,8 @@
 // parallel. With Config.DemandQuery "autocluster" (the default):
 //
 //	condor_q [-pool P] [-name SCHEDD] -allusers -group-by -json \
-//	    -constraint 'JobStatus =?= 1 || JobStatus =?= undefined' \
-//	    -attributes Owner,AcctGroup,...           (idle jobs: one row per group, JobCount)
-//	condor_q [-pool P] [-name SCHEDD] -allusers -json \
-//	    -constraint 'JobStatus == 2 || JobStatus == 6 || JobStatus == 7' \
-//	    -attributes ClusterId,ProcId,JobStatus,Owner,...   (running jobs, bounded by the slots)
+//	    -constraint 'JobStatus == 1 || JobStatus == 2 || JobStatus == 6 || JobStatus == 7' \
+//	    -attributes JobStatus,Owner,AcctGroup,...   (one row per group of jobs, JobCount)
 //
 // with "jobs", every job one by one:
 //
@@ -35,12 +32,15 @@
 //
 // # Why grouped idle jobs, and a projection
 //
-// A group row stands for every idle job whose shaping attributes have the
-// same values: the same thing the job-by-job reader calls a signature, so
+// A group row stands for every job whose status and shaping attributes
+// have the same values: the same thing the job-by-job reader calls a signature, so
 // the two give the same shapes and counts (tested on the live pool and on
 // its recordings). The schedd does the grouping (its on-the-fly
 // autoclustering, condor_q -group-by): 300,000 idle jobs of 3 kinds cross
-// the wire as 3 rows. The schedd's default autoclusters (condor_q
+// the wire as 3 rows. The schedd still visits every job (as it does for
+// any condor_q), so its cost grows with the queue; what is saved is
+// formatting, sending and parsing every job (see deploy/htcondor/README.md
+// for figures). The schedd's default autoclusters (condor_q
 // -autocluster) cannot stand in: their counts include running and held
 // jobs, they exist only once the negotiator has asked the schedd for work
 // (never in a pool with no slot), and they group by the negotiator's

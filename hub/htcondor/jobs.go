@@ -230,7 +230,7 @@ var ErrNotGrouped = errors.New("rows carry no JobCount: the schedd did not group
 const maxGroupJobs = 1 << 31
 
 // readGroups streams condor_q -group-by -json output (one row per group of
-// idle jobs, with JobCount and JobIds) into q.
+// jobs, with JobStatus, JobCount and JobIds) into q.
 func (q *queue) readGroups(r io.Reader) error {
 	st := newAdStream(r, q.src.cfg.MaxAdBytes)
 	for {
@@ -251,7 +251,7 @@ func (q *queue) readGroups(r io.Reader) error {
 	}
 }
 
-// addGroup counts one group row: JobCount idle jobs with the row's
+// addGroup counts one group row: JobCount jobs with the row's status and
 // attributes.
 func (q *queue) addGroup(attrs []rawAttr) error {
 	q.index(attrs)
@@ -271,10 +271,26 @@ func (q *queue) addGroup(attrs []rawAttr) error {
 	if n < 0 {
 		return ErrNotGrouped
 	}
+	k := q.slots[q.proj.status]
+	if k == 0 {
+		return fmt.Errorf("group row %s has no JobStatus", q.jobID(attrs))
+	}
+	status, ok := rawInt(attrs[k-1].kind, attrs[k-1].val)
+	if !ok {
+		return fmt.Errorf("group row %s: JobStatus %s is not an integer", q.jobID(attrs), clip(string(attrs[k-1].val), 40))
+	}
 	q.groups++
 	q.jobs += int(n)
-	q.idle += int(n)
-	return q.count(attrs, statusIdle, int(n))
+	switch status {
+	case statusIdle:
+		q.idle += int(n)
+	case statusRunning, statusTransferring, statusSuspended:
+		q.running += int(n)
+	default:
+		q.ignored += int(n)
+		return nil
+	}
+	return q.count(attrs, status, int(n))
 }
 
 // count adds n jobs of status whose attributes are attrs (indexed in

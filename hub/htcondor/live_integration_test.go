@@ -233,8 +233,7 @@ func TestLiveAutocluster(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		save("80_live_condor_q-group-by_idle", autoRec, autoSrc.IdleGroupsCommand(""))
-		save("80_live_condor_q-json_running", autoRec, autoSrc.RunningCommand(""))
+		save("80_live_condor_q-group-by", autoRec, autoSrc.GroupsCommand(""))
 		save("80_live_condor_q-json_jobs", jobsRec, jobsSrc.QueueCommand(""))
 		save("80_live_condor_status-json_slots", jobsRec, jobsSrc.SlotsCommand())
 		// What the schedd's default autoclusters say of the same queue.

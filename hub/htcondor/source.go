@@ -113,31 +113,16 @@ func (s *Source) scheddArgs(schedd string) []string {
 	return args
 }
 
-// idleGroupConstraint selects idle jobs for the grouping query. condor_q
-// applies -constraint to what the schedd sends back too, and a group row
-// has no JobStatus: "JobStatus =?= undefined" lets the rows through, and no
-// job (every job has a JobStatus).
-const idleGroupConstraint = "JobStatus =?= 1 || JobStatus =?= undefined"
-
-// runningConstraint selects the jobs that hold a VM: running, transferring
-// output, suspended. Their number is bounded by the pool's slots.
-const runningConstraint = "JobStatus == 2 || JobStatus == 6 || JobStatus == 7"
-
-// IdleGroupsCommand is the condor_q command line that has schedd ("" for
-// the default one) group its idle jobs by every attribute a shape depends
-// on (the schedd's on-the-fly autoclustering, condor_q -group-by) and send
-// one row per group, with JobCount and JobIds.
-func (s *Source) IdleGroupsCommand(schedd string) Cmd {
-	args := append(s.scheddArgs(schedd), "-allusers", "-group-by", "-json", "-constraint", idleGroupConstraint,
-		"-attributes", strings.Join(s.proj.shapingNames(), ","))
-	return Cmd{Name: "condor_q", Args: args}
-}
-
-// RunningCommand is the condor_q command line that reads schedd's running
-// jobs one by one (with the autocluster query).
-func (s *Source) RunningCommand(schedd string) Cmd {
-	args := append(s.scheddArgs(schedd), "-allusers", "-json", "-constraint", runningConstraint,
-		"-attributes", strings.Join(s.proj.names, ","))
+// GroupsCommand is the condor_q command line that has schedd ("" for the
+// default one) group its jobs that are demand or hold a VM (idle, running,
+// transferring, suspended) by their status and by every attribute a shape
+// depends on (the schedd's autoclustering done on the fly, condor_q
+// -group-by), and send one row per group with JobCount and JobIds: the
+// "autocluster" query. condor_q applies -constraint to the rows it gets
+// back too; they carry JobStatus, so the job constraint lets them through.
+func (s *Source) GroupsCommand(schedd string) Cmd {
+	args := append(s.scheddArgs(schedd), "-allusers", "-group-by", "-json", "-constraint", jobConstraint,
+		"-attributes", strings.Join(append([]string{"JobStatus"}, s.proj.shapingNames()...), ","))
 	return Cmd{Name: "condor_q", Args: args}
 }
 
@@ -403,25 +388,19 @@ func (s *Source) Poll(ctx context.Context, now time.Time, pool []demand.PoolVM) 
 }
 
 // readSchedd reads one schedd's queue. With the autocluster query (unless
-// noGroup says the schedd cannot answer it) the schedd groups its idle jobs
-// and sends one row per group (IdleGroupsCommand), and the running jobs
-// come one by one (RunningCommand): their number is bounded by the pool's
-// slots, not by the queue. A schedd that does not group (its condor_q
-// does not know -group-by, or its rows carry no JobCount) is read job by
-// job (QueueCommand) in the same poll, and the result says why.
+// noGroup says the schedd cannot answer it) the schedd groups the jobs and
+// sends one row per group (GroupsCommand). A schedd that does not group
+// (its condor_q does not know -group-by, or its rows carry no JobCount) is
+// read job by job (QueueCommand) in the same poll, and the result says why.
 func (s *Source) readSchedd(ctx context.Context, name, noGroup string) scheddRead {
 	t0 := time.Now()
 	if s.cfg.DemandQuery == QueryAutocluster && noGroup == "" {
 		q := s.newQueue()
-		stderr, err := runTool(ctx, s.run, s.cfg.CommandTimeout, s.IdleGroupsCommand(name), q.readGroups)
+		stderr, err := runTool(ctx, s.run, s.cfg.CommandTimeout, s.GroupsCommand(name), q.readGroups)
 		if why := notGrouped(err); why != "" {
 			noGroup = why
 		} else {
-			if err == nil {
-				s.warn(name, stderr)
-				stderr, err = runTool(ctx, s.run, s.cfg.CommandTimeout, s.RunningCommand(name), q.read)
-				s.warn(name, stderr)
-			}
+			s.warn(name, stderr)
 			return scheddRead{q: q, query: QueryAutocluster, err: err, took: time.Since(t0)}
 		}
 	}
