@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -24,14 +25,34 @@ import (
 
 // liveConfig is the hub's htcondor section for the test pool, as
 // deploy/htcondor/README.md documents it: only bin_dir is given (sbin_dir,
-// where condor_advertise is, is its sibling).
-func liveConfig(p *condortest.Pool) htcondor.Config {
-	return htcondor.Config{
+// where condor_advertise is, is its sibling). With a fence, the VM types'
+// machine ad carries CanopyTestFence = fence (see fenceRequirements).
+func liveConfig(p *condortest.Pool, fence string) htcondor.Config {
+	c := htcondor.Config{
 		Pool:           p.Collector,
 		BinDir:         p.BinDir,
 		CommandTimeout: time.Minute,
 		VMTypes:        []htcondor.VMTypeConfig{{Name: "el9"}, {Name: "el8"}},
 	}
+	if fence != "" {
+		c.MachineAd = map[string]string{"CanopyTestFence": strconv.Quote(fence)}
+	}
+	return c
+}
+
+// fenceRequirements is a submit line that keeps a test's jobs off every
+// worker but the test's own (which advertises CanopyTestFence, see
+// fenceConfig): other work on the machine may run workers in the same test
+// pool, and they must not run (or count as running) this test's jobs. The
+// hub's VM types carry the fence too (liveConfig), so shapes are as
+// without it.
+func fenceRequirements(fence string) string {
+	return fmt.Sprintf("requirements = (TARGET.CanopyTestFence =?= %q)\n", fence)
+}
+
+// fenceConfig is the worker config that advertises fence.
+func fenceConfig(fence string) string {
+	return fmt.Sprintf("CanopyTestFence = %q\nSTARTD_ATTRS = $(STARTD_ATTRS) CanopyTestFence\n", fence)
 }
 
 // vmConfigDir writes what vmagent would advertise for a VM (vmagent/condor.go).
@@ -70,7 +91,7 @@ func TestLiveInvalidate(t *testing.T) {
 		ConfigDir: vmConfigDir(t, vm, "atlas", "el9", "")})
 	w.WaitSlots(t, 60*time.Second)
 
-	cfg := liveConfig(p)
+	cfg := liveConfig(p, "")
 	src, err := htcondor.New(cfg, cfg.Runner(), quietLog())
 	if err != nil {
 		t.Fatal(err)
@@ -153,22 +174,24 @@ queue 2`},
 func TestLiveAutocluster(t *testing.T) {
 	p := condortest.Load(t)
 	t.Setenv("CONDOR_CONFIG", p.Config)
+	const fence = "canopy-live-autocluster"
 	w := p.StartWorker(t, condortest.WorkerOptions{Hostname: "liveac1", Token: p.Token(t, "condor@"+p.TrustDomain, nil, time.Hour),
-		Cpus: 2, MemoryMiB: 2048, ConfigDir: vmConfigDir(t, "canopy-live-ac-1", "atlas", "el9", "START = (TARGET.LiveRun =?= true)\n")})
+		Cpus: 2, MemoryMiB: 2048, ConfigDir: vmConfigDir(t, "canopy-live-ac-1", "atlas", "el9", fenceConfig(fence)+"START = (TARGET.LiveRun =?= true)\n")})
 	w.WaitSlots(t, 60*time.Second)
 	dir := p.JobDir(t)
 	var clusters []string
 	for _, sh := range liveShapes {
-		c := p.SubmitIn(t, dir, "executable = /bin/sleep\narguments = 600\nshould_transfer_files = YES\n"+sh.submit+"\n")
+		c := p.SubmitIn(t, dir, "executable = /bin/sleep\narguments = 600\nshould_transfer_files = YES\n"+fenceRequirements(fence)+sh.submit+"\n")
 		clusters = append(clusters, fmt.Sprintf("ClusterId == %d", c))
 	}
+	mine := "(" + strings.Join(clusters, " || ") + ")"
 	condortest.Eventually(t, 90*time.Second, 500*time.Millisecond, "two jobs running on the worker", func() (bool, error) {
-		ads, err := p.QueryErr("condor_q", "-allusers", "-constraint", "JobStatus == 2", "-attributes", "ProcId")
+		ads, err := p.QueryErr("condor_q", "-allusers", "-constraint", "JobStatus == 2 && "+mine, "-attributes", "ProcId")
 		return len(ads) == 2, err
 	})
 
 	read := func(query string) (htcondor.Status, *condorfake.Recorder, *htcondor.Source) {
-		cfg := liveConfig(p)
+		cfg := liveConfig(p, fence)
 		cfg.DemandQuery = query
 		rec := &condorfake.Recorder{Runner: cfg.Runner()}
 		src, err := htcondor.New(cfg, rec, quietLog())
