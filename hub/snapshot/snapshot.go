@@ -190,6 +190,7 @@ type memo struct {
 	idleSince, registeredAt  time.Time
 	firstRegistered          time.Time
 	everRegistered, inView   bool
+	lastEv                   planner.Evidence // at the last build that listed the VM
 	unreg, idle, noJob, dark time.Duration
 }
 
@@ -440,9 +441,15 @@ func observe(vm *protocol.VM, takenAt time.Time, ckMax time.Duration, machines m
 }
 
 // vmFor turns one VM's observation into the planner's VM, and moves its
-// memo and clocks on by dt.
+// memo and clocks on by dt (the time since the last build, zero if that
+// build did not list the VM). A clock counts dt only when the last build
+// saw the same evidence: time between two kinds of evidence is unknown.
 func vmFor(vm *protocol.VM, f protocol.Flavor, site string, o obs, m *memo, now time.Time, dt time.Duration,
 	st *intent.State) planner.VM {
+	if m.lastEv != o.ev {
+		dt = 0
+	}
+	m.lastEv = o.ev
 	order, ordered := st.Retire[vm.ID]
 	_, held := st.Hold[vm.ID]
 	pv := planner.VM{ID: vm.ID, Site: site, Name: vm.Name, Group: vm.Group, VMType: vm.VMType, Flavor: vm.Flavor,
