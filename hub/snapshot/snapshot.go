@@ -175,6 +175,27 @@ type Builder struct {
 	last time.Time
 	gen  uint64
 	vms  map[string]*memo // by VM id
+	// order is, per site, the VMs the last build listed there, in order:
+	// a VM at the same place as last time needs no map lookup.
+	order map[string]*siteOrder
+	// Buffers reused from build to build.
+	seen []seen
+	buf  []planner.VM
+}
+
+// siteOrder is one site's Canopy VMs in inventory order.
+type siteOrder struct {
+	ids   []string
+	memos []*memo
+}
+
+// seen is what one build looked up about one listed Canopy VM.
+type seen struct {
+	m       *memo
+	mach    demand.Machine
+	listed  bool // the pool view lists it (usable or not)
+	ordered bool
+	orderAt time.Time // when it was told to retire
 }
 
 // memo is what the builder remembers of one VM between builds.
@@ -195,7 +216,7 @@ type memo struct {
 }
 
 // NewBuilder returns a Builder.
-func NewBuilder() *Builder { return &Builder{vms: map[string]*memo{}} }
+func NewBuilder() *Builder { return &Builder{vms: map[string]*memo{}, order: map[string]*siteOrder{}} }
 
 // obs is what one build concludes about one VM.
 type obs struct {
@@ -213,7 +234,9 @@ type obs struct {
 	machine           demand.Machine
 }
 
-// Build returns the planner's snapshot for in, and what it concluded.
+// Build returns the planner's snapshot for in, and what it concluded. The
+// snapshot's VMs are in a buffer the next Build reuses: plan on it before
+// building the next.
 func (b *Builder) Build(in Input) (planner.Snapshot, Report) {
 	now := in.Now
 	st := in.Intent
@@ -221,7 +244,7 @@ func (b *Builder) Build(in Input) (planner.Snapshot, Report) {
 		st = intent.New()
 	}
 	if b.vms == nil {
-		b.vms = map[string]*memo{}
+		b.vms, b.order = map[string]*memo{}, map[string]*siteOrder{}
 	}
 	invMax := cmpOr(in.InventoryMaxAge, DefaultInventoryMaxAge)
 	ckMax := cmpOr(in.CheckinMaxAge, DefaultCheckinMaxAge)
@@ -254,22 +277,26 @@ func (b *Builder) Build(in Input) (planner.Snapshot, Report) {
 	}
 
 	rep := Report{PoolView: PoolOK}
-	machines := in.Demand.Machines
+	polled := in.DemandOK && in.Demand.PoolErr == ""
+	tally := b.lookUp(in, st, polled, fresh, ckMax)
 	switch {
 	case !in.DemandOK:
 		rep.PoolView, rep.PoolReason = PoolFailed, "the job source's poll failed"
 	case in.Demand.PoolErr != "":
 		rep.PoolView, rep.PoolReason = PoolFailed, in.Demand.PoolErr
 	default:
-		if why := b.implausible(in, fresh, ckMax); why != "" {
+		if why := tally.implausible(in.Demand); why != "" {
 			rep.PoolView, rep.PoolReason = PoolImplausible, why
 		}
 	}
 	poolOK := rep.PoolView == PoolOK
 	poolWhy := "pool view " + rep.PoolView + ": " + rep.PoolReason
 
+	if n := nVMs + len(st.Pending); cap(b.buf) < n {
+		b.buf = make([]planner.VM, 0, n+n/8)
+	}
 	snap := planner.Snapshot{Now: now, Shapes: in.Demand.Shapes, Config: in.Config, Groups: in.Groups,
-		VMTypes: in.VMTypes, Aliases: in.Aliases, VMs: make([]planner.VM, 0, nVMs+len(st.Pending))}
+		VMTypes: in.VMTypes, Aliases: in.Aliases, VMs: b.buf[:0]}
 	hist := planner.RestoreHistory(st.History)
 
 	pendingBy := map[string][]intent.PendingBoot{}
@@ -278,6 +305,7 @@ func (b *Builder) Build(in Input) (planner.Snapshot, Report) {
 		pendingBy[p.Cloud] = append(pendingBy[p.Cloud], p)
 	}
 	keepSites := map[string]bool{} // sites whose VMs are not listed now
+	k := 0                         // index into b.seen
 	for ci := range in.Clouds {
 		cl := &in.Clouds[ci]
 		c := cl.Settings
@@ -316,11 +344,9 @@ func (b *Builder) Build(in Input) (planner.Snapshot, Report) {
 				c.Foreign.RAMMiB += f.RAMMiB
 				continue
 			}
-			m := b.vms[vm.ID]
-			if m == nil {
-				m = &memo{}
-				b.vms[vm.ID] = m
-			}
+			sn := &b.seen[k]
+			k++
+			m := sn.m
 			// Time counts from the last build only if it listed the VM.
 			step := time.Duration(0)
 			if m.gen+1 == b.gen {
@@ -332,12 +358,12 @@ func (b *Builder) Build(in Input) (planner.Snapshot, Report) {
 			if !fresh[ci] {
 				o = obs{ev: planner.EvidenceUnknown, why: cloudWhy[ci], keep: true}
 			} else {
-				o = observe(vm, inv.TakenAt, ckMax, machines, poolOK, poolWhy, m)
+				o = observe(vm, inv.TakenAt, ckMax, sn, poolOK, poolWhy, m)
 				if poolOK {
 					m.inView = o.inPool
 				}
 			}
-			pv := vmFor(vm, f, c.Site, o, m, now, step, st)
+			pv := vmFor(vm, f, c.Site, o, m, now, step, sn, st)
 			switch pv.Evidence {
 			case planner.EvidenceRegistered:
 				rep.Counts.Registered++
@@ -368,20 +394,140 @@ func (b *Builder) Build(in Input) (planner.Snapshot, Report) {
 	}
 	// Forget VMs that no longer exist; keep those of clouds that list
 	// nothing now (no inventory yet): unknown is not gone.
-	for id, m := range b.vms {
-		if m.gen != b.gen && !keepSites[m.site] {
-			delete(b.vms, id)
+	if len(b.vms) > len(b.seen) {
+		for id, m := range b.vms {
+			if m.gen != b.gen && !keepSites[m.site] {
+				delete(b.vms, id)
+			}
 		}
 	}
+	if len(b.order) > len(in.Clouds) {
+		sites := make(map[string]bool, len(in.Clouds))
+		for i := range in.Clouds {
+			sites[in.Clouds[i].Settings.Site] = true
+		}
+		for site := range b.order {
+			if !sites[site] {
+				delete(b.order, site)
+			}
+		}
+	}
+	b.buf = snap.VMs[:0]
 	slices.SortFunc(rep.Clouds, func(a, b CloudReport) int { return cmp.Compare(a.Site, b.Site) })
 	hist.Fill(&snap)
 	return snap, rep
 }
 
+// lookUp fills b.seen with what the build needs to look up about each
+// listed Canopy VM, once: its memo (created if new), the pool's view of it
+// (when the poll worked) and its retirement order; and counts what the
+// plausibility of the pool view is judged on.
+func (b *Builder) lookUp(in Input, st *intent.State, polled bool, fresh []bool, ckMax time.Duration) viewTally {
+	var t viewTally
+	b.seen = b.seen[:0]
+	for ci := range in.Clouds {
+		inv := in.Clouds[ci].Inventory
+		if inv == nil {
+			continue
+		}
+		site := in.Clouds[ci].Settings.Site
+		so := b.order[site]
+		if so == nil {
+			so = &siteOrder{}
+			b.order[site] = so
+		}
+		n := 0
+		for vi := range inv.VMs {
+			vm := &inv.VMs[vi]
+			if vm.Foreign || vm.Hub != in.HubID {
+				continue
+			}
+			var m *memo
+			if n < len(so.ids) && so.ids[n] == vm.ID {
+				m = so.memos[n]
+			} else if m = b.vms[vm.ID]; m == nil {
+				m = &memo{}
+				b.vms[vm.ID] = m
+			}
+			if n < len(so.ids) {
+				so.ids[n], so.memos[n] = vm.ID, m
+			} else {
+				so.ids, so.memos = append(so.ids, vm.ID), append(so.memos, m)
+			}
+			n++
+			sn := seen{m: m}
+			if polled {
+				sn.mach, sn.listed = in.Demand.Machines[vm.Name]
+			}
+			if len(st.Retire) > 0 {
+				var r intent.RetireOrder
+				r, sn.ordered = st.Retire[vm.ID]
+				sn.orderAt = r.At
+			}
+			b.seen = append(b.seen, sn)
+			if fresh[ci] && vm.State == protocol.VMActive && !vm.Retiring && !sn.ordered {
+				t.add(vm, m, sn.listed, inv.TakenAt, ckMax)
+			}
+		}
+		clear(so.memos[n:])
+		so.ids, so.memos = so.ids[:n], so.memos[:n]
+	}
+	return t
+}
+
+// viewTally counts, over the active VMs of reporting clouds that are not
+// retiring, how many the pool view lists of those it should.
+type viewTally struct {
+	// prev: listed in the last accepted view; ck: ready, settled, with a
+	// fresh check-in; ready: ready and settled. kept: of those, listed now.
+	prevN, prevKept, ckN, ckKept, ready int
+}
+
+func (t *viewTally) add(vm *protocol.VM, m *memo, listed bool, takenAt time.Time, ckMax time.Duration) {
+	if m.inView {
+		t.prevN++
+		if listed {
+			t.prevKept++
+		}
+	}
+	if !vm.Ready || !(m.everRegistered || takenAt.Sub(vm.ReadyAt) >= RegisterGrace) {
+		return
+	}
+	t.ready++
+	if vm.Jobs != nil && takenAt.Sub(vm.Jobs.At) <= ckMax {
+		t.ckN++
+		if listed {
+			t.ckKept++
+		}
+	}
+}
+
+// implausible says why the pool view cannot be right, or "" when it may
+// be: it lost most of the VMs the last accepted view listed that still
+// exist and are not retiring, or most ready VMs whose own check-ins are
+// fresh, or lists none at all while the queue shows running jobs.
+func (t *viewTally) implausible(d demand.Demand) string {
+	switch {
+	case t.prevN >= 2 && 2*t.prevKept < t.prevN:
+		return fmt.Sprintf("the pool lists %d of the %d VMs it listed before that are still up", t.prevKept, t.prevN)
+	case t.ckN >= 2 && 2*t.ckKept < t.ckN:
+		return fmt.Sprintf("the pool lists %d of the %d ready VMs whose own check-ins are fresh", t.ckKept, t.ckN)
+	}
+	if len(d.Machines) == 0 && t.ready > 0 {
+		running := 0
+		for _, sh := range d.Shapes {
+			running += max(0, sh.Running)
+		}
+		if running > 0 {
+			return fmt.Sprintf("the pool lists none of Canopy's %d ready VMs while the queue shows %d running jobs", t.ready, running)
+		}
+	}
+	return ""
+}
+
 // observe concludes what fresh inventory, pool view and check-in say of a
 // VM on a cloud that reports.
-func observe(vm *protocol.VM, takenAt time.Time, ckMax time.Duration, machines map[string]demand.Machine,
-	poolOK bool, poolWhy string, m *memo) obs {
+func observe(vm *protocol.VM, takenAt time.Time, ckMax time.Duration, sn *seen, poolOK bool, poolWhy string, m *memo) obs {
 	counted := vm.Jobs != nil && takenAt.Sub(vm.Jobs.At) <= ckMax
 	jobs := 0
 	if counted {
@@ -390,7 +536,7 @@ func observe(vm *protocol.VM, takenAt time.Time, ckMax time.Duration, machines m
 	var mach demand.Machine
 	inPool := false
 	if poolOK {
-		mach, inPool = machines[vm.Name]
+		mach, inPool = sn.mach, sn.listed
 	}
 	o := obs{inPool: inPool, machine: mach}
 	switch vm.State {
@@ -445,15 +591,18 @@ func observe(vm *protocol.VM, takenAt time.Time, ckMax time.Duration, machines m
 // build did not list the VM). A clock counts dt only when the last build
 // saw the same evidence: time between two kinds of evidence is unknown.
 func vmFor(vm *protocol.VM, f protocol.Flavor, site string, o obs, m *memo, now time.Time, dt time.Duration,
-	st *intent.State) planner.VM {
+	sn *seen, st *intent.State) planner.VM {
 	if m.lastEv != o.ev {
 		dt = 0
 	}
 	m.lastEv = o.ev
-	order, ordered := st.Retire[vm.ID]
-	_, held := st.Hold[vm.ID]
+	ordered := sn.ordered
+	held := false
+	if len(st.Hold) > 0 {
+		_, held = st.Hold[vm.ID]
+	}
 	pv := planner.VM{ID: vm.ID, Site: site, Name: vm.Name, Group: vm.Group, VMType: vm.VMType, Flavor: vm.Flavor,
-		Image: vm.Image, Cpus: f.VCPUs, MemoryMiB: f.RAMMiB, CreatedAt: vm.CreatedAt, RetiringSince: order.At,
+		Image: vm.Image, Cpus: f.VCPUs, MemoryMiB: f.RAMMiB, CreatedAt: vm.CreatedAt, RetiringSince: sn.orderAt,
 		Held: held, Evidence: o.ev, Why: o.why}
 
 	switch o.ev {
@@ -548,67 +697,6 @@ func vmFor(vm *protocol.VM, f protocol.Flavor, site string, o obs, m *memo, now 
 		}
 	}
 	return pv
-}
-
-// implausible says why the pool view cannot be right, or "" when it may
-// be: it lost most of the VMs the last accepted view listed that still
-// exist and are not retiring, or most ready VMs whose own check-ins are
-// fresh, or lists none at all while the queue shows running jobs.
-func (b *Builder) implausible(in Input, fresh []bool, ckMax time.Duration) string {
-	machines := in.Demand.Machines
-	var prevN, prevKept, ckN, ckKept, ready int
-	for ci := range in.Clouds {
-		inv := in.Clouds[ci].Inventory
-		if !fresh[ci] {
-			continue
-		}
-		for vi := range inv.VMs {
-			vm := &inv.VMs[vi]
-			if vm.Foreign || vm.Hub != in.HubID || vm.State != protocol.VMActive || vm.Retiring {
-				continue
-			}
-			if in.Intent != nil {
-				if _, ordered := in.Intent.Retire[vm.ID]; ordered {
-					continue
-				}
-			}
-			_, listed := machines[vm.Name]
-			m := b.vms[vm.ID]
-			if m != nil && m.inView {
-				prevN++
-				if listed {
-					prevKept++
-				}
-			}
-			settled := vm.Ready && (m != nil && m.everRegistered || inv.TakenAt.Sub(vm.ReadyAt) >= RegisterGrace)
-			if !settled {
-				continue
-			}
-			ready++
-			if vm.Jobs != nil && inv.TakenAt.Sub(vm.Jobs.At) <= ckMax {
-				ckN++
-				if listed {
-					ckKept++
-				}
-			}
-		}
-	}
-	switch {
-	case prevN >= 2 && 2*prevKept < prevN:
-		return fmt.Sprintf("the pool lists %d of the %d VMs it listed before that are still up", prevKept, prevN)
-	case ckN >= 2 && 2*ckKept < ckN:
-		return fmt.Sprintf("the pool lists %d of the %d ready VMs whose own check-ins are fresh", ckKept, ckN)
-	}
-	if len(machines) == 0 && ready > 0 {
-		running := 0
-		for _, sh := range in.Demand.Shapes {
-			running += max(0, sh.Running)
-		}
-		if running > 0 {
-			return fmt.Sprintf("the pool lists none of Canopy's %d ready VMs while the queue shows %d running jobs", ready, running)
-		}
-	}
-	return ""
 }
 
 // flavor finds a flavor by name; the zero Flavor if there is none.
