@@ -511,7 +511,7 @@ func TestUnackedBootDroppedAfterSessionLoss(t *testing.T) {
 	}
 	e.disconnect("west")
 	e.advance(10 * time.Second)
-	s = e.connect("west")
+	e.connect("west")
 	e.h.source.(*scriptedSource).d = demand.Demand{}
 	e.cycle()
 	if len(e.h.loop.st.Pending) != 0 {
@@ -590,4 +590,50 @@ func itoa(i int) string {
 		b = append([]byte{byte('0' + i%10)}, b...)
 	}
 	return string(b)
+}
+
+// TestRetireDeadlineDeleteOverrides: a VM still retiring past its retire
+// deadline is deleted with the deadline override (the agent deletes it
+// even if it reports jobs); the planner's Delete.Deadline says so.
+func TestRetireDeadlineDeleteOverrides(t *testing.T) {
+	src := &scriptedSource{}
+	e := newEnv(t, src)
+	v := vm("id-1", "canopy-west-p1-0-0", readySince(e.now.Add(-30*time.Hour)), func(v *protocol.VM) { v.Retiring = true })
+	src.d = inPool(demand.Demand{}, *e.now, v)
+	e.h.loop.tx.PutRetire(intent.RetireOrder{VMID: "id-1", Cloud: "west", At: e.now.Add(-25 * time.Hour)})
+	s := e.connect("west", v)
+	e.cycle()
+	d := drain(s, protocol.CmdDelete)
+	if len(d) != 1 || d[0].Delete.Override != protocol.DeleteDeadline || d[0].Delete.VMIDs[0] != "id-1" {
+		t.Fatalf("deletes %+v", d)
+	}
+}
+
+// TestReconnectingAgentsVMsStayCapacity: between an agent's reconnect and
+// its first inventory on the new session, its VMs are unknown, not gone:
+// the idle jobs they would take are not booted for on another cloud.
+func TestReconnectingAgentsVMsStayCapacity(t *testing.T) {
+	src := &scriptedSource{}
+	e := newEnv(t, src)
+	v := vm("id-1", "canopy-west-p1-0-0", readySince(e.now.Add(-time.Hour)))
+	src.d = inPool(atlas(2), *e.now, v) // the VM's 2 cores take both jobs
+	e.connect("west", v)
+	east := e.connect("east")
+	e.cycle()
+	// West's agent reconnects: a new session, no inventory on it yet.
+	l := e.h.linkFor("west")
+	l.mu.Lock()
+	nv := *l.load()
+	nv.Session = int(e.h.sessionSeq.Add(1))
+	l.view.Store(&nv)
+	l.mu.Unlock()
+	e.advance(10 * time.Second)
+	e.report("east")
+	e.cycle()
+	if b := drain(east, protocol.CmdBoot); len(b) != 0 {
+		t.Fatalf("booted on east for jobs west's VM takes: %+v", b)
+	}
+	if ev := e.h.Status().Evidence; ev.Counts.Unknown != 1 || len(ev.Clouds) != 1 || ev.Clouds[0].Site != "west" {
+		t.Fatalf("evidence %+v", ev)
+	}
 }
