@@ -37,17 +37,21 @@ func (a *Agent) session(ctx context.Context) (connected bool, err error) {
 		return false, fmt.Errorf("open control stream: %w", err)
 	}
 	conn := protocol.NewConn(st, st)
-	w, err := protocol.ClientHandshake(conn, protocol.Hello{Site: a.cfg.Site, Software: Version})
+	w, err := protocol.ClientHandshake(conn, protocol.Hello{Site: a.cfg.Site, Software: Version, Epoch: a.epoch})
 	if err != nil {
 		return false, fmt.Errorf("handshake: %w", err)
 	}
+	prevHub := a.setHubID(w.HubID)
 	a.mu.Lock()
-	a.hubID = w.HubID
 	a.status.Connected = true
 	a.status.Sessions++
 	a.status.LastError = ""
 	a.mu.Unlock()
-	a.log.WithFields(map[string]any{"hub": w.HubID, "version": w.Version}).Info("connected to hub")
+	a.log.WithFields(map[string]any{"hub": w.HubID, "version": w.Version, "epoch": a.epoch}).Info("connected to hub")
+	if prevHub != "" && prevHub != w.HubID {
+		// Servers the previous hub booted are foreign from now on.
+		a.log.WithFields(map[string]any{"hub": w.HubID, "previous_hub": prevHub}).Warn("connected to another hub than before")
+	}
 
 	ctx, cancel = context.WithCancel(ctx)
 	defer cancel()
@@ -157,7 +161,7 @@ func (a *Agent) recvLoop(ctx context.Context, conn *protocol.Conn) error {
 }
 
 func (a *Agent) sendInventory(ctx context.Context, conn *protocol.Conn) error {
-	inv, err := a.inventory(ctx)
+	inv, err := a.takeInventory(ctx)
 	if err != nil {
 		// A failing cloud API is reported by omission: the hub sees the
 		// inventory age grow. Keep the session.
@@ -169,6 +173,34 @@ func (a *Agent) sendInventory(ctx context.Context, conn *protocol.Conn) error {
 	}
 	a.setStatus(func(s *Status) { s.Inventory = inv.Seq })
 	return nil
+}
+
+// takeInventory takes an inventory and makes what it reports durable
+// first: what the hub is told survives a restart.
+func (a *Agent) takeInventory(ctx context.Context) (protocol.Inventory, error) {
+	inv, err := a.inventory(ctx)
+	if err != nil {
+		return inv, err
+	}
+	if err := a.flush(); err != nil {
+		a.log.WithError(err).Error("agent state not saved before inventory")
+	}
+	a.mu.Lock()
+	a.lastInventory = &inv
+	a.mu.Unlock()
+	return inv, nil
+}
+
+// setHubID records the id of the hub this agent serves (from Welcome) and
+// returns the previous one.
+func (a *Agent) setHubID(id string) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	prev := a.hubID
+	if id != prev {
+		a.hubID, a.hubIDDirty = id, true
+	}
+	return prev
 }
 
 // pushSquids hands the hub's ranking to the cache VMs read from.

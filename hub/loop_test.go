@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -635,5 +636,60 @@ func TestReconnectingAgentsVMsStayCapacity(t *testing.T) {
 	}
 	if ev := e.h.Status().Evidence; ev.Counts.Unknown != 1 || len(ev.Clouds) != 1 || ev.Clouds[0].Site != "west" {
 		t.Fatalf("evidence %+v", ev)
+	}
+}
+
+// TestHoldOfGoneServerDropped: a hold outlives nothing: once its server is
+// no longer listed by a fresh inventory, it is dropped with an event.
+func TestHoldOfGoneServerDropped(t *testing.T) {
+	e := newEnv(t, &scriptedSource{})
+	e.connect("west", vm("id-1", "canopy-west-p1-0-0", readySince(*e.now)))
+	e.h.loop.tx.PutHold(intent.Hold{VMID: "id-1", Cloud: "west", At: *e.now})
+	e.cycle()
+	if len(e.h.loop.st.Hold) != 1 {
+		t.Fatal("hold lost while its server exists")
+	}
+	e.disconnect("west") // no evidence: the hold stays
+	e.cycle()
+	if len(e.h.loop.st.Hold) != 1 {
+		t.Fatal("hold dropped while its cloud was not reporting")
+	}
+	e.connect("west")
+	e.cycle()
+	if len(e.h.loop.st.Hold) != 0 || !hasEvent(e.h.Status().Events, "hold_dropped", "") {
+		t.Fatalf("hold of a gone server kept: %+v", e.h.loop.st.Hold)
+	}
+}
+
+// TestInventoryDeltas: after a full inventory, deltas keep the hub's view
+// in step; a missed delta is answered with a resync and not applied.
+func TestInventoryDeltas(t *testing.T) {
+	e := newEnv(t, &scriptedSource{})
+	a := vm("id-1", "canopy-west-p1-0-0", readySince(*e.now))
+	s := e.connect("west", a)
+	l := e.h.linkFor("west")
+	base := l.load().Inventory
+	b := vm("id-2", "canopy-west-p1-0-1", func(v *protocol.VM) { v.Hub = e.h.cfg.ID })
+	d := protocol.InventoryDelta{Seq: base.Seq + 1, Base: base.Seq, Changed: []protocol.VM{b}, TakenAt: *e.now,
+		Checksum: protocol.VMChecksum(append(slices.Clone(base.VMs), b))}
+	e.h.receive(l, s, d, e.h.log)
+	if got := l.load().Inventory; got.Seq != base.Seq+1 || len(got.VMs) != 2 {
+		t.Fatalf("delta not applied: %+v", got)
+	}
+	for len(s.out) > 0 {
+		<-s.out
+	}
+	// A delta on a base the hub never saw.
+	e.h.receive(l, s, protocol.InventoryDelta{Seq: base.Seq + 5, Base: base.Seq + 4, Removed: []string{"id-1"}}, e.h.log)
+	if got := l.load().Inventory; got.Seq != base.Seq+1 || len(got.VMs) != 2 {
+		t.Fatalf("missed delta applied: %+v", got)
+	}
+	select {
+	case m := <-s.out:
+		if _, ok := m.(protocol.Resync); !ok {
+			t.Fatalf("sent %T, want a resync", m)
+		}
+	default:
+		t.Fatal("no resync asked for")
 	}
 }

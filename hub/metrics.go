@@ -17,8 +17,11 @@ type metrics struct {
 	refusals      *prometheus.CounterVec
 	sendOverflows *prometheus.CounterVec
 	apiRefused    *prometheus.CounterVec
+	deltas        *prometheus.CounterVec
+	resyncs       *prometheus.CounterVec
 	pollFailures  prometheus.Counter
 	planSeconds   prometheus.Histogram
+	cmdSeconds    prometheus.Histogram
 	storeCommits  prometheus.Counter
 	storeFailures prometheus.Counter
 	storeSeconds  prometheus.Histogram
@@ -44,10 +47,16 @@ func newMetrics(reg *prometheus.Registry, h *Hub) *metrics {
 			Help: "Agent sessions closed because their send queue was full, by site."}, []string{"site"}),
 		apiRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_hub_api_refused_total",
 			Help: "Admin API requests refused, by reason."}, []string{"reason"}),
+		deltas: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_hub_inventory_deltas_total",
+			Help: "Inventory deltas applied, by site."}, []string{"site"}),
+		resyncs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_hub_inventory_resyncs_total",
+			Help: "Full inventories asked for after a delta could not be applied, by site."}, []string{"site"}),
 		pollFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "canopy_hub_demand_poll_failures_total",
 			Help: "Failed polls of the job source."}),
 		planSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "canopy_hub_plan_cycle_seconds",
-			Help: "Time of one control cycle: poll demand, plan, save, send.", Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10)}),
+			Help: "Time of one control cycle: poll demand, plan, save, send.", Buckets: prometheus.ExponentialBuckets(0.0005, 1.5, 24)}),
+		cmdSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "canopy_hub_command_seconds",
+			Help: "Time from queueing a command for an agent to its result arriving.", Buckets: prometheus.ExponentialBuckets(0.0002, 1.5, 28)}),
 		storeCommits: prometheus.NewCounter(prometheus.CounterOpts{Name: "canopy_hub_store_commits_total",
 			Help: "Transactions written to the hub's state file."}),
 		storeFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "canopy_hub_store_failures_total",
@@ -56,7 +65,7 @@ func newMetrics(reg *prometheus.Registry, h *Hub) *metrics {
 			Help: "Time to write one transaction to the hub's state file.", Buckets: prometheus.ExponentialBuckets(0.0002, 4, 10)}),
 	}
 	reg.MustRegister(m.rejected, m.sessions, m.heartbeats, m.boots, m.retires, m.bootFailures, m.refusals, m.sendOverflows,
-		m.apiRefused, m.pollFailures, m.planSeconds, m.storeCommits, m.storeFailures, m.storeSeconds,
+		m.apiRefused, m.deltas, m.resyncs, m.pollFailures, m.planSeconds, m.cmdSeconds, m.storeCommits, m.storeFailures, m.storeSeconds,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &stateCollector{h: h})
 	return m
 }

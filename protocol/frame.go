@@ -156,6 +156,10 @@ func DecodeBody(k Kind, body []byte) (Message, error) {
 		m, err = decodeAs[Error](body)
 	case KindSquids:
 		m, err = decodeAs[SquidList](body)
+	case KindInventoryDelta:
+		m, err = decodeAs[InventoryDelta](body)
+	case KindResync:
+		m, err = decodeAs[Resync](body)
 	default:
 		return nil, frameErr(CodeUnknownKind, "unknown message kind %d", uint8(k))
 	}
@@ -258,6 +262,24 @@ func validate(m Message) error {
 	case SquidList:
 		if v.Upstream == "" || len(v.Upstream) > maxNameLen || len(v.Proxies) > 1000 {
 			return errors.New("squid list needs an upstream kind and at most 1000 proxies")
+		}
+	case InventoryDelta:
+		if v.Seq <= v.Base {
+			return fmt.Errorf("inventory delta %d does not follow its base %d", v.Seq, v.Base)
+		}
+		for _, id := range v.Removed {
+			if id == "" || len(id) > maxNameLen {
+				return fmt.Errorf("inventory delta %d removes a VM id of %d bytes", v.Seq, len(id))
+			}
+		}
+		for _, vm := range v.Changed {
+			if vm.ID == "" || len(vm.ID) > maxNameLen {
+				return fmt.Errorf("inventory delta %d changes a VM id of %d bytes", v.Seq, len(vm.ID))
+			}
+		}
+	case Resync:
+		if len(v.Reason) > maxTextLen {
+			return fmt.Errorf("resync reason is %d bytes, limit %d", len(v.Reason), maxTextLen)
 		}
 	case Error:
 		if len(v.Message) > maxTextLen {

@@ -177,6 +177,9 @@ func New(w Workload, scale float64) (*Source, error) {
 	return &Source{w: w, scale: scale, released: make([]int, len(w.Jobs)), idle: make([][]batch, len(w.Jobs)), vms: map[string]*vmState{}}, nil
 }
 
+// SimulatesPool tells the hub this source needs its VM list at every poll.
+func (s *Source) SimulatesPool() bool { return true }
+
 // Done reports whether every job of the workload has finished.
 func (s *Source) Done() bool {
 	s.mu.Lock()
