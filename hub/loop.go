@@ -450,10 +450,9 @@ func (l *loop) input(now time.Time, views map[string]*cloudView, demandOK bool) 
 		c := snapshot.Cloud{Settings: planner.Cloud{Site: name, Priority: sc.Priority, Paused: sc.Paused, Disabled: sc.Disabled,
 			Caps: sc.Caps, SoftQuota: sc.SoftQuota, KeepAlive: sc.KeepAlive, MaxLifetime: sc.MaxLifetime,
 			Endpoint: sc.Endpoint, MaxInFlight: sc.MaxInFlight},
-			Connected: l.fresh(v, now), InventoryAt: v.InventoryAt}
-		if v.Inventory != nil && v.InventorySession == v.Session {
-			c.Inventory = v.Inventory
-		}
+			Connected: l.fresh(v, now), Inventory: v.Inventory, InventoryAt: v.InventoryAt}
+		// An inventory of an earlier session still lists the cloud's VMs:
+		// the builder holds them unknown, not gone.
 		in.Clouds = append(in.Clouds, c)
 	}
 	return in
@@ -534,7 +533,7 @@ func (l *loop) execute(now time.Time, plan planner.Plan, views map[string]*cloud
 		// agent deletes those even if the VM reports running jobs.
 		var plain, forced []string
 		for _, d := range deletes[site] {
-			if d.Rule == planner.RuleRetireTimeout {
+			if d.Deadline {
 				forced = append(forced, d.VMID)
 			} else {
 				plain = append(plain, d.VMID)
