@@ -37,6 +37,13 @@ type Config struct {
 	// BootListTimeout is how long a booted server may stay unlisted by its
 	// cloud before the hub forgets it.
 	BootListTimeout time.Duration `yaml:"boot_list_timeout"`
+	// StartupGrace is how long a starting hub waits for every configured
+	// cloud (sites) to report before it plans without them. It plans as
+	// soon as all have reported.
+	StartupGrace time.Duration `yaml:"startup_grace"`
+	// EventsMaxAge is how long lifecycle events are kept (at most 10,000
+	// are kept in any case).
+	EventsMaxAge time.Duration `yaml:"events_max_age"`
 	// Planner holds the provisioning policy's knobs (hub/planner).
 	Planner planner.Config `yaml:"planner"`
 	// Groups are per-group settings (share, caps, clouds), by group name.
@@ -124,7 +131,9 @@ func (c Config) WithDefaults() Config {
 	def(&c.HeartbeatEvery, 5*time.Second)
 	def(&c.InventoryEvery, 30*time.Second)
 	def(&c.DemandMaxAge, 5*time.Minute)
-	def(&c.BootListTimeout, 10*time.Minute)
+	def(&c.BootListTimeout, 30*time.Minute)
+	def(&c.StartupGrace, 2*c.InventoryEvery)
+	def(&c.EventsMaxAge, 30*24*time.Hour)
 	pd := planner.DefaultConfig()
 	def(&c.Planner.KeepAlive, pd.KeepAlive)
 	def(&c.Planner.ErrorDelay, pd.ErrorDelay)
@@ -140,6 +149,10 @@ func (c Config) WithDefaults() Config {
 	}
 	return c
 }
+
+// inventoryMaxAge is how old an agent's inventory may be and still count
+// as evidence.
+func (c Config) inventoryMaxAge() time.Duration { return 3 * c.InventoryEvery }
 
 // Validate checks the configuration.
 func (c Config) Validate() error {
@@ -166,6 +179,9 @@ func (c Config) Validate() error {
 		}
 	default:
 		errs = append(errs, fmt.Errorf("demand.source %q: want trace or htcondor", c.Demand.Source))
+	}
+	if err := checkListen(c.HTTP); err != nil {
+		errs = append(errs, err)
 	}
 	if c.PlanEvery < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("plan_every %s is below 100ms", c.PlanEvery))

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,6 +39,13 @@ type Source interface {
 	Poll(ctx context.Context, now time.Time, pool []demand.PoolVM) (demand.Demand, error)
 }
 
+// PoolSimulator is implemented by sources that simulate the batch pool and
+// need the hub's list of VMs at every poll (hub/trace); other sources get
+// nil and the hub saves building it.
+type PoolSimulator interface {
+	SimulatesPool() bool
+}
+
 // Invalidator is implemented by sources that must be told when a VM's
 // server is gone, so the batch system forgets it at once (HTCondor:
 // condor_advertise INVALIDATE_STARTD_ADS / INVALIDATE_MASTER_ADS).
@@ -46,6 +54,12 @@ type Invalidator interface {
 }
 
 // Hub is a running hub.
+//
+// State has one owner each: a cloud's view belongs to its agent's session
+// goroutine (link), the durable intent and the demand belong to the
+// control loop (loop), and readers (the API, /metrics, the status page)
+// get the snapshot the loop publishes after every cycle. No lock is held
+// across I/O.
 type Hub struct {
 	cfg      Config
 	log      *logrus.Entry
@@ -59,22 +73,22 @@ type Hub struct {
 	storage  *storagemetrics.Exporter
 	squids   *squid.Registry
 
-	mu         sync.Mutex
-	held       map[string]bool // VM ids under manual control
-	history    planner.History
-	sites      map[string]*site
-	demand     demand.Demand
-	demandAt   time.Time
-	demandErr  string
-	lastPlan   planner.Plan
-	planAt     time.Time
-	planID     string
-	quicAddr   net.Addr
-	httpAddr   net.Addr
-	sessionSeq int
+	linksMu    sync.RWMutex
+	links      map[string]*link
+	sessionSeq atomic.Int64
+	inbox      inbox
+	inflight   inflight
+
+	loop   *loop
+	wakeC  chan struct{}
+	adminC chan adminRequest
+
+	status atomic.Pointer[Status]
+	addrs  atomic.Pointer[[2]net.Addr]
 }
 
-// New prepares a hub: it loads the TLS material and opens the store.
+// New prepares a hub: it loads the TLS material, opens the store and loads
+// the durable intent.
 func New(cfg Config, src Source, log *logrus.Entry) (*Hub, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -101,13 +115,12 @@ func New(cfg Config, src Source, log *logrus.Entry) (*Hub, error) {
 	if err != nil {
 		return nil, err
 	}
-	held, err := st.Held()
+	state, err := st.Load()
 	if err != nil {
 		_ = st.Close()
 		return nil, err
 	}
 	h := &Hub{
-		held:     held,
 		cfg:      cfg,
 		log:      log,
 		store:    st,
@@ -115,18 +128,23 @@ func New(cfg Config, src Source, log *logrus.Entry) (*Hub, error) {
 		verifier: &pki.Verifier{Roots: roots, Revoked: revoked},
 		now:      time.Now,
 		reg:      prometheus.NewRegistry(),
-		sites:    map[string]*site{},
+		links:    map[string]*link{},
+		wakeC:    make(chan struct{}, 1),
+		adminC:   make(chan adminRequest),
 	}
+	h.loop = newLoop(h, state)
 	h.m = newMetrics(h.reg, h)
 	h.storage = storagemetrics.NewExporter()
 	h.reg.MustRegister(h.storage)
 	var loc *squid.Locator
 	if cfg.GeoIPCityDB != "" {
 		if loc, err = squid.OpenLocator(cfg.GeoIPCityDB); err != nil {
+			_ = st.Close()
 			return nil, err
 		}
 	}
 	if h.squids, err = squid.New(cfg.Squid, loc, log.WithField("component", "squids")); err != nil {
+		_ = st.Close()
 		return nil, fmt.Errorf("squid: %w", err)
 	}
 	h.reg.MustRegister(h.squids)
@@ -139,43 +157,8 @@ func New(cfg Config, src Source, log *logrus.Entry) (*Hub, error) {
 		h.m.rejected.WithLabelValues(reason).Inc()
 		h.log.WithFields(logrus.Fields{"remote": remote, "reason": reason}).WithError(err).Warn("agent connection refused")
 	})
+	h.publish(h.loop.status(h.now()))
 	return h, nil
-}
-
-// SetHeld puts a VM under manual control (the planner never touches it)
-// or releases it. It is kept in the store across restarts.
-func (h *Hub) SetHeld(vmID string, held bool) error {
-	if err := h.store.SetHeld(vmID, held); err != nil {
-		return err
-	}
-	h.mu.Lock()
-	if held {
-		h.held[vmID] = true
-	} else {
-		delete(h.held, vmID)
-	}
-	h.mu.Unlock()
-	kind := "released"
-	if held {
-		kind = "held"
-	}
-	h.appendEvent("", vmID, "", kind, "manual control by an admin")
-	return nil
-}
-
-// HeldByName reports whether the VM with this server name is under manual
-// control (for job sources that must leave it alone).
-func (h *Hub) HeldByName(name string) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for _, s := range h.sites {
-		for _, vm := range s.inv.VMs {
-			if vm.Name == name {
-				return h.held[vm.ID]
-			}
-		}
-	}
-	return false
 }
 
 // Registry is the hub's metrics registry (for collectors added by main).
@@ -183,12 +166,20 @@ func (h *Hub) Registry() *prometheus.Registry { return h.reg }
 
 // Addrs returns the QUIC and HTTP addresses once Run is listening.
 func (h *Hub) Addrs() (quicAddr, httpAddr net.Addr) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.quicAddr, h.httpAddr
+	if a := h.addrs.Load(); a != nil {
+		return a[0], a[1]
+	}
+	return nil, nil
 }
 
-// Run serves agents and HTTP and plans until ctx ends.
+// ShutdownTimeout bounds how long Run takes to stop after its context
+// ends: sessions and listeners close at once, the control loop finishes
+// the store write in progress. The systemd unit's TimeoutStopSec is above
+// it.
+const ShutdownTimeout = 10 * time.Second
+
+// Run serves agents and HTTP and plans until ctx ends, then stops within
+// ShutdownTimeout.
 func (h *Hub) Run(ctx context.Context, ready func(quicAddr, httpAddr net.Addr)) error {
 	defer h.store.Close()
 	ln, err := quic.ListenAddr(h.cfg.Listen, h.tls, protocol.QUICConfig())
@@ -204,9 +195,7 @@ func (h *Hub) Run(ctx context.Context, ready func(quicAddr, httpAddr net.Addr)) 
 	go func() { _ = srv.Serve(hl) }()
 	defer srv.Close()
 
-	h.mu.Lock()
-	h.quicAddr, h.httpAddr = ln.Addr(), hl.Addr()
-	h.mu.Unlock()
+	h.addrs.Store(&[2]net.Addr{ln.Addr(), hl.Addr()})
 	h.log.WithFields(logrus.Fields{"agents": ln.Addr().String(), "http": "http://" + hl.Addr().String()}).Info("hub listening")
 	if ready != nil {
 		ready(ln.Addr(), hl.Addr())
@@ -215,18 +204,40 @@ func (h *Hub) Run(ctx context.Context, ready func(quicAddr, httpAddr net.Addr)) 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	defer wg.Wait()
-	wg.Go(func() { h.planLoop(ctx) })
+	wg.Go(func() { h.loop.run(ctx) })
 	wg.Go(func() { _ = h.squids.Run(ctx) })
+	var sessions sync.WaitGroup
+	var acceptErr error
 	for {
 		qc, err := ln.Accept(ctx)
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
+			if ctx.Err() == nil {
+				acceptErr = fmt.Errorf("accept agent: %w", err)
+				cancel()
 			}
-			return fmt.Errorf("accept agent: %w", err)
+			break
 		}
-		wg.Go(func() { h.serveAgent(ctx, qc) })
+		sessions.Go(func() { h.serveAgent(ctx, qc) })
+	}
+	// Sessions see ctx end and close their connections; the loop finishes
+	// its cycle. Wait for both, within bounds.
+	h.log.Info("hub stopping: closing agent sessions")
+	done := make(chan struct{})
+	go func() { sessions.Wait(); wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(ShutdownTimeout):
+		h.log.Warn("hub stop: gave up waiting for sessions and the control loop")
+	}
+	return acceptErr
+}
+
+// wake asks the control loop to look again soon (a cloud connected or
+// reported for the first time).
+func (h *Hub) wake() {
+	select {
+	case h.wakeC <- struct{}{}:
+	default:
 	}
 }
 
@@ -236,17 +247,4 @@ func (h *Hub) retireDeadline() time.Duration {
 		return h.cfg.Planner.RetireDeadline
 	}
 	return planner.DefaultRetireDeadline
-}
-
-func (h *Hub) planLoop(ctx context.Context) {
-	t := time.NewTicker(h.cfg.PlanEvery)
-	defer t.Stop()
-	for {
-		h.cycle(ctx)
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }

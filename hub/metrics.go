@@ -8,14 +8,23 @@ import (
 )
 
 type metrics struct {
-	rejected     *prometheus.CounterVec
-	sessions     *prometheus.CounterVec
-	heartbeats   *prometheus.CounterVec
-	boots        *prometheus.CounterVec
-	retires      *prometheus.CounterVec
-	bootFailures *prometheus.CounterVec
-	pollFailures prometheus.Counter
-	planSeconds  prometheus.Histogram
+	rejected      *prometheus.CounterVec
+	sessions      *prometheus.CounterVec
+	heartbeats    *prometheus.CounterVec
+	boots         *prometheus.CounterVec
+	retires       *prometheus.CounterVec
+	bootFailures  *prometheus.CounterVec
+	refusals      *prometheus.CounterVec
+	sendOverflows *prometheus.CounterVec
+	apiRefused    *prometheus.CounterVec
+	deltas        *prometheus.CounterVec
+	resyncs       *prometheus.CounterVec
+	pollFailures  prometheus.Counter
+	planSeconds   prometheus.Histogram
+	cmdSeconds    prometheus.Histogram
+	storeCommits  prometheus.Counter
+	storeFailures prometheus.Counter
+	storeSeconds  prometheus.Histogram
 }
 
 func newMetrics(reg *prometheus.Registry, h *Hub) *metrics {
@@ -32,17 +41,36 @@ func newMetrics(reg *prometheus.Registry, h *Hub) *metrics {
 			Help: "VM retirements ordered, by site."}, []string{"site"}),
 		bootFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_hub_boot_failures_total",
 			Help: "Failed boot commands, by site and error class."}, []string{"site", "class"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_hub_agent_refusals_total",
+			Help: "Servers an agent refused to act on (a delete of a VM reporting jobs, another hub's server), by site."}, []string{"site"}),
+		sendOverflows: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_hub_agent_send_overflows_total",
+			Help: "Agent sessions closed because their send queue was full, by site."}, []string{"site"}),
+		apiRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_hub_api_refused_total",
+			Help: "Admin API requests refused, by reason."}, []string{"reason"}),
+		deltas: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_hub_inventory_deltas_total",
+			Help: "Inventory deltas applied, by site."}, []string{"site"}),
+		resyncs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_hub_inventory_resyncs_total",
+			Help: "Full inventories asked for after a delta could not be applied, by site."}, []string{"site"}),
 		pollFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "canopy_hub_demand_poll_failures_total",
 			Help: "Failed polls of the job source."}),
 		planSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "canopy_hub_plan_cycle_seconds",
-			Help: "Time to poll demand and plan.", Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10)}),
+			Help: "Time of one control cycle: poll demand, plan, save, send.", Buckets: prometheus.ExponentialBuckets(0.0005, 1.5, 24)}),
+		cmdSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "canopy_hub_command_seconds",
+			Help: "Time from queueing a command for an agent to its result arriving.", Buckets: prometheus.ExponentialBuckets(0.0002, 1.5, 28)}),
+		storeCommits: prometheus.NewCounter(prometheus.CounterOpts{Name: "canopy_hub_store_commits_total",
+			Help: "Transactions written to the hub's state file."}),
+		storeFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "canopy_hub_store_failures_total",
+			Help: "Failed writes of the hub's state file (the cycle's commands were not sent)."}),
+		storeSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "canopy_hub_store_commit_seconds",
+			Help: "Time to write one transaction to the hub's state file.", Buckets: prometheus.ExponentialBuckets(0.0002, 4, 10)}),
 	}
-	reg.MustRegister(m.rejected, m.sessions, m.heartbeats, m.boots, m.retires, m.bootFailures, m.pollFailures, m.planSeconds,
+	reg.MustRegister(m.rejected, m.sessions, m.heartbeats, m.boots, m.retires, m.bootFailures, m.refusals, m.sendOverflows,
+		m.apiRefused, m.deltas, m.resyncs, m.pollFailures, m.planSeconds, m.cmdSeconds, m.storeCommits, m.storeFailures, m.storeSeconds,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &stateCollector{h: h})
 	return m
 }
 
-// stateCollector exports the hub's current view at scrape time.
+// stateCollector exports the hub's last published status at scrape time.
 type stateCollector struct{ h *Hub }
 
 var (
@@ -52,53 +80,38 @@ var (
 	descRunning  = prometheus.NewDesc("canopy_hub_jobs_running", "Running jobs by group.", []string{"group"}, nil)
 	descFinished = prometheus.NewDesc("canopy_hub_jobs_finished", "Jobs finished since the job source started (simulated sources only).", nil, nil)
 	descPending  = prometheus.NewDesc("canopy_hub_boots_pending", "Boots ordered that the cloud does not list yet.", []string{"site"}, nil)
+	descPoolView = prometheus.NewDesc("canopy_hub_pool_view_ok", "1 if the job source's view of the VMs in the pool is usable evidence this cycle, 0 if it failed or is implausible (nothing is retired on it).", nil, nil)
+	descEvidence = prometheus.NewDesc("canopy_hub_vms_by_evidence", "Canopy's VMs by what fresh evidence says of them: registered, unregistered, or unknown (kept until evidence returns or a deadline passes).", []string{"evidence"}, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSiteUp, descVMs, descIdle, descRunning, descFinished, descPending} {
+	for _, d := range []*prometheus.Desc{descSiteUp, descVMs, descIdle, descRunning, descFinished, descPending, descPoolView, descEvidence} {
 		ch <- d
 	}
 }
 
 // Collect implements prometheus.Collector.
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
-	h := c.h
-	h.mu.Lock()
-	now := h.now()
-	snap := h.snapshotLocked(now, h.demand)
-	finished := h.demand.Finished
-	type siteRow struct {
-		name      string
-		connected bool
-		pending   int
-	}
-	var sites []siteRow
-	for _, s := range h.sites {
-		sites = append(sites, siteRow{s.name, h.connectedLocked(s, now), len(s.pending)})
-	}
-	h.mu.Unlock()
-
-	for _, s := range sites {
-		up := 0.0
-		if s.connected {
-			up = 1
-		}
-		ch <- prometheus.MustNewConstMetric(descSiteUp, prometheus.GaugeValue, up, s.name)
-		ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, float64(s.pending), s.name)
-	}
+	st := c.h.Status()
 	type key struct{ site, state string }
 	counts := map[key]int{}
-	for _, vm := range snap.VMs {
+	for _, vm := range st.VMs {
 		counts[key{vm.Site, string(vm.State)}]++
 	}
-	for _, s := range sites {
-		for _, st := range []planner.VMState{planner.VMBooting, planner.VMStarting, planner.VMIdle, planner.VMBusy, planner.VMRetiring, planner.VMError} {
-			ch <- prometheus.MustNewConstMetric(descVMs, prometheus.GaugeValue, float64(counts[key{s.name, string(st)}]), s.name, string(st))
+	for _, s := range st.Sites {
+		up := 0.0
+		if s.Connected {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descSiteUp, prometheus.GaugeValue, up, s.Name)
+		ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, float64(s.Pending), s.Name)
+		for _, state := range []planner.VMState{planner.VMBooting, planner.VMStarting, planner.VMIdle, planner.VMBusy, planner.VMRetiring, planner.VMError} {
+			ch <- prometheus.MustNewConstMetric(descVMs, prometheus.GaugeValue, float64(counts[key{s.Name, string(state)}]), s.Name, string(state))
 		}
 	}
 	idle, running := map[string]int{}, map[string]int{}
-	for _, sh := range snap.Shapes {
+	for _, sh := range st.Demand.Shapes {
 		idle[sh.Group] += sh.Idle
 		running[sh.Group] += sh.Running
 	}
@@ -106,5 +119,14 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descIdle, prometheus.GaugeValue, float64(n), g)
 		ch <- prometheus.MustNewConstMetric(descRunning, prometheus.GaugeValue, float64(running[g]), g)
 	}
-	ch <- prometheus.MustNewConstMetric(descFinished, prometheus.GaugeValue, float64(finished))
+	ch <- prometheus.MustNewConstMetric(descFinished, prometheus.GaugeValue, float64(st.Demand.Finished))
+	ok := 0.0
+	if st.Evidence.PoolView == "" || st.Evidence.PoolView == "ok" {
+		ok = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descPoolView, prometheus.GaugeValue, ok)
+	n := st.Evidence.Counts
+	ch <- prometheus.MustNewConstMetric(descEvidence, prometheus.GaugeValue, float64(n.Registered), "registered")
+	ch <- prometheus.MustNewConstMetric(descEvidence, prometheus.GaugeValue, float64(n.Unregistered), "unregistered")
+	ch <- prometheus.MustNewConstMetric(descEvidence, prometheus.GaugeValue, float64(n.Unknown), "unknown")
 }

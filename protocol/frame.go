@@ -156,6 +156,10 @@ func DecodeBody(k Kind, body []byte) (Message, error) {
 		m, err = decodeAs[Error](body)
 	case KindSquids:
 		m, err = decodeAs[SquidList](body)
+	case KindInventoryDelta:
+		m, err = decodeAs[InventoryDelta](body)
+	case KindResync:
+		m, err = decodeAs[Resync](body)
 	default:
 		return nil, frameErr(CodeUnknownKind, "unknown message kind %d", uint8(k))
 	}
@@ -204,6 +208,9 @@ func validate(m Message) error {
 		if v.Site == "" || len(v.Site) > maxNameLen {
 			return errors.New("hello needs a site name of 1 to 255 bytes")
 		}
+		if len(v.Epoch) > maxNameLen {
+			return fmt.Errorf("hello has an epoch of %d bytes", len(v.Epoch))
+		}
 	case Command:
 		if v.ID == "" || len(v.ID) > maxNameLen {
 			return errors.New("command needs an id of 1 to 255 bytes")
@@ -221,6 +228,12 @@ func validate(m Message) error {
 		if !ok {
 			return fmt.Errorf("command %q of kind %q must carry exactly its own body", v.ID, v.Op)
 		}
+		if len(v.Epoch) > maxNameLen {
+			return fmt.Errorf("command %q has an epoch of %d bytes", v.ID, len(v.Epoch))
+		}
+		if v.Delete != nil && v.Delete.Override != "" && v.Delete.Override != DeleteDeadline {
+			return fmt.Errorf("delete command %q has override %.40q, want empty or %q", v.ID, v.Delete.Override, DeleteDeadline)
+		}
 		if v.Boot != nil {
 			if len(v.Boot.Names) == 0 {
 				return fmt.Errorf("boot command %q names no servers", v.ID)
@@ -235,12 +248,38 @@ func validate(m Message) error {
 		if v.CommandID == "" {
 			return errors.New("result names no command")
 		}
+		if len(v.Refused) > 100000 {
+			return fmt.Errorf("result refuses %d servers, limit 100000", len(v.Refused))
+		}
+		for _, r := range v.Refused {
+			if r.VMID == "" || len(r.VMID) > maxNameLen || len(r.Reason) > maxTextLen {
+				return errors.New("result refusal needs a VM id of 1 to 255 bytes and a reason of at most 4096")
+			}
+		}
 		if len(v.Error) > maxTextLen {
 			return fmt.Errorf("result error text is %d bytes, limit %d", len(v.Error), maxTextLen)
 		}
 	case SquidList:
 		if v.Upstream == "" || len(v.Upstream) > maxNameLen || len(v.Proxies) > 1000 {
 			return errors.New("squid list needs an upstream kind and at most 1000 proxies")
+		}
+	case InventoryDelta:
+		if v.Seq <= v.Base {
+			return fmt.Errorf("inventory delta %d does not follow its base %d", v.Seq, v.Base)
+		}
+		for _, id := range v.Removed {
+			if id == "" || len(id) > maxNameLen {
+				return fmt.Errorf("inventory delta %d removes a VM id of %d bytes", v.Seq, len(id))
+			}
+		}
+		for _, vm := range v.Changed {
+			if vm.ID == "" || len(vm.ID) > maxNameLen {
+				return fmt.Errorf("inventory delta %d changes a VM id of %d bytes", v.Seq, len(vm.ID))
+			}
+		}
+	case Resync:
+		if len(v.Reason) > maxTextLen {
+			return fmt.Errorf("resync reason is %d bytes, limit %d", len(v.Reason), maxTextLen)
 		}
 	case Error:
 		if len(v.Message) > maxTextLen {

@@ -19,6 +19,11 @@ const (
 	KindHeartbeat Kind = 6
 	KindError     Kind = 7
 	KindSquids    Kind = 8
+	// KindInventoryDelta and KindResync: an agent reports changes only
+	// after its first full inventory of a session; the hub asks for a full
+	// one again when it misses a delta.
+	KindInventoryDelta Kind = 9
+	KindResync         Kind = 10
 )
 
 // String names the kind for logs and errors.
@@ -40,6 +45,10 @@ func (k Kind) String() string {
 		return "error"
 	case KindSquids:
 		return "squids"
+	case KindInventoryDelta:
+		return "inventory-delta"
+	case KindResync:
+		return "resync"
 	}
 	return "unknown"
 }
@@ -57,6 +66,10 @@ type Hello struct {
 	Site string `cbor:"site"`
 	// Software is the agent's build version, for the status page.
 	Software string `cbor:"software"`
+	// Epoch names this run of the agent process (random at start). Commands
+	// planned on another run's inventory carry another epoch and are
+	// refused as stale. Empty from agents that predate it.
+	Epoch string `cbor:"epoch,omitempty"`
 }
 
 // Welcome is the hub's answer to Hello: the version both sides will speak.
@@ -97,8 +110,33 @@ const (
 	VMBooting  VMState = "booting"  // created, not yet ACTIVE in the cloud
 	VMActive   VMState = "active"   // ACTIVE in the cloud
 	VMError    VMState = "error"    // ERROR in the cloud
-	VMDeleting VMState = "deleting" // delete requested
+	VMDeleting VMState = "deleting" // delete requested or under way: not capacity
+	// VMStopped is a server that exists but cannot run jobs: SHUTOFF,
+	// SUSPENDED, PAUSED, SHELVED and the like (CloudStatus says which). It
+	// is deleted after the error delay like a server in error.
+	VMStopped VMState = "stopped"
+	// VMRebooting is a server rebooting (REBOOT, HARD_REBOOT): still there,
+	// neither deleted nor capacity until it is back.
+	VMRebooting VMState = "rebooting"
 )
+
+// Retirement progress of a VM, as its agent knows it (VM.RetireState).
+const (
+	RetireOrdered  = "ordered"  // the order is recorded, the VM has not acted on it yet
+	RetireDraining = "draining" // the startd takes no new jobs; running ones go on
+	RetireDrained  = "drained"  // HTCondor confirmed no job runs: the server may go
+	RetireFailed   = "failed"   // the VM could not stop taking jobs; RetireError says why
+)
+
+// VMJobs is what a VM's own vmagent last reported of its startd.
+type VMJobs struct {
+	// Running is how many jobs the startd runs; Claimed how many slots are
+	// claimed (a claimed slot may be between jobs).
+	Running int `cbor:"running" json:"running"`
+	Claimed int `cbor:"claimed" json:"claimed"`
+	// At is when the vmagent counted them.
+	At time.Time `cbor:"at" json:"at"`
+}
 
 // VM is one server in a site's inventory.
 type VM struct {
@@ -118,12 +156,26 @@ type VM struct {
 	Unreachable bool `cbor:"unreachable,omitempty" json:"unreachable,omitempty"`
 	// Retiring is true once a retirement order reached the VM.
 	Retiring bool `cbor:"retiring" json:"retiring"`
-	// Foreign marks servers in the project that Canopy did not boot; they
-	// count against quotas and are never touched.
-	Foreign   bool      `cbor:"foreign,omitempty" json:"foreign,omitempty"`
-	CreatedAt time.Time `cbor:"created_at" json:"created_at"`
-	ReadyAt   time.Time `cbor:"ready_at,omitempty" json:"ready_at,omitempty"`
-	LastSeen  time.Time `cbor:"last_seen,omitempty" json:"last_seen,omitempty"`
+	// Foreign marks servers in the project that this hub did not boot
+	// (no canopy_hub metadata, or another hub's id); they count against
+	// quotas and are never touched.
+	Foreign bool `cbor:"foreign,omitempty" json:"foreign,omitempty"`
+	// Hub is the server's canopy_hub metadata: the id of the hub that
+	// booted it; empty for servers Canopy did not boot.
+	Hub string `cbor:"hub,omitempty" json:"hub,omitempty"`
+	// CloudStatus is the cloud's own status word (ACTIVE, SHUTOFF,
+	// HARD_REBOOT, ...), for people; State is what Canopy acts on.
+	CloudStatus string `cbor:"cloud_status,omitempty" json:"cloud_status,omitempty"`
+	// Jobs is the VM's own last report of its startd's jobs; nil when it
+	// never reported a count.
+	Jobs *VMJobs `cbor:"jobs,omitempty" json:"jobs,omitempty"`
+	// RetireState is the retirement's progress (Retire* constants); empty
+	// when no retirement was ordered. RetireError says why it failed.
+	RetireState string    `cbor:"retire_state,omitempty" json:"retire_state,omitempty"`
+	RetireError string    `cbor:"retire_error,omitempty" json:"retire_error,omitempty"`
+	CreatedAt   time.Time `cbor:"created_at" json:"created_at"`
+	ReadyAt     time.Time `cbor:"ready_at,omitempty" json:"ready_at,omitempty"`
+	LastSeen    time.Time `cbor:"last_seen,omitempty" json:"last_seen,omitempty"`
 }
 
 // Inventory is an agent's full report of what is true in its cloud.
@@ -138,8 +190,11 @@ type Inventory struct {
 	// Squids are the squid proxies this site's agent is configured with.
 	Squids []SquidInfo `cbor:"squids,omitempty"`
 	// Policy is what the site's own cloud settings say about using it.
-	Policy  *SitePolicy `cbor:"policy,omitempty"`
-	TakenAt time.Time   `cbor:"taken_at"`
+	Policy *SitePolicy `cbor:"policy,omitempty"`
+	// Running lists the ids of commands the agent is still carrying out:
+	// their servers may appear in a later inventory.
+	Running []string  `cbor:"running,omitempty"`
+	TakenAt time.Time `cbor:"taken_at"`
 }
 
 // CommandKind says what a command asks the agent to do.
@@ -156,11 +211,17 @@ const (
 // agent that sees the same ID twice carries it out once, and a boot names its
 // servers so that a replay finds them instead of booting again.
 type Command struct {
-	ID     string         `cbor:"id"`
-	Op     CommandKind    `cbor:"op"`
-	Boot   *BootCommand   `cbor:"boot,omitempty"`
-	Retire *RetireCommand `cbor:"retire,omitempty"`
-	Delete *DeleteCommand `cbor:"delete,omitempty"`
+	ID string      `cbor:"id"`
+	Op CommandKind `cbor:"op"`
+	// Epoch and Generation name the agent run (Hello.Epoch) and the
+	// inventory (Inventory.Seq) the command was planned on. An agent
+	// refuses a command of another epoch (class stale): it was planned on
+	// what a previous run reported. Empty epoch: not checked.
+	Epoch      string         `cbor:"epoch,omitempty"`
+	Generation uint64         `cbor:"generation,omitempty"`
+	Boot       *BootCommand   `cbor:"boot,omitempty"`
+	Retire     *RetireCommand `cbor:"retire,omitempty"`
+	Delete     *DeleteCommand `cbor:"delete,omitempty"`
 }
 
 // BootCommand asks for servers with the given names.
@@ -184,6 +245,22 @@ type RetireCommand struct {
 type DeleteCommand struct {
 	VMIDs  []string `cbor:"vm_ids"`
 	Reason string   `cbor:"reason"`
+	// Override, when DeleteDeadline, says an admin-set deadline has passed
+	// (retire deadline, maximum lifetime, over-quota deadline): the agent
+	// deletes the servers even if their vmagents report running jobs.
+	// Empty: the agent refuses to delete a server whose vmagent reports
+	// claimed slots or running jobs, and says so in Result.Refused.
+	Override string `cbor:"override,omitempty"`
+}
+
+// DeleteDeadline is DeleteCommand.Override for deletions an admin-set
+// deadline allows.
+const DeleteDeadline = "deadline"
+
+// Refusal is one server an agent would not act on, and why.
+type Refusal struct {
+	VMID   string `cbor:"vm_id"`
+	Reason string `cbor:"reason"`
 }
 
 // ErrorClass classifies a failed command so the planner can react.
@@ -199,6 +276,12 @@ const (
 	ErrClassTransient ErrorClass = "transient"
 	ErrClassInvalid   ErrorClass = "invalid"
 	ErrClassInternal  ErrorClass = "internal"
+	// ErrClassRefused: the agent would not act on some servers (a delete
+	// of a VM that reports running jobs, a server another hub owns);
+	// Result.Refused lists them.
+	ErrClassRefused ErrorClass = "refused"
+	// ErrClassStale: the command was planned on another run of the agent.
+	ErrClassStale ErrorClass = "stale"
 )
 
 // Result is an agent's answer to one command.
@@ -209,6 +292,8 @@ type Result struct {
 	Error     string     `cbor:"error,omitempty"`
 	// VMIDs are the servers the command created or acted on.
 	VMIDs []string `cbor:"vm_ids,omitempty"`
+	// Refused lists servers the agent would not act on, with the reason.
+	Refused []Refusal `cbor:"refused,omitempty"`
 }
 
 // Heartbeat tells the hub the agent is alive.

@@ -46,6 +46,9 @@ type Options struct {
 	// RetirePoll is how often running jobs are counted while retiring;
 	// zero means 5 s.
 	RetirePoll time.Duration
+	// Jobs, if set, counts the startd's jobs for each check-in; nil (or
+	// a nil count) reports the count as unknown.
+	Jobs func(ctx context.Context) *vmproto.JobCount
 }
 
 // CondorStartedPath marks, for the life of one boot, that the vmagent has
@@ -173,7 +176,7 @@ func checkinLoop(ctx context.Context, o Options, s vmproto.Settings, md Metadata
 	if every <= 0 {
 		every = 10 * time.Second
 	}
-	c := &checkin{http: o.HTTP, s: s, md: md}
+	c := &checkin{http: o.HTTP, s: s, md: md, jobs: o.Jobs}
 	state := vmproto.CheckinReady
 	failures := 0
 	var ret *retirement
@@ -335,6 +338,7 @@ type checkin struct {
 	http *http.Client
 	s    vmproto.Settings
 	md   Metadata
+	jobs func(ctx context.Context) *vmproto.JobCount
 }
 
 // maxCheckinAnswer bounds the agent's answer.
@@ -342,7 +346,11 @@ const maxCheckinAnswer = 64 << 10
 
 func (c *checkin) do(ctx context.Context, state string) (vmproto.CheckinResponse, error) {
 	var out vmproto.CheckinResponse
-	body, err := json.Marshal(vmproto.CheckinRequest{ServerID: c.md.UUID, Server: c.md.Name, State: state})
+	in := vmproto.CheckinRequest{ServerID: c.md.UUID, Server: c.md.Name, State: state}
+	if c.jobs != nil {
+		in.Jobs = c.jobs(ctx)
+	}
+	body, err := json.Marshal(in)
 	if err != nil {
 		return out, fmt.Errorf("check-in: %w", err)
 	}

@@ -34,27 +34,66 @@ type Machine struct {
 	// JobsStarted counts jobs the machine has started, to tell a VM that
 	// never ran a job from one that went idle.
 	JobsStarted int `json:"jobs_started"`
+	// FreeCpus and FreeMemoryMiB are what the machine's partitionable slot
+	// still offers while it runs jobs (room for more); zero when none or
+	// unknown.
+	FreeCpus      int `json:"free_cpus,omitempty"`
+	FreeMemoryMiB int `json:"free_memory_mib,omitempty"`
+}
+
+// ScheddState says how one schedd's queue was read in a poll.
+type ScheddState struct {
+	// Name is the schedd ("" for the default one).
+	Name string `json:"name"`
+	// Fresh is true when this poll read the queue; false when the schedd
+	// failed and its last good demand (taken at TakenAt) stands in.
+	Fresh   bool      `json:"fresh"`
+	TakenAt time.Time `json:"taken_at"`
+	Err     string    `json:"error,omitempty"`
 }
 
 // Demand is one poll's result.
 type Demand struct {
-	Shapes   []planner.Shape
+	Shapes []planner.Shape
+	// Machines is the pool's view of Canopy's VMs, by VM name. It means
+	// something only when PoolErr is empty.
 	Machines map[string]Machine
+	// PoolErr is non-empty when the pool's view of the VMs could not be
+	// read in this poll (the collector query failed): Machines is then
+	// unknown, not empty, and nothing may be retired on its account.
+	PoolErr string
+	// Schedds says how each schedd's queue was read; empty for sources
+	// without schedds.
+	Schedds []ScheddState
 	// Finished counts jobs completed since the source started (for the
 	// status page and metrics; zero when the source cannot tell).
 	Finished int
 	TakenAt  time.Time
-	// Stale names the parts of the source that could not be read fresh
-	// for this poll (for HTCondor: schedds whose queue failed). Their last
-	// good demand may still be in Shapes, for a while, or be gone. Nil
-	// when everything is fresh. A poll that is not Fresh must not be the
-	// basis of a retirement: a VM may be idle only because the queue that
-	// would feed it could not be read.
-	Stale []string
 }
 
-// Fresh reports whether every part of the source was read for this poll.
-func (d Demand) Fresh() bool { return len(d.Stale) == 0 }
+// Fresh reports whether every schedd's queue was read in this poll. A
+// poll that is not fresh must not be the basis of a retirement: a VM may
+// look idle only because the queue that would feed it could not be read
+// (its last good demand may stand in for a while, or be gone).
+func (d Demand) Fresh() bool {
+	for _, s := range d.Schedds {
+		if !s.Fresh {
+			return false
+		}
+	}
+	return true
+}
+
+// Stale names the schedds whose queue this poll could not read.
+func (d Demand) Stale() []string {
+	var out []string
+	for _, s := range d.Schedds {
+		if !s.Fresh {
+			out = append(out, s.Name)
+		}
+	}
+	return out
+}
 
 // PoolVM is what the hub tells a source about one VM it knows; a simulated
 // pool uses it to decide which VMs can run jobs. A real pool ignores it.

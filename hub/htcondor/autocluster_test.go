@@ -45,7 +45,7 @@ func pollRecorded(t *testing.T, cfg htcondor.Config, names ...string) (htcondor.
 		t.Fatal(err)
 	}
 	if !d.Fresh() {
-		t.Fatalf("stale: %v", d.Stale)
+		t.Fatalf("stale: %v", d.Stale())
 	}
 	return src.Status(), fake
 }
@@ -166,7 +166,7 @@ func TestAutoclusterFallback(t *testing.T) {
 			for poll := range 2 {
 				d, err := src.Poll(context.Background(), now.Add(time.Duration(poll)*time.Minute), nil)
 				if err != nil || !d.Fresh() {
-					t.Fatalf("poll %d: %v (stale %v)", poll, err, d.Stale)
+					t.Fatalf("poll %d: %v (stale %v)", poll, err, d.Stale())
 				}
 				st := src.Status()
 				if s := st.Schedds[0]; s.Query != htcondor.QueryJobs || !strings.Contains(s.QueryNote, tt.says) || s.Idle != 15 || s.Running != 2 {
@@ -197,8 +197,9 @@ func TestAutoclusterFallback(t *testing.T) {
 
 // TestPollStaleSchedd: of two schedds, one fails: the other is read fresh;
 // the failed one's last good demand counts until demand_max_age, then is
-// dropped; the poll says it is stale all along, and not after it answers
-// again. condor_status failing, or every schedd failing, fails the poll.
+// dropped; the poll says it is not fresh all along, and fresh after it
+// answers again. Every schedd failing fails the poll; condor_status
+// failing is a failed pool view.
 func TestPollStaleSchedd(t *testing.T) {
 	cfg := recordedPoolConfig(htcondor.QueryAutocluster)
 	cfg.Schedds = []string{"schedd1.example.org", "schedd2.example.org"}
@@ -231,7 +232,10 @@ func TestPollStaleSchedd(t *testing.T) {
 			v.idle += sh.Idle
 			v.running += sh.Running
 		}
-		v.stale = d.Stale
+		v.stale = d.Stale()
+		if err == nil && (len(d.Schedds) != 2 || d.Schedds[0].Name != "schedd1.example.org" || d.Fresh() != (len(v.stale) == 0)) {
+			t.Errorf("Demand.Schedds %+v", d.Schedds)
+		}
 		for _, s := range src.Status().Schedds {
 			v.kept = v.kept || s.Kept
 		}
@@ -285,12 +289,14 @@ func TestPollStaleSchedd(t *testing.T) {
 	if _, err := poll(8 * time.Minute); err == nil {
 		t.Error("poll with every schedd failing succeeded")
 	}
-	// condor_status failing fails the poll even with the schedds fine.
+	// condor_status failing is a failed pool view: the schedds' demand
+	// stands, the VMs' states are unknown.
 	good("schedd1.example.org")
 	good("schedd2.example.org")
 	fake.Set(src.SlotsCommand().String(), condorfake.Answer{Err: errors.New("collector gone")})
-	if _, err := poll(9 * time.Minute); err == nil {
-		t.Error("poll with condor_status failing succeeded")
+	d, err := src.Poll(context.Background(), now.Add(9*time.Minute), nil)
+	if err != nil || !strings.Contains(d.PoolErr, "collector gone") || d.Machines != nil || len(d.Shapes) == 0 || !d.Fresh() {
+		t.Errorf("poll with condor_status failing: %v, pool error %q, machines %v, %d shapes", err, d.PoolErr, d.Machines, len(d.Shapes))
 	}
 }
 

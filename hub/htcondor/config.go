@@ -22,8 +22,8 @@ type Config struct {
 	Schedds []string `yaml:"schedds"`
 	// DemandMaxAge is how long a schedd that cannot be read keeps
 	// contributing its last good demand; after that its jobs count as
-	// gone. Either way the poll says the schedd is stale
-	// (demand.Demand.Stale). Default 5m.
+	// gone. Either way the poll says the schedd is not fresh
+	// (demand.Demand.Schedds). Default 5m.
 	DemandMaxAge time.Duration `yaml:"demand_max_age"`
 	// DemandQuery is how queues are read: "autocluster" (the default)
 	// has each schedd group its jobs by status and by the attributes

@@ -78,8 +78,9 @@
 //
 // Each schedd is read on its own: one that fails (a *CommandError: command
 // line, kind, exit code, standard error) keeps its last good jobs for
-// Config.DemandMaxAge while the others are read fresh, and the poll names
-// it in demand.Demand.Stale, so that the hub retires nothing on it. Poll
-// fails as a whole, with no demand, when condor_status fails or no schedd
+// Config.DemandMaxAge while the others are read fresh, and the poll says
+// it is not fresh (demand.Demand.Schedds), so that the hub retires nothing
+// on it. condor_status failing is a failed pool view (demand.Demand.PoolErr,
+// no Machines). Poll fails as a whole, with no demand, when no schedd
 // could be read.
 package htcondor

@@ -203,7 +203,7 @@ func TestLiveAutocluster(t *testing.T) {
 			t.Fatalf("%s: %v", query, err)
 		}
 		if !d.Fresh() {
-			t.Fatalf("%s: stale %v", query, d.Stale)
+			t.Fatalf("%s: stale %v", query, d.Stale())
 		}
 		return src.Status(), rec, src
 	}

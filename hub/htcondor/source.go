@@ -192,7 +192,10 @@ type Status struct {
 	Err     string         `json:"error,omitempty"`
 	Schedds []ScheddStatus `json:"schedds"`
 	// Stale names the schedds the last good poll could not read.
-	Stale       []string      `json:"stale,omitempty"`
+	Stale []string `json:"stale,omitempty"`
+	// PoolErr is why the last good poll could not read the pool's slots
+	// (Machines is then empty: unknown, not none).
+	PoolErr     string        `json:"pool_error,omitempty"`
 	Shapes      []ShapeInfo   `json:"shapes"`
 	Unmatchable []Unmatchable `json:"unmatchable"`
 	Machines    []MachineInfo `json:"machines"`
@@ -233,7 +236,7 @@ type scheddState struct {
 	noGroup string
 }
 
-// scheddLabel names a schedd in messages and Demand.Stale.
+// scheddLabel names a schedd in messages and Status.Stale.
 func scheddLabel(name string) string {
 	if name == "" {
 		return "(default schedd)"
@@ -247,11 +250,12 @@ func scheddLabel(name string) string {
 // text, timeout, unreadable output) does not fail the poll: its last good
 // jobs keep counting until they are older than DemandMaxAge, then they
 // are dropped, while the other schedds are read fresh. Either way the
-// result names it in Demand.Stale (and Status says how each schedd went),
-// so that the hub does not retire on a view that misses a schedd. The poll
-// fails as a whole, with an error naming the command and the reason and
-// no demand, when condor_status fails (the pool's view of its VMs is what
-// retirement rests on) or when no schedd could be read at all.
+// result says it is not fresh (Demand.Schedds, Demand.Fresh; Status says
+// how each schedd went), so that the hub does not retire on a view that
+// misses a schedd. condor_status failing is a failed pool view:
+// Demand.PoolErr says why and Machines is nil (unknown, not empty). The
+// poll fails as a whole, with an error naming the command and the reason
+// and no demand, when no schedd could be read at all.
 func (s *Source) Poll(ctx context.Context, now time.Time, pool []demand.PoolVM) (demand.Demand, error) {
 	start := time.Now()
 	schedds := s.cfg.Schedds
@@ -288,6 +292,7 @@ func (s *Source) Poll(ctx context.Context, now time.Time, pool []demand.PoolVM) 
 	var stale []string
 	var errs []error
 	stats := make([]ScheddStatus, len(schedds))
+	states := make([]demand.ScheddState, len(schedds))
 	fresh := 0
 	for i, name := range schedds {
 		r := reads[i]
@@ -325,6 +330,7 @@ func (s *Source) Poll(ctx context.Context, now time.Time, pool []demand.PoolVM) 
 			}
 		}
 		ss.LastGood = st.goodAt
+		states[i] = demand.ScheddState{Name: name, Fresh: r.err == nil, TakenAt: st.goodAt, Err: ss.Err}
 		if q := r.q; r.err != nil {
 			q = nil
 			if ss.Kept {
@@ -338,7 +344,7 @@ func (s *Source) Poll(ctx context.Context, now time.Time, pool []demand.PoolVM) 
 		}
 		stats[i] = ss
 	}
-	if slotsErr != nil || fresh == 0 {
+	if fresh == 0 {
 		if slotsErr != nil {
 			errs = append(errs, slotsErr)
 		}
@@ -346,6 +352,13 @@ func (s *Source) Poll(ctx context.Context, now time.Time, pool []demand.PoolVM) 
 		s.status.Err = err.Error()
 		s.status.Schedds = stats
 		return demand.Demand{}, fmt.Errorf("htcondor poll: %w", err)
+	}
+	poolErr := ""
+	if slotsErr != nil {
+		poolErr = slotsErr.Error()
+		if s.log != nil {
+			s.log.WithError(slotsErr).Warn("the pool's view of Canopy's VMs could not be read: their states are unknown this poll")
+		}
 	}
 	if len(errs) > 0 && s.log != nil {
 		s.log.WithError(errors.Join(errs...)).WithField("stale", stale).Warn(
@@ -371,20 +384,27 @@ func (s *Source) Poll(ctx context.Context, now time.Time, pool []demand.PoolVM) 
 	}
 	slices.SortFunc(infos, func(a, b ShapeInfo) int { return compareShapes(a.Shape, b.Shape) })
 
-	machines := s.machines(slots, pool, idleJobs, now)
-	sortMachines(machines)
-	for _, m := range machines {
-		s.startds[m.VMName] = seenStartd{name: m.Startd, at: now}
-	}
-	for vm, sd := range s.startds {
-		if now.Sub(sd.at) > forgetStartdAfter {
-			delete(s.startds, vm)
+	var machines []MachineInfo
+	if slotsErr == nil {
+		machines = s.machines(slots, pool, idleJobs, now)
+		sortMachines(machines)
+		for _, m := range machines {
+			s.startds[m.VMName] = seenStartd{name: m.Startd, at: now}
+		}
+		for vm, sd := range s.startds {
+			if now.Sub(sd.at) > forgetStartdAfter {
+				delete(s.startds, vm)
+			}
 		}
 	}
-	s.status = Status{TakenAt: now, Took: time.Since(start), Schedds: stats, Stale: stale, Shapes: infos,
+	s.status = Status{TakenAt: now, Took: time.Since(start), Schedds: stats, Stale: stale, PoolErr: poolErr, Shapes: infos,
 		Unmatchable: unmatch, Machines: machines}
 	s.matcher = matcher
-	return demand.Demand{Shapes: plannerShapes(infos), Machines: toDemand(machines), TakenAt: now, Stale: stale}, nil
+	d := demand.Demand{Shapes: plannerShapes(infos), PoolErr: poolErr, Schedds: states, TakenAt: now}
+	if slotsErr == nil {
+		d.Machines = toDemand(machines)
+	}
+	return d, nil
 }
 
 // readSchedd reads one schedd's queue. With the autocluster query (unless

@@ -3,6 +3,7 @@ package planner
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -214,6 +215,26 @@ func (h *History) Observe(now time.Time, p Plan) {
 	h.groupOver = observeOver(h.groupOver, now, len(p.Groups), func(i int) (string, bool) {
 		return p.Groups[i].Name, p.Groups[i].OverQuota
 	})
+}
+
+// HistoryState is a History's content, for keeping it across restarts.
+type HistoryState struct {
+	Failures []Failure `json:"failures,omitempty"`
+	// CloudOver and GroupOver are since when each cloud and group has been
+	// over quota without a break.
+	CloudOver map[string]time.Time `json:"cloud_over,omitempty"`
+	GroupOver map[string]time.Time `json:"group_over,omitempty"`
+}
+
+// State returns a copy of the history's content.
+func (h *History) State() HistoryState {
+	return HistoryState{Failures: h.Failures.Failures(), CloudOver: maps.Clone(h.cloudOver), GroupOver: maps.Clone(h.groupOver)}
+}
+
+// RestoreHistory returns a History holding st.
+func RestoreHistory(st HistoryState) History {
+	return History{Failures: FailureLog{list: slices.Clone(st.Failures)}, cloudOver: maps.Clone(st.CloudOver),
+		groupOver: maps.Clone(st.GroupOver)}
 }
 
 func observeOver(prev map[string]time.Time, now time.Time, n int, at func(int) (string, bool)) map[string]time.Time {

@@ -1,13 +1,13 @@
-// Package store keeps the hub's small durable state in one bbolt file: the
-// plan counter (so plan ids and server names never repeat across restarts)
-// and the lifecycle log of what the hub ordered. Everything else the hub
-// knows is soft state, rebuilt from agents and the batch system.
+// Package store keeps the hub's durable intent (hub/intent) in one bbolt
+// file: one bucket per intent table, one key per record. The hub loads it
+// whole at start and commits each cycle's changes in one transaction: one
+// fsync per cycle however many VMs the cycle touched.
 //
-// Why bbolt: the state is a few keys and an append-only log, read and
-// written by one process. bbolt is pure Go (no cgo), a single file with
-// ACID transactions and crash safety through copy-on-write pages, and is
-// proven in etcd, Consul and Nomad. SQLite would bring cgo or a large
-// translated driver for queries the hub never asks.
+// Why bbolt: the state is a few thousand small records read and written by
+// one process. bbolt is pure Go (no cgo), a single file with ACID
+// transactions and crash safety through copy-on-write pages, and is proven
+// in etcd, Consul and Nomad. SQLite would bring cgo or a large translated
+// driver for queries the hub never asks.
 package store
 
 import (
@@ -19,13 +19,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
-)
 
-var (
-	bucketMeta   = []byte("meta")
-	bucketEvents = []byte("events")
-	bucketHeld   = []byte("held")
-	keyPlanSeq   = []byte("plan_seq")
+	"github.com/canopy-grid/canopy/hub/intent"
 )
 
 // Store is an open state file.
@@ -43,12 +38,12 @@ func Open(path string) (*Store, error) {
 		return nil, fmt.Errorf("open state %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketEvents, bucketHeld} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+		for _, t := range intent.Tables {
+			if _, err := tx.CreateBucketIfNotExists([]byte(t)); err != nil {
 				return err
 			}
 		}
-		return nil
+		return migrate(tx)
 	})
 	if err != nil {
 		_ = db.Close()
@@ -57,117 +52,90 @@ func Open(path string) (*Store, error) {
 	return &Store{db: db}, nil
 }
 
+// migrate converts the layout of the first releases (an 8-byte plan
+// counter, a "held" bucket of timestamps) to intent records.
+func migrate(tx *bolt.Tx) error {
+	meta := tx.Bucket([]byte(intent.TableMeta))
+	if v := meta.Get([]byte("plan_seq")); len(v) == 8 {
+		b, _ := json.Marshal(binary.BigEndian.Uint64(v))
+		if err := meta.Put([]byte("plan_seq"), b); err != nil {
+			return err
+		}
+	}
+	old := tx.Bucket([]byte("held"))
+	if old == nil {
+		return nil
+	}
+	holds := tx.Bucket([]byte(intent.TableHold))
+	err := old.ForEach(func(k, v []byte) error {
+		at, _ := time.Parse(time.RFC3339, string(v))
+		b, err := json.Marshal(intent.Hold{VMID: string(k), At: at, Reason: "held before the upgrade"})
+		if err != nil {
+			return err
+		}
+		return holds.Put(k, b)
+	})
+	if err != nil {
+		return err
+	}
+	return tx.DeleteBucket([]byte("held"))
+}
+
 // Close closes the file.
 func (s *Store) Close() error { return s.db.Close() }
 
-// NextPlanID returns a new plan number, never returned before.
-func (s *Store) NextPlanID() (uint64, error) {
-	var n uint64
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketMeta)
-		if v := b.Get(keyPlanSeq); len(v) == 8 {
-			n = binary.BigEndian.Uint64(v)
-		}
-		n++
-		var buf [8]byte
-		binary.BigEndian.PutUint64(buf[:], n)
-		return b.Put(keyPlanSeq, buf[:])
-	})
-	if err != nil {
-		return 0, fmt.Errorf("next plan id: %w", err)
-	}
-	return n, nil
-}
-
-// Event is one entry of the lifecycle log.
-type Event struct {
-	Seq    uint64    `json:"seq"`
-	At     time.Time `json:"at"`
-	Site   string    `json:"site,omitempty"`
-	VM     string    `json:"vm,omitempty"`
-	Plan   string    `json:"plan,omitempty"`
-	Kind   string    `json:"kind"`
-	Detail string    `json:"detail,omitempty"`
-}
-
-// Append adds events to the lifecycle log in one transaction.
-func (s *Store) Append(events ...Event) error {
-	if len(events) == 0 {
-		return nil
-	}
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketEvents)
-		for _, e := range events {
-			seq, err := b.NextSequence()
+// Load reads the whole intent. A record that does not decode is an error
+// naming it: the hub refuses to start on a state it cannot read rather
+// than forget what it ordered.
+func (s *Store) Load() (*intent.State, error) {
+	st := intent.New()
+	err := s.db.View(func(tx *bolt.Tx) error {
+		for _, t := range intent.Tables {
+			err := tx.Bucket([]byte(t)).ForEach(func(k, v []byte) error {
+				return st.Apply(intent.Change{Table: t, Key: string(k), Value: v})
+			})
 			if err != nil {
-				return err
-			}
-			e.Seq = seq
-			v, err := json.Marshal(e)
-			if err != nil {
-				return err
-			}
-			var k [8]byte
-			binary.BigEndian.PutUint64(k[:], seq)
-			if err := b.Put(k[:], v); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("append lifecycle events: %w", err)
+		return nil, fmt.Errorf("load hub state: %w", err)
+	}
+	return st, nil
+}
+
+// Commit makes changes durable, in order, in one transaction.
+func (s *Store) Commit(changes []intent.Change) error {
+	if len(changes) == 0 {
+		return nil
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for _, c := range changes {
+			b := tx.Bucket([]byte(c.Table))
+			if b == nil {
+				return fmt.Errorf("unknown table %q", c.Table)
+			}
+			var err error
+			if c.Value == nil {
+				err = b.Delete([]byte(c.Key))
+			} else {
+				err = b.Put([]byte(c.Key), c.Value)
+			}
+			if err != nil {
+				return fmt.Errorf("%s/%s: %w", c.Table, c.Key, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("commit hub state (%d changes): %w", len(changes), err)
 	}
 	return nil
 }
 
-// Recent returns up to n of the newest events, newest first.
-func (s *Store) Recent(n int) ([]Event, error) {
-	var out []Event
-	err := s.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketEvents).Cursor()
-		for k, v := c.Last(); k != nil && len(out) < n; k, v = c.Prev() {
-			var e Event
-			if err := json.Unmarshal(v, &e); err != nil {
-				return fmt.Errorf("event %x: %w", k, err)
-			}
-			out = append(out, e)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read lifecycle events: %w", err)
-	}
-	return out, nil
-}
-
-// SetHeld puts a VM (by server id) under manual control, or releases it.
-// The planner never touches a held VM.
-func (s *Store) SetHeld(vmID string, held bool) error {
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketHeld)
-		if held {
-			return b.Put([]byte(vmID), []byte(time.Now().UTC().Format(time.RFC3339)))
-		}
-		return b.Delete([]byte(vmID))
-	})
-	if err != nil {
-		return fmt.Errorf("hold %s: %w", vmID, err)
-	}
-	return nil
-}
-
-// Held returns the ids of VMs under manual control.
-func (s *Store) Held() (map[string]bool, error) {
-	out := map[string]bool{}
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketHeld).ForEach(func(k, _ []byte) error {
-			out[string(k)] = true
-			return nil
-		})
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read held VMs: %w", err)
-	}
-	return out, nil
+// Stats counts the file's commits, for metrics and benchmarks.
+func (s *Store) Stats() bolt.TxStats {
+	return s.db.Stats().TxStats
 }

@@ -40,6 +40,7 @@ func run(args []string) error {
 	root := fs.String("root", "/", "prefix for every file written")
 	gossipBind := fs.String("gossip-bind", "", "address the gossip member listens on (default 0.0.0.0:7946)")
 	noCondor := fs.Bool("no-condor", false, "log HTCondor commands instead of running them (local test VMs)")
+	testJobs := fs.String("test-jobs-file", "", `TEST ONLY (local test VMs): report the job count written in this file under --root ("RUNNING CLAIMED")`)
 	condorBin := fs.String("condor-bin", "", "where HTCondor's user tools are (condor_status, condor_who); default: the sibling of --condor-sbin, or PATH")
 	condorSbin := fs.String("condor-sbin", "", "where HTCondor's daemons and admin tools are (condor_master, condor_off); default: the sibling of --condor-bin, or PATH")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -64,5 +65,9 @@ func run(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return vmagent.Run(ctx, vmagent.Options{Root: *root, Source: src, Runner: runner, Log: entry, GossipBind: *gossipBind})
+	o := vmagent.Options{Root: *root, Source: src, Runner: runner, Log: entry, GossipBind: *gossipBind}
+	if *testJobs != "" {
+		o.Jobs = vmagent.TestJobsFile{Root: *root, Path: *testJobs}.Count
+	}
+	return vmagent.Run(ctx, o)
 }

@@ -17,7 +17,7 @@ import (
 
 	"github.com/canopy-grid/canopy/deploy/demo"
 	"github.com/canopy-grid/canopy/hub"
-	"github.com/canopy-grid/canopy/hub/store"
+	"github.com/canopy-grid/canopy/hub/intent"
 )
 
 func main() {
@@ -55,11 +55,14 @@ func run(bin, dir string) error {
 		return err
 	}
 	defer func() {
-		fmt.Println("stopping agents (and their VMs) and the hub...")
+		fmt.Println("stopping the agents, the hub and the local clouds' VMs...")
 		sys.Stop()
 		fmt.Printf("all processes stopped; logs in %s/log\n", sys.Dir)
 	}()
 	fmt.Printf("Canopy demo running. Status page: %s/  (metrics: %s/metrics)\n", sys.HTTPURL, sys.HTTPURL)
+	for _, site := range demo.Sites {
+		fmt.Printf("Agent %s: %s/metrics and its VM book %s/v1/vms\n", site, sys.AgentURLs[site], sys.AgentURLs[site])
+	}
 	fmt.Println("Press Ctrl-C to stop" + map[bool]string{true: fmt.Sprintf(" (stops by itself after %s)", limit), false: ""}[limit > 0] + ".")
 
 	var lastSeq uint64
@@ -75,11 +78,11 @@ func run(bin, dir string) error {
 		if name, gone := sys.Exited(); gone {
 			return fmt.Errorf("%s exited; see %s/log/%s.log", name, sys.Dir, name)
 		}
-		var events []store.Event
+		var events []intent.Event
 		_ = demo.GetJSON(ctx, sys.HTTPURL+"/api/v1/events", &events)
 		for i := len(events) - 1; i >= 0; i-- {
 			if e := events[i]; e.Seq > lastSeq {
-				fmt.Printf("  %6.1fs  %-5s %-7s %s %s\n", time.Since(start).Seconds(), e.Site, e.Kind, e.VM, e.Detail)
+				fmt.Printf("  %6.1fs  %-5s %-7s %s %s\n", time.Since(start).Seconds(), e.Cloud, e.Kind, e.VM, e.Detail)
 				lastSeq = e.Seq
 			}
 		}

@@ -1,0 +1,266 @@
+package hub
+
+import (
+	"bytes"
+	"encoding/json"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/canopy-grid/canopy/hub/intent"
+	"github.com/canopy-grid/canopy/hub/planner"
+	"github.com/canopy-grid/canopy/hub/snapshot"
+	"github.com/canopy-grid/canopy/protocol"
+)
+
+// Status is what the hub publishes after every cycle for readers: the JSON
+// API, /metrics and the status page read it without touching live state.
+// It is immutable once published.
+type Status struct {
+	At     time.Time      `json:"at"`
+	HubID  string         `json:"hub_id"`
+	Sites  []SiteStatus   `json:"sites"`
+	VMs    []VMStatus     `json:"vms"`
+	Demand DemandStatus   `json:"demand"`
+	Events []intent.Event `json:"events"`
+	// Evidence is what the snapshot builder concluded (the pool view).
+	Evidence snapshot.Report `json:"evidence"`
+	// Waiting lists the clouds a starting hub waits for before it plans.
+	Waiting []string `json:"waiting,omitempty"`
+
+	byID      map[string]int // index into VMs
+	heldNames map[string]bool
+
+	// Encoded answers, made once per status on first use.
+	sitesOnce, vmsOnce sync.Once
+	sitesJSON, vmsJSON []byte
+}
+
+// SitesJSON is the JSON API's answer for the clouds, encoded once.
+func (st *Status) SitesJSON() []byte {
+	st.sitesOnce.Do(func() { st.sitesJSON = encodeJSON(st.Sites) })
+	return st.sitesJSON
+}
+
+// VMsJSON is the JSON API's answer for the VMs, encoded once.
+func (st *Status) VMsJSON() []byte {
+	st.vmsOnce.Do(func() { st.vmsJSON = encodeJSON(st.VMs) })
+	return st.vmsJSON
+}
+
+// SiteStatus is one cloud in the JSON API and on the status page.
+type SiteStatus struct {
+	Name          string    `json:"name"`
+	Connected     bool      `json:"connected"`
+	Software      string    `json:"software,omitempty"`
+	ConnectedAt   time.Time `json:"connected_at,omitzero"`
+	LastHeartbeat time.Time `json:"last_heartbeat,omitzero"`
+	InventoryAt   time.Time `json:"inventory_at,omitzero"`
+	Flavors       int       `json:"flavors"`
+	MaxCores      int       `json:"max_cores"`
+	UsedCores     int       `json:"used_cores"`
+	MaxInstances  int       `json:"max_instances"`
+	VMs           int       `json:"vms"`
+	ForeignVMs    int       `json:"foreign_vms"`
+	Pending       int       `json:"pending_boots"`
+	Paused        bool      `json:"paused"`
+	// State is the planner's state for the cloud (ok, disconnected,
+	// backoff, ...) and Reason why.
+	State  planner.CloudState `json:"state,omitempty"`
+	Reason string             `json:"reason,omitempty"`
+	// Storage is the cloud's last storage health report, if it sends one.
+	Storage *protocol.StorageReport `json:"storage,omitempty"`
+}
+
+// VMStatus is one VM in the JSON API and on the status page.
+type VMStatus struct {
+	ID          string          `json:"id"`
+	Name        string          `json:"name"`
+	Site        string          `json:"site"`
+	Group       string          `json:"group"`
+	VMType      string          `json:"vm_type"`
+	Flavor      string          `json:"flavor"`
+	State       planner.VMState `json:"state"`
+	Held        bool            `json:"held,omitempty"`
+	RunningJobs int             `json:"running_jobs"`
+	CreatedAt   time.Time       `json:"created_at,omitzero"`
+	// Fault is the cloud's message for a VM in error or stopped.
+	Fault string `json:"fault,omitempty"`
+	// Retiring is set once a retirement was ordered, with its deadline.
+	RetireDeadline time.Time `json:"retire_deadline,omitzero"`
+}
+
+// DemandStatus summarizes demand for the API.
+type DemandStatus struct {
+	Shapes   []planner.Shape `json:"shapes"`
+	Idle     int             `json:"idle"`
+	Running  int             `json:"running"`
+	Finished int             `json:"finished"`
+	TakenAt  time.Time       `json:"taken_at,omitzero"`
+	Error    string          `json:"error,omitempty"`
+	Plan     planner.Plan    `json:"last_plan"`
+	PlanAt   time.Time       `json:"plan_at,omitzero"`
+}
+
+// recentEvents is how many events the published status carries.
+const recentEvents = 200
+
+// status builds the status readers see. It runs on the control loop.
+func (l *loop) status(now time.Time) *Status {
+	h := l.h
+	st := &Status{At: now, HubID: h.cfg.ID, Evidence: l.report, Waiting: slices.Clone(l.waiting),
+		byID: map[string]int{}, heldNames: map[string]bool{}}
+	d := DemandStatus{Shapes: l.demand.Shapes, Finished: l.demand.Finished, TakenAt: l.demandAt, Error: l.demandErr,
+		Plan: l.lastPlan, PlanAt: l.planAt}
+	for _, sh := range d.Shapes {
+		d.Idle += sh.Idle
+		d.Running += sh.Running
+	}
+	st.Demand = d
+	cloudState := map[string]planner.CloudStatus{}
+	for _, c := range l.lastPlan.Clouds {
+		cloudState[c.Site] = c
+	}
+	pending := map[string]int{}
+	for _, p := range l.st.Pending {
+		pending[p.Cloud]++
+	}
+	views := l.views()
+	total := len(l.st.Pending)
+	for _, v := range views {
+		if v.Inventory != nil {
+			total += len(v.Inventory.VMs)
+		}
+	}
+	vms := make([]VMStatus, 0, total)
+	for _, name := range slices.Sorted(maps.Keys(views)) {
+		v := views[name]
+		cs := cloudState[name]
+		s := SiteStatus{Name: name, Connected: l.fresh(v, now), Software: v.Software, ConnectedAt: v.ConnectedAt,
+			LastHeartbeat: v.LastHeartbeat, InventoryAt: v.InventoryAt, Pending: pending[name],
+			Paused: h.cfg.Sites[name].Paused, State: cs.State, Reason: cs.Reason}
+		if inv := v.Inventory; inv != nil {
+			s.Flavors, s.MaxCores, s.UsedCores, s.MaxInstances = len(inv.Flavors), inv.Limits.MaxCores, inv.Limits.UsedCores, inv.Limits.MaxInstances
+			s.Storage = inv.Storage
+			for i := range inv.VMs {
+				vm := &inv.VMs[i]
+				if vm.Foreign || (vm.Hub != "" && vm.Hub != h.cfg.ID) {
+					s.ForeignVMs++
+					continue
+				}
+				s.VMs++
+				vs := VMStatus{ID: vm.ID, Name: vm.Name, Site: name, Group: vm.Group, VMType: vm.VMType, Flavor: vm.Flavor,
+					CreatedAt: vm.CreatedAt, Fault: vm.Fault, State: l.vmState(vm)}
+				if vm.Jobs != nil {
+					vs.RunningJobs = vm.Jobs.Running
+				}
+				if _, ok := l.st.Hold[vm.ID]; ok {
+					vs.Held = true
+					st.heldNames[vm.Name] = true
+				}
+				if r, ok := l.st.Retire[vm.ID]; ok {
+					vs.RetireDeadline = r.Deadline
+				}
+				if e, ok := l.st.Error[vm.ID]; ok && vs.Fault == "" {
+					vs.Fault = e.Fault
+				}
+				vms = append(vms, vs)
+			}
+		}
+		st.Sites = append(st.Sites, s)
+	}
+	for _, name := range slices.Sorted(maps.Keys(l.st.Pending)) {
+		p := l.st.Pending[name]
+		vms = append(vms, VMStatus{Name: name, Site: p.Cloud, Group: p.Group, VMType: p.VMType, Flavor: p.Flavor,
+			State: planner.VMBooting, CreatedAt: p.OrderedAt})
+	}
+	// Sort by name through an index: VMStatus is large, and moving it
+	// around in a sort costs more than the comparisons.
+	order := make([]int32, len(vms))
+	for i := range order {
+		order[i] = int32(i)
+	}
+	slices.SortFunc(order, func(a, b int32) int { return strings.Compare(vms[a].Name, vms[b].Name) })
+	st.VMs = make([]VMStatus, len(vms))
+	for k, i := range order {
+		st.VMs[k] = vms[i]
+		if id := vms[i].ID; id != "" {
+			st.byID[id] = k
+		}
+	}
+	n := min(len(l.st.Events), recentEvents)
+	st.Events = make([]intent.Event, 0, n)
+	for i := len(l.st.Events) - 1; i >= len(l.st.Events)-n; i-- {
+		st.Events = append(st.Events, l.st.Events[i])
+	}
+	return st
+}
+
+// vmState is a VM's state for people, from the last plan's snapshot when
+// it has one, else from the inventory alone.
+func (l *loop) vmState(vm *protocol.VM) planner.VMState {
+	if s, ok := l.lastStates[vm.ID]; ok {
+		return s
+	}
+	switch vm.State {
+	case protocol.VMBooting:
+		return planner.VMBooting
+	case protocol.VMError, protocol.VMStopped:
+		return planner.VMError
+	case protocol.VMDeleting:
+		return planner.VMRetiring
+	}
+	if vm.Retiring {
+		return planner.VMRetiring
+	}
+	if !vm.Ready {
+		return planner.VMStarting
+	}
+	if vm.Jobs != nil && vm.Jobs.Running > 0 {
+		return planner.VMBusy
+	}
+	return planner.VMIdle
+}
+
+// publish makes st what readers see.
+func (h *Hub) publish(st *Status) { h.status.Store(st) }
+
+// Status returns the last published status.
+func (h *Hub) Status() *Status { return h.status.Load() }
+
+// Sites returns every cloud's status, sorted by name.
+func (h *Hub) Sites() []SiteStatus { return h.Status().Sites }
+
+// VMs returns every Canopy VM the hub knows, including boots not yet listed.
+func (h *Hub) VMs() []VMStatus { return h.Status().VMs }
+
+// Demand returns the last demand and plan.
+func (h *Hub) Demand() DemandStatus { return h.Status().Demand }
+
+// VM returns one VM by server id.
+func (st *Status) VM(id string) (VMStatus, bool) {
+	i, ok := st.byID[id]
+	if !ok {
+		return VMStatus{}, false
+	}
+	return st.VMs[i], true
+}
+
+// HeldByName reports whether the VM with this server name is under manual
+// control (for job sources that must leave it alone).
+func (h *Hub) HeldByName(name string) bool {
+	return h.Status().heldNames[name]
+}
+
+// encodeJSON is writeJSON's encoding, for answers encoded once.
+func encodeJSON(v any) []byte {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return []byte("null\n")
+	}
+	return b.Bytes()
+}
