@@ -221,9 +221,15 @@ jobs:
 		t.Fatal(err)
 	}
 	inFlight := len(e.cloud("west"))
+	restarted := time.Now()
 	if err := e.sys.Restart("hub"); err != nil {
 		t.Fatal(err)
 	}
+	firstPlan := e.poll(60*time.Second, "the restarted hub's first plan", func() bool {
+		var d hub.DemandStatus
+		return GetJSON(e.ctx, e.sys.HTTPURL+"/api/v1/demand", &d) == nil && d.PlanAt.After(restarted)
+	})
+	t.Logf("hub restart -> first plan: %s (it waits until both clouds reported)", firstPlan.Round(10*time.Millisecond))
 	// Back: it waits for both clouds, keeps east backing off.
 	e.poll(60*time.Second, "the restarted hub to see both clouds, east still backing off", func() bool {
 		s := e.sites()
