@@ -18,6 +18,7 @@ import (
 
 	"github.com/canopy-grid/canopy/hub/intent"
 	"github.com/canopy-grid/canopy/hub/planner"
+	"github.com/canopy-grid/canopy/hub/snapshot"
 	"github.com/canopy-grid/canopy/protocol"
 	"github.com/canopy-grid/canopy/protocol/squidreg"
 )
@@ -160,9 +161,10 @@ func (h *Hub) httpHandler() http.Handler {
 			VMTotal  int
 			VMCounts []siteCounts
 			Demand   DemandStatus
+			Evidence snapshot.Report
 			Events   []intent.Event
 			Now      time.Time
-		}{st.HubID, st.Sites, rows, len(st.VMs), counts, st.Demand, ev, h.now()}
+		}{st.HubID, st.Sites, rows, len(st.VMs), counts, st.Demand, st.Evidence, ev, h.now()}
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
 		if err := statusTmpl.Execute(w, data); err != nil {
@@ -192,7 +194,7 @@ func pageVMs(vms []VMStatus, n int) ([]VMStatus, []siteCounts) {
 	for pass := range 2 {
 		for i := range vms {
 			vm := &vms[i]
-			attention := vm.State == planner.VMError || vm.Held || vm.State == planner.VMRetiring
+			attention := vm.State == planner.VMError || vm.Held || vm.State == planner.VMRetiring || vm.RetireError != ""
 			if pass == 0 {
 				c := by[vm.Site]
 				if c == nil {

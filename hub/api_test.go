@@ -120,7 +120,7 @@ func TestStatusPageRenders(t *testing.T) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	page := string(b)
-	for _, want := range []string{"</html>", "canopy-west-p1-0-0", "No valid host", "atlas", "west"} {
+	for _, want := range []string{"</html>", "canopy-west-p1-0-0", "No valid host", "atlas", "west", "Pool view ok", "2 unregistered"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("status page lacks %q", want)
 		}

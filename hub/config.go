@@ -41,10 +41,6 @@ type Config struct {
 	// cloud (sites) to report before it plans without them. It plans as
 	// soon as all have reported.
 	StartupGrace time.Duration `yaml:"startup_grace"`
-	// CheckinMaxAge is how old a VM's last check-in may be and still count
-	// as evidence of what runs there (3 × the agents' checkin_every is
-	// right).
-	CheckinMaxAge time.Duration `yaml:"checkin_max_age"`
 	// EventsMaxAge is how long lifecycle events are kept (at most 10,000
 	// are kept in any case).
 	EventsMaxAge time.Duration `yaml:"events_max_age"`
@@ -135,9 +131,8 @@ func (c Config) WithDefaults() Config {
 	def(&c.HeartbeatEvery, 5*time.Second)
 	def(&c.InventoryEvery, 30*time.Second)
 	def(&c.DemandMaxAge, 5*time.Minute)
-	def(&c.BootListTimeout, 10*time.Minute)
+	def(&c.BootListTimeout, 30*time.Minute)
 	def(&c.StartupGrace, 2*c.InventoryEvery)
-	def(&c.CheckinMaxAge, 30*time.Second)
 	def(&c.EventsMaxAge, 30*24*time.Hour)
 	pd := planner.DefaultConfig()
 	def(&c.Planner.KeepAlive, pd.KeepAlive)

@@ -185,8 +185,10 @@ func (l *loop) cycle(ctx context.Context) {
 	if l.grace(now, views) {
 		plan = planner.Decide(snap)
 		l.hist.Observe(now, plan)
-		if !demandOK {
-			// A failed poll never retires or deletes.
+		if !demandOK || !d.Fresh() {
+			// A failed poll never retires or deletes; nor does one that
+			// could not read every schedd (a VM may look idle only
+			// because the queue that would feed it is missing).
 			plan.Retires, plan.Deletes = nil, nil
 		}
 		l.lastPlan, l.planAt, planned = plan, now, true
@@ -438,7 +440,7 @@ func (l *loop) grace(now time.Time, views map[string]*cloudView) bool {
 func (l *loop) input(now time.Time, views map[string]*cloudView, demandOK bool) snapshot.Input {
 	cfg := &l.h.cfg
 	in := snapshot.Input{Now: now, HubID: cfg.ID, Config: cfg.Planner, Demand: l.demand, DemandOK: demandOK,
-		Intent: l.st, InventoryMaxAge: cfg.inventoryMaxAge(), CheckinMaxAge: cfg.CheckinMaxAge}
+		Intent: l.st, InventoryMaxAge: cfg.inventoryMaxAge()}
 	for _, name := range slices.Sorted(maps.Keys(cfg.Groups)) {
 		g := cfg.Groups[name]
 		in.Groups = append(in.Groups, planner.Group{Name: name, Share: g.Share, Caps: g.Caps, CloudCaps: g.CloudCaps,
@@ -450,10 +452,9 @@ func (l *loop) input(now time.Time, views map[string]*cloudView, demandOK bool) 
 		c := snapshot.Cloud{Settings: planner.Cloud{Site: name, Priority: sc.Priority, Paused: sc.Paused, Disabled: sc.Disabled,
 			Caps: sc.Caps, SoftQuota: sc.SoftQuota, KeepAlive: sc.KeepAlive, MaxLifetime: sc.MaxLifetime,
 			Endpoint: sc.Endpoint, MaxInFlight: sc.MaxInFlight},
-			Connected: l.fresh(v, now), InventoryAt: v.InventoryAt}
-		if v.Inventory != nil && v.InventorySession == v.Session {
-			c.Inventory = v.Inventory
-		}
+			Connected: l.fresh(v, now), Inventory: v.Inventory, InventoryAt: v.InventoryAt}
+		// An inventory of an earlier session still lists the cloud's VMs:
+		// the builder holds them unknown, not gone.
 		in.Clouds = append(in.Clouds, c)
 	}
 	return in
@@ -534,7 +535,7 @@ func (l *loop) execute(now time.Time, plan planner.Plan, views map[string]*cloud
 		// agent deletes those even if the VM reports running jobs.
 		var plain, forced []string
 		for _, d := range deletes[site] {
-			if d.Rule == planner.RuleRetireTimeout {
+			if d.Deadline {
 				forced = append(forced, d.VMID)
 			} else {
 				plain = append(plain, d.VMID)

@@ -81,11 +81,12 @@ var (
 	descFinished = prometheus.NewDesc("canopy_hub_jobs_finished", "Jobs finished since the job source started (simulated sources only).", nil, nil)
 	descPending  = prometheus.NewDesc("canopy_hub_boots_pending", "Boots ordered that the cloud does not list yet.", []string{"site"}, nil)
 	descPoolView = prometheus.NewDesc("canopy_hub_pool_view_ok", "1 if the job source's view of the VMs in the pool is usable evidence this cycle, 0 if it failed or is implausible (nothing is retired on it).", nil, nil)
+	descEvidence = prometheus.NewDesc("canopy_hub_vms_by_evidence", "Canopy's VMs by what fresh evidence says of them: registered, unregistered, or unknown (kept until evidence returns or a deadline passes).", []string{"evidence"}, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSiteUp, descVMs, descIdle, descRunning, descFinished, descPending, descPoolView} {
+	for _, d := range []*prometheus.Desc{descSiteUp, descVMs, descIdle, descRunning, descFinished, descPending, descPoolView, descEvidence} {
 		ch <- d
 	}
 }
@@ -124,4 +125,8 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ok = 1
 	}
 	ch <- prometheus.MustNewConstMetric(descPoolView, prometheus.GaugeValue, ok)
+	n := st.Evidence.Counts
+	ch <- prometheus.MustNewConstMetric(descEvidence, prometheus.GaugeValue, float64(n.Registered), "registered")
+	ch <- prometheus.MustNewConstMetric(descEvidence, prometheus.GaugeValue, float64(n.Unregistered), "unregistered")
+	ch <- prometheus.MustNewConstMetric(descEvidence, prometheus.GaugeValue, float64(n.Unknown), "unknown")
 }
