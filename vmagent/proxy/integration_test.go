@@ -55,7 +55,7 @@ func TestMain(m *testing.M) {
 func TestLiveDiscover(t *testing.T) {
 	o := origin(t)
 	a := agent(t, fmt.Sprintf("127.0.0.1:%d", portA), fmt.Sprintf("127.0.0.1:%d", portB))
-	opts := proxy.Options{AgentURL: a.URL, ProbeURL: o.URL + probePath}
+	opts := proxy.Options{AgentURL: a.URL, Client: a.client, ProbeURL: o.URL + probePath}
 	res, err := proxy.Discover(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)
@@ -92,7 +92,7 @@ func TestLiveDiscover(t *testing.T) {
 // kept, since the origin is what failed.
 func TestLiveOriginDown(t *testing.T) {
 	a := agent(t, fmt.Sprintf("127.0.0.1:%d", portA), fmt.Sprintf("127.0.0.1:%d", portB))
-	res, err := proxy.Discover(context.Background(), proxy.Options{AgentURL: a.URL, ProbeURL: "http://" + closedAddr(t) + probePath})
+	res, err := proxy.Discover(context.Background(), proxy.Options{AgentURL: a.URL, Client: a.client, ProbeURL: "http://" + closedAddr(t) + probePath})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -64,7 +64,9 @@ type Options struct {
 	// Fallback proxies (host:port or http://host:port) are checked when
 	// the agent cannot be asked.
 	Fallback []string
-	// Client asks the agent; nil means a client with a 10 s timeout.
+	// Client asks the agent: vmagent passes its TLS client (only the
+	// hub's CA, only the site's VM endpoint certificate; see
+	// vmproto.ClientTLS). Nil means a default client with a 10 s timeout.
 	Client *http.Client
 	// Transport carries the checks; nil means a fresh one without
 	// keep-alives (each check measures a whole request).

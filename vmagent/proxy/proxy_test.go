@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/canopy-grid/canopy/internal/pkitest"
 	"github.com/canopy-grid/canopy/internal/squidtest"
 	"github.com/canopy-grid/canopy/protocol/vmproto"
 	"github.com/canopy-grid/canopy/vmagent/proxy"
@@ -28,10 +29,19 @@ func origin(t *testing.T) *httptest.Server {
 	return o
 }
 
-// agent serves a fixed GET /v1/squids answer listing addrs.
-func agent(t *testing.T, addrs ...string) *httptest.Server {
+// agentServer is a site agent's VM endpoint over TLS and a client that
+// trusts it as VMs do.
+type agentServer struct {
+	URL    string
+	client *http.Client
+}
+
+// agent serves a fixed GET /v1/squids answer listing addrs, over TLS as
+// the agent's VM endpoint does.
+func agent(t *testing.T, addrs ...string) agentServer {
 	t.Helper()
-	a := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	ca := pkitest.New(t)
+	a := ca.Server(t, "west", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != vmproto.PathSquids || r.URL.Query().Get("kind") != "cvmfs" || r.URL.Query().Get("n") != "5" {
 			http.Error(w, "unexpected "+r.URL.String(), http.StatusBadRequest)
 			return
@@ -42,8 +52,7 @@ func agent(t *testing.T, addrs ...string) *httptest.Server {
 		}
 		_ = json.NewEncoder(w).Encode(l)
 	}))
-	t.Cleanup(a.Close)
-	return a
+	return agentServer{URL: a.URL, client: ca.Client(t, "west")}
 }
 
 func proxies(t *testing.T, n int) []*squidtest.Proxy {
@@ -81,7 +90,7 @@ func TestDiscover(t *testing.T) {
 	p[3].Deny(true)
 	dead := closedAddr(t)
 	a := agent(t, p[2].Addr(), dead, p[0].Addr(), p[3].Addr(), p[1].Addr())
-	res, err := proxy.Discover(context.Background(), proxy.Options{AgentURL: a.URL, ProbeURL: o.URL + probePath, Timeout: 3 * time.Second})
+	res, err := proxy.Discover(context.Background(), proxy.Options{AgentURL: a.URL, Client: a.client, ProbeURL: o.URL + probePath, Timeout: 3 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +129,7 @@ func TestDiscover(t *testing.T) {
 func TestDiscoverOriginDown(t *testing.T) {
 	p := proxies(t, 2)
 	a := agent(t, p[0].Addr(), p[1].Addr(), closedAddr(t))
-	res, err := proxy.Discover(context.Background(), proxy.Options{AgentURL: a.URL, ProbeURL: "http://" + closedAddr(t) + probePath})
+	res, err := proxy.Discover(context.Background(), proxy.Options{AgentURL: a.URL, Client: a.client, ProbeURL: "http://" + closedAddr(t) + probePath})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +146,7 @@ func TestDiscoverOriginDown(t *testing.T) {
 func TestDiscoverWithoutAgent(t *testing.T) {
 	o := origin(t)
 	p := proxies(t, 1)
-	opts := proxy.Options{AgentURL: "http://" + closedAddr(t), ProbeURL: o.URL + probePath, Timeout: time.Second}
+	opts := proxy.Options{AgentURL: "https://" + closedAddr(t), ProbeURL: o.URL + probePath, Timeout: time.Second}
 	res, err := proxy.Discover(context.Background(), opts)
 	if err == nil || res.Source != "none" || res.CVMFSHTTPProxy() != "DIRECT" {
 		t.Fatalf("no agent, no fallback: %+v %v", res, err)
@@ -155,7 +164,7 @@ func TestDiscoverWithoutAgent(t *testing.T) {
 
 func TestDiscoverUnchecked(t *testing.T) {
 	a := agent(t, "192.0.2.1:3128", "[2001:db8::1]:3128")
-	res, err := proxy.Discover(context.Background(), proxy.Options{AgentURL: a.URL})
+	res, err := proxy.Discover(context.Background(), proxy.Options{AgentURL: a.URL, Client: a.client})
 	if err != nil {
 		t.Fatal(err)
 	}
