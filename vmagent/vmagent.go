@@ -206,7 +206,7 @@ func checkinLoop(ctx context.Context, o Options, s vmproto.Settings, md Metadata
 	}
 	rt := Retirer{Runner: o.Runner, Log: log, Poll: o.RetirePoll, NoCondor: !hasCondor(o.Runner)}
 	jobs := o.Jobs
-	if jobs == nil {
+	if jobs == nil && !rt.NoCondor {
 		jobs = (&jobCounter{r: rt, log: log, timeout: countTimeout}).count
 	}
 	c := &checkin{http: client, s: s, md: md, jobs: jobs, creds: creds}
