@@ -46,7 +46,12 @@ func (k Kind) String() string {
 
 // Message is implemented by every type that travels in a frame.
 type Message interface {
+	// Kind is the frame kind the message travels in.
 	Kind() Kind
+	// Validate checks what the decoder cannot (sizes, required fields,
+	// numbers that make sense: see validate.go); DecodeBody refuses a
+	// message it fails.
+	Validate() error
 }
 
 // Hello is the first message an agent sends on a new session.

@@ -1,0 +1,122 @@
+package protocol
+
+import (
+	"errors"
+	"math"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestDecodeRefusesBadNumbers: every message kind that carries numbers
+// refuses non-finite floats and negative counts, sizes and durations where
+// they make no sense; the error names the field.
+func TestDecodeRefusesBadNumbers(t *testing.T) {
+	nan, inf := math.NaN(), math.Inf(1)
+	ptr := func(f float64) *float64 { return &f }
+	inv := func(mutate func(*Inventory)) Inventory {
+		i := sampleInventory(1)
+		mutate(&i)
+		return i
+	}
+	squids := func(p SquidProxy) SquidList {
+		if p.Address == "" {
+			p.Address = "10.0.0.1:3128"
+		}
+		return SquidList{Upstream: "cvmfs", Proxies: []SquidProxy{p}}
+	}
+	withSquid := func(s SquidInfo) Inventory {
+		return inv(func(i *Inventory) { i.Squids = []SquidInfo{s} })
+	}
+	withVolume := func(v VolumeHealth) Inventory {
+		return inv(func(i *Inventory) { i.Storage = &StorageReport{Status: StorageUp, Volumes: []VolumeHealth{v}} })
+	}
+	withGeoRep := func(g GeoRepHealth) Inventory {
+		return inv(func(i *Inventory) { i.Storage = &StorageReport{Status: StorageUp, GeoReps: []GeoRepHealth{g}} })
+	}
+	cases := []struct {
+		name string
+		m    Message
+		want string
+	}{
+		{"squid list NaN load", squids(SquidProxy{Load: nan}), "load is NaN"},
+		{"squid list +Inf cost", squids(SquidProxy{Cost: inf}), "cost is +Inf"},
+		{"squid list -Inf distance", squids(SquidProxy{DistanceKm: -inf}), "distance_km is -Inf"},
+		{"squid list negative load", squids(SquidProxy{Load: -1}), "load is -1"},
+		{"squid list proxy without address", SquidList{Upstream: "cvmfs", Proxies: []SquidProxy{{}}}, "address of 0 bytes"},
+		{"squid list without upstream", SquidList{}, "upstream kind"},
+		{"inventory squid NaN load", withSquid(SquidInfo{Name: "s", Load: nan}), "squid load is NaN"},
+		{"inventory squid Inf max load", withSquid(SquidInfo{Name: "s", MaxLoad: inf}), "squid max_load is +Inf"},
+		{"inventory squid negative max load", withSquid(SquidInfo{Name: "s", MaxLoad: -5}), "squid max_load is -5"},
+		{"inventory squid NaN latitude", withSquid(SquidInfo{Name: "s", Latitude: ptr(nan), Longitude: ptr(0)}), "squid latitude is NaN"},
+		{"inventory squid Inf longitude", withSquid(SquidInfo{Name: "s", Latitude: ptr(0), Longitude: ptr(-inf)}), "squid longitude is -Inf"},
+		{"inventory squid latitude out of range", withSquid(SquidInfo{Name: "s", Latitude: ptr(91), Longitude: ptr(0)}), "latitude 91 out of range"},
+		{"inventory squid longitude out of range", withSquid(SquidInfo{Name: "s", Latitude: ptr(0), Longitude: ptr(181)}), "longitude 181 out of range"},
+		{"inventory too many squids", inv(func(i *Inventory) { i.Squids = make([]SquidInfo, 1001) }), "1001 squids"},
+		{"inventory negative flavor cpus", inv(func(i *Inventory) { i.Flavors[0].VCPUs = -2 }), "flavor vcpus is -2"},
+		{"inventory negative flavor ram", inv(func(i *Inventory) { i.Flavors[0].RAMMiB = -1 }), "flavor ram_mib is -1"},
+		{"inventory negative used cores", inv(func(i *Inventory) { i.Limits.UsedCores = -1 }), "used_cores is -1"},
+		{"inventory negative used instances", inv(func(i *Inventory) { i.Limits.UsedInstances = -3 }), "used_instances is -3"},
+		{"inventory negative running jobs", inv(func(i *Inventory) { i.VMs[0].Jobs = &VMJobs{Running: -1} }), "jobs running is -1"},
+		{"inventory negative claimed slots", inv(func(i *Inventory) { i.VMs[0].Jobs = &VMJobs{Claimed: -1} }), "jobs claimed is -1"},
+		{"inventory negative image size", inv(func(i *Inventory) { i.Images[0].SizeBytes = -1 }), "size_bytes is -1"},
+		{"inventory negative policy keep alive", inv(func(i *Inventory) { i.Policy = &SitePolicy{KeepAlive: -time.Second} }), "keep_alive is -1s"},
+		{"inventory negative policy cores", inv(func(i *Inventory) { i.Policy = &SitePolicy{CoresSoftMax: -1} }), "cores_soft_max is -1"},
+		{"storage negative cycle", inv(func(i *Inventory) { i.Storage = &StorageReport{CycleMillis: -1} }), "cycle_ms is -1"},
+		{"storage negative replica count", withVolume(VolumeHealth{Name: "v", ReplicaCount: -1}), "replica is -1"},
+		{"storage negative bricks online", withVolume(VolumeHealth{Name: "v", BricksOnline: -1}), "bricks_online is -1"},
+		{"storage heal pending below unknown", withVolume(VolumeHealth{Name: "v", HealPending: -2}), "heal_pending is -2, want >= -1"},
+		{"storage brick split brain below unknown", withVolume(VolumeHealth{Name: "v", Bricks: []BrickHealth{{SplitBrain: -7}}}), "split_brain is -7"},
+		{"storage negative brick set", withVolume(VolumeHealth{Name: "v", Bricks: []BrickHealth{{Set: -1}}}), "set is -1"},
+		{"storage georep lag below unknown", withGeoRep(GeoRepHealth{PrimaryVolume: "v", LagSeconds: -2}), "lag_s is -2"},
+		{"storage georep worker failures below unknown", withGeoRep(GeoRepHealth{PrimaryVolume: "v", Workers: []GeoRepWorker{{Failures: -9}}}), "failures is -9"},
+		{"welcome negative heartbeat", Welcome{Version: 1, HeartbeatEvery: -time.Second}, "heartbeat_every is -1s"},
+		{"welcome negative inventory", Welcome{Version: 1, InventoryEvery: -time.Second}, "inventory_every is -1s"},
+		{"retire negative deadline", Command{ID: "c", Op: CmdRetire, Retire: &RetireCommand{VMIDs: []string{"x"}, Deadline: -time.Hour}}, "deadline -1h0m0s"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			b, err := Encode(nil, Version, c.m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, m, err := Decode(b)
+			if err == nil {
+				t.Fatalf("decoded %#v", m)
+			}
+			var fe *FrameError
+			if !errors.As(err, &fe) || fe.Code != CodeMalformed {
+				t.Fatalf("error %v is not a malformed FrameError", err)
+			}
+			if !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %q does not say %q", err, c.want)
+			}
+		})
+	}
+}
+
+// TestDecodeKeepsDocumentedSentinels: -1 for unknown entry counts and lags,
+// negative maxima for unlimited, zero periods and deadlines, and valid
+// coordinates still decode.
+func TestDecodeKeepsDocumentedSentinels(t *testing.T) {
+	lat, lon := -33.9, 151.2
+	i := sampleInventory(1)
+	i.Limits = Limits{MaxCores: -1, MaxRAMMiB: -1, MaxInstances: -1}
+	i.Squids = []SquidInfo{{Name: "s", Load: 10, MaxLoad: 100, Latitude: &lat, Longitude: &lon}}
+	i.Storage = &StorageReport{Status: StorageUnknown,
+		Volumes: []VolumeHealth{{Name: "v", HealPending: -1, PossiblyHealing: -1, SplitBrain: -1,
+			Bricks: []BrickHealth{{Name: "h:/b", HealPending: -1, SplitBrain: -1, PossiblyHealing: -1}}}},
+		GeoReps: []GeoRepHealth{{PrimaryVolume: "v", LagSeconds: -1,
+			Workers: []GeoRepWorker{{LagSeconds: -1, Entry: -1, Data: -1, Meta: -1, Failures: -1}}}}}
+	for _, m := range []Message{i, Welcome{Version: 1},
+		Command{ID: "c", Op: CmdRetire, Retire: &RetireCommand{VMIDs: []string{"x"}}},
+		SquidList{Upstream: "cvmfs", Proxies: []SquidProxy{{Address: "a:1"}}}} {
+		b, err := Encode(nil, Version, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := Decode(b); err != nil {
+			t.Errorf("%s: %v", m.Kind(), err)
+		}
+	}
+}
