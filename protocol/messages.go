@@ -356,9 +356,10 @@ type SquidList struct {
 
 // SquidProxy is one ranked squid.
 type SquidProxy struct {
-	Name       string  `cbor:"name,omitempty"`
-	Address    string  `cbor:"address"`
-	Cost       float64 `cbor:"cost"`
+	Name    string  `cbor:"name,omitempty"`
+	Address string  `cbor:"address"`
+	Cost    float64 `cbor:"cost"`
+	// DistanceKm is -1 when the hub could not locate the squid or the agent.
 	DistanceKm float64 `cbor:"distance_km"`
 	Load       float64 `cbor:"load"`
 }

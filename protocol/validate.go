@@ -166,30 +166,21 @@ func (p SitePolicy) Validate() error {
 	return checkCount("policy cores_soft_max", int64(p.CoresSoftMax), 0)
 }
 
-// Validate checks a SquidInfo's numbers: load and max load finite and not
-// negative, coordinates finite and within range. The rest (host, port,
-// kinds, access) is the squid registry's to judge (squidreg.Normalize).
+// Validate checks a SquidInfo's numbers are finite. Their ranges, and the
+// rest (host, port, kinds, access), are the squid registry's to judge
+// (squidreg.Registration.Normalize): a squid it refuses is logged and
+// left out, while a message refused here would cost the agent its whole
+// inventory.
 func (s SquidInfo) Validate() error {
-	if err := checkFloat("squid load", s.Load, false); err != nil {
-		return fmt.Errorf("%w (squid %.64q)", err, s.Name)
-	}
-	if err := checkFloat("squid max_load", s.MaxLoad, false); err != nil {
-		return fmt.Errorf("%w (squid %.64q)", err, s.Name)
-	}
-	if s.Latitude != nil {
-		if err := checkFloat("squid latitude", *s.Latitude, true); err != nil {
+	for _, f := range []struct {
+		name string
+		v    *float64
+	}{{"load", &s.Load}, {"max_load", &s.MaxLoad}, {"latitude", s.Latitude}, {"longitude", s.Longitude}} {
+		if f.v == nil {
+			continue
+		}
+		if err := checkFloat("squid "+f.name, *f.v, true); err != nil {
 			return fmt.Errorf("%w (squid %.64q)", err, s.Name)
-		}
-		if *s.Latitude < -90 || *s.Latitude > 90 {
-			return fmt.Errorf("squid %.64q: latitude %v out of range -90..90", s.Name, *s.Latitude)
-		}
-	}
-	if s.Longitude != nil {
-		if err := checkFloat("squid longitude", *s.Longitude, true); err != nil {
-			return fmt.Errorf("%w (squid %.64q)", err, s.Name)
-		}
-		if *s.Longitude < -180 || *s.Longitude > 180 {
-			return fmt.Errorf("squid %.64q: longitude %v out of range -180..180", s.Name, *s.Longitude)
 		}
 	}
 	return nil
@@ -284,7 +275,7 @@ func (l SquidList) Validate() error {
 }
 
 // Validate checks a SquidProxy: an address, and ranking figures that are
-// finite and not negative.
+// finite and not negative (distance -1: unknown).
 func (p SquidProxy) Validate() error {
 	if p.Address == "" || len(p.Address) > maxNameLen {
 		return fmt.Errorf("address of %d bytes, want 1 to 255", len(p.Address))
@@ -295,10 +286,16 @@ func (p SquidProxy) Validate() error {
 	for _, f := range []struct {
 		name string
 		v    float64
-	}{{"cost", p.Cost}, {"distance_km", p.DistanceKm}, {"load", p.Load}} {
+	}{{"cost", p.Cost}, {"load", p.Load}} {
 		if err := checkFloat(f.name, f.v, false); err != nil {
 			return err
 		}
+	}
+	if err := checkFloat("distance_km", p.DistanceKm, true); err != nil {
+		return err
+	}
+	if p.DistanceKm < 0 && p.DistanceKm != -1 {
+		return fmt.Errorf("distance_km is %v, want -1 (unknown) or >= 0", p.DistanceKm)
 	}
 	return nil
 }

@@ -43,15 +43,13 @@ func TestDecodeRefusesBadNumbers(t *testing.T) {
 		{"squid list +Inf cost", squids(SquidProxy{Cost: inf}), "cost is +Inf"},
 		{"squid list -Inf distance", squids(SquidProxy{DistanceKm: -inf}), "distance_km is -Inf"},
 		{"squid list negative load", squids(SquidProxy{Load: -1}), "load is -1"},
+		{"squid list negative distance", squids(SquidProxy{DistanceKm: -2}), "distance_km is -2, want -1 (unknown) or >= 0"},
 		{"squid list proxy without address", SquidList{Upstream: "cvmfs", Proxies: []SquidProxy{{}}}, "address of 0 bytes"},
 		{"squid list without upstream", SquidList{}, "upstream kind"},
 		{"inventory squid NaN load", withSquid(SquidInfo{Name: "s", Load: nan}), "squid load is NaN"},
 		{"inventory squid Inf max load", withSquid(SquidInfo{Name: "s", MaxLoad: inf}), "squid max_load is +Inf"},
-		{"inventory squid negative max load", withSquid(SquidInfo{Name: "s", MaxLoad: -5}), "squid max_load is -5"},
 		{"inventory squid NaN latitude", withSquid(SquidInfo{Name: "s", Latitude: ptr(nan), Longitude: ptr(0)}), "squid latitude is NaN"},
 		{"inventory squid Inf longitude", withSquid(SquidInfo{Name: "s", Latitude: ptr(0), Longitude: ptr(-inf)}), "squid longitude is -Inf"},
-		{"inventory squid latitude out of range", withSquid(SquidInfo{Name: "s", Latitude: ptr(91), Longitude: ptr(0)}), "latitude 91 out of range"},
-		{"inventory squid longitude out of range", withSquid(SquidInfo{Name: "s", Latitude: ptr(0), Longitude: ptr(181)}), "longitude 181 out of range"},
 		{"inventory too many squids", inv(func(i *Inventory) { i.Squids = make([]SquidInfo, 1001) }), "1001 squids"},
 		{"inventory negative flavor cpus", inv(func(i *Inventory) { i.Flavors[0].VCPUs = -2 }), "flavor vcpus is -2"},
 		{"inventory negative flavor ram", inv(func(i *Inventory) { i.Flavors[0].RAMMiB = -1 }), "flavor ram_mib is -1"},
@@ -95,14 +93,17 @@ func TestDecodeRefusesBadNumbers(t *testing.T) {
 	}
 }
 
-// TestDecodeKeepsDocumentedSentinels: -1 for unknown entry counts and lags,
-// negative maxima for unlimited, zero periods and deadlines, and valid
-// coordinates still decode.
+// TestDecodeKeepsDocumentedSentinels: -1 for unknown entry counts, lags
+// and distances, negative maxima for unlimited, and zero periods and
+// deadlines still decode; so do squids whose finite numbers the squid
+// registry refuses (it leaves them out; the inventory stays good).
 func TestDecodeKeepsDocumentedSentinels(t *testing.T) {
 	lat, lon := -33.9, 151.2
 	i := sampleInventory(1)
 	i.Limits = Limits{MaxCores: -1, MaxRAMMiB: -1, MaxInstances: -1}
-	i.Squids = []SquidInfo{{Name: "s", Load: 10, MaxLoad: 100, Latitude: &lat, Longitude: &lon}}
+	bad := 95.0
+	i.Squids = []SquidInfo{{Name: "s", Load: 10, MaxLoad: 100, Latitude: &lat, Longitude: &lon},
+		{Name: "r", Load: -1, Latitude: &bad, Longitude: &lon}}
 	i.Storage = &StorageReport{Status: StorageUnknown,
 		Volumes: []VolumeHealth{{Name: "v", HealPending: -1, PossiblyHealing: -1, SplitBrain: -1,
 			Bricks: []BrickHealth{{Name: "h:/b", HealPending: -1, SplitBrain: -1, PossiblyHealing: -1}}}},
@@ -110,7 +111,7 @@ func TestDecodeKeepsDocumentedSentinels(t *testing.T) {
 			Workers: []GeoRepWorker{{LagSeconds: -1, Entry: -1, Data: -1, Meta: -1, Failures: -1}}}}}
 	for _, m := range []Message{i, Welcome{Version: 1},
 		Command{ID: "c", Op: CmdRetire, Retire: &RetireCommand{VMIDs: []string{"x"}}},
-		SquidList{Upstream: "cvmfs", Proxies: []SquidProxy{{Address: "a:1"}}}} {
+		SquidList{Upstream: "cvmfs", Proxies: []SquidProxy{{Address: "a:1", DistanceKm: -1}}}} {
 		b, err := Encode(nil, Version, m)
 		if err != nil {
 			t.Fatal(err)
