@@ -23,12 +23,12 @@ const (
 	maxSquids = 1000
 )
 
-// Finite reports whether f is a number other than NaN, +Inf and -Inf.
-func Finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
+// finite reports whether f is a number other than NaN, +Inf and -Inf.
+func finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
 
 // checkFloat refuses a non-finite f, and a negative one unless negOK.
 func checkFloat(name string, f float64, negOK bool) error {
-	if !Finite(f) {
+	if !finite(f) {
 		return fmt.Errorf("%s is %v, want a finite number", name, f)
 	}
 	if !negOK && f < 0 {
