@@ -47,7 +47,8 @@ bench:
 
 # Every fuzz target in turn (deploy/fuzz.sh): FUZZTIME each, a summary
 # table at the end, non-zero exit if any failed. FUZZ_MATCH=regex picks
-# targets, FUZZ_PARALLEL=n bounds the workers.
+# targets, FUZZ_PARALLEL=n bounds the workers, FUZZMINIMIZETIME (default
+# 3s) bounds the minimization of each new input.
 FUZZTIME ?= 60s
 fuzz:
 	GO=$(GO) FUZZTIME=$(FUZZTIME) deploy/fuzz.sh

@@ -5,6 +5,9 @@
 #
 # Environment:
 #   FUZZTIME      how long each target runs (go test -fuzztime), default 60s
+#   FUZZMINIMIZETIME  how long a new or failing input is minimized
+#                 (go test -fuzzminimizetime), default 3s: go's 60s default
+#                 would spend a short run minimizing one large seed input
 #   FUZZ_MATCH    only targets whose name matches this extended regex
 #   FUZZ_PARALLEL fuzzing workers per target (go test -parallel); default: GOMAXPROCS
 #   FUZZ_LOGDIR   where each target's output is kept; default: a temporary directory
@@ -18,6 +21,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 GO=${GO:-go}
 FUZZTIME=${FUZZTIME:-60s}
+FUZZMINIMIZETIME=${FUZZMINIMIZETIME:-3s}
 FUZZ_MATCH=${FUZZ_MATCH:-.}
 logdir=${FUZZ_LOGDIR:-$(mktemp -d "${TMPDIR:-/tmp}/canopy-fuzz.XXXXXX")}
 mkdir -p "$logdir"
@@ -65,7 +69,8 @@ for t in "${targets[@]}"; do
 	log="$logdir/$(echo "$pkg" | tr '/' '_')__$name.log"
 	echo "fuzz: [$i/${#targets[@]}] $name ($pkg)"
 	start=$(date +%s)
-	"$GO" test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "${parallel[@]}" "$pkg" >"$log" 2>&1
+	"$GO" test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -fuzzminimizetime "$FUZZMINIMIZETIME" \
+		"${parallel[@]}" "$pkg" >"$log" 2>&1
 	rc=$?
 	secs=$(($(date +%s) - start))
 	# The last progress line has the totals:
