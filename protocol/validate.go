@@ -14,11 +14,20 @@ import (
 // reaches, and ±Inf turns sums and ratios into NaN. Counts, sizes and
 // durations must not be negative, except where a field documents -1 (or
 // any negative value) as "unknown" or "unlimited".
+//
+// A refused message ends the session (the peer reconnects and sends it
+// again), so a check here must never refuse what a working peer can send:
+// what a cloud, a config or a single VM could get wrong is checked where it
+// enters (the drivers, the config validation, the check-in handler) or left
+// to the consumer.
 
 // Limits on string sizes inside messages, on top of the frame limit.
 const (
 	maxNameLen = 255
 	maxTextLen = 4096
+	// maxAddrLen bounds a squid's name and address: a 253-byte host name,
+	// IPv6 brackets and a port fit.
+	maxAddrLen = 300
 	// maxSquids bounds the squids in a SquidList or an Inventory.
 	maxSquids = 1000
 )
@@ -130,33 +139,16 @@ func (f Flavor) Validate() error {
 	return nil
 }
 
-// Validate checks Limits: maxima may be negative (unlimited), usage may
-// not.
-func (l Limits) Validate() error {
-	for _, c := range []struct {
-		name string
-		n    int
-	}{{"used_cores", l.UsedCores}, {"used_ram_mib", l.UsedRAMMiB}, {"used_instances", l.UsedInstances}} {
-		if err := checkCount("limits "+c.name, int64(c.n), 0); err != nil {
-			return err
-		}
-	}
-	return nil
-}
+// Validate checks Limits. Nothing is refused: maxima may be negative
+// (unlimited), and usage is the cloud's own count, which older Nova
+// releases could drive below zero; refusing it would cost the site its
+// whole inventory.
+func (l Limits) Validate() error { return nil }
 
-// Validate checks a VM's job counts.
-func (v VM) Validate() error {
-	if v.Jobs == nil {
-		return nil
-	}
-	if err := checkCount("jobs running", int64(v.Jobs.Running), 0); err != nil {
-		return fmt.Errorf("VM %.64q: %w", v.ID, err)
-	}
-	if err := checkCount("jobs claimed", int64(v.Jobs.Claimed), 0); err != nil {
-		return fmt.Errorf("VM %.64q: %w", v.ID, err)
-	}
-	return nil
-}
+// Validate checks a VM. Its job counts are not refused here: they are the
+// VM's own report, and one VM must not be able to cost its site the whole
+// inventory; the agent checks them when the VM checks in.
+func (v VM) Validate() error { return nil }
 
 // Validate checks a SitePolicy.
 func (p SitePolicy) Validate() error {
@@ -277,11 +269,11 @@ func (l SquidList) Validate() error {
 // Validate checks a SquidProxy: an address, and ranking figures that are
 // finite and not negative (distance -1: unknown).
 func (p SquidProxy) Validate() error {
-	if p.Address == "" || len(p.Address) > maxNameLen {
-		return fmt.Errorf("address of %d bytes, want 1 to 255", len(p.Address))
+	if p.Address == "" || len(p.Address) > maxAddrLen {
+		return fmt.Errorf("address of %d bytes, want 1 to %d", len(p.Address), maxAddrLen)
 	}
-	if len(p.Name) > maxNameLen {
-		return fmt.Errorf("name of %d bytes, limit 255", len(p.Name))
+	if len(p.Name) > maxAddrLen {
+		return fmt.Errorf("name of %d bytes, limit %d", len(p.Name), maxAddrLen)
 	}
 	for _, f := range []struct {
 		name string

@@ -45,6 +45,7 @@ func TestDecodeRefusesBadNumbers(t *testing.T) {
 		{"squid list negative load", squids(SquidProxy{Load: -1}), "load is -1"},
 		{"squid list negative distance", squids(SquidProxy{DistanceKm: -2}), "distance_km is -2, want -1 (unknown) or >= 0"},
 		{"squid list proxy without address", SquidList{Upstream: "cvmfs", Proxies: []SquidProxy{{}}}, "address of 0 bytes"},
+		{"squid list proxy address too long", squids(SquidProxy{Address: strings.Repeat("a", 301)}), "address of 301 bytes, want 1 to 300"},
 		{"squid list without upstream", SquidList{}, "upstream kind"},
 		{"inventory squid NaN load", withSquid(SquidInfo{Name: "s", Load: nan}), "squid load is NaN"},
 		{"inventory squid Inf max load", withSquid(SquidInfo{Name: "s", MaxLoad: inf}), "squid max_load is +Inf"},
@@ -53,10 +54,6 @@ func TestDecodeRefusesBadNumbers(t *testing.T) {
 		{"inventory too many squids", inv(func(i *Inventory) { i.Squids = make([]SquidInfo, 1001) }), "1001 squids"},
 		{"inventory negative flavor cpus", inv(func(i *Inventory) { i.Flavors[0].VCPUs = -2 }), "flavor vcpus is -2"},
 		{"inventory negative flavor ram", inv(func(i *Inventory) { i.Flavors[0].RAMMiB = -1 }), "flavor ram_mib is -1"},
-		{"inventory negative used cores", inv(func(i *Inventory) { i.Limits.UsedCores = -1 }), "used_cores is -1"},
-		{"inventory negative used instances", inv(func(i *Inventory) { i.Limits.UsedInstances = -3 }), "used_instances is -3"},
-		{"inventory negative running jobs", inv(func(i *Inventory) { i.VMs[0].Jobs = &VMJobs{Running: -1} }), "jobs running is -1"},
-		{"inventory negative claimed slots", inv(func(i *Inventory) { i.VMs[0].Jobs = &VMJobs{Claimed: -1} }), "jobs claimed is -1"},
 		{"inventory negative image size", inv(func(i *Inventory) { i.Images[0].SizeBytes = -1 }), "size_bytes is -1"},
 		{"inventory negative policy keep alive", inv(func(i *Inventory) { i.Policy = &SitePolicy{KeepAlive: -time.Second} }), "keep_alive is -1s"},
 		{"inventory negative policy cores", inv(func(i *Inventory) { i.Policy = &SitePolicy{CoresSoftMax: -1} }), "cores_soft_max is -1"},
@@ -95,12 +92,15 @@ func TestDecodeRefusesBadNumbers(t *testing.T) {
 
 // TestDecodeKeepsDocumentedSentinels: -1 for unknown entry counts, lags
 // and distances, negative maxima for unlimited, and zero periods and
-// deadlines still decode; so do squids whose finite numbers the squid
-// registry refuses (it leaves them out; the inventory stays good).
+// deadlines still decode; so do numbers a working peer may pass on from
+// elsewhere (squids whose finite numbers the squid registry refuses, a
+// cloud's negative usage, a VM's own job counts): refusing them would cost
+// the site its whole inventory.
 func TestDecodeKeepsDocumentedSentinels(t *testing.T) {
 	lat, lon := -33.9, 151.2
 	i := sampleInventory(1)
-	i.Limits = Limits{MaxCores: -1, MaxRAMMiB: -1, MaxInstances: -1}
+	i.Limits = Limits{MaxCores: -1, MaxRAMMiB: -1, MaxInstances: -1, UsedCores: -2} // old Nova could count below zero
+	i.VMs[0].Jobs = &VMJobs{Running: -1}                                            // a VM's own report: the agent's to check
 	bad := 95.0
 	i.Squids = []SquidInfo{{Name: "s", Load: 10, MaxLoad: 100, Latitude: &lat, Longitude: &lon},
 		{Name: "r", Load: -1, Latitude: &bad, Longitude: &lon}}
@@ -111,7 +111,8 @@ func TestDecodeKeepsDocumentedSentinels(t *testing.T) {
 			Workers: []GeoRepWorker{{LagSeconds: -1, Entry: -1, Data: -1, Meta: -1, Failures: -1}}}}}
 	for _, m := range []Message{i, Welcome{Version: 1},
 		Command{ID: "c", Op: CmdRetire, Retire: &RetireCommand{VMIDs: []string{"x"}}},
-		SquidList{Upstream: "cvmfs", Proxies: []SquidProxy{{Address: "a:1", DistanceKm: -1}}}} {
+		SquidList{Upstream: "cvmfs", Proxies: []SquidProxy{{Address: "a:1", DistanceKm: -1},
+			{Name: strings.Repeat("n", 253), Address: "[" + strings.Repeat("a", 253) + "]:65535"}}}} {
 		b, err := Encode(nil, Version, m)
 		if err != nil {
 			t.Fatal(err)
