@@ -476,7 +476,7 @@ func TestUnackedBootDroppedAfterSessionLoss(t *testing.T) {
 	}
 	e.disconnect("west")
 	e.advance(10 * time.Second)
-	s = e.connect("west")
+	e.connect("west")
 	e.h.source.(*scriptedSource).d = demand.Demand{}
 	e.cycle()
 	if len(e.h.loop.st.Pending) != 0 {
