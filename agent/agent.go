@@ -6,8 +6,10 @@ package agent
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -20,9 +22,11 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/canopy-grid/canopy/agent/agentdb"
 	"github.com/canopy-grid/canopy/agent/driver"
 	"github.com/canopy-grid/canopy/agent/squidcache"
 	"github.com/canopy-grid/canopy/agent/vmtoken"
+	"github.com/canopy-grid/canopy/images"
 	"github.com/canopy-grid/canopy/protocol"
 	"github.com/canopy-grid/canopy/protocol/gossip"
 	"github.com/canopy-grid/canopy/protocol/pki"
@@ -35,7 +39,8 @@ type Config struct {
 	Site string `yaml:"site"`
 	// Hub says how to reach and trust the hub.
 	Hub HubLink `yaml:"hub"`
-	// StateDir holds the agent's VM token key.
+	// StateDir holds the agent's VM token key, its gossip keys and its
+	// durable VM book (agent.db).
 	StateDir string `yaml:"state_dir"`
 	// VMListen is where VMs check in (host:port). VMs must reach it.
 	VMListen string `yaml:"vm_listen"`
@@ -72,6 +77,12 @@ type Config struct {
 	// StorageEvery is how often storage health is collected (when a
 	// storage collector is configured).
 	StorageEvery time.Duration `yaml:"storage_every"`
+	// MetricsListen is where the agent serves Prometheus /metrics and its
+	// VM book (GET /v1/vms), host:port; empty: not served (the default:
+	// no listener an operator did not ask for, and no fixed port to clash
+	// when several agents share a host). Keep it on loopback or a
+	// management network.
+	MetricsListen string `yaml:"metrics_listen"`
 }
 
 // HubLink says how to reach and trust the hub (the config's hub: section).
@@ -114,18 +125,56 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Validate checks the configuration.
+// Validate checks the configuration. Durations must not be negative (zero
+// or absent means the default); errors name the key.
 func (c Config) Validate() error {
 	if err := pki.ValidSite(c.Site); err != nil {
-		return err
+		return fmt.Errorf("agent config: site: %w", err)
 	}
-	for name, v := range map[string]string{"hub.addr": c.Hub.Addr, "hub.ca": c.Hub.CA, "hub.cert": c.Hub.Cert,
-		"hub.key": c.Hub.Key, "state_dir": c.StateDir, "condor_host": c.CondorHost} {
-		if v == "" {
-			return fmt.Errorf("agent config: %s is required", name)
+	for _, kv := range []struct{ name, v string }{{"hub.addr", c.Hub.Addr}, {"hub.ca", c.Hub.CA}, {"hub.cert", c.Hub.Cert},
+		{"hub.key", c.Hub.Key}, {"state_dir", c.StateDir}, {"condor_host", c.CondorHost}} {
+		if kv.v == "" {
+			return fmt.Errorf("agent config: %s is required", kv.name)
+		}
+	}
+	for _, kv := range []struct {
+		name string
+		d    time.Duration
+	}{{"token_ttl", c.TokenTTL}, {"checkin_every", c.CheckinEvery}, {"retire_grace", c.RetireGrace},
+		{"reconnect_min", c.ReconnectMin}, {"reconnect_max", c.ReconnectMax}, {"storage_every", c.StorageEvery}} {
+		if kv.d < 0 {
+			return fmt.Errorf("agent config: %s is %s: it must be positive (or absent for the default)", kv.name, kv.d)
+		}
+	}
+	d := c.withDefaults()
+	if d.ReconnectMin > d.ReconnectMax {
+		return fmt.Errorf("agent config: reconnect_min (%s) is over reconnect_max (%s)", d.ReconnectMin, d.ReconnectMax)
+	}
+	if d.TokenTTL <= 3*d.CheckinEvery {
+		return fmt.Errorf("agent config: token_ttl (%s) must be well over checkin_every (%s)", d.TokenTTL, d.CheckinEvery)
+	}
+	for _, kv := range []struct{ name, v string }{{"vm_listen", c.VMListen}, {"metrics_listen", c.MetricsListen}} {
+		if kv.v == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(kv.v); err != nil {
+			return fmt.Errorf("agent config: %s %q: want host:port: %w", kv.name, kv.v, err)
 		}
 	}
 	return nil
+}
+
+// certSite reads the site a certificate identifies, the way the hub does
+// (pki.Verifier: the subject's common name).
+func certSite(cert tls.Certificate) (string, error) {
+	if len(cert.Certificate) == 0 {
+		return "", errors.New("no certificate in the file")
+	}
+	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	if err != nil {
+		return "", fmt.Errorf("parse certificate: %w", err)
+	}
+	return leaf.Subject.CommonName, nil
 }
 
 // Agent is a running site agent.
@@ -145,16 +194,35 @@ type Agent struct {
 
 	cmds    *commandLog
 	vms     *vmBook
+	listing *listing
 	changed chan struct{} // something worth an early inventory happened
+	resync  chan struct{} // the hub asked for a full inventory
 	invSeq  atomic.Uint64
+	// epoch names this run of the agent (Hello.Epoch): commands planned
+	// on another run's inventory are refused as stale.
+	epoch   string
+	metrics *metrics
+	// checkinLog and deleteLog rate-limit refusal warnings.
+	checkinLog *throttle
+	deleteLog  *throttle
+
+	db      *agentdb.Store // nil: the book is not persisted (tests)
+	flushMu sync.Mutex     // serialises flushes
 
 	mu          sync.Mutex
+	flavors     []protocol.Flavor // the last slow listing (slowParts)
+	images      []images.Image
+	slowAt      time.Time
 	lastStorage *protocol.StorageReport
 	// gossipSquids is the CVMFS squid list last published to the pool.
 	gossipSquids []string
 	hubID        string
+	hubIDDirty   bool // hubID changed since the last flush
 	vmURL        string
+	metricsAddr  string
 	status       Status
+	// lastInventory is the last inventory sent to the hub.
+	lastInventory *protocol.Inventory
 }
 
 // Status is what the agent knows about its own link, for tests and logs.
@@ -166,14 +234,37 @@ type Status struct {
 	Heartbeats uint64
 }
 
-// New prepares an agent. It loads certificates and the VM token key.
+// New prepares an agent. It loads certificates, the VM token key and the
+// durable VM book (<state_dir>/agent.db); an unreadable book is an error
+// (the agent never silently drops retirement orders). Close the agent
+// after Run returns.
 func New(cfg Config, d driver.Driver, log *logrus.Entry) (*Agent, error) {
-	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg = cfg.withDefaults()
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("agent state dir: %w", err)
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.Hub.Cert, cfg.Hub.Key)
+	if err != nil {
+		return nil, fmt.Errorf("load agent certificate: %w", err)
+	}
+	certName, err := certSite(cert)
+	if err != nil {
+		return nil, fmt.Errorf("agent certificate %s: %w", cfg.Hub.Cert, err)
+	}
+	if certName != cfg.Site {
+		return nil, fmt.Errorf("agent config: site is %q but the certificate %s identifies site %q: "+
+			"the hub would take this agent for %q; fix site or use %q's certificate", cfg.Site, cfg.Hub.Cert, certName, certName, cfg.Site)
+	}
+	caPEM, err := os.ReadFile(cfg.Hub.CA)
+	if err != nil {
+		return nil, fmt.Errorf("load hub CA: %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("load hub CA %s: no certificate found", cfg.Hub.CA)
 	}
 	key, err := vmtoken.LoadOrCreateKey(cfg.StateDir + "/vmtoken.key")
 	if err != nil {
@@ -201,32 +292,74 @@ func New(cfg Config, d driver.Driver, log *logrus.Entry) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("squids: %w", err)
 	}
-	cert, err := tls.LoadX509KeyPair(cfg.Hub.Cert, cfg.Hub.Key)
+	a, err := newAgent(cfg, d, log)
 	if err != nil {
-		return nil, fmt.Errorf("load agent certificate: %w", err)
+		return nil, err
 	}
-	caPEM, err := os.ReadFile(cfg.Hub.CA)
+	a.signer, a.userData, a.squids, a.gkeys = signer, userData, squids, gkeys
+	a.tls = protocol.ClientTLS(roots, cert, cfg.Hub.ServerName)
+	if err := a.openState(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// newAgent builds the parts of an agent that need no files: the book, the
+// command log, the epoch, metrics and log throttles.
+func newAgent(cfg Config, d driver.Driver, log *logrus.Entry) (*Agent, error) {
+	epoch, err := newEpoch()
 	if err != nil {
-		return nil, fmt.Errorf("load hub CA: %w", err)
+		return nil, err
 	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(caPEM) {
-		return nil, fmt.Errorf("load hub CA %s: no certificate found", cfg.Hub.CA)
+	a := &Agent{
+		cfg:     cfg,
+		driver:  d,
+		log:     log.WithField("site", cfg.Site),
+		now:     time.Now,
+		cmds:    newCommandLog(maxCommandResults),
+		vms:     newVMBook(),
+		listing: &listing{list: d.Servers},
+		changed: make(chan struct{}, 1),
+		resync:  make(chan struct{}, 1),
+		epoch:   epoch,
+		metrics: newMetrics(cfg.Site),
 	}
-	return &Agent{
-		cfg:      cfg,
-		driver:   d,
-		log:      log.WithField("site", cfg.Site),
-		signer:   signer,
-		userData: userData,
-		squids:   squids,
-		gkeys:    gkeys,
-		tls:      protocol.ClientTLS(roots, cert, cfg.Hub.ServerName),
-		now:      time.Now,
-		cmds:     newCommandLog(4096),
-		vms:      newVMBook(),
-		changed:  make(chan struct{}, 1),
-	}, nil
+	now := func() time.Time { return a.now() }
+	a.checkinLog = newThrottle(refusalLogEvery, now, func(n map[string]int, window time.Duration) {
+		a.log.WithFields(logrus.Fields{"refused": n, "window": window.Round(time.Second)}).Warn("VM check-ins refused (more of the same; counted in canopy_agent_checkins_refused_total)")
+	})
+	a.deleteLog = newThrottle(deleteLogEvery, now, func(n map[string]int, window time.Duration) {
+		a.log.WithFields(logrus.Fields{"refused": n, "window": window.Round(time.Second)}).Warn("deletes refused again (counted in canopy_agent_deletes_refused_total)")
+	})
+	return a, nil
+}
+
+// How many command results are remembered, and how often repeated refusal
+// warnings are summarised.
+const (
+	maxCommandResults = 4096
+	refusalLogEvery   = 10 * time.Second
+	deleteLogEvery    = 10 * time.Minute
+)
+
+// newEpoch returns a random id for this run of the agent.
+func newEpoch() (string, error) {
+	b := make([]byte, 12)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("agent epoch: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// Epoch is this run's id, sent in Hello.
+func (a *Agent) Epoch() string { return a.epoch }
+
+// MetricsAddr is where /metrics is served ("" when metrics_listen is unset
+// or Run has not started it yet).
+func (a *Agent) MetricsAddr() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.metricsAddr
 }
 
 // Status returns a copy of the agent's link status.
@@ -279,7 +412,21 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Unlock()
 	a.log.WithField("gossip", pool.Addr()).Info("gossip pool listening")
 
+	if a.cfg.MetricsListen != "" {
+		addr, stop, err := a.serveMetrics(ctx, a.cfg.MetricsListen)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		a.mu.Lock()
+		a.metricsAddr = addr
+		a.mu.Unlock()
+		a.log.WithField("metrics", "http://"+addr+"/metrics").Info("metrics listening")
+	}
+
 	var wg sync.WaitGroup
+	wg.Go(func() { a.flushLoop(ctx) })
+	wg.Go(func() { a.throttleLoop(ctx) })
 	wg.Go(func() { a.reaper(ctx) })
 	wg.Go(func() { a.storageLoop(ctx) })
 	wg.Go(func() { _ = a.squids.Run(ctx) })
@@ -302,6 +449,21 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// throttleLoop writes the refusal summaries of intervals that ended.
+func (a *Agent) throttleLoop(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			a.checkinLog.flush()
+			a.deleteLog.flush()
+		}
+	}
 }
 
 func errString(err error) string {

@@ -101,8 +101,13 @@ func testAgent(t *testing.T, d driver.Driver) *Agent {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Agent{cfg: cfg, driver: d, log: log.WithField("t", t.Name()), signer: signer, now: time.Now, gkeys: gkeys,
-		cmds: newCommandLog(16), vms: newVMBook(), changed: make(chan struct{}, 1), hubID: "hub", vmURL: "http://127.0.0.1:1"}
+	a, err := newAgent(cfg, d, log.WithField("t", t.Name()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.signer, a.gkeys, a.hubID, a.vmURL = signer, gkeys, "hub", "http://127.0.0.1:1"
+	a.cmds = newCommandLog(16)
+	return a
 }
 
 func bootCmd(id string, names ...string) protocol.Command {
@@ -189,7 +194,7 @@ func TestRetireThenReap(t *testing.T) {
 	res, _ := a.execute(ctx, bootCmd("c1", "vm-a", "vm-b"))
 	now := time.Now()
 	a.now = func() time.Time { return now }
-	r, _ := a.execute(ctx, protocol.Command{ID: "r1", Op: protocol.CmdRetire,
+	r, _ := a.execute(ctx, protocol.Command{ID: "r1", Op: protocol.CmdRetire, Epoch: a.epoch,
 		Retire: &protocol.RetireCommand{VMIDs: []string{res.VMIDs[0]}, Deadline: time.Minute}})
 	if !r.OK {
 		t.Fatal(r.Error)
@@ -213,7 +218,7 @@ func TestRetireThenReap(t *testing.T) {
 	if due := a.vms.due(now, time.Second); len(due) != 0 {
 		t.Fatalf("due before drain or deadline: %v", due)
 	}
-	if due := a.vms.due(now.Add(time.Minute+2*time.Second), time.Second); len(due) != 1 || due[0] != res.VMIDs[0] {
+	if due := a.vms.due(now.Add(time.Minute+2*time.Second), time.Second); len(due) != 1 || due[0].id != res.VMIDs[0] || !due[0].deadline {
 		t.Fatalf("due after deadline+grace: %v", due)
 	}
 }

@@ -37,17 +37,21 @@ func (a *Agent) session(ctx context.Context) (connected bool, err error) {
 		return false, fmt.Errorf("open control stream: %w", err)
 	}
 	conn := protocol.NewConn(st, st)
-	w, err := protocol.ClientHandshake(conn, protocol.Hello{Site: a.cfg.Site, Software: Version})
+	w, err := protocol.ClientHandshake(conn, protocol.Hello{Site: a.cfg.Site, Software: Version, Epoch: a.epoch})
 	if err != nil {
 		return false, fmt.Errorf("handshake: %w", err)
 	}
+	prevHub := a.setHubID(w.HubID)
 	a.mu.Lock()
-	a.hubID = w.HubID
 	a.status.Connected = true
 	a.status.Sessions++
 	a.status.LastError = ""
 	a.mu.Unlock()
-	a.log.WithFields(map[string]any{"hub": w.HubID, "version": w.Version}).Info("connected to hub")
+	a.log.WithFields(map[string]any{"hub": w.HubID, "version": w.Version, "epoch": a.epoch}).Info("connected to hub")
+	if prevHub != "" && prevHub != w.HubID {
+		// Servers the previous hub booted are foreign from now on.
+		a.log.WithFields(map[string]any{"hub": w.HubID, "previous_hub": prevHub}).Warn("connected to another hub than before")
+	}
 
 	ctx, cancel = context.WithCancel(ctx)
 	defer cancel()
@@ -58,16 +62,18 @@ func (a *Agent) session(ctx context.Context) (connected bool, err error) {
 		_ = st.Close()
 	}()
 
-	// A full inventory first, after every (re)connect.
-	if err := a.sendInventory(ctx, conn); err != nil {
+	// A full inventory first, after every (re)connect; deltas after it.
+	var df protocol.Differ
+	if err := a.sendFull(ctx, conn, &df); err != nil {
 		return true, err
 	}
 
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	wg.Go(func() { errc <- a.sendLoop(ctx, conn, w) })
+	wg.Go(func() { errc <- a.heartbeatLoop(ctx, conn, w) })
+	wg.Go(func() { errc <- a.inventoryLoop(ctx, conn, w, &df) })
 	wg.Go(func() { errc <- a.recvLoop(ctx, conn) })
 	select {
 	case err = <-errc:
@@ -77,39 +83,122 @@ func (a *Agent) session(ctx context.Context) (connected bool, err error) {
 	return true, err
 }
 
-func (a *Agent) sendLoop(ctx context.Context, conn *protocol.Conn, w protocol.Welcome) error {
-	hbEvery, invEvery := w.HeartbeatEvery, w.InventoryEvery
-	if hbEvery <= 0 {
-		hbEvery = 5 * time.Second
+// heartbeatLoop sends heartbeats on its own: a slow cloud listing never
+// delays one.
+func (a *Agent) heartbeatLoop(ctx context.Context, conn *protocol.Conn, w protocol.Welcome) error {
+	every := w.HeartbeatEvery
+	if every <= 0 {
+		every = 5 * time.Second
 	}
-	if invEvery <= 0 {
-		invEvery = 30 * time.Second
-	}
-	hb := time.NewTicker(hbEvery)
+	hb := time.NewTicker(every)
 	defer hb.Stop()
-	inv := time.NewTicker(invEvery)
-	defer inv.Stop()
 	var seq uint64
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-hb.C:
-			seq++
-			if err := conn.Send(protocol.Heartbeat{Seq: seq, SentAt: a.now().UTC()}); err != nil {
-				return err
-			}
-			a.setStatus(func(s *Status) { s.Heartbeats++ })
-		case <-inv.C:
-			if err := a.sendInventory(ctx, conn); err != nil {
-				return err
-			}
+		}
+		seq++
+		if err := conn.Send(protocol.Heartbeat{Seq: seq, SentAt: a.now().UTC()}); err != nil {
+			return err
+		}
+		a.setStatus(func(s *Status) { s.Heartbeats++ })
+	}
+}
+
+// deltaDebounce gathers changes that come together (a burst of boots, of
+// check-ins) into one delta.
+const deltaDebounce = 300 * time.Millisecond
+
+// fullEvery is how often a full inventory is sent even when no delta was
+// missed: belt and braces against a bug in either side's bookkeeping.
+const fullEvery = 30 * time.Minute
+
+// inventoryLoop reports the cloud: a delta when something changed
+// (debounced), an often empty delta with the VM checksum every inventory
+// interval, a full inventory when the hub asks for one.
+func (a *Agent) inventoryLoop(ctx context.Context, conn *protocol.Conn, w protocol.Welcome, df *protocol.Differ) error {
+	every := w.InventoryEvery
+	if every <= 0 {
+		every = 30 * time.Second
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	lastFull := a.now()
+	for {
+		checksum, full := false, false
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+			checksum = true
+			full = a.now().Sub(lastFull) >= fullEvery
 		case <-a.changed:
-			if err := a.sendInventory(ctx, conn); err != nil {
-				return err
+			// Let changes that come together arrive, then report them once.
+			t := time.NewTimer(deltaDebounce)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
 			}
+		case <-a.resync:
+			full = true
+		}
+		var err error
+		if full {
+			err = a.sendFull(ctx, conn, df)
+			lastFull = a.now()
+		} else {
+			err = a.sendDelta(ctx, conn, df, checksum)
+		}
+		if err != nil {
+			return err
 		}
 	}
+}
+
+// sendFull sends a full inventory and records it as the base of deltas.
+func (a *Agent) sendFull(ctx context.Context, conn *protocol.Conn, df *protocol.Differ) error {
+	inv, err := a.takeInventory(ctx)
+	if err != nil {
+		// A failing cloud API is reported by omission: the hub sees the
+		// inventory age grow. Keep the session.
+		a.log.WithError(err).Warn("take inventory")
+		return nil
+	}
+	if err := conn.Send(inv); err != nil {
+		return err
+	}
+	df.Full(inv)
+	a.metrics.inventories.WithLabelValues("full").Inc()
+	a.setStatus(func(s *Status) { s.Inventory = inv.Seq })
+	return nil
+}
+
+// sendDelta sends what changed since the last inventory or delta; with
+// checksum it is sent even if empty, carrying the VM checksum (and saying
+// the agent is still reporting).
+func (a *Agent) sendDelta(ctx context.Context, conn *protocol.Conn, df *protocol.Differ, checksum bool) error {
+	if !df.Started() {
+		return a.sendFull(ctx, conn, df)
+	}
+	inv, err := a.takeInventory(ctx)
+	if err != nil {
+		a.log.WithError(err).Warn("take inventory")
+		return nil
+	}
+	d, empty := df.Delta(inv, checksum)
+	if empty && !checksum {
+		return nil
+	}
+	if err := conn.Send(d); err != nil {
+		return err
+	}
+	a.metrics.inventories.WithLabelValues("delta").Inc()
+	a.setStatus(func(s *Status) { s.Inventory = inv.Seq })
+	return nil
 }
 
 func (a *Agent) recvLoop(ctx context.Context, conn *protocol.Conn) error {
@@ -146,6 +235,12 @@ func (a *Agent) recvLoop(ctx context.Context, conn *protocol.Conn) error {
 			})
 		case protocol.SquidList:
 			a.pushSquids(v)
+		case protocol.Resync:
+			a.log.WithField("why", v.Reason).Info("the hub asked for a full inventory")
+			select {
+			case a.resync <- struct{}{}:
+			default:
+			}
 		case protocol.Error:
 			return fmt.Errorf("hub reported %s: %s", v.Code, v.Message)
 		default:
@@ -156,19 +251,32 @@ func (a *Agent) recvLoop(ctx context.Context, conn *protocol.Conn) error {
 	}
 }
 
-func (a *Agent) sendInventory(ctx context.Context, conn *protocol.Conn) error {
+// takeInventory takes an inventory and makes what it reports durable
+// first: what the hub is told survives a restart.
+func (a *Agent) takeInventory(ctx context.Context) (protocol.Inventory, error) {
 	inv, err := a.inventory(ctx)
 	if err != nil {
-		// A failing cloud API is reported by omission: the hub sees the
-		// inventory age grow. Keep the session.
-		a.log.WithError(err).Warn("take inventory")
-		return nil
+		return inv, err
 	}
-	if err := conn.Send(inv); err != nil {
-		return err
+	if err := a.flush(); err != nil {
+		a.log.WithError(err).Error("agent state not saved before inventory")
 	}
-	a.setStatus(func(s *Status) { s.Inventory = inv.Seq })
-	return nil
+	a.mu.Lock()
+	a.lastInventory = &inv
+	a.mu.Unlock()
+	return inv, nil
+}
+
+// setHubID records the id of the hub this agent serves (from Welcome) and
+// returns the previous one.
+func (a *Agent) setHubID(id string) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	prev := a.hubID
+	if id != prev {
+		a.hubID, a.hubIDDirty = id, true
+	}
+	return prev
 }
 
 // pushSquids hands the hub's ranking to the cache VMs read from.

@@ -1,63 +1,85 @@
 package agent
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"sort"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/canopy-grid/canopy/agent/agentdb"
 	"github.com/canopy-grid/canopy/agent/driver"
 	"github.com/canopy-grid/canopy/agent/vmtoken"
+	"github.com/canopy-grid/canopy/protocol"
 	"github.com/canopy-grid/canopy/protocol/vmproto"
 )
 
 // vmBook is what the agent learns from its VMs' check-ins and the hub's
-// retirement orders, keyed by server id.
+// retirement orders, keyed by server id. It is the agent's durable intent:
+// every change marks the entry dirty, and flush (persist.go) writes dirty
+// entries to the state file in one transaction.
 type vmBook struct {
 	mu   sync.Mutex
 	byID map[string]*vmStatus
 	// deleted remembers servers this agent deleted, so that a token
 	// replayed after the deletion is refused at once, whatever a cached
-	// server listing says.
+	// server listing says, also after a restart.
 	deleted map[string]time.Time
-
-	// servers caches the cloud's server listing for check-ins: with
-	// hundreds of VMs checking in, listing servers at each would load the
-	// cloud's API. See lookupServer.
-	listMu   sync.Mutex // held while listing
-	servers  map[string]driver.Server
-	listedAt time.Time
+	// dirty and dirtyDeleted name entries changed since the last flush.
+	dirty        map[string]struct{}
+	dirtyDeleted map[string]struct{}
 }
 
+// vmStatus is one VM's entry in the book.
 type vmStatus struct {
 	name     string
 	ready    bool
 	readyAt  time.Time
 	lastSeen time.Time
-	retireBy time.Time // zero unless a retirement was ordered
-	reason   string
-	drained  time.Time // when the VM reported it had drained
+	// jobs is the VM's last job count, nil when it never sent one;
+	// jobsSeen is the agent's time of the check-in that carried it.
+	jobs     *protocol.VMJobs
+	jobsSeen time.Time
+	// retireBy is zero unless a retirement was ordered.
+	retireBy    time.Time
+	reason      string
+	orderedAt   time.Time
+	retireState string // protocol.Retire*; "" without an order
+	retireError string
+	drained     time.Time // when the VM reported it had drained
 	// unreachable is when the gossip pool declared the VM failed; zero
 	// while it answers.
 	unreachable time.Time
+	// missed counts consecutive inventories whose listing lacked the
+	// server (not persisted): an entry goes after missedListings.
+	missed int
 }
+
+// missedListings is how many consecutive cloud listings must lack a server
+// before its book entry (and any retirement order) is dropped: one odd
+// listing does not erase intent.
+const missedListings = 2
 
 func newVMBook() *vmBook {
-	return &vmBook{byID: map[string]*vmStatus{}, deleted: map[string]time.Time{}}
+	return &vmBook{byID: map[string]*vmStatus{}, deleted: map[string]time.Time{},
+		dirty: map[string]struct{}{}, dirtyDeleted: map[string]struct{}{}}
 }
 
+// entry returns id's entry, creating it, and marks it dirty. b.mu is held.
 func (b *vmBook) entry(id string) *vmStatus {
 	s, ok := b.byID[id]
 	if !ok {
 		s = &vmStatus{}
 		b.byID[id] = s
 	}
+	b.dirty[id] = struct{}{}
 	return s
 }
 
@@ -71,28 +93,34 @@ func (b *vmBook) get(id string) (vmStatus, bool) {
 	return *s, true
 }
 
-func (b *vmBook) retire(id string, by time.Time, reason string) {
+// retire records a retirement order; the earliest deadline wins. It
+// reports the entry as it now stands.
+func (b *vmBook) retire(id string, by time.Time, reason string, now time.Time) vmStatus {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	s := b.entry(id)
-	if s.retireBy.IsZero() || by.Before(s.retireBy) {
+	if s.retireBy.IsZero() {
+		s.retireBy, s.reason, s.orderedAt, s.retireState = by, reason, now, protocol.RetireOrdered
+	} else if by.Before(s.retireBy) {
 		s.retireBy, s.reason = by, reason
 	}
+	return *s
 }
 
 // forget drops a deleted server and remembers that it was deleted.
-func (b *vmBook) forget(id string) {
+func (b *vmBook) forget(id string, now time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	delete(b.byID, id)
-	delete(b.servers, id)
-	now := time.Now()
+	b.dirty[id] = struct{}{}
 	b.deleted[id] = now
+	b.dirtyDeleted[id] = struct{}{}
 	if len(b.deleted) > maxDeleted {
 		// Drop the expired, then any others until under the bound.
 		for k, at := range b.deleted {
 			if k != id && (now.Sub(at) > deletedMemory || len(b.deleted) > maxDeleted) {
 				delete(b.deleted, k)
+				b.dirtyDeleted[k] = struct{}{}
 			}
 		}
 	}
@@ -112,44 +140,210 @@ func (b *vmBook) wasDeleted(id string) bool {
 	return ok
 }
 
-// prune drops entries for servers the cloud no longer lists.
-func (b *vmBook) prune(live map[string]bool) {
+// prune drops entries for servers the cloud stopped listing (after
+// missedListings listings in a row), and deleted-server memories past
+// deletedMemory.
+func (b *vmBook) prune(live map[string]bool, now time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for id := range b.byID {
-		if !live[id] {
+	for id, s := range b.byID {
+		if live[id] {
+			s.missed = 0
+			continue
+		}
+		if s.missed++; s.missed >= missedListings {
 			delete(b.byID, id)
+			b.dirty[id] = struct{}{}
+		}
+	}
+	for id, at := range b.deleted {
+		if now.Sub(at) > deletedMemory {
+			delete(b.deleted, id)
+			b.dirtyDeleted[id] = struct{}{}
 		}
 	}
 }
 
-// due returns retiring VMs that drained more than a moment ago, or whose
-// deadline plus grace has passed.
-func (b *vmBook) due(now time.Time, grace time.Duration) []string {
+// dueVM is a retiring VM the reaper may delete: drained (positive
+// evidence), or past its deadline plus grace (an admin-set deadline).
+type dueVM struct {
+	id       string
+	deadline bool // the retirement deadline plus grace has passed
+}
+
+// due returns retiring VMs that drained, or whose deadline plus grace has
+// passed. A VM the gossip pool declares failed is not among them: an
+// unreachable VM is unknown, not idle, and waits for its deadline.
+func (b *vmBook) due(now time.Time, grace time.Duration) []dueVM {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	var out []string
+	var out []dueVM
 	for id, s := range b.byID {
 		if s.retireBy.IsZero() {
 			continue
 		}
-		// A retiring VM that drained, fell silent in the pool, or missed
-		// its deadline is deleted.
-		if !s.drained.IsZero() || !s.unreachable.IsZero() || now.After(s.retireBy.Add(grace)) {
-			out = append(out, id)
+		switch {
+		case now.After(s.retireBy.Add(grace)):
+			out = append(out, dueVM{id: id, deadline: true})
+		case s.retireState == protocol.RetireDrained:
+			out = append(out, dueVM{id: id})
 		}
 	}
+	sort.Slice(out, func(i, j int) bool { return out[i].id < out[j].id })
 	return out
+}
+
+// checkinUpdate is what one accepted check-in changed.
+type checkinUpdate struct {
+	first   bool // the VM's first check-in: it became ready
+	drained bool // the VM reported drained just now
+	failed  bool // the VM reported a failed retirement just now
+	// busy is true when the VM went from no jobs (or no count) to jobs
+	// or claimed slots, or back: worth an early inventory.
+	busy bool
+	resp vmproto.CheckinResponse
+}
+
+// checkin records an accepted check-in.
+func (b *vmBook) checkin(id string, req vmproto.CheckinRequest, now time.Time) checkinUpdate {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.entry(id)
+	var u checkinUpdate
+	s.name = req.Server
+	s.lastSeen = now
+	s.unreachable = time.Time{} // a check-in is proof of reachability
+	if !s.ready {
+		s.ready, s.readyAt, u.first = true, now, true
+	}
+	if req.Jobs != nil {
+		at := req.Jobs.At
+		if at.IsZero() {
+			at = now
+		}
+		wasBusy := s.jobs != nil && (s.jobs.Running > 0 || s.jobs.Claimed > 0)
+		// At is when the count was first reported: it changes only with
+		// the count, so an unchanged VM stays out of inventory deltas;
+		// jobsSeen says how fresh it is.
+		if s.jobs == nil || s.jobs.Running != req.Jobs.Running || s.jobs.Claimed != req.Jobs.Claimed {
+			s.jobs = &protocol.VMJobs{Running: req.Jobs.Running, Claimed: req.Jobs.Claimed, At: at.UTC()}
+		}
+		u.busy = wasBusy != (s.jobs.Running > 0 || s.jobs.Claimed > 0)
+		s.jobsSeen = now
+	}
+	if !s.retireBy.IsZero() {
+		switch req.State {
+		case vmproto.CheckinRetiring:
+			// Draining (again, after a failure or a restarted vmagent):
+			// deletes wait for drained or the deadline.
+			if s.retireState != protocol.RetireDraining {
+				s.retireState, s.retireError, s.drained = protocol.RetireDraining, "", time.Time{}
+			}
+		case vmproto.CheckinDrained:
+			if s.retireState != protocol.RetireDrained {
+				s.retireState, s.retireError, s.drained, u.drained = protocol.RetireDrained, "", now, true
+			}
+		case vmproto.CheckinFailed:
+			if s.retireState != protocol.RetireFailed || s.retireError != req.Error {
+				u.failed = s.retireState != protocol.RetireFailed
+				s.retireState, s.retireError, s.drained = protocol.RetireFailed, req.Error, time.Time{}
+			}
+		}
+		u.resp = vmproto.CheckinResponse{Retire: true, Reason: s.reason, Deadline: max(0, s.retireBy.Sub(now))}
+	}
+	return u
+}
+
+// toRecord converts an entry to its durable form.
+func (s *vmStatus) toRecord() *agentdb.VM {
+	r := &agentdb.VM{Name: s.name, Ready: s.ready, ReadyAt: s.readyAt, LastSeen: s.lastSeen, JobsSeen: s.jobsSeen,
+		UnreachableSince: s.unreachable}
+	if s.jobs != nil {
+		j := *s.jobs
+		r.Jobs = &j
+	}
+	if !s.retireBy.IsZero() {
+		r.Retire = &agentdb.Retirement{Deadline: s.retireBy, Reason: s.reason, OrderedAt: s.orderedAt, State: s.retireState,
+			Error: s.retireError, DrainedAt: s.drained}
+	}
+	return r
+}
+
+// fromRecord is toRecord's inverse.
+func fromRecord(r agentdb.VM) *vmStatus {
+	s := &vmStatus{name: r.Name, ready: r.Ready, readyAt: r.ReadyAt, lastSeen: r.LastSeen, jobsSeen: r.JobsSeen,
+		unreachable: r.UnreachableSince}
+	if r.Jobs != nil {
+		j := *r.Jobs
+		s.jobs = &j
+	}
+	if r.Retire != nil {
+		s.retireBy, s.reason, s.orderedAt, s.retireState = r.Retire.Deadline, r.Retire.Reason, r.Retire.OrderedAt, r.Retire.State
+		s.retireError, s.drained = r.Retire.Error, r.Retire.DrainedAt
+	}
+	return s
+}
+
+// load replaces the book with a loaded state.
+func (b *vmBook) load(st *agentdb.State) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.byID = make(map[string]*vmStatus, len(st.VMs))
+	for id, r := range st.VMs {
+		b.byID[id] = fromRecord(r)
+	}
+	b.deleted = make(map[string]time.Time, len(st.Deleted))
+	for id, at := range st.Deleted {
+		b.deleted[id] = at
+	}
+}
+
+// collect moves the dirty entries into batch.
+func (b *vmBook) collect(batch *agentdb.Batch) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.dirty) > 0 && batch.VMs == nil {
+		batch.VMs = make(map[string]*agentdb.VM, len(b.dirty))
+	}
+	for id := range b.dirty {
+		if s, ok := b.byID[id]; ok {
+			batch.VMs[id] = s.toRecord()
+		} else {
+			batch.VMs[id] = nil
+		}
+	}
+	if len(b.dirtyDeleted) > 0 && batch.Deleted == nil {
+		batch.Deleted = make(map[string]time.Time, len(b.dirtyDeleted))
+	}
+	for id := range b.dirtyDeleted {
+		batch.Deleted[id] = b.deleted[id] // zero when forgotten: removed
+	}
+	clear(b.dirty)
+	clear(b.dirtyDeleted)
+}
+
+// redirty marks a batch that failed to commit dirty again: the next flush
+// writes the entries' current values.
+func (b *vmBook) redirty(batch *agentdb.Batch) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for id := range batch.VMs {
+		b.dirty[id] = struct{}{}
+	}
+	for id := range batch.Deleted {
+		b.dirtyDeleted[id] = struct{}{}
+	}
+}
+
+// pending reports whether anything waits for a flush.
+func (b *vmBook) pending() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.dirty) > 0 || len(b.dirtyDeleted) > 0
 }
 
 // maxCheckinBody bounds a check-in request.
 const maxCheckinBody = 8 << 10
-
-// Server listing cache for check-ins (see lookupServer).
-const (
-	serverCacheTTL  = 5 * time.Second
-	serverRelistMin = time.Second
-)
 
 // mintVMToken mints the identity token for a server about to be booted.
 // The returned id goes into the server's metadata under driver.MetaTokenID.
@@ -175,46 +369,116 @@ func (a *Agent) vmHandler() http.Handler {
 	return mux
 }
 
-// refuse answers a refused check-in and logs why, once, at the edge.
-func (a *Agent) refuse(w http.ResponseWriter, log *logrus.Entry, status int, reason vmtoken.Reason, detail string) {
-	e := log.WithField("reason", string(reason))
-	if detail != "" {
-		e = e.WithField("detail", detail)
+// Refusal reasons of check-ins that never reach the token check.
+const (
+	reasonNoToken = "no bearer token"
+	reasonBadBody = "bad body"
+	reasonInvalid = "invalid check-in"
+)
+
+// refuse answers a refused check-in, counts it, and logs it: in full for
+// the first of its reason in an interval, in the interval's summary for
+// the rest (see throttle).
+func (a *Agent) refuse(w http.ResponseWriter, log *logrus.Entry, status int, reason, detail string) {
+	a.metrics.checkinsRefused.WithLabelValues(reason).Inc()
+	if a.checkinLog.allow(reason) {
+		e := log.WithField("reason", reason)
+		if detail != "" {
+			e = e.WithField("detail", detail)
+		}
+		e.Warn("VM check-in refused")
 	}
-	e.Warn("VM check-in refused")
-	http.Error(w, "check-in refused: "+string(reason), status)
+	msg := "check-in refused: " + reason
+	if status == http.StatusBadRequest && detail != "" {
+		msg += ": " + detail // the VM's own mistake: say precisely what
+	}
+	http.Error(w, msg, status)
+}
+
+// Bounds on what a check-in may claim.
+const (
+	// maxSlots bounds job and slot counts: no machine has more slots.
+	maxSlots = 1 << 16
+	// maxClockSkew is how far ahead of the agent's clock a VM's count
+	// time may be.
+	maxClockSkew = 5 * time.Minute
+	// maxServerField bounds server_id and server.
+	maxServerField = 255
+)
+
+// validateCheckin checks what a decoded check-in claims, and says
+// precisely what is wrong.
+func validateCheckin(req vmproto.CheckinRequest, now time.Time) error {
+	switch req.State {
+	case vmproto.CheckinReady, vmproto.CheckinRetiring, vmproto.CheckinDrained, vmproto.CheckinFailed:
+	default:
+		return fmt.Errorf("state %q: want ready, retiring, drained or failed", truncate(req.State, 32))
+	}
+	if req.ServerID == "" || req.Server == "" {
+		return errors.New("server_id and server are required")
+	}
+	if len(req.ServerID) > maxServerField || len(req.Server) > maxServerField {
+		return fmt.Errorf("server_id and server are at most %d bytes", maxServerField)
+	}
+	if j := req.Jobs; j != nil {
+		switch {
+		case j.Running < 0 || j.Claimed < 0:
+			return fmt.Errorf("jobs: negative count (running %d, claimed %d)", j.Running, j.Claimed)
+		case j.Running > maxSlots || j.Claimed > maxSlots:
+			return fmt.Errorf("jobs: count over %d (running %d, claimed %d)", maxSlots, j.Running, j.Claimed)
+		case j.At.After(now.Add(maxClockSkew)):
+			return fmt.Errorf("jobs.at %s is %s ahead of the agent's clock (at most %s)", j.At.UTC().Format(time.RFC3339),
+				j.At.Sub(now).Round(time.Second), maxClockSkew)
+		}
+	}
+	if len(req.Error) > vmproto.MaxCheckinError {
+		return fmt.Errorf("error is %d bytes, over %d", len(req.Error), vmproto.MaxCheckinError)
+	}
+	if !utf8.ValidString(req.Error) {
+		return errors.New("error is not valid UTF-8")
+	}
+	for _, r := range req.Error {
+		if unicode.IsControl(r) && r != '\n' && r != '\t' {
+			return fmt.Errorf("error holds control character %U", r)
+		}
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
 }
 
 func (a *Agent) handleCheckin(w http.ResponseWriter, r *http.Request) {
 	log := a.log.WithField("remote", r.RemoteAddr)
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok || tok == "" {
-		log.WithField("reason", "no bearer token").Warn("VM check-in refused")
-		http.Error(w, "missing bearer token", http.StatusUnauthorized)
+		a.refuse(w, log, http.StatusUnauthorized, reasonNoToken, "")
 		return
 	}
 	var req vmproto.CheckinRequest
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxCheckinBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		log.WithField("reason", "bad body").WithError(err).Warn("VM check-in refused")
-		http.Error(w, "bad check-in body: "+err.Error(), http.StatusBadRequest)
+		a.refuse(w, log, http.StatusBadRequest, reasonBadBody, truncate(err.Error(), 300))
 		return
 	}
-	if req.State != vmproto.CheckinReady && req.State != vmproto.CheckinRetiring && req.State != vmproto.CheckinDrained {
-		log.WithField("reason", "bad state").Warn("VM check-in refused")
-		http.Error(w, "state must be ready, retiring or drained", http.StatusBadRequest)
+	now := a.now()
+	if err := validateCheckin(req, now); err != nil {
+		a.refuse(w, log, http.StatusBadRequest, reasonInvalid, err.Error())
 		return
 	}
 	log = log.WithFields(logrus.Fields{"vm": req.Server, "vm_id": req.ServerID})
-	now := a.now()
 	claims, err := a.signer.Verify(tok, a.cfg.Site, req.Server, now)
 	if err != nil {
 		var te *vmtoken.Error
 		if errors.As(err, &te) {
-			a.refuse(w, log, http.StatusForbidden, te.Reason, te.Detail)
+			a.refuse(w, log, http.StatusForbidden, string(te.Reason), te.Detail)
 		} else {
-			a.refuse(w, log, http.StatusForbidden, vmtoken.ReasonMalformed, err.Error())
+			a.refuse(w, log, http.StatusForbidden, string(vmtoken.ReasonMalformed), err.Error())
 		}
 		return
 	}
@@ -222,7 +486,7 @@ func (a *Agent) handleCheckin(w http.ResponseWriter, r *http.Request) {
 	// token's group with this very token: a token replayed after its
 	// server was deleted, or by a later server of the same name, is refused.
 	if a.vms.wasDeleted(req.ServerID) {
-		a.refuse(w, log, http.StatusForbidden, vmtoken.ReasonUnknownVM, "deleted by this agent")
+		a.refuse(w, log, http.StatusForbidden, string(vmtoken.ReasonUnknownVM), "deleted by this agent")
 		return
 	}
 	srv, found, err := a.lookupServer(r.Context(), req.ServerID)
@@ -233,14 +497,14 @@ func (a *Agent) handleCheckin(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case !found || srv.Status == driver.StatusDeleted:
-		a.refuse(w, log, http.StatusForbidden, vmtoken.ReasonUnknownVM, "")
+		a.refuse(w, log, http.StatusForbidden, string(vmtoken.ReasonUnknownVM), "")
 		return
 	case srv.Name != req.Server:
-		a.refuse(w, log, http.StatusForbidden, vmtoken.ReasonWrongServer,
+		a.refuse(w, log, http.StatusForbidden, string(vmtoken.ReasonWrongServer),
 			fmt.Sprintf("server %s is named %q, not %q", req.ServerID, srv.Name, req.Server))
 		return
 	case srv.Metadata[driver.MetaGroup] != claims.Group:
-		a.refuse(w, log, http.StatusForbidden, vmtoken.ReasonWrongGroup,
+		a.refuse(w, log, http.StatusForbidden, string(vmtoken.ReasonWrongGroup),
 			fmt.Sprintf("minted for %q, server booted for %q", claims.Group, srv.Metadata[driver.MetaGroup]))
 		return
 	case srv.Metadata[driver.MetaTokenID] != claims.Nonce:
@@ -248,87 +512,27 @@ func (a *Agent) handleCheckin(w http.ResponseWriter, r *http.Request) {
 		if srv.Metadata[driver.MetaTokenID] == "" {
 			detail = "the server carries no token id"
 		}
-		a.refuse(w, log, http.StatusForbidden, vmtoken.ReasonReplayed, detail)
+		a.refuse(w, log, http.StatusForbidden, string(vmtoken.ReasonReplayed), detail)
 		return
 	}
 
-	a.vms.mu.Lock()
-	s := a.vms.entry(req.ServerID)
-	s.name = req.Server
-	first := !s.ready
-	s.lastSeen = now
-	if !s.ready {
-		s.ready, s.readyAt = true, now
-	}
-	drained := false
-	if req.State == vmproto.CheckinDrained && s.drained.IsZero() && !s.retireBy.IsZero() {
-		s.drained = now
-		drained = true
-	}
-	resp := vmproto.CheckinResponse{Retire: !s.retireBy.IsZero(), Reason: s.reason}
-	if resp.Retire {
-		resp.Deadline = max(0, s.retireBy.Sub(now))
-	}
-	a.vms.mu.Unlock()
-	if first {
+	a.metrics.checkins.Inc()
+	u := a.vms.checkin(req.ServerID, req, now)
+	if u.first {
 		log.Info("VM ready")
 		a.markChanged()
 	}
-	if drained {
+	if u.drained {
 		log.Info("VM drained")
 		a.markChanged()
 	}
+	if u.failed {
+		log.WithField("error", req.Error).Warn("VM retirement failed; the VM is kept and retries")
+		a.markChanged()
+	}
+	if u.busy {
+		a.markChanged()
+	}
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(resp)
-}
-
-// lookupServer finds a server by id in a recent listing of the cloud's
-// servers. A listing is reused while fresh; a server it lacks (a VM that
-// just booted) makes it list again, at most every serverRelistMin: a
-// check-in arriving sooner waits for that listing rather than being
-// refused. Only holders of a valid token get here.
-func (a *Agent) lookupServer(ctx context.Context, id string) (driver.Server, bool, error) {
-	b := a.vms
-	b.mu.Lock()
-	srv, ok := b.servers[id]
-	listedAt := b.listedAt
-	b.mu.Unlock()
-	if ok && time.Since(listedAt) < serverCacheTTL {
-		return srv, true, nil
-	}
-	missAt := time.Now()
-	b.listMu.Lock()
-	defer b.listMu.Unlock()
-	b.mu.Lock()
-	srv, ok = b.servers[id]
-	listedAt = b.listedAt
-	b.mu.Unlock()
-	if listedAt.After(missAt) {
-		return srv, ok, nil // listed by another check-in while this one waited
-	}
-	if wait := serverRelistMin - time.Since(listedAt); wait > 0 {
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return driver.Server{}, false, ctx.Err()
-		case <-t.C:
-		}
-	}
-	list, err := a.driver.Servers(ctx)
-	if err != nil {
-		return driver.Server{}, false, fmt.Errorf("list servers: %w", err)
-	}
-	m := make(map[string]driver.Server, len(list))
-	for _, s := range list {
-		m[s.ID] = s
-	}
-	b.mu.Lock()
-	for id := range b.deleted {
-		delete(m, id)
-	}
-	b.servers, b.listedAt = m, time.Now()
-	srv, ok = m[id]
-	b.mu.Unlock()
-	return srv, ok, nil
+	_ = json.NewEncoder(w).Encode(u.resp)
 }

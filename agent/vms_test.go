@@ -105,8 +105,12 @@ func newTestAgent(t *testing.T, d driver.Driver, site string, clock *testClock) 
 	}
 	l, hook := test.NewNullLogger()
 	cfg := Config{Site: site, CondorHost: "cm.example.org", TokenTTL: time.Hour, CheckinEvery: 5 * time.Millisecond}.withDefaults()
-	return &Agent{cfg: cfg, driver: d, log: logrus.NewEntry(l).WithField("site", site), signer: signer, now: clock.Now,
-		cmds: newCommandLog(64), vms: newVMBook(), changed: make(chan struct{}, 1)}, hook
+	a, err := newAgent(cfg, d, logrus.NewEntry(l))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.signer, a.now, a.hubID = signer, clock.Now, "hub"
+	return a, hook
 }
 
 // bootVM does what the agent's boot does for one server: mint its token
@@ -281,7 +285,7 @@ func TestCheckinIdentity(t *testing.T) {
 		{"bad state", func(t *testing.T, w world) (string, vmproto.CheckinRequest) {
 			s, tok := bootVM(t, w.a, w.d, "vm-a", "atlas")
 			return tok, vmproto.CheckinRequest{ServerID: s.ID, Server: s.Name, State: "sleeping"}
-		}, http.StatusBadRequest, "bad state"},
+		}, http.StatusBadRequest, reasonInvalid},
 		{"cloud cannot list servers", func(t *testing.T, w world) (string, vmproto.CheckinRequest) {
 			s, tok := bootVM(t, w.a, w.d, "vm-a", "atlas")
 			w.d.listErr = errors.New("nova: 503")
@@ -468,8 +472,8 @@ func TestRetirementThroughCheckins(t *testing.T) {
 		t.Fatal("VM not ready")
 	}
 
-	if _, err := a.retire(protocol.RetireCommand{VMIDs: []string{s.ID}, Deadline: time.Hour, Reason: "demand fell"}); err != nil {
-		t.Fatal(err)
+	if _, refused, err := a.retire(ctx, protocol.RetireCommand{VMIDs: []string{s.ID}, Deadline: time.Hour, Reason: "demand fell"}); err != nil || len(refused) > 0 {
+		t.Fatal(err, refused)
 	}
 	resp := vmCheckin(vmproto.CheckinReady)
 	if !resp.Retire || resp.Reason != "demand fell" || resp.Deadline <= 0 || resp.Deadline > time.Hour {
@@ -483,11 +487,11 @@ func TestRetirementThroughCheckins(t *testing.T) {
 	}
 	vmCheckin(vmproto.CheckinDrained)
 	waitChanged(t, a, "the VM to report drained")
-	if due := a.vms.due(clock.Now(), a.cfg.RetireGrace); len(due) != 1 || due[0] != s.ID {
+	if due := a.vms.due(clock.Now(), a.cfg.RetireGrace); len(due) != 1 || due[0].id != s.ID || due[0].deadline {
 		t.Fatalf("due for deletion: %v", due)
 	}
-	if _, err := a.deleteVMs(ctx, []string{s.ID}, "retired"); err != nil {
-		t.Fatal(err)
+	if _, refused, err := a.deleteVMs(ctx, []string{s.ID}, "retired", "", sourceReaper); err != nil || len(refused) > 0 {
+		t.Fatal(err, refused)
 	}
 
 	// The retired VM's token, replayed, is refused.

@@ -9,12 +9,16 @@ import (
 	"html/template"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/canopy-grid/canopy/hub/intent"
+	"github.com/canopy-grid/canopy/hub/planner"
+	"github.com/canopy-grid/canopy/hub/snapshot"
 	"github.com/canopy-grid/canopy/protocol"
 	"github.com/canopy-grid/canopy/protocol/squidreg"
 )
@@ -93,8 +97,12 @@ func validVMID(id string) bool {
 func (h *Hub) httpHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(h.reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /api/v1/sites", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, h.Sites()) })
-	mux.HandleFunc("GET /api/v1/vms", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, h.VMs()) })
+	// Profiles for whoever administers the hub (the listener is loopback).
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/heap", pprof.Index)
+	mux.HandleFunc("GET /api/v1/sites", func(w http.ResponseWriter, _ *http.Request) { writeRaw(w, h.Status().SitesJSON()) })
+	mux.HandleFunc("GET /api/v1/vms", func(w http.ResponseWriter, _ *http.Request) { writeRaw(w, h.Status().VMsJSON()) })
 	mux.HandleFunc("GET /api/v1/status", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, h.Status()) })
 	sq := h.squids.Handler()
 	mux.Handle(squidreg.PathSquids, sq)
@@ -145,14 +153,18 @@ func (h *Hub) httpHandler() http.Handler {
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		st := h.Status()
 		ev := st.Events[:min(20, len(st.Events))]
+		rows, counts := pageVMs(st.VMs, pageVMRows)
 		data := struct {
-			HubID  string
-			Sites  []SiteStatus
-			VMs    []VMStatus
-			Demand DemandStatus
-			Events []intent.Event
-			Now    time.Time
-		}{st.HubID, st.Sites, st.VMs, st.Demand, ev, h.now()}
+			HubID    string
+			Sites    []SiteStatus
+			VMs      []VMStatus
+			VMTotal  int
+			VMCounts []siteCounts
+			Demand   DemandStatus
+			Evidence snapshot.Report
+			Events   []intent.Event
+			Now      time.Time
+		}{st.HubID, st.Sites, rows, len(st.VMs), counts, st.Demand, st.Evidence, ev, h.now()}
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
 		if err := statusTmpl.Execute(w, data); err != nil {
@@ -160,6 +172,50 @@ func (h *Hub) httpHandler() http.Handler {
 		}
 	})
 	return mux
+}
+
+// pageVMRows is how many VMs the status page lists; the JSON API has all.
+const pageVMRows = 200
+
+// siteCounts is one cloud's VMs by state, for the status page.
+type siteCounts struct {
+	Site   string
+	Counts map[string]int
+	Total  int
+}
+
+// pageVMs picks the VMs the page lists (those that need attention first:
+// in error, held, retiring; then the rest by name, up to n) and counts
+// every VM by cloud and state.
+func pageVMs(vms []VMStatus, n int) ([]VMStatus, []siteCounts) {
+	by := map[string]*siteCounts{}
+	var order []string
+	var rows []VMStatus
+	for pass := range 2 {
+		for i := range vms {
+			vm := &vms[i]
+			attention := vm.State == planner.VMError || vm.Held || vm.State == planner.VMRetiring
+			if pass == 0 {
+				c := by[vm.Site]
+				if c == nil {
+					c = &siteCounts{Site: vm.Site, Counts: map[string]int{}}
+					by[vm.Site] = c
+					order = append(order, vm.Site)
+				}
+				c.Counts[string(vm.State)]++
+				c.Total++
+			}
+			if len(rows) < n && attention == (pass == 0) {
+				rows = append(rows, *vm)
+			}
+		}
+	}
+	slices.Sort(order)
+	counts := make([]siteCounts, 0, len(order))
+	for _, s := range order {
+		counts = append(counts, *by[s])
+	}
+	return rows, counts
 }
 
 // checkListen refuses an HTTP address beyond loopback: the API has no
@@ -179,6 +235,11 @@ func checkListen(addr string) error {
 			"a reverse proxy that authenticates (TLS with client certificates or single sign-on); see docs/operations.md", addr)
 	}
 	return nil
+}
+
+func writeRaw(w http.ResponseWriter, b []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(b)
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

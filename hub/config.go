@@ -206,8 +206,8 @@ func (c Config) Validate() error {
 // negative for those the hub cannot run without (their zero is replaced
 // by the default in WithDefaults, so only a negative value from the file
 // reaches here), negative for those where zero means a default or "none".
-// planner.come_alive and planner.job_alive take a negative value for
-// "off" and are not checked.
+// planner.come_alive, planner.job_alive and planner.unknown_deadline take
+// a negative value for "off" and are not checked.
 func (c Config) validateDurations() []error {
 	type setting struct {
 		key string

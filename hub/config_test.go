@@ -38,6 +38,7 @@ func TestValidateDurations(t *testing.T) {
 		{"negative idle_throttle_percent", "planner: {idle_throttle_percent: -10}\n", "planner.idle_throttle_percent -10 is negative"},
 		{"come_alive off", "planner: {come_alive: -1s}\n", ""},
 		{"job_alive off", "planner: {job_alive: -1s}\n", ""},
+		{"unknown_deadline off", "planner: {unknown_deadline: -1s}\n", ""},
 		{"idle throttle off", "planner: {idle_throttle_min: -1}\n", ""},
 		{"negative group keep_alive", "groups: {atlas: {keep_alive: -1s}}\n", "groups.atlas.keep_alive is -1s"},
 		{"negative site keep_alive", "sites: {west: {keep_alive: -1s}}\n", "sites.west.keep_alive is -1s"},

@@ -39,6 +39,13 @@ type Source interface {
 	Poll(ctx context.Context, now time.Time, pool []demand.PoolVM) (demand.Demand, error)
 }
 
+// PoolSimulator is implemented by sources that simulate the batch pool and
+// need the hub's list of VMs at every poll (hub/trace); other sources get
+// nil and the hub saves building it.
+type PoolSimulator interface {
+	SimulatesPool() bool
+}
+
 // Invalidator is implemented by sources that must be told when a VM's
 // server is gone, so the batch system forgets it at once (HTCondor:
 // condor_advertise INVALIDATE_STARTD_ADS / INVALIDATE_MASTER_ADS).
@@ -70,6 +77,7 @@ type Hub struct {
 	links      map[string]*link
 	sessionSeq atomic.Int64
 	inbox      inbox
+	inflight   inflight
 
 	loop   *loop
 	wakeC  chan struct{}

@@ -283,13 +283,43 @@ func (h *Hub) receive(l *link, s *session, m protocol.Message, log *logrus.Entry
 		if first {
 			h.wake() // a cloud reporting for the first time may end the startup grace
 		}
+	case protocol.InventoryDelta:
+		cur := l.load()
+		if cur.Inventory == nil || cur.InventorySession != s.id {
+			h.resync(l, s, "no full inventory on this session yet", log)
+			return
+		}
+		inv, err := protocol.ApplyDelta(*cur.Inventory, v)
+		if err != nil {
+			h.resync(l, s, err.Error(), log)
+			return
+		}
+		l.update(s, func(cv *cloudView) {
+			cv.Inventory, cv.InventoryAt, cv.LastHeartbeat = &inv, now, now
+		})
+		h.m.deltas.WithLabelValues(l.name).Inc()
+		if v.Storage != nil {
+			h.storage.Update(l.name, *v.Storage)
+		}
 	case protocol.Result:
+		if at, ok := h.inflight.done(v.CommandID); ok {
+			h.m.cmdSeconds.Observe(now.Sub(at).Seconds())
+		}
 		h.inbox.put(inboxItem{cloud: l.name, session: s.id, result: v})
 	case protocol.Error:
 		log.WithField("code", v.Code).Warn("agent reported a protocol error: " + v.Message)
 	default:
 		log.WithField("kind", m.Kind().String()).Warn("unexpected message from agent")
 	}
+}
+
+// resync asks an agent for a full inventory after a delta that could not
+// be applied (missed or not matching); the view keeps its last good
+// inventory, which ages out of freshness if no full one comes.
+func (h *Hub) resync(l *link, s *session, why string, log *logrus.Entry) {
+	h.m.resyncs.WithLabelValues(l.name).Inc()
+	log.WithField("why", why).Info("inventory delta not applied; asking the agent for a full inventory")
+	s.enqueue(protocol.Resync{Reason: why})
 }
 
 // squidsFromAgent registers the squids an agent is configured with; an
@@ -353,4 +383,31 @@ func (b *inbox) take() []inboxItem {
 	out := b.items
 	b.items = nil
 	return out
+}
+
+// inflight remembers when each command was queued, to time its round trip.
+type inflight struct {
+	mu sync.Mutex
+	at map[string]time.Time
+}
+
+// maxInflight bounds the commands remembered; results that never come
+// (lost sessions) would otherwise accumulate.
+const maxInflight = 100000
+
+func (f *inflight) sent(id string, at time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.at == nil || len(f.at) >= maxInflight {
+		f.at = map[string]time.Time{}
+	}
+	f.at[id] = at
+}
+
+func (f *inflight) done(id string) (time.Time, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	at, ok := f.at[id]
+	delete(f.at, id)
+	return at, ok
 }

@@ -100,15 +100,22 @@ func (l *loop) run(ctx context.Context) {
 				continue // between cycles a wake matters only for the grace
 			}
 		case req := <-h.adminC:
-			err := req.apply(l, h.now())
-			if err == nil {
-				err = l.commit()
-			}
-			req.reply <- err
-			h.publish(l.status(h.now()))
+			l.handleAdmin(req)
 			continue
 		}
 	}
+}
+
+// handleAdmin applies an admin request, makes it durable, publishes the
+// status and then answers, so the caller sees its change everywhere.
+func (l *loop) handleAdmin(req adminRequest) {
+	now := l.h.now()
+	err := req.apply(l, now)
+	if err == nil {
+		err = l.commit()
+	}
+	l.h.publish(l.status(now))
+	req.reply <- err
 }
 
 // commit makes the recorded intent changes durable (one transaction).
@@ -141,7 +148,11 @@ func (l *loop) cycle(ctx context.Context) {
 	l.tx.SetHistory(l.hist.State())
 
 	pctx, cancel := context.WithTimeout(ctx, max(h.cfg.PlanEvery, 30*time.Second))
-	d, err := h.source.Poll(pctx, now, l.poolVMs())
+	var pool []demand.PoolVM
+	if ps, ok := h.source.(PoolSimulator); ok && ps.SimulatesPool() {
+		pool = l.poolVMs()
+	}
+	d, err := h.source.Poll(pctx, now, pool)
 	cancel()
 	demandOK := err == nil
 	if err != nil {
@@ -286,29 +297,38 @@ func (l *loop) takeResults(now time.Time) {
 // evidence are left alone: unknown is not gone.
 func (l *loop) reconcile(now time.Time, views map[string]*cloudView) {
 	h := l.h
-	byCloud := map[string]map[string]protocol.VM{} // by VM id
-	names := map[string]map[string]bool{}
-	for name, v := range views {
-		if !l.fresh(v, now) {
-			continue
+	// Indexes of fresh inventories, built only for the clouds some intent
+	// record refers to.
+	type index struct {
+		ids   map[string]*protocol.VM
+		names map[string]bool
+	}
+	indexes := map[string]*index{}
+	lookup := func(cloud string) *index {
+		if ix, ok := indexes[cloud]; ok {
+			return ix
 		}
-		ids := make(map[string]protocol.VM, len(v.Inventory.VMs))
-		ns := make(map[string]bool, len(v.Inventory.VMs))
-		for _, vm := range v.Inventory.VMs {
-			ids[vm.ID] = vm
-			ns[vm.Name] = true
+		var ix *index
+		if v := views[cloud]; v != nil && l.fresh(v, now) {
+			vms := v.Inventory.VMs
+			ix = &index{ids: make(map[string]*protocol.VM, len(vms)), names: make(map[string]bool, len(vms))}
+			for i := range vms {
+				ix.ids[vms[i].ID] = &vms[i]
+				ix.names[vms[i].Name] = true
+			}
 		}
-		byCloud[name], names[name] = ids, ns
+		indexes[cloud] = ix
+		return ix
 	}
 	for _, name := range slices.Sorted(maps.Keys(l.st.Pending)) {
 		p := l.st.Pending[name]
-		listed, ok := names[p.Cloud]
-		if !ok {
+		ix := lookup(p.Cloud)
+		if ix == nil {
 			continue
 		}
 		v := views[p.Cloud]
 		switch {
-		case listed[name]:
+		case ix.names[name]:
 			l.tx.DropPending(name)
 			delete(l.bootSession, name)
 		case !p.AckedAt.IsZero() && now.Sub(p.AckedAt) > h.cfg.BootListTimeout:
@@ -327,11 +347,11 @@ func (l *loop) reconcile(now time.Time, views map[string]*cloudView) {
 	}
 	for _, id := range slices.Sorted(maps.Keys(l.st.Retire)) {
 		r := l.st.Retire[id]
-		ids, ok := byCloud[r.Cloud]
-		if !ok {
+		ix := lookup(r.Cloud)
+		if ix == nil {
 			continue
 		}
-		if _, listed := ids[id]; !listed {
+		if _, listed := ix.ids[id]; !listed {
 			l.tx.DropRetire(id)
 			delete(l.retireSent, id)
 			l.event(now, r.Cloud, id, r.PlanID, "deleted", "retired server no longer listed")
@@ -344,39 +364,46 @@ func (l *loop) reconcile(now time.Time, views map[string]*cloudView) {
 			}
 		}
 	}
-	for cloud, ids := range byCloud {
-		for _, id := range slices.Sorted(maps.Keys(ids)) {
-			vm := ids[id]
+	// Error marks: VMs in error or stopped get one the first time a fresh
+	// inventory shows them so; marks of VMs no longer so are dropped.
+	for _, cloud := range slices.Sorted(maps.Keys(views)) {
+		v := views[cloud]
+		if !l.fresh(v, now) {
+			continue
+		}
+		vms := v.Inventory.VMs
+		for i := range vms {
+			vm := &vms[i]
 			if vm.State != protocol.VMError && vm.State != protocol.VMStopped {
 				continue
 			}
-			if _, ok := l.st.Error[id]; !ok {
+			if _, ok := l.st.Error[vm.ID]; !ok {
 				fault := vm.Fault
 				if fault == "" {
 					fault = vm.CloudStatus
 				}
-				l.tx.PutError(intent.ErrorMark{VMID: id, Cloud: cloud, Since: now, Fault: fault})
-				l.event(now, cloud, id, "", string(vm.State), fault)
+				l.tx.PutError(intent.ErrorMark{VMID: vm.ID, Cloud: cloud, Since: now, Fault: fault})
+				l.event(now, cloud, vm.ID, "", string(vm.State), fault)
 			}
 		}
 	}
 	for _, id := range slices.Sorted(maps.Keys(l.st.Error)) {
 		e := l.st.Error[id]
-		ids, ok := byCloud[e.Cloud]
-		if !ok {
+		ix := lookup(e.Cloud)
+		if ix == nil {
 			continue
 		}
-		if vm, listed := ids[id]; !listed || (vm.State != protocol.VMError && vm.State != protocol.VMStopped) {
+		if vm, listed := ix.ids[id]; !listed || (vm.State != protocol.VMError && vm.State != protocol.VMStopped) {
 			l.tx.DropError(id)
 		}
 	}
 	for _, id := range slices.Sorted(maps.Keys(l.st.Hold)) {
 		hd := l.st.Hold[id]
-		ids, ok := byCloud[hd.Cloud]
-		if !ok {
+		ix := lookup(hd.Cloud)
+		if ix == nil {
 			continue
 		}
-		if _, listed := ids[id]; !listed {
+		if _, listed := ix.ids[id]; !listed {
 			l.tx.DropHold(id)
 			l.event(now, hd.Cloud, id, "", "hold_dropped", "held server no longer listed")
 		}
@@ -423,10 +450,9 @@ func (l *loop) input(now time.Time, views map[string]*cloudView, demandOK bool) 
 		c := snapshot.Cloud{Settings: planner.Cloud{Site: name, Priority: sc.Priority, Paused: sc.Paused, Disabled: sc.Disabled,
 			Caps: sc.Caps, SoftQuota: sc.SoftQuota, KeepAlive: sc.KeepAlive, MaxLifetime: sc.MaxLifetime,
 			Endpoint: sc.Endpoint, MaxInFlight: sc.MaxInFlight},
-			Connected: l.fresh(v, now), InventoryAt: v.InventoryAt}
-		if v.Inventory != nil && v.InventorySession == v.Session {
-			c.Inventory = v.Inventory
-		}
+			Connected: l.fresh(v, now), Inventory: v.Inventory, InventoryAt: v.InventoryAt}
+		// An inventory of an earlier session still lists the cloud's VMs:
+		// the builder holds them unknown, not gone.
 		in.Clouds = append(in.Clouds, c)
 	}
 	return in
@@ -507,7 +533,7 @@ func (l *loop) execute(now time.Time, plan planner.Plan, views map[string]*cloud
 		// agent deletes those even if the VM reports running jobs.
 		var plain, forced []string
 		for _, d := range deletes[site] {
-			if d.Rule == planner.RuleRetireTimeout {
+			if d.Deadline {
 				forced = append(forced, d.VMID)
 			} else {
 				plain = append(plain, d.VMID)
@@ -577,6 +603,7 @@ func (l *loop) send(c outgoing) {
 		return
 	}
 	l.sent[c.cmd.ID] = c.cmd
+	l.h.inflight.sent(c.cmd.ID, l.h.now())
 	for _, n := range c.names {
 		l.bootSession[n] = s.id
 	}

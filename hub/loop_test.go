@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -165,6 +166,28 @@ func atlas(idle int) demand.Demand {
 	return demand.Demand{Shapes: []planner.Shape{{Group: "atlas", VMType: "el9", Cpus: 1, MemoryMiB: 1000, Idle: idle}}}
 }
 
+// inPool returns d with a pool view that lists the VMs idle (for an hour,
+// after running a job).
+func inPool(d demand.Demand, now time.Time, vms ...protocol.VM) demand.Demand {
+	d.Machines = map[string]demand.Machine{}
+	for _, v := range vms {
+		d.Machines[v.Name] = demand.Machine{VMName: v.Name, State: demand.MachineIdle, IdleSince: now.Add(-time.Hour), JobsStarted: 1}
+	}
+	return d
+}
+
+// warm runs a cycle every 30 s for d, the cloud reporting the same VMs
+// each time, so that the snapshot builder's clocks (which count only time
+// with fresh evidence) run.
+func (e *testEnv) warm(d time.Duration, cloud string, vms ...protocol.VM) {
+	e.t.Helper()
+	for end := e.now.Add(d); e.now.Before(end); {
+		e.advance(30 * time.Second)
+		e.report(cloud, vms...)
+		e.cycle()
+	}
+}
+
 func TestCycleBootsOnceForPendingDemand(t *testing.T) {
 	e := newEnv(t, &scriptedSource{d: atlas(4)})
 	s := e.connect("west")
@@ -192,8 +215,14 @@ func TestCycleBootsOnceForPendingDemand(t *testing.T) {
 func TestFailedPollNeverRetires(t *testing.T) {
 	src := &scriptedSource{}
 	e := newEnv(t, src)
-	s := e.connect("west", vm("id-1", "canopy-west-p1-0-0", readySince(e.now.Add(-time.Hour))))
+	v := vm("id-1", "canopy-west-p1-0-0", readySince(e.now.Add(-time.Hour)))
+	src.d = inPool(atlas(1), *e.now, v) // an idle job keeps the idle VM
+	s := e.connect("west", v)
+	e.warm(3*time.Minute, "west", v)
+	src.d = inPool(demand.Demand{}, *e.now, v)
 	src.err = errors.New("condor_q: exit status 1: Failed to connect to schedd")
+	e.advance(30 * time.Second)
+	e.report("west", v)
 	e.cycle()
 	if r := drain(s, protocol.CmdRetire); len(r) != 0 {
 		t.Fatalf("retired after a failed poll: %+v", r)
@@ -201,7 +230,10 @@ func TestFailedPollNeverRetires(t *testing.T) {
 	if d := e.h.Demand(); !strings.Contains(d.Error, "schedd") {
 		t.Fatalf("demand error not reported: %+v", d)
 	}
-	// A good poll with no demand retires the VM idle for an hour.
+	if ev := e.h.Status().Evidence; ev.PoolView != "failed" || ev.Counts.Unknown != 1 {
+		t.Fatalf("evidence after a failed poll: %+v", ev)
+	}
+	// A good poll with no demand retires the VM, idle past its keep-alive.
 	src.err = nil
 	e.cycle()
 	r := drain(s, protocol.CmdRetire)
@@ -257,10 +289,14 @@ func TestDisconnectedCloudGetsNothing(t *testing.T) {
 }
 
 func TestHeldVMIsNeverRetired(t *testing.T) {
-	e := newEnv(t, &scriptedSource{})
-	s := e.connect("west", vm("id-1", "canopy-west-p1-0-0", readySince(e.now.Add(-time.Hour))))
+	src := &scriptedSource{}
+	e := newEnv(t, src)
+	v := vm("id-1", "canopy-west-p1-0-0", readySince(e.now.Add(-time.Hour)))
+	src.d = inPool(demand.Demand{}, *e.now, v)
+	s := e.connect("west", v)
 	e.h.loop.tx.PutHold(intent.Hold{VMID: "id-1", Cloud: "west", At: *e.now})
 	e.cycle()
+	e.warm(3*time.Minute, "west", v)
 	if r := drain(s, protocol.CmdRetire); len(r) != 0 {
 		t.Fatalf("held VM retired: %+v", r)
 	}
@@ -446,21 +482,21 @@ func TestHubRestartKeepsBackoff(t *testing.T) {
 // TestStartupGraceWaitsForConfiguredClouds: a restarted hub plans only
 // once every configured cloud reported, or the grace passed.
 func TestStartupGraceWaitsForConfiguredClouds(t *testing.T) {
-	e := newEnv(t, &scriptedSource{}, func(c *Config) {
+	e := newEnv(t, &scriptedSource{d: atlas(2)}, func(c *Config) {
 		c.Sites = map[string]SiteConfig{"west": {}, "east": {}}
 	})
-	s := e.connect("west", vm("id-1", "canopy-west-p1-0-0", readySince(e.now.Add(-time.Hour))))
+	s := e.connect("west")
 	e.cycle()
-	if r := drain(s, protocol.CmdRetire); len(r) != 0 {
-		t.Fatalf("planned before east reported: %+v", r)
+	if b := drain(s, protocol.CmdBoot); len(b) != 0 {
+		t.Fatalf("planned before east reported: %+v", b)
 	}
 	if w := e.h.Status().Waiting; len(w) != 1 || w[0] != "east" {
 		t.Fatalf("waiting for %v", w)
 	}
-	e.connect("east")
+	s2 := e.connect("east")
 	e.cycle()
-	if r := drain(s, protocol.CmdRetire); len(r) != 1 {
-		t.Fatalf("no plan once every cloud reported: %+v", r)
+	if n := len(drain(s, protocol.CmdBoot)) + len(drain(s2, protocol.CmdBoot)); n != 1 {
+		t.Fatalf("%d boot commands once every cloud reported", n)
 	}
 }
 
@@ -490,9 +526,13 @@ func TestUnackedBootDroppedAfterSessionLoss(t *testing.T) {
 // TestRetireOrderResentAfterAgentRestart: an order the agent does not
 // show (it restarted without it) is sent again once per session.
 func TestRetireOrderResentAfterAgentRestart(t *testing.T) {
-	e := newEnv(t, &scriptedSource{})
+	src := &scriptedSource{}
+	e := newEnv(t, src)
 	v := vm("id-1", "canopy-west-p1-0-0", readySince(e.now.Add(-time.Hour)))
+	src.d = inPool(atlas(1), *e.now, v)
 	s := e.connect("west", v)
+	e.warm(3*time.Minute, "west", v)
+	src.d = inPool(demand.Demand{}, *e.now, v)
 	e.cycle()
 	if r := drain(s, protocol.CmdRetire); len(r) != 1 {
 		t.Fatalf("retires %+v", r)
@@ -522,12 +562,16 @@ func TestRetireOrderResentAfterAgentRestart(t *testing.T) {
 // TestOneStoreWritePerCycle: a cycle that retires a thousand VMs writes
 // the state file once.
 func TestOneStoreWritePerCycle(t *testing.T) {
-	e := newEnv(t, &scriptedSource{})
+	src := &scriptedSource{}
+	e := newEnv(t, src)
 	var vms []protocol.VM
 	for i := range 1000 {
 		vms = append(vms, vm("id-"+itoa(i), "canopy-west-p1-0-"+itoa(i), readySince(e.now.Add(-time.Hour))))
 	}
+	src.d = inPool(atlas(2000), *e.now, vms...) // idle jobs keep every VM
 	e.connect("west", vms...)
+	e.warm(3*time.Minute, "west", vms...)
+	src.d = inPool(demand.Demand{}, *e.now, vms...)
 	before := testutil.ToFloat64(e.h.m.storeCommits)
 	e.cycle()
 	if got := len(e.h.loop.st.Retire); got != 1000 {
@@ -547,4 +591,105 @@ func itoa(i int) string {
 		b = append([]byte{byte('0' + i%10)}, b...)
 	}
 	return string(b)
+}
+
+// TestRetireDeadlineDeleteOverrides: a VM still retiring past its retire
+// deadline is deleted with the deadline override (the agent deletes it
+// even if it reports jobs); the planner's Delete.Deadline says so.
+func TestRetireDeadlineDeleteOverrides(t *testing.T) {
+	src := &scriptedSource{}
+	e := newEnv(t, src)
+	v := vm("id-1", "canopy-west-p1-0-0", readySince(e.now.Add(-30*time.Hour)), func(v *protocol.VM) { v.Retiring = true })
+	src.d = inPool(demand.Demand{}, *e.now, v)
+	e.h.loop.tx.PutRetire(intent.RetireOrder{VMID: "id-1", Cloud: "west", At: e.now.Add(-25 * time.Hour)})
+	s := e.connect("west", v)
+	e.cycle()
+	d := drain(s, protocol.CmdDelete)
+	if len(d) != 1 || d[0].Delete.Override != protocol.DeleteDeadline || d[0].Delete.VMIDs[0] != "id-1" {
+		t.Fatalf("deletes %+v", d)
+	}
+}
+
+// TestReconnectingAgentsVMsStayCapacity: between an agent's reconnect and
+// its first inventory on the new session, its VMs are unknown, not gone:
+// the idle jobs they would take are not booted for on another cloud.
+func TestReconnectingAgentsVMsStayCapacity(t *testing.T) {
+	src := &scriptedSource{}
+	e := newEnv(t, src)
+	v := vm("id-1", "canopy-west-p1-0-0", readySince(e.now.Add(-time.Hour)))
+	src.d = inPool(atlas(2), *e.now, v) // the VM's 2 cores take both jobs
+	e.connect("west", v)
+	east := e.connect("east")
+	e.cycle()
+	// West's agent reconnects: a new session, no inventory on it yet.
+	l := e.h.linkFor("west")
+	l.mu.Lock()
+	nv := *l.load()
+	nv.Session = int(e.h.sessionSeq.Add(1))
+	l.view.Store(&nv)
+	l.mu.Unlock()
+	e.advance(10 * time.Second)
+	e.report("east")
+	e.cycle()
+	if b := drain(east, protocol.CmdBoot); len(b) != 0 {
+		t.Fatalf("booted on east for jobs west's VM takes: %+v", b)
+	}
+	if ev := e.h.Status().Evidence; ev.Counts.Unknown != 1 || len(ev.Clouds) != 1 || ev.Clouds[0].Site != "west" {
+		t.Fatalf("evidence %+v", ev)
+	}
+}
+
+// TestHoldOfGoneServerDropped: a hold outlives nothing: once its server is
+// no longer listed by a fresh inventory, it is dropped with an event.
+func TestHoldOfGoneServerDropped(t *testing.T) {
+	e := newEnv(t, &scriptedSource{})
+	e.connect("west", vm("id-1", "canopy-west-p1-0-0", readySince(*e.now)))
+	e.h.loop.tx.PutHold(intent.Hold{VMID: "id-1", Cloud: "west", At: *e.now})
+	e.cycle()
+	if len(e.h.loop.st.Hold) != 1 {
+		t.Fatal("hold lost while its server exists")
+	}
+	e.disconnect("west") // no evidence: the hold stays
+	e.cycle()
+	if len(e.h.loop.st.Hold) != 1 {
+		t.Fatal("hold dropped while its cloud was not reporting")
+	}
+	e.connect("west")
+	e.cycle()
+	if len(e.h.loop.st.Hold) != 0 || !hasEvent(e.h.Status().Events, "hold_dropped", "") {
+		t.Fatalf("hold of a gone server kept: %+v", e.h.loop.st.Hold)
+	}
+}
+
+// TestInventoryDeltas: after a full inventory, deltas keep the hub's view
+// in step; a missed delta is answered with a resync and not applied.
+func TestInventoryDeltas(t *testing.T) {
+	e := newEnv(t, &scriptedSource{})
+	a := vm("id-1", "canopy-west-p1-0-0", readySince(*e.now))
+	s := e.connect("west", a)
+	l := e.h.linkFor("west")
+	base := l.load().Inventory
+	b := vm("id-2", "canopy-west-p1-0-1", func(v *protocol.VM) { v.Hub = e.h.cfg.ID })
+	d := protocol.InventoryDelta{Seq: base.Seq + 1, Base: base.Seq, Changed: []protocol.VM{b}, TakenAt: *e.now,
+		Checksum: protocol.VMChecksum(append(slices.Clone(base.VMs), b))}
+	e.h.receive(l, s, d, e.h.log)
+	if got := l.load().Inventory; got.Seq != base.Seq+1 || len(got.VMs) != 2 {
+		t.Fatalf("delta not applied: %+v", got)
+	}
+	for len(s.out) > 0 {
+		<-s.out
+	}
+	// A delta on a base the hub never saw.
+	e.h.receive(l, s, protocol.InventoryDelta{Seq: base.Seq + 5, Base: base.Seq + 4, Removed: []string{"id-1"}}, e.h.log)
+	if got := l.load().Inventory; got.Seq != base.Seq+1 || len(got.VMs) != 2 {
+		t.Fatalf("missed delta applied: %+v", got)
+	}
+	select {
+	case m := <-s.out:
+		if _, ok := m.(protocol.Resync); !ok {
+			t.Fatalf("sent %T, want a resync", m)
+		}
+	default:
+		t.Fatal("no resync asked for")
+	}
 }

@@ -17,8 +17,11 @@ type metrics struct {
 	refusals      *prometheus.CounterVec
 	sendOverflows *prometheus.CounterVec
 	apiRefused    *prometheus.CounterVec
+	deltas        *prometheus.CounterVec
+	resyncs       *prometheus.CounterVec
 	pollFailures  prometheus.Counter
 	planSeconds   prometheus.Histogram
+	cmdSeconds    prometheus.Histogram
 	storeCommits  prometheus.Counter
 	storeFailures prometheus.Counter
 	storeSeconds  prometheus.Histogram
@@ -47,10 +50,16 @@ func newMetrics(reg *prometheus.Registry, h *Hub) *metrics {
 			Help: "Agent sessions closed because their send queue was full, by site."}, []string{"site"}),
 		apiRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_hub_api_refused_total",
 			Help: "Admin API requests refused, by reason."}, []string{"reason"}),
+		deltas: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_hub_inventory_deltas_total",
+			Help: "Inventory deltas applied, by site."}, []string{"site"}),
+		resyncs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_hub_inventory_resyncs_total",
+			Help: "Full inventories asked for after a delta could not be applied, by site."}, []string{"site"}),
 		pollFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "canopy_hub_demand_poll_failures_total",
 			Help: "Failed polls of the job source."}),
 		planSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "canopy_hub_plan_cycle_seconds",
-			Help: "Time of one control cycle: poll demand, plan, save, send.", Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10)}),
+			Help: "Time of one control cycle: poll demand, plan, save, send.", Buckets: prometheus.ExponentialBuckets(0.0005, 1.5, 24)}),
+		cmdSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "canopy_hub_command_seconds",
+			Help: "Time from queueing a command for an agent to its result arriving.", Buckets: prometheus.ExponentialBuckets(0.0002, 1.5, 28)}),
 		storeCommits: prometheus.NewCounter(prometheus.CounterOpts{Name: "canopy_hub_store_commits_total",
 			Help: "Transactions written to the hub's state file."}),
 		storeFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "canopy_hub_store_failures_total",
@@ -59,7 +68,7 @@ func newMetrics(reg *prometheus.Registry, h *Hub) *metrics {
 			Help: "Time to write one transaction to the hub's state file.", Buckets: prometheus.ExponentialBuckets(0.0002, 4, 10)}),
 	}
 	reg.MustRegister(m.rejected, m.sessions, m.heartbeats, m.boots, m.retires, m.bootFailures, m.refusals, m.sendOverflows,
-		m.apiRefused, m.pollFailures, m.planSeconds, m.storeCommits, m.storeFailures, m.storeSeconds,
+		m.apiRefused, m.deltas, m.resyncs, m.pollFailures, m.planSeconds, m.cmdSeconds, m.storeCommits, m.storeFailures, m.storeSeconds,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &stateCollector{h: h})
 	m.handshakesFailed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_hub_agent_handshakes_failed_total",
 		Help: "Agent QUIC handshakes that did not complete, by reason: timeout (stalled or half-open), tls (refused or no certificate, no common ALPN), peer_closed, other."},
@@ -82,11 +91,12 @@ var (
 	descFinished = prometheus.NewDesc("canopy_hub_jobs_finished", "Jobs finished since the job source started (simulated sources only).", nil, nil)
 	descPending  = prometheus.NewDesc("canopy_hub_boots_pending", "Boots ordered that the cloud does not list yet.", []string{"site"}, nil)
 	descPoolView = prometheus.NewDesc("canopy_hub_pool_view_ok", "1 if the job source's view of the VMs in the pool is usable evidence this cycle, 0 if it failed or is implausible (nothing is retired on it).", nil, nil)
+	descEvidence = prometheus.NewDesc("canopy_hub_vms_by_evidence", "Canopy's VMs by what fresh evidence says of them: registered, unregistered, or unknown (kept until evidence returns or a deadline passes).", []string{"evidence"}, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSiteUp, descVMs, descIdle, descRunning, descFinished, descPending, descPoolView} {
+	for _, d := range []*prometheus.Desc{descSiteUp, descVMs, descIdle, descRunning, descFinished, descPending, descPoolView, descEvidence} {
 		ch <- d
 	}
 }
@@ -125,4 +135,8 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ok = 1
 	}
 	ch <- prometheus.MustNewConstMetric(descPoolView, prometheus.GaugeValue, ok)
+	n := st.Evidence.Counts
+	ch <- prometheus.MustNewConstMetric(descEvidence, prometheus.GaugeValue, float64(n.Registered), "registered")
+	ch <- prometheus.MustNewConstMetric(descEvidence, prometheus.GaugeValue, float64(n.Unregistered), "unregistered")
+	ch <- prometheus.MustNewConstMetric(descEvidence, prometheus.GaugeValue, float64(n.Unknown), "unknown")
 }

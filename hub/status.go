@@ -1,9 +1,12 @@
 package hub
 
 import (
+	"bytes"
+	"encoding/json"
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/canopy-grid/canopy/hub/intent"
@@ -27,8 +30,24 @@ type Status struct {
 	// Waiting lists the clouds a starting hub waits for before it plans.
 	Waiting []string `json:"waiting,omitempty"`
 
-	byID   map[string]int // index into VMs
-	byName map[string]int
+	byID      map[string]int // index into VMs
+	heldNames map[string]bool
+
+	// Encoded answers, made once per status on first use.
+	sitesOnce, vmsOnce sync.Once
+	sitesJSON, vmsJSON []byte
+}
+
+// SitesJSON is the JSON API's answer for the clouds, encoded once.
+func (st *Status) SitesJSON() []byte {
+	st.sitesOnce.Do(func() { st.sitesJSON = encodeJSON(st.Sites) })
+	return st.sitesJSON
+}
+
+// VMsJSON is the JSON API's answer for the VMs, encoded once.
+func (st *Status) VMsJSON() []byte {
+	st.vmsOnce.Do(func() { st.vmsJSON = encodeJSON(st.VMs) })
+	return st.vmsJSON
 }
 
 // SiteStatus is one cloud in the JSON API and on the status page.
@@ -92,7 +111,7 @@ const recentEvents = 200
 func (l *loop) status(now time.Time) *Status {
 	h := l.h
 	st := &Status{At: now, HubID: h.cfg.ID, Evidence: l.report, Waiting: slices.Clone(l.waiting),
-		byID: map[string]int{}, byName: map[string]int{}}
+		byID: map[string]int{}, heldNames: map[string]bool{}}
 	d := DemandStatus{Shapes: l.demand.Shapes, Finished: l.demand.Finished, TakenAt: l.demandAt, Error: l.demandErr,
 		Plan: l.lastPlan, PlanAt: l.planAt}
 	for _, sh := range d.Shapes {
@@ -109,6 +128,13 @@ func (l *loop) status(now time.Time) *Status {
 		pending[p.Cloud]++
 	}
 	views := l.views()
+	total := len(l.st.Pending)
+	for _, v := range views {
+		if v.Inventory != nil {
+			total += len(v.Inventory.VMs)
+		}
+	}
+	vms := make([]VMStatus, 0, total)
 	for _, name := range slices.Sorted(maps.Keys(views)) {
 		v := views[name]
 		cs := cloudState[name]
@@ -118,11 +144,8 @@ func (l *loop) status(now time.Time) *Status {
 		if inv := v.Inventory; inv != nil {
 			s.Flavors, s.MaxCores, s.UsedCores, s.MaxInstances = len(inv.Flavors), inv.Limits.MaxCores, inv.Limits.UsedCores, inv.Limits.MaxInstances
 			s.Storage = inv.Storage
-			flavors := map[string]protocol.Flavor{}
-			for _, f := range inv.Flavors {
-				flavors[f.Name] = f
-			}
-			for _, vm := range inv.VMs {
+			for i := range inv.VMs {
+				vm := &inv.VMs[i]
 				if vm.Foreign || (vm.Hub != "" && vm.Hub != h.cfg.ID) {
 					s.ForeignVMs++
 					continue
@@ -135,6 +158,7 @@ func (l *loop) status(now time.Time) *Status {
 				}
 				if _, ok := l.st.Hold[vm.ID]; ok {
 					vs.Held = true
+					st.heldNames[vm.Name] = true
 				}
 				if r, ok := l.st.Retire[vm.ID]; ok {
 					vs.RetireDeadline = r.Deadline
@@ -142,24 +166,29 @@ func (l *loop) status(now time.Time) *Status {
 				if e, ok := l.st.Error[vm.ID]; ok && vs.Fault == "" {
 					vs.Fault = e.Fault
 				}
-				st.VMs = append(st.VMs, vs)
+				vms = append(vms, vs)
 			}
 		}
 		st.Sites = append(st.Sites, s)
 	}
 	for _, name := range slices.Sorted(maps.Keys(l.st.Pending)) {
 		p := l.st.Pending[name]
-		st.VMs = append(st.VMs, VMStatus{Name: name, Site: p.Cloud, Group: p.Group, VMType: p.VMType, Flavor: p.Flavor,
+		vms = append(vms, VMStatus{Name: name, Site: p.Cloud, Group: p.Group, VMType: p.VMType, Flavor: p.Flavor,
 			State: planner.VMBooting, CreatedAt: p.OrderedAt})
 	}
-	if st.VMs != nil {
-		slices.SortFunc(st.VMs, func(a, b VMStatus) int { return strings.Compare(a.Name, b.Name) })
+	// Sort by name through an index: VMStatus is large, and moving it
+	// around in a sort costs more than the comparisons.
+	order := make([]int32, len(vms))
+	for i := range order {
+		order[i] = int32(i)
 	}
-	for i, vm := range st.VMs {
-		if vm.ID != "" {
-			st.byID[vm.ID] = i
+	slices.SortFunc(order, func(a, b int32) int { return strings.Compare(vms[a].Name, vms[b].Name) })
+	st.VMs = make([]VMStatus, len(vms))
+	for k, i := range order {
+		st.VMs[k] = vms[i]
+		if id := vms[i].ID; id != "" {
+			st.byID[id] = k
 		}
-		st.byName[vm.Name] = i
 	}
 	n := min(len(l.st.Events), recentEvents)
 	st.Events = make([]intent.Event, 0, n)
@@ -171,7 +200,7 @@ func (l *loop) status(now time.Time) *Status {
 
 // vmState is a VM's state for people, from the last plan's snapshot when
 // it has one, else from the inventory alone.
-func (l *loop) vmState(vm protocol.VM) planner.VMState {
+func (l *loop) vmState(vm *protocol.VM) planner.VMState {
 	if s, ok := l.lastStates[vm.ID]; ok {
 		return s
 	}
@@ -222,7 +251,16 @@ func (st *Status) VM(id string) (VMStatus, bool) {
 // HeldByName reports whether the VM with this server name is under manual
 // control (for job sources that must leave it alone).
 func (h *Hub) HeldByName(name string) bool {
-	st := h.Status()
-	i, ok := st.byName[name]
-	return ok && st.VMs[i].Held
+	return h.Status().heldNames[name]
+}
+
+// encodeJSON is writeJSON's encoding, for answers encoded once.
+func encodeJSON(v any) []byte {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return []byte("null\n")
+	}
+	return b.Bytes()
 }

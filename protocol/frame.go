@@ -156,6 +156,10 @@ func DecodeBody(k Kind, body []byte) (Message, error) {
 		m, err = decodeAs[Error](body)
 	case KindSquids:
 		m, err = decodeAs[SquidList](body)
+	case KindInventoryDelta:
+		m, err = decodeAs[InventoryDelta](body)
+	case KindResync:
+		m, err = decodeAs[Resync](body)
 	default:
 		return nil, frameErr(CodeUnknownKind, "unknown message kind %d", uint8(k))
 	}

@@ -19,6 +19,11 @@ const (
 	KindHeartbeat Kind = 6
 	KindError     Kind = 7
 	KindSquids    Kind = 8
+	// KindInventoryDelta and KindResync: an agent reports changes only
+	// after its first full inventory of a session; the hub asks for a full
+	// one again when it misses a delta.
+	KindInventoryDelta Kind = 9
+	KindResync         Kind = 10
 )
 
 // String names the kind for logs and errors.
@@ -40,6 +45,10 @@ func (k Kind) String() string {
 		return "error"
 	case KindSquids:
 		return "squids"
+	case KindInventoryDelta:
+		return "inventory-delta"
+	case KindResync:
+		return "resync"
 	}
 	return "unknown"
 }

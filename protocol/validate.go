@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/canopy-grid/canopy/images"
 )
 
 // This file holds the checks every decoded message passes (DecodeBody calls
@@ -87,28 +89,8 @@ func (w Welcome) Validate() error {
 
 // Validate checks an Inventory and everything in it.
 func (inv Inventory) Validate() error {
-	for i, f := range inv.Flavors {
-		if err := f.Validate(); err != nil {
-			return fmt.Errorf("inventory flavor %d: %w", i, err)
-		}
-	}
-	if err := inv.Limits.Validate(); err != nil {
-		return fmt.Errorf("inventory: %w", err)
-	}
-	for i, vm := range inv.VMs {
-		if err := vm.Validate(); err != nil {
-			return fmt.Errorf("inventory VM %d: %w", i, err)
-		}
-	}
-	for i, im := range inv.Images {
-		if im.SizeBytes < 0 {
-			return fmt.Errorf("inventory image %d: size_bytes is %d, want >= 0", i, im.SizeBytes)
-		}
-	}
-	if inv.Storage != nil {
-		if err := inv.Storage.Validate(); err != nil {
-			return fmt.Errorf("inventory: %w", err)
-		}
+	if err := validateParts("inventory", inv.Flavors, &inv.Limits, inv.VMs, inv.Images, inv.Storage, inv.Policy); err != nil {
+		return err
 	}
 	if len(inv.Squids) > maxSquids {
 		return fmt.Errorf("inventory lists %d squids, limit %d", len(inv.Squids), maxSquids)
@@ -118,9 +100,67 @@ func (inv Inventory) Validate() error {
 			return fmt.Errorf("inventory squid %d: %w", i, err)
 		}
 	}
-	if inv.Policy != nil {
-		if err := inv.Policy.Validate(); err != nil {
-			return fmt.Errorf("inventory: %w", err)
+	return nil
+}
+
+// Validate checks an InventoryDelta: it follows its base, names its VMs,
+// and what it carries passes the checks of a full Inventory.
+func (d InventoryDelta) Validate() error {
+	if d.Seq <= d.Base {
+		return fmt.Errorf("inventory delta %d does not follow its base %d", d.Seq, d.Base)
+	}
+	for _, id := range d.Removed {
+		if id == "" || len(id) > maxNameLen {
+			return fmt.Errorf("inventory delta %d removes a VM id of %d bytes", d.Seq, len(id))
+		}
+	}
+	for _, vm := range d.Changed {
+		if vm.ID == "" || len(vm.ID) > maxNameLen {
+			return fmt.Errorf("inventory delta %d changes a VM id of %d bytes", d.Seq, len(vm.ID))
+		}
+	}
+	return validateParts(fmt.Sprintf("inventory delta %d", d.Seq), d.Flavors, d.Limits, d.Changed, d.Images, d.Storage, d.Policy)
+}
+
+// Validate checks a Resync's reason text size.
+func (r Resync) Validate() error {
+	if len(r.Reason) > maxTextLen {
+		return fmt.Errorf("resync reason is %d bytes, limit %d", len(r.Reason), maxTextLen)
+	}
+	return nil
+}
+
+// validateParts checks what a full inventory and a delta both carry
+// (nil: absent from a delta).
+func validateParts(what string, flavors []Flavor, limits *Limits, vms []VM, ims []images.Image, storage *StorageReport, policy *SitePolicy) error {
+	for i, f := range flavors {
+		if err := f.Validate(); err != nil {
+			return fmt.Errorf("%s flavor %d: %w", what, i, err)
+		}
+	}
+	if limits != nil {
+		if err := limits.Validate(); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+	}
+	for i, vm := range vms {
+		if err := vm.Validate(); err != nil {
+			return fmt.Errorf("%s VM %d: %w", what, i, err)
+		}
+	}
+	for i, im := range ims {
+		if im.SizeBytes < 0 {
+			return fmt.Errorf("%s image %d: size_bytes is %d, want >= 0", what, i, im.SizeBytes)
+		}
+	}
+	if storage != nil {
+		if err := storage.Validate(); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+	}
+	if policy != nil {
+		if err := policy.Validate(); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
 		}
 	}
 	return nil

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/canopy-grid/canopy/images"
 )
 
 // TestDecodeRefusesBadNumbers: every message kind that carries numbers
@@ -67,6 +69,11 @@ func TestDecodeRefusesBadNumbers(t *testing.T) {
 		{"storage georep worker failures below unknown", withGeoRep(GeoRepHealth{PrimaryVolume: "v", Workers: []GeoRepWorker{{Failures: -9}}}), "failures is -9"},
 		{"welcome negative heartbeat", Welcome{Version: 1, HeartbeatEvery: -time.Second}, "heartbeat_every is -1s"},
 		{"welcome negative inventory", Welcome{Version: 1, InventoryEvery: -time.Second}, "inventory_every is -1s"},
+		{"delta negative flavor disk", InventoryDelta{Seq: 2, Base: 1, Flavors: []Flavor{{DiskGiB: -1}}}, "inventory delta 2 flavor 0: flavor disk_gib is -1"},
+		{"delta negative image size", InventoryDelta{Seq: 2, Base: 1, Images: []images.Image{{SizeBytes: -1}}}, "size_bytes is -1"},
+		{"delta storage below unknown", InventoryDelta{Seq: 2, Base: 1, Storage: &StorageReport{Volumes: []VolumeHealth{{SplitBrain: -2}}}}, "split_brain is -2"},
+		{"delta negative policy keep alive", InventoryDelta{Seq: 2, Base: 1, Policy: &SitePolicy{KeepAlive: -time.Minute}}, "keep_alive is -1m0s"},
+		{"delta not after its base", InventoryDelta{Seq: 1, Base: 1}, "does not follow its base"},
 		{"retire negative deadline", Command{ID: "c", Op: CmdRetire, Retire: &RetireCommand{VMIDs: []string{"x"}, Deadline: -time.Hour}}, "deadline -1h0m0s"},
 	}
 	for _, c := range cases {
@@ -109,7 +116,8 @@ func TestDecodeKeepsDocumentedSentinels(t *testing.T) {
 			Bricks: []BrickHealth{{Name: "h:/b", HealPending: -1, SplitBrain: -1, PossiblyHealing: -1}}}},
 		GeoReps: []GeoRepHealth{{PrimaryVolume: "v", LagSeconds: -1,
 			Workers: []GeoRepWorker{{LagSeconds: -1, Entry: -1, Data: -1, Meta: -1, Failures: -1}}}}}
-	for _, m := range []Message{i, Welcome{Version: 1},
+	delta := InventoryDelta{Seq: 8, Base: 7, Changed: i.VMs, Limits: &i.Limits, Storage: i.Storage}
+	for _, m := range []Message{i, delta, Resync{Reason: "checksum"}, Welcome{Version: 1},
 		Command{ID: "c", Op: CmdRetire, Retire: &RetireCommand{VMIDs: []string{"x"}}},
 		SquidList{Upstream: "cvmfs", Proxies: []SquidProxy{{Address: "a:1", DistanceKm: -1},
 			{Name: strings.Repeat("n", 253), Address: "[" + strings.Repeat("a", 253) + "]:65535"}}}} {

@@ -40,9 +40,15 @@ var hostRE = regexp.MustCompile(`^[A-Za-z0-9.:\[\]_-]+$`)
 // VM to its site, group and VM type (advertised in its slot ads), a START
 // expression that admits only jobs of that group, one partitionable slot
 // holding the whole VM, local administration by the VM's own root (for
-// retirement), and power-off when the condor_master exits: the master exits
-// once its startd is gone (after a peaceful shutdown) and then runs
-// PoweroffProgram instead of exiting.
+// retirement), and power-off when the condor_master exits: it then runs
+// PoweroffProgram instead of exiting. vmagent stops the master as soon as
+// a retirement has drained the VM (Retirer.Shutdown); the master also
+// exits by itself once its startd is gone, but only notices that when it
+// next updates its ad (MASTER_UPDATE_INTERVAL, 5 minutes by default), so
+// that is only the backstop for a vmagent that died. A shorter
+// MASTER_UPDATE_INTERVAL was the other way to power off promptly; it was
+// not taken because every VM's master would update the collector that
+// much more often all the time, to save minutes once per VM.
 func CondorConfig(md Metadata, s vmproto.Settings) (string, error) {
 	if err := s.Validate(); err != nil {
 		return "", err
@@ -87,7 +93,10 @@ func CondorConfig(md Metadata, s vmproto.Settings) (string, error) {
 	line("SEC_DEFAULT_AUTHENTICATION_METHODS = %s", methods)
 	line("ALLOW_ADMINISTRATOR = $(ALLOW_ADMINISTRATOR) root@$(FULL_HOSTNAME) condor@$(FULL_HOSTNAME)")
 	line("")
-	line("# Power the VM off when the master exits; the master exits a minute after its startd is gone.")
+	line("# Power the VM off when the master exits. vmagent stops the master as soon as the")
+	line("# retirement has drained the VM; as a backstop the master exits by itself once its")
+	line("# startd is gone, which it evaluates at its next ad update (MASTER_UPDATE_INTERVAL,")
+	line("# 5 minutes by default) and never in the first minute after it started.")
 	line("MASTER.DAEMON_SHUTDOWN = (STARTD_StartTime =?= 0) && ((CurrentTime - DaemonStartTime) > 60)")
 	line("DEFAULT_MASTER_SHUTDOWN_SCRIPT = %s", PoweroffProgram)
 	return b.String(), nil

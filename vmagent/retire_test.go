@@ -24,14 +24,19 @@ func (c *fakeClock) Now() time.Time {
 	return c.t
 }
 
-var hostAnswer = answer{stdout: "worker1.example.org\n"}
-
+// The recorded workers (testdata/htcondor/live*): worker1 has a bare host
+// name, worker2.canopy.test a dotted one.
 const (
+	whoCmd    = "condor_who -quick"
 	offCmd    = "condor_off -peaceful -startd"
 	hostCmd   = "condor_config_val FULL_HOSTNAME"
-	statusCmd = "condor_status -direct worker1.example.org -af Name SlotType State Activity JobId"
-	drainCmd  = "condor_drain -graceful -reason canopy: demand fell slot1@worker1.example.org"
+	statusCmd = "condor_status -direct <127.0.0.1:44041> -af Name SlotType State Activity JobId"
+	drainCmd  = "condor_drain -graceful -reason canopy: demand fell slot1@worker1"
+	// worker1's master, as condor_who -quick reports it.
+	masterOffCmd = "condor_off -peaceful -master -addr <127.0.0.1:35855?addrs=127.0.0.1-35855&alias=worker1>"
 )
+
+var authFailure = answer{stderr: "AUTHENTICATE:1003:Failed to authenticate with any method\n", code: 1}
 
 func TestRetire(t *testing.T) {
 	far := func() time.Time { return time.Now().Add(time.Hour) }
@@ -41,117 +46,178 @@ func TestRetire(t *testing.T) {
 		deadline func() time.Time
 		clock    *fakeClock
 		want     RetireResult
-		wantErr  string
 		calls    []string
 	}{
 		{
-			name: "peaceful shutdown, jobs finish, startd exits",
+			name: "bare host name: peaceful shutdown, jobs finish, startd exits",
 			answers: func(t *testing.T) map[string][]answer {
 				return map[string][]answer{
-					"condor_config_val": {hostAnswer},
-					"condor_off":        {recorded(t, "50_condor_off_peaceful_startd_worker1")},
+					"condor_who": {
+						recorded(t, "live02_worker1_condor_who-quick_idle"),
+						recorded(t, "live07_worker1_condor_who-quick_retiring"),
+						recorded(t, "live09_worker1_condor_who-quick_startd-exited"),
+					},
+					"condor_off": {recorded(t, "live06_worker1_condor_off-peaceful-startd")},
 					"condor_status": {
-						recorded(t, "51_condor_status-af_after-worker-startd-exit"), // 2 jobs
-						recorded(t, "50_condor_status-af_after-off-peaceful"),       // 1 job, retiring
-						recorded(t, "43_condor_off_NO-SUCH-NAME"),                   // startd gone
+						recorded(t, "live05_worker1_condor_status-direct-addr_2jobs"),
+						recorded(t, "live08_worker1_condor_status-direct-addr_retiring"),
 					},
 				}
 			},
 			deadline: far,
-			want:     RetireResult{Host: "worker1.example.org"},
-			calls:    []string{hostCmd, offCmd, statusCmd, statusCmd, statusCmd},
+			want:     RetireResult{Drained: true, StartdExited: true},
+			calls:    []string{whoCmd, statusCmd, offCmd, whoCmd, statusCmd, whoCmd},
 		},
 		{
-			name: "startd stays with an idle partitionable slot",
+			name: "dotted host name: the same",
 			answers: func(t *testing.T) map[string][]answer {
 				return map[string][]answer{
-					"condor_config_val": {hostAnswer},
-					"condor_off":        {recorded(t, "50_condor_off_peaceful_startd_worker1")},
-					"condor_status":     {{stdout: "slot1@worker1.example.org Partitionable Unclaimed Idle undefined\n"}},
+					"condor_who": {
+						recorded(t, "live16_worker2_condor_who-quick_idle"),
+						recorded(t, "live21_worker2_condor_who-quick_retiring"),
+						recorded(t, "live21_worker2_condor_who-quick_retiring"),
+						recorded(t, "live23_worker2_condor_who-quick_startd-exited"),
+					},
+					"condor_off": {recorded(t, "live20_worker2_condor_off-peaceful-startd")},
+					"condor_status": {
+						recorded(t, "live19_worker2_condor_status-direct-addr_2jobs"),
+						recorded(t, "live22_worker2_condor_status-direct-addr_retiring"),
+						recorded(t, "live22_worker2_condor_status-direct-addr_retiring"),
+					},
 				}
 			},
 			deadline: far,
-			want:     RetireResult{Host: "worker1.example.org"},
-			calls:    []string{hostCmd, offCmd, statusCmd},
+			want:     RetireResult{Drained: true, StartdExited: true},
+			calls: []string{whoCmd, "condor_status -direct <127.0.0.1:45319> -af Name SlotType State Activity JobId", offCmd,
+				whoCmd, "condor_status -direct <127.0.0.1:45319> -af Name SlotType State Activity JobId",
+				whoCmd, "condor_status -direct <127.0.0.1:45319> -af Name SlotType State Activity JobId", whoCmd},
 		},
 		{
-			name: "peaceful shutdown refused: drain by slot name instead",
+			name: "startd already gone",
+			answers: func(t *testing.T) map[string][]answer {
+				return map[string][]answer{"condor_who": {recorded(t, "live09_worker1_condor_who-quick_startd-exited")}}
+			},
+			deadline: far,
+			want:     RetireResult{Drained: true, StartdExited: true},
+			calls:    []string{whoCmd},
+		},
+		{
+			name: "stopped startd with no busy slot is drained before it exits",
 			answers: func(t *testing.T) map[string][]answer {
 				return map[string][]answer{
-					"condor_config_val": {hostAnswer},
-					"condor_off":        {{stderr: "AUTHENTICATE:1003:Failed to authenticate with any method\n", code: 1}},
+					"condor_who":    {recorded(t, "live02_worker1_condor_who-quick_idle")},
+					"condor_off":    {recorded(t, "live06_worker1_condor_off-peaceful-startd")},
+					"condor_status": {recorded(t, "live03_worker1_condor_status-direct-addr_idle")},
+				}
+			},
+			deadline: far,
+			want:     RetireResult{Drained: true},
+			calls:    []string{whoCmd, statusCmd, offCmd, whoCmd, statusCmd},
+		},
+		{
+			name: "peaceful shutdown refused: drain by slot name (bare host name) instead",
+			answers: func(t *testing.T) map[string][]answer {
+				return map[string][]answer{
+					"condor_who":        {recorded(t, "live02_worker1_condor_who-quick_idle")},
+					"condor_off":        {authFailure},
+					"condor_config_val": {recorded(t, "live01_worker1_condor_config_val_FULL_HOSTNAME")},
 					"condor_drain":      {recorded(t, "57_condor_drain_by-slotname_slot1@vm")},
-					"condor_status":     {recorded(t, "53_condor_status-af_after-drain-exit")}, // no slots left
+					"condor_status": {
+						recorded(t, "live05_worker1_condor_status-direct-addr_2jobs"),
+						recorded(t, "live03_worker1_condor_status-direct-addr_idle"),
+					},
 				}
 			},
 			deadline: far,
-			want:     RetireResult{Host: "worker1.example.org"},
-			calls:    []string{hostCmd, offCmd, drainCmd, statusCmd},
+			want:     RetireResult{Host: "worker1", Drained: true},
+			calls:    []string{whoCmd, statusCmd, offCmd, hostCmd, drainCmd, whoCmd, statusCmd},
 		},
 		{
-			name: "startd not running",
+			name: "neither stop works: an idle startd that still takes jobs is not drained; tried again until the deadline",
 			answers: func(t *testing.T) map[string][]answer {
 				return map[string][]answer{
-					"condor_config_val": {hostAnswer},
-					"condor_off":        {recorded(t, "54a_condor_off_peaceful_no-daemon-flag_worker1_ERROR-startd-already-gone")},
-				}
-			},
-			deadline: far,
-			want:     RetireResult{Host: "worker1.example.org"},
-			calls:    []string{hostCmd, offCmd},
-		},
-		{
-			name: "deadline passes with a job running",
-			answers: func(t *testing.T) map[string][]answer {
-				return map[string][]answer{
-					"condor_config_val": {hostAnswer},
-					"condor_off":        {recorded(t, "50_condor_off_peaceful_startd_worker1")},
-					"condor_status":     {recorded(t, "50_condor_status-af_after-off-peaceful")},
-				}
-			},
-			clock:    &fakeClock{t: time.Unix(1000, 0), step: time.Minute},
-			deadline: func() time.Time { return time.Unix(1000, 0).Add(150 * time.Second) },
-			want:     RetireResult{Host: "worker1.example.org", JobsLeft: 1, TimedOut: true},
-			calls:    []string{hostCmd, offCmd, statusCmd, statusCmd, statusCmd}, // at +1, +2 and +3 min
-		},
-		{
-			name: "unreadable job listing until the deadline",
-			answers: func(t *testing.T) map[string][]answer {
-				return map[string][]answer{
-					"condor_config_val": {hostAnswer},
-					"condor_off":        {recorded(t, "50_condor_off_peaceful_startd_worker1")},
-					"condor_status":     {{stdout: "garbage\n"}},
+					"condor_who":        {recorded(t, "live02_worker1_condor_who-quick_idle")},
+					"condor_off":        {authFailure},
+					"condor_config_val": {recorded(t, "live01_worker1_condor_config_val_FULL_HOSTNAME")},
+					"condor_drain":      {{stderr: "AUTHENTICATE:1004:Failed to authenticate using IDTOKENS\n", code: 1}},
+					"condor_status":     {recorded(t, "live03_worker1_condor_status-direct-addr_idle")},
 				}
 			},
 			clock:    &fakeClock{t: time.Unix(1000, 0), step: time.Minute},
 			deadline: func() time.Time { return time.Unix(1000, 0).Add(90 * time.Second) },
-			want:     RetireResult{Host: "worker1.example.org", TimedOut: true},
-			calls:    []string{hostCmd, offCmd, statusCmd, statusCmd}, // at +1 and +2 min
+			want:     RetireResult{Host: "worker1", TimedOut: true},
+			calls: []string{whoCmd, statusCmd, offCmd, hostCmd, drainCmd,
+				whoCmd, statusCmd, offCmd, drainCmd},
 		},
 		{
-			name: "neither stop works",
+			name: "stop failed, then the startd exits: drained",
 			answers: func(t *testing.T) map[string][]answer {
 				return map[string][]answer{
-					"condor_config_val": {hostAnswer},
-					"condor_off":        {{stderr: "AUTHENTICATE:1003:Failed to authenticate with any method\n", code: 1}},
-					"condor_drain":      {{stderr: "AUTHENTICATE:1004:Failed to authenticate using IDTOKENS\n", code: 1}},
+					"condor_who": {
+						recorded(t, "live02_worker1_condor_who-quick_idle"),
+						recorded(t, "live09_worker1_condor_who-quick_startd-exited"),
+					},
+					"condor_off":        {authFailure},
+					"condor_config_val": {{stderr: "Not defined: FULL_HOSTNAME\n", code: 1}},
+					"condor_status":     {recorded(t, "live05_worker1_condor_status-direct-addr_2jobs")},
 				}
 			},
 			deadline: far,
-			want:     RetireResult{Host: "worker1.example.org"},
-			wantErr:  "AUTHENTICATE:1004",
-			calls:    []string{hostCmd, offCmd, drainCmd},
+			want:     RetireResult{Drained: true, StartdExited: true},
+			calls:    []string{whoCmd, statusCmd, offCmd, hostCmd, whoCmd},
 		},
 		{
-			name: "no host name (no HTCondor configured)",
+			name: "deadline passes with jobs running",
 			answers: func(t *testing.T) map[string][]answer {
 				return map[string][]answer{
-					"condor_config_val": {{stderr: "Not defined: FULL_HOSTNAME", code: 1}},
-					"condor_off":        {recorded(t, "50_condor_off_peaceful_startd_worker1")},
+					"condor_who":    {recorded(t, "live07_worker1_condor_who-quick_retiring")},
+					"condor_off":    {recorded(t, "live06_worker1_condor_off-peaceful-startd")},
+					"condor_status": {recorded(t, "live08_worker1_condor_status-direct-addr_retiring")},
 				}
 			},
-			deadline: far,
-			calls:    []string{hostCmd, offCmd},
+			clock:    &fakeClock{t: time.Unix(1000, 0), step: time.Minute},
+			deadline: func() time.Time { return time.Unix(1000, 0).Add(150 * time.Second) },
+			want:     RetireResult{JobsLeft: 2, TimedOut: true},
+			calls: []string{whoCmd, statusCmd, offCmd, whoCmd, statusCmd, // +1 min
+				whoCmd, statusCmd, whoCmd, statusCmd}, // +2, +3 min
+		},
+		{
+			name: "the startd does not answer: unknown, not drained, until the deadline",
+			answers: func(t *testing.T) map[string][]answer {
+				return map[string][]answer{
+					"condor_who":    {recorded(t, "live07_worker1_condor_who-quick_retiring")},
+					"condor_off":    {recorded(t, "live06_worker1_condor_off-peaceful-startd")},
+					"condor_status": {recorded(t, "live10_worker1_condor_status-direct-addr_startd-exited")},
+				}
+			},
+			clock:    &fakeClock{t: time.Unix(1000, 0), step: time.Minute},
+			deadline: func() time.Time { return time.Unix(1000, 0).Add(90 * time.Second) },
+			want:     RetireResult{JobsLeft: -1, TimedOut: true},
+			calls:    []string{whoCmd, statusCmd, offCmd, whoCmd, statusCmd, whoCmd, statusCmd},
+		},
+		{
+			name: "the old way's failure (condor_status -direct <bare host>) is never run; unreadable listing is unknown",
+			answers: func(t *testing.T) map[string][]answer {
+				return map[string][]answer{
+					"condor_who":    {recorded(t, "live07_worker1_condor_who-quick_retiring")},
+					"condor_off":    {recorded(t, "live06_worker1_condor_off-peaceful-startd")},
+					"condor_status": {recorded(t, "live04_worker1_condor_status-direct-hostname"), {stdout: "garbage\n"}},
+				}
+			},
+			clock:    &fakeClock{t: time.Unix(1000, 0), step: time.Minute},
+			deadline: func() time.Time { return time.Unix(1000, 0).Add(30 * time.Second) },
+			want:     RetireResult{JobsLeft: -1, TimedOut: true},
+			calls:    []string{whoCmd, statusCmd, offCmd, whoCmd, statusCmd},
+		},
+		{
+			name: "the local master is gone: unknown, and condor_off is never sent (it would find a master by name)",
+			answers: func(t *testing.T) map[string][]answer {
+				return map[string][]answer{"condor_who": {recorded(t, "live14_worker1_condor_who-quick_master-gone")}}
+			},
+			clock:    &fakeClock{t: time.Unix(1000, 0), step: time.Minute},
+			deadline: func() time.Time { return time.Unix(1000, 0).Add(90 * time.Second) },
+			want:     RetireResult{JobsLeft: -1, TimedOut: true},
+			calls:    []string{whoCmd, whoCmd},
 		},
 	}
 	for _, tt := range tests {
@@ -163,11 +229,7 @@ func TestRetire(t *testing.T) {
 				rt.Now = tt.clock.Now
 			}
 			got, err := rt.Retire(context.Background(), tt.deadline, "demand fell")
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("err %v, want %q", err, tt.wantErr)
-				}
-			} else if err != nil {
+			if err != nil {
 				t.Fatal(err)
 			}
 			if got != tt.want {
@@ -180,21 +242,23 @@ func TestRetire(t *testing.T) {
 	}
 }
 
-func TestRetireWithLogRunner(t *testing.T) {
+func TestRetireWithoutCondor(t *testing.T) {
 	log, hook := testLog()
-	res, err := Retirer{Runner: LogRunner{Log: log}, Log: log}.Retire(context.Background(),
-		func() time.Time { return time.Now().Add(time.Hour) }, "")
-	if err != nil || res != (RetireResult{}) {
+	rt := Retirer{Runner: LogRunner{Log: log}, Log: log, NoCondor: !hasCondor(LogRunner{Log: log})}
+	res, err := rt.Retire(context.Background(), func() time.Time { return time.Now().Add(time.Hour) }, "")
+	if err != nil || res != (RetireResult{Drained: true}) {
 		t.Fatalf("Retire = %+v, %v", res, err)
 	}
-	var cmds []string
+	if err := rt.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	for _, e := range hook.AllEntries() {
 		if c, ok := e.Data["command"]; ok {
-			cmds = append(cmds, c.(string))
+			t.Errorf("ran %q on a VM without HTCondor", c)
 		}
 	}
-	if want := []string{hostCmd, offCmd}; !reflect.DeepEqual(cmds, want) {
-		t.Fatalf("logged %q, want %q", cmds, want)
+	if !hasCondor(ExecRunner{}) {
+		t.Error("ExecRunner says it has no HTCondor")
 	}
 }
 
@@ -202,13 +266,16 @@ func TestRetireCancelled(t *testing.T) {
 	log, _ := testLog()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := newFakeRunner(t, map[string][]answer{
-		"condor_config_val": {hostAnswer},
-		"condor_off":        {recorded(t, "50_condor_off_peaceful_startd_worker1")},
-		"condor_status":     {recorded(t, "50_condor_status-af_after-off-peaceful")},
+		"condor_who":    {recorded(t, "live07_worker1_condor_who-quick_retiring")},
+		"condor_off":    {recorded(t, "live06_worker1_condor_off-peaceful-startd")},
+		"condor_status": {recorded(t, "live08_worker1_condor_status-direct-addr_retiring")},
 	})
+	polls := 0
 	r.onRun = func(line string) {
 		if line == statusCmd {
-			cancel()
+			if polls++; polls == 2 {
+				cancel()
+			}
 		}
 	}
 	_, err := Retirer{Runner: r, Log: log, Poll: time.Hour}.Retire(ctx, func() time.Time { return time.Now().Add(2 * time.Hour) }, "")
@@ -217,25 +284,71 @@ func TestRetireCancelled(t *testing.T) {
 	}
 }
 
-func TestParseRunningJobs(t *testing.T) {
+func TestShutdown(t *testing.T) {
+	t.Run("startd exited: the master at its own address", func(t *testing.T) {
+		log, _ := testLog()
+		r := newFakeRunner(t, map[string][]answer{
+			"condor_who": {recorded(t, "live09_worker1_condor_who-quick_startd-exited")},
+			"condor_off": {recorded(t, "live29_try1_condor_off-peaceful-master-addr")},
+		})
+		if err := (Retirer{Runner: r, Log: log}).Shutdown(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := r.Calls(), []string{whoCmd, masterOffCmd}; !reflect.DeepEqual(got, want) {
+			t.Errorf("calls %q, want %q", got, want)
+		}
+	})
+	t.Run("jobs run again: refused", func(t *testing.T) {
+		log, _ := testLog()
+		r := newFakeRunner(t, map[string][]answer{
+			"condor_who":    {recorded(t, "live02_worker1_condor_who-quick_idle")},
+			"condor_status": {recorded(t, "live05_worker1_condor_status-direct-addr_2jobs")},
+		})
+		err := (Retirer{Runner: r, Log: log}).Shutdown(context.Background())
+		if err == nil || !strings.Contains(err.Error(), "busy") {
+			t.Fatalf("err %v", err)
+		}
+		if got, want := r.Calls(), []string{whoCmd, statusCmd}; !reflect.DeepEqual(got, want) {
+			t.Errorf("calls %q, want %q", got, want)
+		}
+	})
+	t.Run("master gone: nothing sent", func(t *testing.T) {
+		log, _ := testLog()
+		r := newFakeRunner(t, map[string][]answer{"condor_who": {recorded(t, "live14_worker1_condor_who-quick_master-gone")}})
+		if err := (Retirer{Runner: r, Log: log}).Shutdown(context.Background()); err == nil {
+			t.Fatal("Shutdown with the master gone succeeded")
+		}
+		if got, want := r.Calls(), []string{whoCmd}; !reflect.DeepEqual(got, want) {
+			t.Errorf("calls %q, want %q", got, want)
+		}
+	})
+}
+
+func TestParseWhoQuick(t *testing.T) {
 	tests := []struct {
-		name, in string
-		want     int
-		wantErr  string
+		name    string
+		in      string
+		want    StartdState
+		wantErr string
 	}{
-		{"empty", "", 0, ""},
-		{"recorded: two jobs", readFile(t, "testdata/htcondor/51_condor_status-af_after-worker-startd-exit.out"), 2, ""},
-		{"recorded: one retiring job", readFile(t, "testdata/htcondor/50_condor_status-af_after-off-peaceful.out"), 1, ""},
-		{"idle partitionable slot", "slot1@h Partitionable Unclaimed Idle undefined\n", 0, ""},
-		{"too few fields", "slot1@h undefined\n", 0, "not \"Name SlotType State Activity JobId\""},
-		{"bad job id", "slot1_1@h Dynamic Claimed Busy 12\n", 0, "neither N.N nor undefined"},
-		{"bad slot name", "slot1\"@h Dynamic Claimed Busy 1.0\n", 0, "not \"Name"},
-		{"error text", "Error: communication error\n", 0, "not \"Name"},
-		{"too many lines", strings.Repeat("s@h Dynamic Claimed Busy 1.0\n", maxSlotLines+1), 0, "over"},
+		{"recorded: idle, bare host", readFile(t, "testdata/htcondor/live02_worker1_condor_who-quick_idle.out"),
+			StartdState{MasterAddr: "<127.0.0.1:35855?addrs=127.0.0.1-35855&alias=worker1>", StartdAddr: "<127.0.0.1:44041>"}, ""},
+		{"recorded: retiring, dotted host", readFile(t, "testdata/htcondor/live21_worker2_condor_who-quick_retiring.out"),
+			StartdState{MasterAddr: "<127.0.0.1:38967?addrs=127.0.0.1-38967&alias=worker2.canopy.test>", StartdAddr: "<127.0.0.1:45319>"}, ""},
+		{"recorded: startd exited", readFile(t, "testdata/htcondor/live09_worker1_condor_who-quick_startd-exited.out"),
+			StartdState{MasterAddr: "<127.0.0.1:35855?addrs=127.0.0.1-35855&alias=worker1>", StartdExited: true}, ""},
+		{"recorded: master gone", readFile(t, "testdata/htcondor/live14_worker1_condor_who-quick_master-gone.out"), StartdState{}, "did not answer"},
+		{"empty", "", StartdState{}, "did not answer"},
+		{"no startd in the master's list", "MASTER_PID = 12\nMASTER_Addr = \"<127.0.0.1:5>\"\n", StartdState{}, "no startd"},
+		{"startd running without an address", "MASTER_PID = 12\nMASTER_Addr = \"<127.0.0.1:5>\"\nSTARTD_PID = 13\n", StartdState{}, "not a daemon address"},
+		{"bad startd address", "MASTER_PID = 12\nMASTER_Addr = \"<127.0.0.1:5>\"\nSTARTD_PID = 13\nSTARTD_Addr = \"127.0.0.1:6; rm\"\n", StartdState{}, "not a daemon address"},
+		{"bad master address", "MASTER_PID = 12\nMASTER_Addr = \"-name x\"\nSTARTD_PID = 0\n", StartdState{}, "MASTER_Addr"},
+		{"negative pid", "MASTER_PID = 12\nMASTER_Addr = \"<127.0.0.1:5>\"\nSTARTD_PID = -1\n", StartdState{}, "not a PID"},
+		{"too long", strings.Repeat("X = 1\n", maxWhoLines+1), StartdState{}, "over"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := ParseRunningJobs([]byte(tt.in))
+			got, err := ParseWhoQuick([]byte(tt.in))
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err %v, want %q", err, tt.wantErr)
@@ -243,18 +356,67 @@ func TestParseRunningJobs(t *testing.T) {
 				return
 			}
 			if err != nil || got != tt.want {
-				t.Fatalf("got %d, %v; want %d", got, err, tt.want)
+				t.Fatalf("got %+v, %v; want %+v", got, err, tt.want)
 			}
 		})
 	}
 }
 
-// FuzzParseRunningJobs: never a panic, never a negative count.
-func FuzzParseRunningJobs(f *testing.F) {
+func TestParseSlots(t *testing.T) {
+	tests := []struct {
+		name, in string
+		want     SlotCount
+		wantErr  string
+	}{
+		{"empty", "", SlotCount{}, ""},
+		{"recorded: two jobs", readFile(t, "testdata/htcondor/live05_worker1_condor_status-direct-addr_2jobs.out"), SlotCount{Jobs: 2, Busy: 2}, ""},
+		{"recorded: two retiring jobs, dotted host", readFile(t, "testdata/htcondor/live22_worker2_condor_status-direct-addr_retiring.out"), SlotCount{Jobs: 2, Busy: 2}, ""},
+		{"recorded: idle partitionable slot", readFile(t, "testdata/htcondor/live03_worker1_condor_status-direct-addr_idle.out"), SlotCount{}, ""},
+		{"recorded (pool): two jobs", readFile(t, "testdata/htcondor/51_condor_status-af_after-worker-startd-exit.out"), SlotCount{Jobs: 2, Busy: 2}, ""},
+		{"claimed, no job yet", "slot1_1@h Dynamic Claimed Idle undefined\n", SlotCount{Busy: 1}, ""},
+		{"recorded: startd gone is an error", readFile(t, "testdata/htcondor/live10_worker1_condor_status-direct-addr_startd-exited.err"), SlotCount{}, "not \"Name"},
+		{"too few fields", "slot1@h undefined\n", SlotCount{}, "not \"Name SlotType State Activity JobId\""},
+		{"bad job id", "slot1_1@h Dynamic Claimed Busy 12\n", SlotCount{}, "neither N.N nor undefined"},
+		{"bad slot name", "slot1\"@h Dynamic Claimed Busy 1.0\n", SlotCount{}, "not \"Name"},
+		{"too many lines", strings.Repeat("s@h Dynamic Claimed Busy 1.0\n", maxSlotLines+1), SlotCount{}, "over"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseSlots([]byte(tt.in))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Fatalf("got %+v, %v; want %+v", got, err, tt.want)
+			}
+		})
+	}
+}
+
+// FuzzParseSlots: never a panic, never a count out of range.
+func FuzzParseSlots(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
-		n, err := ParseRunningJobs(b)
-		if err == nil && (n < 0 || n > maxSlotLines) {
-			t.Fatalf("count %d", n)
+		c, err := ParseSlots(b)
+		if err == nil && (c.Jobs < 0 || c.Busy < c.Jobs || c.Busy > maxSlotLines) {
+			t.Fatalf("count %+v", c)
+		}
+	})
+}
+
+// FuzzParseWhoQuick: never a panic; an address that comes back is one
+// that can be handed to a tool as an argument.
+func FuzzParseWhoQuick(f *testing.F) {
+	f.Add([]byte("MASTER_PID = 1\nMASTER_Addr = \"<127.0.0.1:5>\"\nSTARTD_PID = 2\nSTARTD_Addr = \"<127.0.0.1:6>\"\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		st, err := ParseWhoQuick(b)
+		if err != nil {
+			return
+		}
+		if !sinfulRE.MatchString(st.MasterAddr) || (!st.StartdExited && !sinfulRE.MatchString(st.StartdAddr)) {
+			t.Fatalf("addresses %+v", st)
 		}
 	})
 }

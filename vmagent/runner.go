@@ -8,6 +8,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/canopy-grid/canopy/internal/cmdrun"
+	"github.com/canopy-grid/canopy/internal/condortools"
 )
 
 // CommandRunner runs the VM's system tools (HTCondor's command-line tools,
@@ -26,6 +27,15 @@ type ExecRunner struct {
 	// MaxOutput bounds stdout and stderr, each; more is an error. Zero
 	// means 1 MiB.
 	MaxOutput int
+	// CondorBin and CondorSbin are where HTCondor's programs are: bin for
+	// the user tools (condor_status, condor_who, condor_drain,
+	// condor_config_val), sbin for the daemons and the administration
+	// tools (condor_off, condor_reconfig, condor_master). Either alone
+	// implies the other (its sibling); a program missing from its
+	// directory is looked for in the other, then in PATH and the standard
+	// sbin directories (see internal/condortools). Both empty: PATH.
+	// Other commands (mount, cvmfs_config) always come from PATH.
+	CondorBin, CondorSbin string
 }
 
 // ErrOutputTooLarge is returned when a command prints more than the
@@ -34,6 +44,9 @@ var ErrOutputTooLarge = cmdrun.ErrOutputTooLarge
 
 // Run implements CommandRunner.
 func (r ExecRunner) Run(ctx context.Context, name string, args ...string) ([]byte, []byte, int, error) {
+	if strings.HasPrefix(name, "condor_") {
+		name = condortools.Dirs{Bin: r.CondorBin, Sbin: r.CondorSbin}.Path(name)
+	}
 	return cmdrun.Exec{MaxOutput: r.MaxOutput}.Run(ctx, name, args...)
 }
 
@@ -42,6 +55,18 @@ func (r ExecRunner) Run(ctx context.Context, name string, args ...string) ([]byt
 // a machine without HTCondor, GlusterFS or CVMFS, so nothing is mounted or
 // reloaded and a poll for running jobs finds none.
 type LogRunner struct{ Log *logrus.Entry }
+
+// HasCondor reports false: a VM with a LogRunner runs no HTCondor.
+func (LogRunner) HasCondor() bool { return false }
+
+// hasCondor reports whether commands run through r reach a real HTCondor:
+// false for runners that say so (LogRunner).
+func hasCondor(r CommandRunner) bool {
+	if h, ok := r.(interface{ HasCondor() bool }); ok {
+		return h.HasCondor()
+	}
+	return true
+}
 
 // Run implements CommandRunner.
 func (l LogRunner) Run(_ context.Context, name string, args ...string) ([]byte, []byte, int, error) {

@@ -46,6 +46,9 @@ type Options struct {
 	// RetirePoll is how often running jobs are counted while retiring;
 	// zero means 5 s.
 	RetirePoll time.Duration
+	// Jobs, if set, counts the startd's jobs for each check-in; nil (or
+	// a nil count) reports the count as unknown.
+	Jobs func(ctx context.Context) *vmproto.JobCount
 }
 
 // CondorStartedPath marks, for the life of one boot, that the vmagent has
@@ -173,10 +176,12 @@ func checkinLoop(ctx context.Context, o Options, s vmproto.Settings, md Metadata
 	if every <= 0 {
 		every = 10 * time.Second
 	}
-	c := &checkin{http: o.HTTP, s: s, md: md}
+	c := &checkin{http: o.HTTP, s: s, md: md, jobs: o.Jobs}
 	state := vmproto.CheckinReady
 	failures := 0
 	var ret *retirement
+	var result RetireResult
+	rt := Retirer{Runner: o.Runner, Log: log, Poll: o.RetirePoll, NoCondor: !hasCondor(o.Runner)}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	rctx, cancelRetire := context.WithCancel(ctx)
@@ -191,13 +196,13 @@ func checkinLoop(ctx context.Context, o Options, s vmproto.Settings, md Metadata
 		log.WithFields(logrus.Fields{"reason": reason, "deadline": time.Until(deadline).Round(time.Second), "via": via}).Info("retirement ordered")
 		ret = &retirement{done: make(chan RetireResult, 1)}
 		ret.setDeadline(deadline)
-		rt := Retirer{Runner: o.Runner, Log: log, Poll: o.RetirePoll}
 		wg.Go(func() {
-			res, err := rt.Retire(rctx, ret.getDeadline, reason)
-			if err != nil && rctx.Err() == nil {
-				log.WithError(err).Warn("graceful retirement")
+			// Retire ends with the VM drained (HTCondor said so) or the
+			// deadline passed; an error is only the context ending, when
+			// nothing is reported.
+			if res, err := rt.Retire(rctx, ret.getDeadline, reason); err == nil {
+				ret.done <- res
 			}
-			ret.done <- res
 		})
 		state = vmproto.CheckinRetiring
 		if member != nil {
@@ -221,6 +226,13 @@ func checkinLoop(ctx context.Context, o Options, s vmproto.Settings, md Metadata
 			}
 		case state == vmproto.CheckinDrained:
 			log.Info("retired; reported drained")
+			if result.Drained {
+				// Power off now rather than when the master next
+				// evaluates MASTER.DAEMON_SHUTDOWN (minutes away).
+				if err := rt.Shutdown(ctx); err != nil {
+					log.WithError(err).Warn("condor_master not stopped; MASTER.DAEMON_SHUTDOWN will power the VM off")
+				}
+			}
 			return nil
 		case resp.Retire:
 			failures = 0
@@ -262,7 +274,12 @@ func checkinLoop(ctx context.Context, o Options, s vmproto.Settings, md Metadata
 			continue
 		case res := <-done:
 			t.Stop()
-			log.WithFields(logrus.Fields{"jobs_left": res.JobsLeft, "timed_out": res.TimedOut}).Info("drained")
+			result = res
+			if res.Drained {
+				log.WithField("startd_exited", res.StartdExited).Info("drained")
+			} else {
+				log.WithField("busy_slots", res.JobsLeft).Warn("retirement deadline passed before the VM drained; reporting it retired")
+			}
 			state = vmproto.CheckinDrained
 			continue // report at once
 		case <-t.C:
@@ -321,6 +338,7 @@ type checkin struct {
 	http *http.Client
 	s    vmproto.Settings
 	md   Metadata
+	jobs func(ctx context.Context) *vmproto.JobCount
 }
 
 // maxCheckinAnswer bounds the agent's answer.
@@ -328,7 +346,11 @@ const maxCheckinAnswer = 64 << 10
 
 func (c *checkin) do(ctx context.Context, state string) (vmproto.CheckinResponse, error) {
 	var out vmproto.CheckinResponse
-	body, err := json.Marshal(vmproto.CheckinRequest{ServerID: c.md.UUID, Server: c.md.Name, State: state})
+	in := vmproto.CheckinRequest{ServerID: c.md.UUID, Server: c.md.Name, State: state}
+	if c.jobs != nil {
+		in.Jobs = c.jobs(ctx)
+	}
+	body, err := json.Marshal(in)
 	if err != nil {
 		return out, fmt.Errorf("check-in: %w", err)
 	}

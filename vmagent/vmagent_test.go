@@ -96,13 +96,20 @@ func TestRunContextualizesChecksInAndRetires(t *testing.T) {
 
 	root := t.TempDir()
 	r := newFakeRunner(t, map[string][]answer{
-		"mount":             {{}},
-		"condor_master":     {{}},
-		"condor_config_val": {hostAnswer},
-		"condor_off":        {recorded(t, "50_condor_off_peaceful_startd_worker1")},
+		"mount":         {{}},
+		"condor_master": {{}},
+		"condor_who": {
+			recorded(t, "live02_worker1_condor_who-quick_idle"),
+			recorded(t, "live07_worker1_condor_who-quick_retiring"),
+			recorded(t, "live09_worker1_condor_who-quick_startd-exited"),
+		},
+		"condor_off": {
+			recorded(t, "live06_worker1_condor_off-peaceful-startd"),
+			recorded(t, "live29_try1_condor_off-peaceful-master-addr"),
+		},
 		"condor_status": {
-			recorded(t, "50_condor_status-af_after-off-peaceful"),
-			recorded(t, "53_condor_status-af_after-drain-exit"),
+			recorded(t, "live05_worker1_condor_status-direct-addr_2jobs"),
+			recorded(t, "live08_worker1_condor_status-direct-addr_retiring"),
 		},
 	})
 	log, hook := testLog()
@@ -136,7 +143,10 @@ func TestRunContextualizesChecksInAndRetires(t *testing.T) {
 		t.Errorf("check-in states %q, want %q", got, want)
 	}
 	calls := r.Calls()
-	want := []string{"mount /mnt/canopy", "condor_master", hostCmd, offCmd, statusCmd, statusCmd}
+	// Retirement: probe, stop, probe (jobs finish), probe (startd gone):
+	// drained, reported; then the master is stopped at its own address.
+	want := []string{"mount /mnt/canopy", "condor_master", whoCmd, statusCmd, offCmd, whoCmd, statusCmd, whoCmd,
+		whoCmd, masterOffCmd}
 	if !reflect.DeepEqual(calls, want) {
 		t.Errorf("commands:\n%q\nwant\n%q", calls, want)
 	}

@@ -58,27 +58,45 @@ const (
 )
 
 // ServerStatus is a cloud server's status, reduced to what Canopy acts on.
+// Server.CloudStatus keeps the cloud's own word.
 type ServerStatus string
 
 // Server statuses.
 const (
-	StatusBuild   ServerStatus = "BUILD"
-	StatusActive  ServerStatus = "ACTIVE"
-	StatusError   ServerStatus = "ERROR"
+	// StatusBuild: created, not yet running (Nova BUILD).
+	StatusBuild ServerStatus = "BUILD"
+	// StatusActive: running (Nova ACTIVE with no deletion under way).
+	StatusActive ServerStatus = "ACTIVE"
+	// StatusError: failed (Nova ERROR); Server.Fault says why.
+	StatusError ServerStatus = "ERROR"
+	// StatusStopped: exists but runs nothing and will not by itself:
+	// SHUTOFF, SUSPENDED, PAUSED, SHELVED, SHELVED_OFFLOADED, STOPPED,
+	// RESCUE, and any status word Canopy does not know.
+	StatusStopped ServerStatus = "STOPPED"
+	// StatusRebooting: still there and expected back: REBOOT, HARD_REBOOT,
+	// MIGRATING, RESIZE, VERIFY_RESIZE, REVERT_RESIZE, PASSWORD.
+	StatusRebooting ServerStatus = "REBOOTING"
+	// StatusDeleting: a deletion is under way (Nova shows such a server
+	// ACTIVE with task_state "deleting").
+	StatusDeleting ServerStatus = "DELETING"
+	// StatusDeleted: deleted or soft-deleted; gone for Canopy's purposes.
 	StatusDeleted ServerStatus = "DELETED"
-	StatusOther   ServerStatus = "OTHER"
 )
 
 // Server is one server as the cloud lists it.
 type Server struct {
-	ID        string
-	Name      string
-	Flavor    string
-	Image     string
-	Status    ServerStatus
-	Fault     string
-	Metadata  map[string]string
-	CreatedAt time.Time
+	ID     string
+	Name   string
+	Flavor string
+	Image  string
+	Status ServerStatus
+	// CloudStatus is the cloud's own status word (ACTIVE, SHUTOFF,
+	// HARD_REBOOT, ...), with the task state when one is under way
+	// ("ACTIVE/deleting"), for people.
+	CloudStatus string
+	Fault       string
+	Metadata    map[string]string
+	CreatedAt   time.Time
 }
 
 // BootSpec is everything needed to create one server.

@@ -4,12 +4,21 @@
 // (/openstack/latest/meta_data.json and /openstack/latest/user_data) on a
 // loopback port of its own, so vmagent runs its real code path.
 //
-// It backs `make demo` and the end-to-end tests. The cloud lives as long as
-// the driver: Close stops every VM, and VMs die with their agent (Linux
-// parent-death signal), so nothing outlives a crashed agent.
+// It backs `make demo` and the end-to-end tests, and behaves like a real
+// cloud where it matters to Canopy: a VM outlives the agent that booted it
+// (its own session and process group, no parent-death signal), and a new
+// driver on the same directory finds every VM again. Each VM's root holds
+// a record (server.json: id, name, flavor, image, metadata, creation time,
+// the process id and the process's start time from /proc, so a recycled
+// pid is never taken for the VM). A VM whose process is gone is listed as
+// stopped (a powered-off server, which the hub deletes after its error
+// delay) until it is deleted. Close does not stop VMs (an agent stopping is
+// not a cloud stopping); StopAll, or `agent local-cloud stop --dir DIR`,
+// does.
 package localcloud
 
 import (
+	"bytes"
 	"context"
 	"crypto/md5"
 	"crypto/rand"
@@ -27,6 +36,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -81,12 +92,39 @@ type Driver struct {
 	closed  bool
 }
 
+// RecordFile is the name of a VM's record inside its root.
+const RecordFile = "server.json"
+
+// userDataFile keeps a VM's user-data in its root, so that a driver that
+// adopts the VM can serve its metadata again.
+const userDataFile = "user_data.canopy"
+
+// record is what a VM's root says about it (RecordFile).
+type record struct {
+	ID       string            `json:"id"`
+	Name     string            `json:"name"`
+	Flavor   string            `json:"flavor"`
+	Image    string            `json:"image"`
+	Metadata map[string]string `json:"metadata"`
+	Created  time.Time         `json:"created"`
+	// PID is the vmagent's process id and PIDStart its start time (clock
+	// ticks after boot, /proc/PID/stat field 22): together they name the
+	// process; a pid alone could be another process's after a recycle.
+	PID      int    `json:"pid"`
+	PIDStart uint64 `json:"pid_start"`
+	// MetadataAddr is the loopback address its metadata is served on.
+	MetadataAddr string `json:"metadata_addr"`
+}
+
 type server struct {
 	driver.Server
 	flavor protocol.Flavor
 	root   string
-	cmd    *exec.Cmd
+	rec    record
 	meta   *http.Server
+	// exited is closed when the VM's process ends, for VMs this driver
+	// started (it is their parent); nil for adopted VMs, whose process is
+	// looked up in /proc.
 	exited chan struct{}
 }
 
@@ -100,7 +138,9 @@ func (quotaError) Error() string { return "quota exceeded" }
 // ErrorClass tells the agent what kind of failure this is.
 func (quotaError) ErrorClass() protocol.ErrorClass { return protocol.ErrClassQuota }
 
-// New returns a local cloud.
+// New returns a local cloud. It adopts every VM whose root it finds under
+// cfg.Dir: running ones become its servers again, those whose process is
+// gone are listed as stopped.
 func New(cfg Config) (*Driver, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -110,7 +150,152 @@ func New(cfg Config) (*Driver, error) {
 			return nil, fmt.Errorf("local cloud: %w", err)
 		}
 	}
-	return &Driver{cfg: cfg, servers: map[string]*server{}, images: map[string]images.Image{}}, nil
+	d := &Driver{cfg: cfg, servers: map[string]*server{}, images: map[string]images.Image{}}
+	if err := d.adopt(); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// adopt finds the VMs of an earlier driver on the same directory.
+func (d *Driver) adopt() error {
+	recs, err := readRecords(d.cfg.Dir)
+	if err != nil {
+		return err
+	}
+	for _, r := range recs {
+		f := protocol.Flavor{Name: r.rec.Flavor}
+		for _, fl := range d.cfg.Flavors {
+			if fl.Name == r.rec.Flavor {
+				f = fl
+			}
+		}
+		s := &server{
+			Server: driver.Server{ID: r.rec.ID, Name: r.rec.Name, Flavor: r.rec.Flavor, Image: r.rec.Image,
+				Status: driver.StatusActive, CloudStatus: "ACTIVE", Metadata: maps.Clone(r.rec.Metadata), CreatedAt: r.rec.Created},
+			flavor: f, root: r.root, rec: r.rec,
+		}
+		if r.rec.PID == 0 {
+			// Started, but the record was not completed: find the
+			// process by its root.
+			if pid, start, ok := findByRoot(r.root); ok {
+				s.rec.PID, s.rec.PIDStart = pid, start
+				_ = writeRecord(r.root, s.rec)
+			}
+		}
+		if procAlive(s.rec.PID, s.rec.PIDStart) {
+			if ud, err := os.ReadFile(filepath.Join(r.root, userDataFile)); err == nil {
+				// Serve its metadata again, where the VM knows to find it
+				// (best effort: a vmagent reads it at boot).
+				if ln, err := net.Listen("tcp", s.rec.MetadataAddr); err == nil {
+					s.meta = serveMetadata(ln, s.ID, s.Name, s.Metadata, ud)
+				}
+			}
+		} else {
+			s.Status, s.CloudStatus = driver.StatusStopped, "SHUTOFF"
+		}
+		d.servers[s.ID] = s
+	}
+	return nil
+}
+
+type foundRecord struct {
+	root string
+	rec  record
+}
+
+// readRecords reads every VM record under dir/vms. Roots without a
+// record (a boot interrupted before its record was written) are skipped.
+func readRecords(dir string) ([]foundRecord, error) {
+	ents, err := os.ReadDir(filepath.Join(dir, "vms"))
+	if err != nil {
+		return nil, fmt.Errorf("local cloud: %w", err)
+	}
+	var out []foundRecord
+	for _, e := range ents {
+		if !e.IsDir() {
+			continue
+		}
+		root := filepath.Join(dir, "vms", e.Name())
+		b, err := os.ReadFile(filepath.Join(root, RecordFile))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("local cloud: VM record: %w", err)
+		}
+		var r record
+		if err := json.Unmarshal(b, &r); err != nil || r.ID == "" {
+			return nil, fmt.Errorf("local cloud: VM record %s is unreadable: %v", filepath.Join(root, RecordFile), err)
+		}
+		out = append(out, foundRecord{root: root, rec: r})
+	}
+	return out, nil
+}
+
+// writeRecord writes a VM's record atomically.
+func writeRecord(root string, r record) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(root, RecordFile+".tmp")
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(root, RecordFile))
+}
+
+// procStat returns a process's state letter and start time
+// (/proc/PID/stat fields 3 and 22).
+func procStat(pid int) (byte, uint64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	// The command name (field 2) is in parentheses and may hold anything.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 || len(f[0]) != 1 {
+		return 0, 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
+	start, err := strconv.ParseUint(f[19], 10, 64)
+	if err != nil {
+		return 0, 0, fmt.Errorf("/proc/%d/stat: start time: %w", pid, err)
+	}
+	return f[0][0], start, nil
+}
+
+// procAlive reports whether pid is still the process that started at
+// start, and not a zombie.
+func procAlive(pid int, start uint64) bool {
+	if pid <= 0 {
+		return false
+	}
+	st, s, err := procStat(pid)
+	return err == nil && s == start && st != 'Z' && st != 'X'
+}
+
+// findByRoot finds a VM process by the --root argument on its command line.
+func findByRoot(root string) (int, uint64, bool) {
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil || !bytes.Contains(cmdline, []byte("\x00--root\x00"+root+"\x00")) {
+			continue
+		}
+		if st, start, err := procStat(pid); err == nil && st != 'Z' {
+			return pid, start, true
+		}
+	}
+	return 0, 0, false
 }
 
 // Flavors implements driver.Driver.
@@ -149,26 +334,39 @@ func (d *Driver) Limits(context.Context) (protocol.Limits, error) {
 	return l, nil
 }
 
-// Servers implements driver.Driver.
+// running reports whether a server's process still runs. d.mu is held.
+func (s *server) running() bool {
+	if s.exited != nil {
+		select {
+		case <-s.exited:
+			return false
+		default:
+			return true
+		}
+	}
+	return procAlive(s.rec.PID, s.rec.PIDStart)
+}
+
+// Servers implements driver.Driver. A VM whose process ended is listed
+// as stopped (SHUTOFF), like a powered-off server.
 func (d *Driver) Servers(context.Context) ([]driver.Server, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	out := make([]driver.Server, 0, len(d.servers))
 	for _, s := range d.servers {
+		if s.Status == driver.StatusActive && !s.running() {
+			s.Status, s.CloudStatus = driver.StatusStopped, "SHUTOFF"
+		}
 		srv := s.Server
 		srv.Metadata = maps.Clone(s.Metadata)
-		select {
-		case <-s.exited:
-			srv.Status = driver.StatusOther // powered off
-		default:
-		}
 		out = append(out, srv)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
 }
 
-// Boot implements driver.Driver: it starts a vmagent process.
+// Boot implements driver.Driver: it starts a vmagent process in a session
+// of its own, so that it outlives the agent.
 func (d *Driver) Boot(ctx context.Context, spec driver.BootSpec) (driver.Server, error) {
 	var f protocol.Flavor
 	found := false
@@ -196,7 +394,7 @@ func (d *Driver) Boot(ctx context.Context, spec driver.BootSpec) (driver.Server,
 	}
 	s := &server{
 		Server: driver.Server{ID: id, Name: spec.Name, Flavor: f.Name, Image: spec.Image, Status: driver.StatusBuild,
-			Metadata: maps.Clone(spec.Metadata), CreatedAt: time.Now().UTC()},
+			CloudStatus: "BUILD", Metadata: maps.Clone(spec.Metadata), CreatedAt: time.Now().UTC()},
 		flavor: f,
 		root:   filepath.Join(d.cfg.Dir, "vms", spec.Name+"-"+id[:8]),
 		exited: make(chan struct{}),
@@ -208,10 +406,11 @@ func (d *Driver) Boot(ctx context.Context, spec driver.BootSpec) (driver.Server,
 		d.mu.Lock()
 		delete(d.servers, id)
 		d.mu.Unlock()
+		_ = os.RemoveAll(s.root)
 		return driver.Server{}, fmt.Errorf("boot %s: %w", spec.Name, err)
 	}
 	d.mu.Lock()
-	s.Status = driver.StatusActive
+	s.Status, s.CloudStatus = driver.StatusActive, "ACTIVE"
 	srv := s.Server
 	d.mu.Unlock()
 	return srv, nil
@@ -246,15 +445,10 @@ type metaData struct {
 	LaunchIndex      int               `json:"launch_index"`
 }
 
-func (d *Driver) start(s *server, userData []byte) error {
-	if err := os.MkdirAll(s.root, 0o755); err != nil {
-		return err
-	}
-	md, err := json.Marshal(metaData{UUID: s.ID, Name: s.Name, Hostname: s.Name, AvailabilityZone: "local",
-		ProjectID: "local", Meta: s.Metadata})
-	if err != nil {
-		return err
-	}
+// serveMetadata serves one VM's metadata and user-data on ln.
+func serveMetadata(ln net.Listener, id, name string, meta map[string]string, userData []byte) *http.Server {
+	md, _ := json.Marshal(metaData{UUID: id, Name: name, Hostname: name, AvailabilityZone: "local",
+		ProjectID: "local", Meta: meta})
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /openstack/latest/meta_data.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -268,12 +462,31 @@ func (d *Driver) start(s *server, userData []byte) error {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		_, _ = w.Write(userData)
 	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return srv
+}
+
+func (d *Driver) start(s *server, userData []byte) error {
+	if err := os.MkdirAll(s.root, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(s.root, userDataFile), userData, 0o600); err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return fmt.Errorf("metadata listener: %w", err)
 	}
-	s.meta = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = s.meta.Serve(ln) }()
+	s.rec = record{ID: s.ID, Name: s.Name, Flavor: s.Flavor, Image: s.Image, Metadata: maps.Clone(s.Metadata),
+		Created: s.CreatedAt, MetadataAddr: ln.Addr().String()}
+	// The record exists before the process: a driver that adopts the root
+	// later finds the process by its root if the pid was never written.
+	if err := writeRecord(s.root, s.rec); err != nil {
+		_ = ln.Close()
+		return err
+	}
+	s.meta = serveMetadata(ln, s.ID, s.Name, s.Metadata, userData)
 
 	console, err := os.OpenFile(filepath.Join(s.root, "console.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -284,23 +497,34 @@ func (d *Driver) start(s *server, userData []byte) error {
 	cmd := exec.Command(d.cfg.VMAgent, args...)
 	cmd.Stdout, cmd.Stderr = console, console
 	cmd.Dir = s.root
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	// A session of its own: no signal meant for the agent's process group
+	// or terminal reaches the VM, and no parent-death signal ends it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		_ = console.Close()
 		_ = s.meta.Close()
 		return fmt.Errorf("start vmagent: %w", err)
 	}
-	s.cmd = cmd
+	_ = console.Close() // the VM holds its own copy
+	exited := s.exited
 	go func() {
 		_ = cmd.Wait()
-		_ = console.Close()
-		close(s.exited)
+		close(exited)
 	}()
+	s.rec.PID = cmd.Process.Pid
+	if _, start, err := procStat(cmd.Process.Pid); err == nil {
+		s.rec.PIDStart = start
+	}
+	if err := writeRecord(s.root, s.rec); err != nil {
+		stopProcess(s.rec.PID, s.rec.PIDStart, exited)
+		_ = s.meta.Close()
+		return fmt.Errorf("write VM record: %w", err)
+	}
 	return nil
 }
 
-// Delete implements driver.Driver: it stops the VM's process (SIGTERM, then
-// SIGKILL after 5 s) and removes its root directory.
+// Delete implements driver.Driver: it stops the VM's process (SIGTERM to
+// its process group, then SIGKILL after 5 s) and removes its root.
 func (d *Driver) Delete(ctx context.Context, id string) error {
 	d.mu.Lock()
 	s, ok := d.servers[id]
@@ -311,47 +535,103 @@ func (d *Driver) Delete(ctx context.Context, id string) error {
 	if !ok {
 		return nil
 	}
-	stop(s)
+	if s.meta != nil {
+		_ = s.meta.Close()
+	}
+	stopProcess(s.rec.PID, s.rec.PIDStart, s.exited)
 	if err := os.RemoveAll(s.root); err != nil {
 		return fmt.Errorf("delete %s: %w", s.Name, err)
 	}
 	return nil
 }
 
-func stop(s *server) {
-	if s.meta != nil {
-		_ = s.meta.Close()
-	}
-	if s.cmd == nil || s.cmd.Process == nil {
+// stopGrace is how long a VM gets between SIGTERM and SIGKILL.
+const stopGrace = 5 * time.Second
+
+// stopProcess ends a VM's process group: SIGTERM, then SIGKILL after
+// stopGrace. It signals only while pid is still the process that started
+// at start. exited, if not nil, is closed when the process has been reaped
+// (the driver is its parent); otherwise /proc is polled.
+func stopProcess(pid int, start uint64, exited <-chan struct{}) {
+	if !procAlive(pid, start) {
 		return
 	}
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	t := time.NewTimer(5 * time.Second)
-	defer t.Stop()
-	select {
-	case <-s.exited:
-	case <-t.C:
-		_ = s.cmd.Process.Kill()
-		<-s.exited
+	_ = syscall.Kill(-pid, syscall.SIGTERM)
+	if waitGone(pid, start, exited, stopGrace) {
+		return
 	}
+	if procAlive(pid, start) {
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+	}
+	waitGone(pid, start, exited, stopGrace)
 }
 
-// Close stops every VM. The cloud accepts no boots afterwards.
+// waitGone waits up to limit for the process to end.
+func waitGone(pid int, start uint64, exited <-chan struct{}, limit time.Duration) bool {
+	deadline := time.NewTimer(limit)
+	defer deadline.Stop()
+	if exited != nil {
+		select {
+		case <-exited:
+			return true
+		case <-deadline.C:
+			return false
+		}
+	}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for procAlive(pid, start) {
+		select {
+		case <-deadline.C:
+			return false
+		case <-tick.C:
+		}
+	}
+	return true
+}
+
+// Close releases the driver: it stops serving the VMs' metadata and
+// accepts no boots afterwards. It does not stop the VMs: they are the
+// cloud's, not the agent's (see StopAll).
 func (d *Driver) Close() error {
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	d.closed = true
-	all := make([]*server, 0, len(d.servers))
-	for id, s := range d.servers {
-		all = append(all, s)
-		delete(d.servers, id)
+	for _, s := range d.servers {
+		if s.meta != nil {
+			_ = s.meta.Close()
+		}
 	}
-	d.mu.Unlock()
+	return nil
+}
+
+// StopAll stops every VM of the local cloud in dir (the directory of its
+// Config) and returns how many it stopped: the demo and tests call it (or
+// `agent local-cloud stop --dir DIR`) to leave no process behind. The VMs'
+// roots stay, listed as stopped by the next driver.
+func StopAll(dir string) (int, error) {
+	recs, err := readRecords(dir)
+	if err != nil {
+		return 0, err
+	}
 	var wg sync.WaitGroup
-	for _, s := range all {
-		wg.Go(func() { stop(s) })
+	n := 0
+	for _, r := range recs {
+		pid, start := r.rec.PID, r.rec.PIDStart
+		if pid == 0 {
+			var ok bool
+			if pid, start, ok = findByRoot(r.root); !ok {
+				continue
+			}
+		}
+		if !procAlive(pid, start) {
+			continue
+		}
+		n++
+		wg.Go(func() { stopProcess(pid, start, nil) })
 	}
 	wg.Wait()
-	return nil
+	return n, nil
 }
 
 // Images implements driver.Driver.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -57,20 +58,58 @@ func fakeVM(args []string) int {
 	return 0
 }
 
-func newTestCloud(t *testing.T, maxInstances int) *Driver {
+func testConfig(t *testing.T, maxInstances int) Config {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("LOCALCLOUD_TEST_VM", "1")
-	d, err := New(Config{VMAgent: exe, Dir: t.TempDir(), MaxInstances: maxInstances, MaxCores: 100,
-		Flavors: []protocol.Flavor{{Name: "c2", VCPUs: 2, RAMMiB: 4096}}})
+	return Config{VMAgent: exe, Dir: t.TempDir(), MaxInstances: maxInstances, MaxCores: 100,
+		Flavors: []protocol.Flavor{{Name: "c2", VCPUs: 2, RAMMiB: 4096}}}
+}
+
+// newTestCloud is a local cloud whose VMs are all stopped when the test ends.
+func newTestCloud(t *testing.T, maxInstances int) *Driver {
+	t.Helper()
+	cfg := testConfig(t, maxInstances)
+	d, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = d.Close() })
+	t.Cleanup(func() {
+		_ = d.Close()
+		if _, err := StopAll(cfg.Dir); err != nil {
+			t.Errorf("stop VMs: %v", err)
+		}
+	})
 	return d
+}
+
+// vmPID waits for a test VM to write its pid.
+func vmPID(t *testing.T, d *Driver, s driver.Server) int {
+	t.Helper()
+	p, err := strconv.Atoi(string(waitFile(t, filepath.Join(d.cfg.Dir, "vms", s.Name+"-"+s.ID[:8], "pid"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// waitGoneT waits until pid is no longer a live process.
+func waitGoneT(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st, _, err := procStat(pid)
+		if err != nil || st == 'Z' {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d still alive", pid)
+		}
+		<-time.After(20 * time.Millisecond)
+	}
 }
 
 func waitFile(t *testing.T, path string) []byte {
@@ -142,8 +181,14 @@ func TestQuotaAndUnknownFlavor(t *testing.T) {
 	}
 }
 
-func TestCloseStopsEveryVM(t *testing.T) {
-	d := newTestCloud(t, 0)
+// TestCloseLeavesVMsRunning: an agent stopping is not a cloud stopping.
+// StopAll stops every VM of the directory, and only those.
+func TestCloseLeavesVMsRunning(t *testing.T) {
+	cfg := testConfig(t, 0)
+	d, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
 	var pids []int
 	for i := range 3 {
@@ -151,19 +196,143 @@ func TestCloseStopsEveryVM(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p, _ := strconv.Atoi(string(waitFile(t, filepath.Join(d.cfg.Dir, "vms", fmt.Sprintf("vm-%d-%s", i, s.ID[:8]), "pid"))))
-		pids = append(pids, p)
+		pids = append(pids, vmPID(t, d, s))
 	}
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range pids {
-		if syscall.Kill(p, 0) == nil {
-			t.Fatalf("VM %d survived Close", p)
+		if syscall.Kill(p, 0) != nil {
+			t.Fatalf("VM %d did not survive Close", p)
+		}
+		// A session of its own: not in the agent's process group.
+		if pgid, _ := syscall.Getpgid(p); pgid != p {
+			t.Errorf("VM %d is in process group %d, want its own", p, pgid)
 		}
 	}
 	if _, err := d.Boot(ctx, driver.BootSpec{Name: "late", Flavor: "c2"}); err == nil {
 		t.Fatal("boot after Close")
+	}
+	n, err := StopAll(cfg.Dir)
+	if err != nil || n != 3 {
+		t.Fatalf("StopAll: %d, %v", n, err)
+	}
+	for _, p := range pids {
+		waitGoneT(t, p)
+	}
+	if n, err := StopAll(cfg.Dir); err != nil || n != 0 {
+		t.Fatalf("StopAll again: %d, %v", n, err)
+	}
+}
+
+// TestNewAdoptsVMs: a driver on the directory of an earlier one finds its
+// VMs again: running ones as active servers with the same id, name,
+// metadata and creation time; one whose process died as a stopped server
+// (SHUTOFF) until deleted; one whose record names a live pid with another
+// start time (a recycled pid) as stopped too, and that pid is never
+// signalled.
+func TestNewAdoptsVMs(t *testing.T) {
+	cfg := testConfig(t, 0)
+	t.Cleanup(func() { _, _ = StopAll(cfg.Dir) })
+	d1, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var booted []driver.Server
+	var pids []int
+	for i := range 3 {
+		s, err := d1.Boot(ctx, driver.BootSpec{Name: fmt.Sprint("vm-", i), Flavor: "c2", Image: "img",
+			Metadata: map[string]string{"canopy_hub": "h", "n": fmt.Sprint(i)}, UserData: []byte("#cloud-config\n")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		booted = append(booted, s)
+		pids = append(pids, vmPID(t, d1, s))
+	}
+	// vm-1 "powers off".
+	if err := syscall.Kill(pids[1], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitGoneT(t, pids[1])
+	// vm-2's record names a live process that is not the VM (this test,
+	// with a wrong start time): a recycled pid.
+	root2 := filepath.Join(cfg.Dir, "vms", "vm-2-"+booted[2].ID[:8])
+	var rec record
+	b, err := os.ReadFile(filepath.Join(root2, RecordFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &rec); err != nil {
+		t.Fatal(err)
+	}
+	realPID, realStart := rec.PID, rec.PIDStart
+	rec.PID, rec.PIDStart = os.Getpid(), 1
+	if err := writeRecord(root2, rec); err != nil {
+		t.Fatal(err)
+	}
+	_ = d1.Close() // the "agent" stops; VMs do not
+
+	d2, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d2.Close()
+	list, err := d2.Servers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 3 {
+		t.Fatalf("adopted %d servers, want 3: %+v", len(list), list)
+	}
+	want := []struct {
+		st   driver.ServerStatus
+		word string
+	}{{driver.StatusActive, "ACTIVE"}, {driver.StatusStopped, "SHUTOFF"}, {driver.StatusStopped, "SHUTOFF"}}
+	for i, s := range list {
+		b := booted[i]
+		if s.ID != b.ID || s.Name != b.Name || s.Flavor != "c2" || s.Image != "img" || s.Metadata["n"] != fmt.Sprint(i) ||
+			!s.CreatedAt.Equal(b.CreatedAt) {
+			t.Errorf("adopted %+v, booted %+v", s, b)
+		}
+		if s.Status != want[i].st || s.CloudStatus != want[i].word {
+			t.Errorf("%s: status %s (%s), want %s (%s)", s.Name, s.Status, s.CloudStatus, want[i].st, want[i].word)
+		}
+	}
+	if l, _ := d2.Limits(ctx); l.UsedInstances != 3 || l.UsedCores != 6 {
+		t.Errorf("limits %+v: stopped servers still hold quota", l)
+	}
+	// Deleting the stopped and the "recycled" ones removes their roots
+	// and signals nobody (this test is still running).
+	for _, i := range []int{1, 2} {
+		if err := d2.Delete(ctx, booted[i].ID); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(filepath.Join(cfg.Dir, "vms", booted[i].Name+"-"+booted[i].ID[:8])); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("root of %s left: %v", booted[i].Name, err)
+		}
+	}
+	// vm-2's real process was never adopted: it is still there; stop it.
+	if procAlive(realPID, realStart) {
+		_ = syscall.Kill(realPID, syscall.SIGKILL)
+	}
+	// Deleting an adopted running VM stops its process.
+	if err := d2.Delete(ctx, booted[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	waitGoneT(t, pids[0])
+	if list, _ := d2.Servers(ctx); len(list) != 0 {
+		t.Fatalf("servers left: %+v", list)
+	}
+}
+
+func TestProcStat(t *testing.T) {
+	st, start, err := procStat(os.Getpid())
+	if err != nil || st == 0 || start == 0 {
+		t.Fatalf("procStat(self) = %c, %d, %v", st, start, err)
+	}
+	if !procAlive(os.Getpid(), start) || procAlive(os.Getpid(), start+1) || procAlive(0, 0) {
+		t.Fatal("procAlive does not tell a process by its start time")
 	}
 }
 

@@ -492,7 +492,7 @@ func convertServer(s servers.Server, flavor string) driver.Server {
 	}
 	out := driver.Server{
 		ID: s.ID, Name: s.Name, Flavor: flavor, Image: image,
-		Status: mapStatus(s.Status), Metadata: md, CreatedAt: s.Created,
+		Status: mapStatus(s.Status, s.TaskState), CloudStatus: cloudStatus(s.Status, s.TaskState), Metadata: md, CreatedAt: s.Created,
 	}
 	if out.Status == driver.StatusError {
 		// Nova records the fault just after setting ERROR: a listing in
@@ -502,9 +502,17 @@ func convertServer(s servers.Server, flavor string) driver.Server {
 	return out
 }
 
-// mapStatus reduces a Nova server status to what Canopy acts on.
-func mapStatus(s string) driver.ServerStatus {
-	switch strings.ToUpper(s) {
+// mapStatus reduces a Nova server status and task state
+// (OS-EXT-STS:task_state) to what Canopy acts on. Nova shows a server being
+// deleted as ACTIVE with task_state "deleting": that server is going, not
+// capacity. Any status Canopy does not know is a server that runs nothing:
+// stopped, never deleted for being unknown, never counted as capacity.
+func mapStatus(status, taskState string) driver.ServerStatus {
+	switch strings.ToLower(taskState) {
+	case "deleting", "soft-deleting":
+		return driver.StatusDeleting
+	}
+	switch strings.ToUpper(status) {
 	case "BUILD", "BUILDING":
 		return driver.StatusBuild
 	case "ACTIVE":
@@ -513,8 +521,21 @@ func mapStatus(s string) driver.ServerStatus {
 		return driver.StatusError
 	case "DELETED", "SOFT_DELETED":
 		return driver.StatusDeleted
+	case "REBOOT", "HARD_REBOOT", "MIGRATING", "RESIZE", "VERIFY_RESIZE", "REVERT_RESIZE", "PASSWORD", "REBUILD":
+		return driver.StatusRebooting
 	}
-	return driver.StatusOther
+	// SHUTOFF, SUSPENDED, PAUSED, SHELVED, SHELVED_OFFLOADED, STOPPED,
+	// RESCUE, UNKNOWN and words a later Nova may add.
+	return driver.StatusStopped
+}
+
+// cloudStatus is the word people see: Nova's status, with the task state
+// when one is under way.
+func cloudStatus(status, taskState string) string {
+	if taskState == "" {
+		return status
+	}
+	return status + "/" + taskState
 }
 
 // Boot implements driver.Driver. The key pair, network, security groups and
@@ -578,7 +599,7 @@ func (d *Driver) Boot(ctx context.Context, spec driver.BootSpec) (driver.Server,
 		return driver.Server{}, wrapError(op, err, d.secrets)
 	}
 	return driver.Server{
-		ID: s.ID, Name: spec.Name, Flavor: flavor, Image: imageID, Status: driver.StatusBuild,
+		ID: s.ID, Name: spec.Name, Flavor: flavor, Image: imageID, Status: driver.StatusBuild, CloudStatus: "BUILD",
 		Metadata: md, CreatedAt: time.Now().UTC(),
 	}, nil
 }

@@ -316,6 +316,54 @@ func TestIntegrationServerLifecycle(t *testing.T) {
 	}
 }
 
+// TestIntegrationServerStopped: a server stopped through Nova (os-stop) is
+// listed as stopped with Nova's word SHUTOFF, never as active (capacity)
+// or gone; once started again it is active.
+func TestIntegrationServerStopped(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d := newDriver(t, ctx, Config{Cloud: "canopy-a", CloudsFile: cloudsYAML, Network: "none", DefaultImage: "canopy-tiny"})
+	s, err := d.Boot(ctx, driver.BootSpec{Name: uniq("itest-stop"), Flavor: "m1.tiny", Metadata: map[string]string{driver.MetaHub: "hub-itest"}})
+	if err != nil {
+		t.Fatalf("Boot: %v", err)
+	}
+	deleteOnCleanup(t, d, s.ID)
+	waitServer(t, ctx, d, s.ID, "ACTIVE", func(s driver.Server, listed bool) bool {
+		if listed && s.Status == driver.StatusError {
+			t.Fatalf("server went to ERROR: %s", s.Fault)
+		}
+		return listed && s.Status == driver.StatusActive
+	})
+	nova, err := gcos.NewComputeV2(rawProvider(t, ctx, "canopy-a"), gophercloud.EndpointOpts{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := servers.Stop(ctx, nova, s.ID).ExtractErr(); err != nil {
+		t.Fatalf("os-stop: %v", err)
+	}
+	var seen []string
+	got := waitServer(t, ctx, d, s.ID, "SHUTOFF", func(s driver.Server, listed bool) bool {
+		if listed && (len(seen) == 0 || seen[len(seen)-1] != s.CloudStatus) {
+			seen = append(seen, s.CloudStatus)
+		}
+		// On the way Nova may show ACTIVE/powering-off: still active.
+		if listed && s.Status != driver.StatusActive && s.Status != driver.StatusStopped {
+			t.Fatalf("while stopping: status %s (%s)", s.Status, s.CloudStatus)
+		}
+		return listed && s.CloudStatus == "SHUTOFF"
+	})
+	if got.Status != driver.StatusStopped {
+		t.Fatalf("stopped server listed as %s (%s)", got.Status, got.CloudStatus)
+	}
+	t.Logf("cloud statuses seen: %v", seen)
+	if err := servers.Start(ctx, nova, s.ID).ExtractErr(); err != nil {
+		t.Fatalf("os-start: %v", err)
+	}
+	waitServer(t, ctx, d, s.ID, "ACTIVE again", func(s driver.Server, listed bool) bool {
+		return listed && s.Status == driver.StatusActive && s.CloudStatus == "ACTIVE"
+	})
+}
+
 func TestIntegrationQuotaExceeded(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()

@@ -107,7 +107,7 @@ func TestServersListing(t *testing.T) {
 		if build.Status != driver.StatusBuild {
 			t.Errorf("build server = %+v", build)
 		}
-		if _, canopy := foreign.Metadata[driver.MetaHub]; canopy || foreign.Status != driver.StatusOther || foreign.Metadata["owner"] != "bob" {
+		if _, canopy := foreign.Metadata[driver.MetaHub]; canopy || foreign.Status != driver.StatusStopped || foreign.CloudStatus != "SHUTOFF" || foreign.Metadata["owner"] != "bob" {
 			t.Errorf("foreign server = %+v", foreign)
 		}
 	}
@@ -134,13 +134,75 @@ func TestServersListingOldMicroversion(t *testing.T) {
 
 func TestMapStatus(t *testing.T) {
 	t.Parallel()
-	tests := map[string]driver.ServerStatus{
-		"BUILD": driver.StatusBuild, "ACTIVE": driver.StatusActive, "ERROR": driver.StatusError, "DELETED": driver.StatusDeleted,
-		"SOFT_DELETED": driver.StatusDeleted, "SHUTOFF": driver.StatusOther, "REBOOT": driver.StatusOther, "": driver.StatusOther,
+	tests := []struct {
+		status, task string
+		want         driver.ServerStatus
+		word         string
+	}{
+		{"BUILD", "spawning", driver.StatusBuild, "BUILD/spawning"},
+		{"ACTIVE", "", driver.StatusActive, "ACTIVE"},
+		{"active", "", driver.StatusActive, "active"},
+		{"ERROR", "", driver.StatusError, "ERROR"},
+		// Nova shows a server being deleted as ACTIVE with task_state deleting.
+		{"ACTIVE", "deleting", driver.StatusDeleting, "ACTIVE/deleting"},
+		{"ERROR", "deleting", driver.StatusDeleting, "ERROR/deleting"},
+		{"SHUTOFF", "soft-deleting", driver.StatusDeleting, "SHUTOFF/soft-deleting"},
+		{"DELETED", "", driver.StatusDeleted, "DELETED"},
+		{"SOFT_DELETED", "", driver.StatusDeleted, "SOFT_DELETED"},
+		{"SHUTOFF", "", driver.StatusStopped, "SHUTOFF"},
+		{"SUSPENDED", "", driver.StatusStopped, "SUSPENDED"},
+		{"PAUSED", "", driver.StatusStopped, "PAUSED"},
+		{"SHELVED", "", driver.StatusStopped, "SHELVED"},
+		{"SHELVED_OFFLOADED", "", driver.StatusStopped, "SHELVED_OFFLOADED"},
+		{"STOPPED", "", driver.StatusStopped, "STOPPED"},
+		{"RESCUE", "", driver.StatusStopped, "RESCUE"},
+		{"UNKNOWN", "", driver.StatusStopped, "UNKNOWN"},
+		{"", "", driver.StatusStopped, ""},
+		{"SOMETHING_NEW", "", driver.StatusStopped, "SOMETHING_NEW"},
+		{"REBOOT", "rebooting", driver.StatusRebooting, "REBOOT/rebooting"},
+		{"HARD_REBOOT", "", driver.StatusRebooting, "HARD_REBOOT"},
+		{"MIGRATING", "", driver.StatusRebooting, "MIGRATING"},
+		{"RESIZE", "", driver.StatusRebooting, "RESIZE"},
+		{"VERIFY_RESIZE", "", driver.StatusRebooting, "VERIFY_RESIZE"},
+		{"REVERT_RESIZE", "", driver.StatusRebooting, "REVERT_RESIZE"},
+		{"PASSWORD", "", driver.StatusRebooting, "PASSWORD"},
+		{"ACTIVE", "powering-off", driver.StatusActive, "ACTIVE/powering-off"},
 	}
-	for in, want := range tests {
-		if got := mapStatus(in); got != want {
-			t.Errorf("mapStatus(%q) = %q, want %q", in, got, want)
+	for _, tt := range tests {
+		if got := mapStatus(tt.status, tt.task); got != tt.want {
+			t.Errorf("mapStatus(%q, %q) = %q, want %q", tt.status, tt.task, got, tt.want)
+		}
+		if got := cloudStatus(tt.status, tt.task); got != tt.word {
+			t.Errorf("cloudStatus(%q, %q) = %q, want %q", tt.status, tt.task, got, tt.word)
+		}
+	}
+}
+
+// TestServersListingTaskState: the driver reads OS-EXT-STS:task_state, so a
+// server Nova is deleting (ACTIVE, task_state deleting) is not reported
+// active, and a stopped server keeps Nova's word.
+func TestServersListingTaskState(t *testing.T) {
+	t.Parallel()
+	f := newFakeCloud(t)
+	canopy := map[string]string{driver.MetaHub: "hub-1", driver.MetaGroup: "atlas"}
+	deleting := server("s-del", "w-1", "ACTIVE", canopy)
+	deleting["OS-EXT-STS:task_state"] = "deleting"
+	f.servers = []map[string]any{deleting, server("s-off", "w-2", "SHUTOFF", canopy), server("s-rb", "w-3", "HARD_REBOOT", canopy)}
+	d := newTestDriver(t, f, nil)
+	list, err := d.Servers(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]struct {
+		st   driver.ServerStatus
+		word string
+	}{"s-del": {driver.StatusDeleting, "ACTIVE/deleting"}, "s-off": {driver.StatusStopped, "SHUTOFF"}, "s-rb": {driver.StatusRebooting, "HARD_REBOOT"}}
+	if len(list) != len(want) {
+		t.Fatalf("listed %d servers, want %d", len(list), len(want))
+	}
+	for _, s := range list {
+		if w := want[s.ID]; s.Status != w.st || s.CloudStatus != w.word {
+			t.Errorf("server %s: status %q (%q), want %q (%q)", s.ID, s.Status, s.CloudStatus, w.st, w.word)
 		}
 	}
 }

@@ -37,6 +37,9 @@ type Options struct {
 	Trace string
 	// Replace are extra text substitutions applied to the hub config.
 	Replace map[string]string
+	// AgentReplace are extra text substitutions applied to the agents'
+	// configs.
+	AgentReplace map[string]string
 	// Output receives the processes' log lines, prefixed by their name.
 	Output io.Writer
 }
@@ -45,7 +48,11 @@ type Options struct {
 type System struct {
 	Dir     string
 	HTTPURL string
-	procs   []*proc
+	// AgentURLs are the agents' metrics listeners (/metrics, /v1/vms), by site.
+	AgentURLs map[string]string
+	bin       string
+	out       io.Writer
+	procs     []*proc
 }
 
 type proc struct {
@@ -116,13 +123,40 @@ func Start(ctx context.Context, o Options) (*System, error) {
 	if err := writeConfig("examples/hub.yaml", filepath.Join(dir, "etc", "hub.yaml"), repl); err != nil {
 		return nil, err
 	}
+	agentURLs := map[string]string{}
 	for _, s := range Sites {
-		if err := writeConfig("examples/agent-"+s+".yaml", filepath.Join(dir, "etc", "agent-"+s+".yaml"), repl); err != nil {
+		// Fixed ports for what VMs reach (check-ins, gossip), as in a real
+		// site: a restarted agent is found again by the VMs it booted.
+		vmPort, err := freePort("tcp")
+		if err != nil {
+			return nil, err
+		}
+		gossipPort, err := freePort("udp")
+		if err != nil {
+			return nil, err
+		}
+		metricsPort, err := freePort("tcp")
+		if err != nil {
+			return nil, err
+		}
+		agentURLs[s] = fmt.Sprintf("http://127.0.0.1:%d", metricsPort)
+		agentRepl := map[string]string{
+			"vm_listen: 127.0.0.1:0":      fmt.Sprintf("vm_listen: 127.0.0.1:%d", vmPort),
+			"gossip_listen: 127.0.0.1:0":  fmt.Sprintf("gossip_listen: 127.0.0.1:%d", gossipPort),
+			"metrics_listen: 127.0.0.1:0": fmt.Sprintf("metrics_listen: 127.0.0.1:%d", metricsPort),
+		}
+		for k, v := range repl {
+			agentRepl[k] = v
+		}
+		for k, v := range o.AgentReplace {
+			agentRepl[k] = v
+		}
+		if err := writeConfig("examples/agent-"+s+".yaml", filepath.Join(dir, "etc", "agent-"+s+".yaml"), agentRepl); err != nil {
 			return nil, err
 		}
 	}
 
-	sys := &System{Dir: dir, HTTPURL: "http://" + httpAddr}
+	sys := &System{Dir: dir, HTTPURL: "http://" + httpAddr, AgentURLs: agentURLs, bin: bin, out: o.Output}
 	if err := sys.start(o, "hub", filepath.Join(bin, "hub"), "run", "--config", filepath.Join(dir, "etc", "hub.yaml")); err != nil {
 		return nil, err
 	}
@@ -205,20 +239,50 @@ func (s *System) PIDs() []int {
 	return out
 }
 
-// Stop ends the agents (which stop their VMs) and then the hub: SIGTERM,
-// then SIGKILL to the process group after 10 s.
+// Stop ends the agents and then the hub (SIGTERM, then SIGKILL to the
+// process group after 10 s), then every VM of the sites' local clouds
+// (`agent local-cloud stop`): VMs outlive their agent, as in a real cloud.
 func (s *System) Stop() {
 	for i := len(s.procs) - 1; i >= 0; i-- {
-		p := s.procs[i]
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		t := time.NewTimer(10 * time.Second)
-		select {
-		case <-p.done:
-		case <-t.C:
-			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-			<-p.done
+		s.procs[i].stop()
+	}
+	s.StopVMs()
+}
+
+// stop ends one process: SIGTERM, then SIGKILL to its group after 10 s.
+func (p *proc) stop() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	t := time.NewTimer(10 * time.Second)
+	defer t.Stop()
+	select {
+	case <-p.done:
+	case <-t.C:
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+	}
+}
+
+// CloudDir is the local cloud directory of a site's agent.
+func (s *System) CloudDir(site string) string {
+	return filepath.Join(s.Dir, "agent-"+site, "cloud")
+}
+
+// StopVMs stops every VM of every site's local cloud.
+func (s *System) StopVMs() {
+	for _, site := range Sites {
+		dir := s.CloudDir(site)
+		if _, err := os.Stat(dir); err != nil {
+			continue
 		}
-		t.Stop()
+		out, err := exec.Command(filepath.Join(s.bin, "agent"), "local-cloud", "stop", "--dir", dir).CombinedOutput()
+		if err != nil && s.out != nil {
+			fmt.Fprintf(s.out, "[demo] stop VMs of %s: %v: %s\n", site, err, strings.TrimSpace(string(out)))
+		}
 	}
 }
 

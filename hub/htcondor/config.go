@@ -23,9 +23,14 @@ type Config struct {
 	// Pool is the central manager, "host[:port]", passed as -pool to every
 	// tool. Empty means the tools' own COLLECTOR_HOST.
 	Pool string `yaml:"pool"`
-	// BinDir is where condor_q, condor_status and condor_advertise live.
-	// Empty means they are looked up in PATH.
-	BinDir string `yaml:"bin_dir"`
+	// BinDir is where the user tools live (condor_q, condor_status);
+	// SbinDir where the administration tools do (condor_advertise, which
+	// installations put in sbin). When only one is set the other is its
+	// sibling (/usr/bin and /usr/sbin); a tool missing from its directory
+	// is looked for in the other, then in PATH. Both empty: PATH, then
+	// the standard sbin directories for condor_advertise.
+	BinDir  string `yaml:"bin_dir"`
+	SbinDir string `yaml:"sbin_dir"`
 	// CommandTimeout bounds one run of one tool. Default 60s.
 	CommandTimeout time.Duration `yaml:"command_timeout"`
 	// GroupAttributes are the job attributes tried, in order, for a job's
@@ -65,6 +70,12 @@ type Config struct {
 	MaxSignatures int `yaml:"max_signatures"`
 	// MaxAdBytes bounds one ad in the tools' output. Default 4 MiB.
 	MaxAdBytes int `yaml:"max_ad_bytes"`
+}
+
+// Runner is the ExecRunner that runs the tools where the configuration
+// says they are (BinDir, SbinDir).
+func (c Config) Runner() ExecRunner {
+	return ExecRunner{BinDir: c.BinDir, SbinDir: c.SbinDir}
 }
 
 // VMTypeConfig is one VM type and the machine ad its startds advertise.
@@ -157,6 +168,9 @@ func (c Config) Validate() error {
 	}
 	if c.BinDir != "" && !strings.HasPrefix(c.BinDir, "/") {
 		bad("bin_dir: %q must be an absolute path", c.BinDir)
+	}
+	if c.SbinDir != "" && !strings.HasPrefix(c.SbinDir, "/") {
+		bad("sbin_dir: %q must be an absolute path", c.SbinDir)
 	}
 	if c.CommandTimeout < time.Second {
 		bad("command_timeout %s is below 1s", c.CommandTimeout)

@@ -251,8 +251,10 @@ func startdName(slotName string) string {
 func toDemand(ms []MachineInfo) map[string]demand.Machine {
 	out := make(map[string]demand.Machine, len(ms))
 	for _, m := range ms {
+		// Free is the unclaimed part of the VM's partitionable (or
+		// unclaimed static) slots that an idle job would match now.
 		out[m.VMName] = demand.Machine{VMName: m.VMName, State: m.State, RunningJobs: m.RunningJobs,
-			IdleSince: idleTime(m), JobsStarted: m.JobsStarted}
+			IdleSince: idleTime(m), JobsStarted: m.JobsStarted, FreeCpus: m.FreeCpus, FreeMemoryMiB: m.FreeMemoryMiB}
 	}
 	return out
 }

@@ -7,10 +7,11 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/canopy-grid/canopy/internal/condortools"
 )
 
 // Cmd is one run of an HTCondor tool.
@@ -42,18 +43,16 @@ type Runner interface {
 // ExecRunner runs the tools as child processes, each in its own process
 // group, killed as a whole when the context ends.
 type ExecRunner struct {
-	// BinDir is where the tools are; empty means PATH.
-	BinDir string
+	// BinDir and SbinDir are where the tools are (see Config.BinDir):
+	// condor_advertise is in sbin, condor_q and condor_status in bin.
+	BinDir, SbinDir string
 	// MaxStderr bounds what is kept of standard error; zero means 64 KiB.
 	MaxStderr int
 }
 
 // Run implements Runner.
 func (r ExecRunner) Run(ctx context.Context, c Cmd, stdout func(io.Reader) error) ([]byte, int, error) {
-	path := c.Name
-	if r.BinDir != "" {
-		path = filepath.Join(r.BinDir, c.Name)
-	}
+	path := condortools.Dirs{Bin: r.BinDir, Sbin: r.SbinDir}.Path(c.Name)
 	limit := r.MaxStderr
 	if limit <= 0 {
 		limit = 64 << 10

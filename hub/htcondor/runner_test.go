@@ -87,3 +87,35 @@ func newQueueErr(rd io.Reader) error {
 	_, err := newAdStream(rd, 0).next()
 	return err
 }
+
+// TestExecRunnerFindsSbinTools: condor_advertise is in sbin, condor_q in
+// bin, as HTCondor's relocatable build and its packages install them;
+// either directory configured alone finds both.
+func TestExecRunnerFindsSbinTools(t *testing.T) {
+	root := t.TempDir()
+	bin, sbin := filepath.Join(root, "bin"), filepath.Join(root, "sbin")
+	for _, d := range []string{bin, sbin} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fakeTool(t, bin, "condor_q", `echo bin`)
+	fakeTool(t, sbin, "condor_advertise", `echo sbin`)
+	t.Setenv("PATH", "/nonexistent")
+	for _, cfg := range []Config{{BinDir: bin}, {SbinDir: sbin}, {BinDir: bin, SbinDir: sbin}} {
+		for tool, want := range map[string]string{"condor_q": "bin\n", "condor_advertise": "sbin\n"} {
+			var out bytes.Buffer
+			_, code, err := cfg.Runner().Run(context.Background(), Cmd{Name: tool}, func(rd io.Reader) error {
+				_, err := io.Copy(&out, rd)
+				return err
+			})
+			if err != nil || code != 0 || out.String() != want {
+				t.Errorf("bin_dir %q sbin_dir %q: %s: code %d err %v out %q", cfg.BinDir, cfg.SbinDir, tool, code, err, out.String())
+			}
+		}
+	}
+	c := Config{SbinDir: "relative/sbin", VMTypes: []VMTypeConfig{{Name: "el9"}}}.WithDefaults()
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "sbin_dir") {
+		t.Errorf("relative sbin_dir: %v", err)
+	}
+}

@@ -45,7 +45,7 @@ type Source struct {
 }
 
 // New returns a Source. cfg gets its defaults and is validated; run runs the
-// tools (ExecRunner{BinDir: cfg.BinDir} for real).
+// tools (cfg.Runner() for real).
 func New(cfg Config, run Runner, log *logrus.Entry) (*Source, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {

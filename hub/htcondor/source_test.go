@@ -356,7 +356,7 @@ func TestMachines(t *testing.T) {
 	}{
 		{name: "two startds, both running jobs", slots: "40_condor_status-json_two-startds",
 			want: map[string]demand.Machine{
-				"canopy-a": {VMName: "canopy-a", State: demand.MachineBusy, RunningJobs: 2, JobsStarted: 6},
+				"canopy-a": {VMName: "canopy-a", State: demand.MachineBusy, RunningJobs: 2, JobsStarted: 6, FreeCpus: 2, FreeMemoryMiB: 3072},
 				"canopy-b": {VMName: "canopy-b", State: demand.MachineBusy, RunningJobs: 1, JobsStarted: 1},
 			},
 			check: func(t *testing.T, ms []htcondor.MachineInfo) {
@@ -395,7 +395,7 @@ func TestMachines(t *testing.T) {
 			}},
 		{name: "idle VM that never ran a job", slots: "01_condor_status-json_idle-partitionable-slot",
 			want: map[string]demand.Machine{
-				"canopy-a": {VMName: "canopy-a", State: demand.MachineIdle, IdleSince: time.Unix(1795357332, 0).UTC()},
+				"canopy-a": {VMName: "canopy-a", State: demand.MachineIdle, IdleSince: time.Unix(1795357332, 0).UTC(), FreeCpus: 4, FreeMemoryMiB: 4096},
 			}},
 		{name: "startd gone (after peaceful shutdown)", slots: "51_condor_status-json_worker1_gone", want: map[string]demand.Machine{}},
 	}

@@ -85,6 +85,11 @@ type Config struct {
 	// RetireOrder picks which VMs go first when a quota shrinks. Default
 	// RetireYoungest.
 	RetireOrder RetireOrder `yaml:"retire_order"`
+	// UnknownDeadline is how long a VM's evidence may stay unknown (its
+	// cloud not reporting, the pool not listing it while it reports jobs,
+	// ...) before it is retired gracefully; its retire deadline then
+	// deletes it if it never drains. Default 24 h; negative: never.
+	UnknownDeadline time.Duration `yaml:"unknown_deadline"`
 }
 
 // Defaults of the knobs, as DefaultConfig returns them.
@@ -103,6 +108,7 @@ const (
 	DefaultFailureWindow       = time.Hour
 	DefaultFreezeAfter         = 10 * time.Minute
 	DefaultFreezeMinUnlisted   = 1
+	DefaultUnknownDeadline     = 24 * time.Hour
 )
 
 // DefaultConfig returns the documented defaults.
@@ -133,6 +139,7 @@ func (c Config) withDefaults() Config {
 	def(&c.BackoffMax, DefaultBackoffMax)
 	def(&c.FailureWindow, DefaultFailureWindow)
 	def(&c.FreezeAfter, DefaultFreezeAfter)
+	def(&c.UnknownDeadline, DefaultUnknownDeadline)
 	if c.IdleThrottleMin == 0 {
 		c.IdleThrottleMin = DefaultIdleThrottleMin
 	}

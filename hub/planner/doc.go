@@ -56,9 +56,27 @@
 // starve one with 30; with FairShare the group holding the fewest cores
 // per unit of Group.Share goes next. Ties go by group name.
 //
-// Lifecycle. A VM not registered with the pool Config.ComeAlive [2 h] after
-// boot is deleted; one registered but without a job Config.JobAlive
-// [30 min] after registering is retired (needs VM.RegisteredAt); one in
+// Evidence. Canopy deletes a server only on fresh, positive evidence that
+// no job runs there, or when a deadline an admin set has passed: unknown
+// is not idle. Each VM says what the hub knows of it (VM.Evidence): fresh
+// evidence that it is outside the pool (EvidenceUnregistered), fresh
+// evidence of its state and jobs in the pool (EvidenceRegistered), or
+// nothing reliable (EvidenceUnknown: its cloud is not reporting, the pool
+// view failed or is implausible, the pool does not list a VM that reports
+// jobs). An unknown VM keeps its last known state: it counts as capacity
+// by it, so its jobs are not booted for again elsewhere, but it is never
+// idle to retire. It goes only by a deadline: its retire deadline (delete),
+// its maximum lifetime, its cloud's or group's over-quota deadline, or,
+// unknown for Config.UnknownDeadline [24 h] without a break, a graceful
+// retirement (VM.UnknownFor). The timers below count only time with fresh
+// evidence: the snapshot builder gives effective IdleSince and
+// RegisteredAt, and VM.Unregistered for come-alive. A VM with no Evidence
+// is taken at its State's word, as if fresh.
+//
+// Lifecycle. A VM not registered with the pool for Config.ComeAlive [2 h]
+// of fresh evidence since boot is deleted; one registered but without a
+// job Config.JobAlive [30 min] after registering is retired (needs
+// VM.RegisteredAt); one in
 // error Config.ErrorDelay [5 min] is deleted; an idle one is retired after
 // its keep-alive — the job's (VM.KeepAlive), else the group's, else the
 // cloud's, else Config.KeepAlive [10 min], never below
@@ -67,7 +85,8 @@
 // goes); one older than its maximum lifetime (Cloud.MaxLifetime,
 // else Config.MaxLifetime [none]) is retired even if busy (its jobs may
 // finish within Config.RetireDeadline [24 h]); one still retiring
-// RetireDeadline + ErrorDelay after it was told is deleted.
+// RetireDeadline + ErrorDelay after it was told is deleted, even if it
+// reports jobs (Delete.Deadline).
 //
 // Failing clouds. n boot failures of a cloud within Config.FailureWindow
 // [1 h] (a FailureLog drops them on the next good boot) stop its boots
@@ -79,13 +98,15 @@
 // Jobs go to the next cloud meanwhile.
 //
 // Admin controls. A paused cloud or group gets no new boots; a disabled
-// cloud is drained (VMs not yet registered deleted, the others retired);
+// cloud is drained (VMs not yet registered deleted, the others retired;
+// unknown ones wait for evidence or their deadline);
 // a held VM is never retired or deleted (it still counts against limits
 // and may take jobs). When Canopy's VMs exceed a limit (a cap or quota was
 // lowered, or foreign usage grew), there are no boots there, and VMs are
 // shed until it fits: idle VMs first, then VMs not yet registered; VMs
-// running jobs only once the cloud or group has been over for
-// Config.OverQuotaDeadline [never], fewest jobs first.
+// running jobs, and VMs whose evidence is unknown, only once the cloud or
+// group has been over for Config.OverQuotaDeadline [never], fewest jobs
+// first, and gracefully.
 //
 // Retirement order. Whenever the planner must choose which VMs go, VMs
 // running no job go before VMs running jobs, and within each tier the

@@ -8,6 +8,8 @@ import (
 
 // lifecycle applies the per-VM timers and the disabled-cloud drain. Held
 // VMs, and VMs the cloud does not list yet (no ID to act on), are skipped.
+// A VM whose evidence is unknown goes only by a deadline an admin set: its
+// retire deadline, its maximum lifetime or Config.UnknownDeadline.
 func (p *planner) lifecycle() {
 	cfg := &p.cfg
 	p.pastKeep = make([]bool, len(p.vms))
@@ -23,18 +25,23 @@ func (p *planner) lifecycle() {
 		}
 		age := p.now.Sub(vm.CreatedAt)
 		busy := vm.RunningJobs > 0 || vm.State == VMBusy
+		unknown := vm.Evidence == EvidenceUnknown
 
 		switch vm.State {
 		case VMRetiring:
 			if !vm.RetiringSince.IsZero() {
 				limit := cfg.RetireDeadline + cfg.ErrorDelay
 				if d := p.now.Sub(vm.RetiringSince); d >= limit {
-					p.remove(i, RuleRetireTimeout, fmt.Sprintf("retiring for %s since %s, past retire deadline %s + error delay %s",
+					p.removeByDeadline(i, RuleRetireTimeout, fmt.Sprintf("retiring for %s since %s, past retire deadline %s + error delay %s",
 						fmtDur(d), p.clock(vm.RetiringSince), fmtDur(cfg.RetireDeadline), fmtDur(cfg.ErrorDelay)))
 				}
 			}
 			continue
 		case VMError:
+			if unknown {
+				p.unknownDeadline(i)
+				continue
+			}
 			since := vm.ErrorSince
 			if since.IsZero() {
 				since = vm.CreatedAt
@@ -48,12 +55,24 @@ func (p *planner) lifecycle() {
 		default:
 			continue // a state the planner does not know: leave it be
 		}
+		notUp := vm.State == VMBooting || vm.State == VMStarting
+
+		if unknown {
+			// Only deadlines: the maximum lifetime, then the unknown one.
+			if lt := p.maxLifetime(c); !notUp && lt > 0 && age >= lt {
+				p.retire(i, RuleMaxLifetime, fmt.Sprintf("up %s since %s, reached max lifetime %s; state unknown (%s), its jobs may finish within %s",
+					fmtDur(age), p.clock(vm.CreatedAt), fmtDur(lt), vm.Why, fmtDur(cfg.RetireDeadline)))
+				continue
+			}
+			p.unknownDeadline(i)
+			continue
+		}
 
 		if c != nil && c.Disabled {
 			if busy {
 				p.retire(i, RuleDisabled, fmt.Sprintf("cloud %s disabled: draining, %d running jobs may finish within %s",
 					c.Site, vm.RunningJobs, fmtDur(cfg.RetireDeadline)))
-			} else if vm.State == VMBooting || vm.State == VMStarting {
+			} else if notUp {
 				p.remove(i, RuleDisabled, fmt.Sprintf("cloud %s disabled: draining, VM not yet registered", c.Site))
 			} else {
 				p.retire(i, RuleDisabled, fmt.Sprintf("cloud %s disabled: draining", c.Site))
@@ -61,10 +80,16 @@ func (p *planner) lifecycle() {
 			continue
 		}
 
-		if vm.State == VMBooting || vm.State == VMStarting {
-			if cfg.ComeAlive > 0 && age >= cfg.ComeAlive && !busy {
-				p.remove(i, RuleComeAlive, fmt.Sprintf("not registered with the pool %s after boot at %s, past come-alive %s",
-					fmtDur(age), p.clock(vm.CreatedAt), fmtDur(cfg.ComeAlive)))
+		if notUp {
+			// Come-alive counts time with fresh evidence that the VM is up
+			// and not in the pool (its whole age when no evidence is given).
+			unreg := vm.Unregistered
+			if vm.Evidence == "" {
+				unreg = age
+			}
+			if cfg.ComeAlive > 0 && unreg >= cfg.ComeAlive && !busy {
+				p.remove(i, RuleComeAlive, fmt.Sprintf("not registered with the pool for %s since boot at %s, past come-alive %s",
+					fmtDur(unreg), p.clock(vm.CreatedAt), fmtDur(cfg.ComeAlive)))
 			}
 			continue
 		}
@@ -93,6 +118,16 @@ func (p *planner) lifecycle() {
 		if keep, _ := p.keepAlive(vm, c); p.now.Sub(vm.IdleSince) >= keep {
 			p.pastKeep[i] = true // retired after the shortfall, unless needed
 		}
+	}
+}
+
+// unknownDeadline retires VM i, whose evidence is unknown, once it has been
+// unknown for Config.UnknownDeadline.
+func (p *planner) unknownDeadline(i int) {
+	vm := &p.vms[i]
+	if dl := p.cfg.UnknownDeadline; dl > 0 && vm.UnknownFor >= dl {
+		p.retire(i, RuleUnknownDeadline, fmt.Sprintf("state unknown for %s (%s), past unknown deadline %s; %d jobs last known may finish within %s",
+			fmtDur(vm.UnknownFor), vm.Why, fmtDur(dl), max(0, vm.RunningJobs), fmtDur(p.cfg.RetireDeadline)))
 	}
 }
 
@@ -151,6 +186,14 @@ func (p *planner) retire(i int, rule Rule, why string) {
 func (p *planner) remove(i int, rule Rule, why string) {
 	vm := &p.vms[i]
 	p.plan.Deletes = append(p.plan.Deletes, Delete{Site: vm.Site, VMID: vm.ID, Reason: why, Rule: rule})
+	p.leave(i)
+}
+
+// removeByDeadline adds a deletion of VM i that an admin-set deadline
+// allows, whatever the VM reports.
+func (p *planner) removeByDeadline(i int, rule Rule, why string) {
+	vm := &p.vms[i]
+	p.plan.Deletes = append(p.plan.Deletes, Delete{Site: vm.Site, VMID: vm.ID, Reason: why, Rule: rule, Deadline: true})
 	p.leave(i)
 }
 

@@ -322,8 +322,9 @@ func groupDeficit(staying Usage, caps Caps) (Usage, string) {
 // until the deficit is gone: idle VMs first, then VMs not yet registered,
 // then, once over since past Config.OverQuotaDeadline, VMs running jobs
 // (fewest jobs first); within a tier idle VMs past their keep-alive first,
-// then by Config.RetireOrder. Held VMs and
-// VMs the cloud does not list yet are never picked.
+// then by Config.RetireOrder. VMs whose evidence is unknown count as
+// running jobs. Held VMs and VMs the cloud does not list yet are never
+// picked.
 func (p *planner) shed(cands []int32, d Usage, since time.Time, pick func(*VM) bool, why string) {
 	allowBusy := p.cfg.OverQuotaDeadline > 0 && !since.IsZero() && p.now.Sub(since) >= p.cfg.OverQuotaDeadline
 	type cand struct {
@@ -338,6 +339,12 @@ func (p *planner) shed(cands []int32, d Usage, since time.Time, pick func(*VM) b
 		}
 		tier := 2
 		switch {
+		case vm.Evidence == EvidenceUnknown:
+			// Unknown is not idle: it goes only once the deadline passed,
+			// and gracefully.
+			if !allowBusy {
+				continue
+			}
 		case vm.RunningJobs > 0 || vm.State == VMBusy:
 			if !allowBusy {
 				continue

@@ -33,6 +33,7 @@ func genSnapshot(t *rapid.T) Snapshot {
 	s.Config.OverQuotaDeadline = rapid.SampledFrom([]time.Duration{0, time.Hour}).Draw(t, "oqDeadline")
 	s.Config.MaxLifetime = rapid.SampledFrom([]time.Duration{0, 10 * time.Hour}).Draw(t, "maxLifetime")
 	s.Config.RetireOrder = rapid.SampledFrom([]RetireOrder{RetireYoungest, RetireOldest}).Draw(t, "order")
+	s.Config.UnknownDeadline = rapid.SampledFrom([]time.Duration{0, -1, 2 * time.Hour}).Draw(t, "unknownDeadline")
 
 	nClouds := rapid.IntRange(1, len(propSites)).Draw(t, "nClouds")
 	all := testFlavors()
@@ -150,6 +151,14 @@ func genSnapshot(t *rapid.T) Snapshot {
 			vm.RetiringSince = t0.Add(-genDur(t, "retFor", 26*60))
 		}
 		vm.KeepAlive = rapid.SampledFrom([]time.Duration{0, 0, 30 * time.Minute}).Draw(t, "vkeep")
+		vm.Evidence = rapid.SampledFrom([]Evidence{"", "", EvidenceRegistered, EvidenceUnregistered, EvidenceUnknown, EvidenceUnknown}).Draw(t, "evidence")
+		if vm.Evidence == EvidenceUnknown {
+			vm.Why = "cloud not reporting"
+			vm.UnknownFor = genDur(t, "unknownFor", 30*60)
+		}
+		if vm.Evidence != "" {
+			vm.Unregistered = genDur(t, "unregistered", 3*60)
+		}
 		s.VMs = append(s.VMs, vm)
 	}
 
@@ -434,14 +443,12 @@ func TestPropertyRetirements(t *testing.T) {
 					t.Fatalf("busy VM %s retired for a cloud that is not disabled", k)
 				}
 			case RuleOverQuota:
-				since := c.OverQuotaSince
-				for _, g := range s.Groups {
-					if g.Name == vm.Group && !g.OverQuotaSince.IsZero() && (since.IsZero() || g.OverQuotaSince.Before(since)) {
-						since = g.OverQuotaSince
-					}
-				}
-				if cfg.OverQuotaDeadline <= 0 || since.IsZero() || s.Now.Sub(since) < cfg.OverQuotaDeadline {
+				if !overQuotaDeadlinePassed(s, c, vm) {
 					t.Fatalf("busy VM %s retired for quota before the deadline: %s", k, r.Reason)
+				}
+			case RuleUnknownDeadline:
+				if !unknownDeadlinePassed(s, vm) {
+					t.Fatalf("busy VM %s retired by the unknown deadline, unknown for %s: %s", k, vm.UnknownFor, r.Reason)
 				}
 			default:
 				t.Fatalf("busy VM %s retired by rule %s: %s", k, r.Rule, r.Reason)
@@ -625,6 +632,190 @@ func TestPropertyDeterministic(t *testing.T) {
 		p3 := Decide(sh)
 		if !reflect.DeepEqual(p1, p3) {
 			t.Fatalf("shuffled snapshot, different plan:\n%+v\n%+v", p1, p3)
+		}
+	})
+}
+
+// overQuotaDeadlinePassed reports whether the VM's cloud or group has been
+// over its quota for longer than Config.OverQuotaDeadline.
+func overQuotaDeadlinePassed(s Snapshot, c Cloud, vm VM) bool {
+	cfg := s.Config.withDefaults()
+	if cfg.OverQuotaDeadline <= 0 {
+		return false
+	}
+	passed := func(since time.Time) bool { return !since.IsZero() && s.Now.Sub(since) >= cfg.OverQuotaDeadline }
+	if passed(c.OverQuotaSince) {
+		return true
+	}
+	for _, g := range s.Groups {
+		if g.Name == vm.Group && passed(g.OverQuotaSince) {
+			return true
+		}
+	}
+	return false
+}
+
+// unknownDeadlinePassed reports whether the VM's evidence has been unknown
+// for longer than Config.UnknownDeadline.
+func unknownDeadlinePassed(s Snapshot, vm VM) bool {
+	dl := s.Config.withDefaults().UnknownDeadline
+	return vm.Evidence == EvidenceUnknown && dl > 0 && vm.UnknownFor >= dl
+}
+
+// TestPropertyUnknownIsNotIdle: a VM whose evidence is unknown is retired
+// or deleted only by a deadline an admin set: its retire deadline (delete),
+// its maximum lifetime, its cloud's or group's over-quota deadline, or the
+// unknown deadline (graceful retirements). And only deletions a deadline
+// allows say so.
+func TestPropertyUnknownIsNotIdle(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		s := genSnapshot(t)
+		p := Decide(s)
+		cfg := s.Config.withDefaults()
+		byID := map[string]VM{}
+		for _, vm := range s.VMs {
+			if vm.ID != "" {
+				byID[vm.Site+"/"+vm.ID] = vm
+			}
+		}
+		cloud := func(site string) Cloud {
+			for _, c := range s.Clouds {
+				if c.Site == site {
+					return c
+				}
+			}
+			return Cloud{}
+		}
+		for _, r := range p.Retires {
+			vm := byID[r.Site+"/"+r.VMID]
+			if vm.Evidence != EvidenceUnknown {
+				continue
+			}
+			c := cloud(vm.Site)
+			switch r.Rule {
+			case RuleMaxLifetime:
+				lt := cfg.MaxLifetime
+				if c.MaxLifetime > 0 {
+					lt = c.MaxLifetime
+				}
+				if lt <= 0 || s.Now.Sub(vm.CreatedAt) < lt {
+					t.Fatalf("unknown VM %s retired for max lifetime %s at age %s", vm.ID, lt, s.Now.Sub(vm.CreatedAt))
+				}
+			case RuleOverQuota:
+				if !overQuotaDeadlinePassed(s, c, vm) {
+					t.Fatalf("unknown VM %s retired for quota before the deadline: %s", vm.ID, r.Reason)
+				}
+			case RuleUnknownDeadline:
+				if !unknownDeadlinePassed(s, vm) {
+					t.Fatalf("unknown VM %s retired by the unknown deadline, unknown for %s", vm.ID, vm.UnknownFor)
+				}
+			default:
+				t.Fatalf("unknown VM %s (%s) retired by %s: %s", vm.ID, vm.State, r.Rule, r.Reason)
+			}
+		}
+		for _, d := range p.Deletes {
+			vm := byID[d.Site+"/"+d.VMID]
+			if d.Deadline != (d.Rule == RuleRetireTimeout) {
+				t.Fatalf("delete of %s by %s says deadline=%v", d.VMID, d.Rule, d.Deadline)
+			}
+			if vm.Evidence != EvidenceUnknown {
+				continue
+			}
+			if d.Rule != RuleRetireTimeout || vm.State != VMRetiring || vm.RetiringSince.IsZero() ||
+				s.Now.Sub(vm.RetiringSince) < cfg.RetireDeadline+cfg.ErrorDelay {
+				t.Fatalf("unknown VM %s (%s) deleted by %s: %s", vm.ID, vm.State, d.Rule, d.Reason)
+			}
+		}
+	})
+}
+
+// TestPropertyLiveness: idle jobs that fit a connected, enabled, unpaused
+// cloud with room and boots in flight to spare, of a group that is not
+// paused, capped or throttled, get a boot. The snapshot is random; one
+// cloud, one shape and its group are made so.
+func TestPropertyLiveness(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		s := genSnapshot(t)
+		if len(s.Shapes) == 0 {
+			s.Shapes = append(s.Shapes, testShape(propGroups[0], 1, 1))
+		}
+		si := rapid.IntRange(0, len(s.Shapes)-1).Draw(t, "liveShape")
+		sh := &s.Shapes[si]
+		sh.Idle = max(1, sh.Idle)
+		sh.Cpus = rapid.IntRange(0, 8).Draw(t, "liveCpus")
+		sh.MemoryMiB = rapid.IntRange(0, 16384).Draw(t, "liveMem")
+		sh.JobsPerVM = 1
+		g := sh.Group
+		// The group holds no VMs (nothing covers its jobs, nothing
+		// throttles it) and has no caps, restrictions or pause.
+		s.VMs = slices.DeleteFunc(slices.Clone(s.VMs), func(vm VM) bool { return vm.Group == g })
+		for i := range s.Groups {
+			if s.Groups[i].Name == g {
+				s.Groups[i] = Group{Name: g, Share: s.Groups[i].Share}
+			}
+		}
+		// One cloud that takes boots, with room for them.
+		ci := rapid.IntRange(0, len(s.Clouds)-1).Draw(t, "liveCloud")
+		c := &s.Clouds[ci]
+		c.Connected, c.Paused, c.Disabled = true, false, false
+		c.Flavors = testFlavors()
+		c.Limits, c.Caps, c.SoftQuota, c.Foreign = noLimits, Caps{}, Caps{}, Usage{}
+		c.Unlisted, c.UnlistedSince = 0, time.Time{}
+		c.Endpoint = "live-endpoint"
+		inFlight := 0
+		for _, vm := range s.VMs {
+			if vm.Site == c.Site && (vm.State == VMBooting || vm.State == VMStarting) {
+				inFlight++
+			}
+		}
+		// Room in flight for every group's turn before this one's.
+		c.MaxInFlight = inFlight + len(propGroups)
+		s.Failures = slices.DeleteFunc(slices.Clone(s.Failures), func(f Failure) bool { return f.Site == c.Site })
+		if len(sh.Clouds) > 0 {
+			sh.Clouds = append(slices.Clone(sh.Clouds), c.Site)
+		}
+
+		p := Decide(s)
+		booted := 0
+		for _, b := range p.Boots {
+			if b.Group == g {
+				booted += b.Count
+			}
+		}
+		if booted == 0 {
+			t.Fatalf("no boot for %d idle %s jobs of %d cpus, %d MiB that fit cloud %s; notes:\n%s",
+				sh.Idle, g, sh.Cpus, sh.MemoryMiB, c.Site, notesText(p))
+		}
+	})
+}
+
+// TestPropertyNoChurn: a VM is not retired for being idle while idle jobs
+// it fits remain without a VM (some shape of its group and VM type that
+// may run on its cloud has a shortfall).
+func TestPropertyNoChurn(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		s := genSnapshot(t)
+		p := Decide(s)
+		byID := map[string]VM{}
+		for _, vm := range s.VMs {
+			if vm.ID != "" {
+				byID[vm.Site+"/"+vm.ID] = vm
+			}
+		}
+		for _, r := range p.Retires {
+			if r.Rule != RuleKeepAlive {
+				continue
+			}
+			vm := byID[r.Site+"/"+r.VMID]
+			for _, st := range p.Shapes {
+				sh := st.Shape
+				fits := (vm.Cpus > 0 || vm.MemoryMiB > 0) && sh.Cpus <= vm.Cpus && sh.MemoryMiB <= vm.MemoryMiB
+				if st.Shortfall > 0 && fits && sh.Group == vm.Group && sh.VMType == vm.VMType &&
+					(len(sh.Clouds) == 0 || siteIn(s, sh.Clouds, vm.Site)) {
+					t.Fatalf("VM %s (%d cpus, %d MiB) retired idle while %d jobs of %d cpus, %d MiB it fits wait: %s",
+						vm.ID, vm.Cpus, vm.MemoryMiB, st.Shortfall, sh.Cpus, sh.MemoryMiB, r.Reason)
+				}
+			}
 		}
 	})
 }

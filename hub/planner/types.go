@@ -148,6 +148,28 @@ const (
 	VMError VMState = "error"
 )
 
+// Evidence says what the hub knows, now, about a VM's place in the pool:
+// whether fresh evidence shows the VM outside the pool, inside it with its
+// state and jobs known, or nothing reliable at all. The planner deletes or
+// retires a VM for being idle or useless only on fresh evidence; an unknown
+// VM goes only by a deadline an admin set.
+type Evidence string
+
+// Evidence values.
+const (
+	// EvidenceUnregistered: fresh evidence that the VM is up, booting or
+	// broken and not in the pool, so no job runs there.
+	EvidenceUnregistered Evidence = "unregistered"
+	// EvidenceRegistered: fresh evidence that the VM is in the pool, with
+	// its state and jobs known.
+	EvidenceRegistered Evidence = "registered"
+	// EvidenceUnknown: the source that would tell is failing, stale or
+	// contradicts the VM's own check-ins. The VM keeps its last known
+	// state: it counts as capacity (or not) by it, and is never idle to
+	// retire.
+	EvidenceUnknown Evidence = "unknown"
+)
+
 // VM is one worker VM.
 type VM struct {
 	ID        string
@@ -189,6 +211,20 @@ type VM struct {
 	// RetiringSince is when the VM was told to retire. Zero means unknown,
 	// and turns the stuck-retirement rule off for the VM.
 	RetiringSince time.Time
+
+	// Evidence is what the hub knows of the VM now. Empty means the
+	// State is taken as known: registered when idle or busy, unregistered
+	// (for its whole age) when booting or starting.
+	Evidence Evidence
+	// Why says why the evidence is unknown, for people.
+	Why string
+	// Unregistered is how long fresh evidence has shown the VM up and not
+	// registered with the pool: what the come-alive rule counts. Read
+	// only when Evidence is set.
+	Unregistered time.Duration
+	// UnknownFor is how long the VM's evidence has been unknown without a
+	// break; past Config.UnknownDeadline it is retired.
+	UnknownFor time.Duration
 }
 
 // Failure is one boot that did not work: a failed boot command or a server
@@ -252,6 +288,9 @@ const (
 	RuleDisabled      Rule = "cloud-disabled"
 	RuleOverQuota     Rule = "over-quota"
 	RuleRetireTimeout Rule = "retire-timeout"
+	// RuleUnknownDeadline retires a VM whose evidence has been unknown for
+	// longer than Config.UnknownDeadline.
+	RuleUnknownDeadline Rule = "unknown-deadline"
 )
 
 // Retire asks a VM to finish its jobs and go.
@@ -273,6 +312,10 @@ type Delete struct {
 	Reason string `json:"reason"`
 	// Rule is the rule that deletes the VM.
 	Rule Rule `json:"rule"`
+	// Deadline is true when a deadline an admin set allows the deletion
+	// (the retire deadline passed): the VM goes even if it reports
+	// running jobs. False: the VM goes only if it runs none.
+	Deadline bool `json:"deadline,omitempty"`
 }
 
 // Note is a decision not to act, kept so people can see why.

@@ -5,8 +5,13 @@
 //
 // The simulator drives the very planner the hub runs (planner.Decide, with
 // planner.History carrying failures and over-quota times between plans),
-// builds snapshots the way the hub does from cloud listings and the batch
-// pool, and carries out plans the way agents do. Everything random (boot
+// builds its snapshots with the hub's own snapshot.Builder — from simulated
+// inventories (what each cloud lists, with the VMs' own job counts), the
+// simulated pool's view of the VMs and the queue, and an intent.State it
+// keeps and reconciles as the hub's control loop does (boots in flight,
+// retirement orders, error marks, history) — and carries out plans the way
+// agents do (an agent deletes a VM that reports jobs only past a deadline;
+// the summary counts any such attempt as a violation). Everything random (boot
 // latency, failures, run times) comes from one seeded generator, so a trace
 // and a seed always give the same summary. Jobs are kept as counts per
 // shape and arrival batch while they wait, so 300,000 idle jobs cost a few
@@ -22,13 +27,17 @@
 // fixed. Lists are comma-separated. Keywords:
 //
 //	sim      start=2025-03-01T00:00:00Z duration=7d step=1m seed=1 drain=30d
+//	         boot_list_timeout=10m
 //	         (duration: how long jobs arrive and events happen; drain: how
-//	         much longer to run for the queue to empty, 0 for none)
+//	         much longer to run for the queue to empty, 0 for none;
+//	         boot_list_timeout: the hub's, how long a booted server may be
+//	         missing from its cloud's listing before the boot is forgotten)
 //	config   any planner knob: keep_alive min_keep_alive error_delay
 //	         retire_deadline max_boots_per_cloud come_alive job_alive
 //	         max_lifetime idle_throttle_min idle_throttle_percent fairness
 //	         backoff_base backoff_max failure_window freeze_after
 //	         freeze_min_unlisted over_quota_deadline retire_order
+//	         unknown_deadline
 //	         (unset knobs keep planner.DefaultConfig's values)
 //	flavor   name=c8 cpus=8 memory_mib=32768 disk_gib=160
 //	cloud    site=west priority=0 flavors=c1,c8 (default: all)
@@ -59,6 +68,8 @@
 //	         event at=3d cloud=east outage=6h (every boot fails for 6h)
 //	         event at=4d group=astro vms=100 (any group key but name)
 //	         cloud=prefix* applies to every cloud whose site starts so.
+//	         event at=2h pool_outage=5m (the collector lists no machine
+//	         for 5 min: running jobs go on, nothing new starts)
 //
 // Limits guard against mistakes and hostile input: at most 10,000 clouds,
 // 100,000 lines of 64 KiB, 10,000,000 simulated steps and 10,000,000 job

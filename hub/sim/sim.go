@@ -8,9 +8,15 @@ import (
 	"strings"
 	"time"
 
+	"github.com/canopy-grid/canopy/hub/demand"
+	"github.com/canopy-grid/canopy/hub/intent"
 	"github.com/canopy-grid/canopy/hub/planner"
+	"github.com/canopy-grid/canopy/hub/snapshot"
 	"github.com/canopy-grid/canopy/protocol"
 )
+
+// simHub is the hub id the simulated servers carry.
+const simHub = "sim"
 
 // Options override a trace's settings for one run; zero fields keep the
 // trace's.
@@ -69,6 +75,8 @@ type simVM struct {
 	freeCpus, freeMem                   int
 	jobs                                []runJob
 	nextFinish                          time.Time
+	// checkin is the VM's own count of its jobs, as vmagent reports it.
+	checkin protocol.VMJobs
 }
 
 type batch struct {
@@ -122,13 +130,24 @@ type engine struct {
 	nextEv   int
 
 	vms    []*simVM
+	byID   map[string]*simVM
+	byName map[string]*simVM
 	nextID int
 	hist   planner.History
 
-	// Reused snapshot buffers.
+	// The hub's side: its durable intent (changed through tx, as the
+	// hub's control loop does), the snapshot builder it plans with, and
+	// when a pool outage (an empty pool view) ends.
+	st       *intent.State
+	tx       *intent.Tx
+	builder  *snapshot.Builder
+	poolDown time.Time
+	planSeq  int
+
+	// Reused buffers for the inventories and the pool view.
 	snapShapes []planner.Shape
-	snapClouds []planner.Cloud
-	snapVMs    []planner.VM
+	invVMs     [][]protocol.VM
+	machines   map[string]demand.Machine
 
 	sum      Summary
 	day      *dayAcc
@@ -137,7 +156,10 @@ type engine struct {
 }
 
 func newEngine(tr *Trace, opt Options) (*engine, error) {
-	e := &engine{tr: tr, opt: opt, start: tr.Start, cloudOf: map[string]int{}, buckets: map[[2]string][]int{}}
+	e := &engine{tr: tr, opt: opt, start: tr.Start, cloudOf: map[string]int{}, buckets: map[[2]string][]int{},
+		byID: map[string]*simVM{}, byName: map[string]*simVM{}, st: intent.New(), builder: snapshot.NewBuilder(),
+		machines: map[string]demand.Machine{}}
+	e.tx = e.st.Begin()
 	seed := tr.Seed
 	if opt.Seed != 0 {
 		seed = opt.Seed
@@ -175,6 +197,7 @@ func newEngine(tr *Trace, opt Options) (*engine, error) {
 		e.clouds = append(e.clouds, c)
 	}
 	e.groups = slices.Clone(tr.Groups)
+	e.invVMs = make([][]protocol.VM, len(e.clouds))
 
 	shapeOf := map[string]int{}
 	for ji, j := range tr.Jobs {
@@ -247,27 +270,36 @@ func (e *engine) chance(p float64) bool {
 // queue is empty, or the drain time is up.
 func (e *engine) run() {
 	for {
-		e.now = e.now.Add(e.tr.Step)
-		e.sum.Steps++
-		e.enterDay()
-		e.applyEvents()
-		e.arrive()
-		e.advanceVMs()
-		e.negotiate()
-		snap := e.snapshot()
-		plan := planner.Decide(snap)
-		e.check(snap, plan)
-		e.execute(plan)
-		e.hist.Observe(e.now, plan)
-		e.record(plan)
-		if !e.now.Before(e.stop) {
-			break
-		}
-		if !e.now.Before(e.end) && e.nextArr >= len(e.arrivals) && e.jobsLeft() == 0 {
+		if _, _, more := e.step(); !more {
 			break
 		}
 	}
 }
+
+// step advances the clock by one step: the world moves, the hub builds its
+// snapshot and plans, the plan is carried out. It returns the plan, what
+// the builder concluded, and whether the run goes on.
+func (e *engine) step() (planner.Plan, snapshot.Report, bool) {
+	e.now = e.now.Add(e.tr.Step)
+	e.sum.Steps++
+	e.enterDay()
+	e.applyEvents()
+	e.arrive()
+	e.advanceVMs()
+	e.negotiate()
+	snap, rep := e.snapshot()
+	plan := planner.Decide(snap)
+	e.check(snap, plan)
+	e.hist.Observe(e.now, plan)
+	e.execute(plan)
+	e.record(plan)
+	e.tx.Reset() // nothing to make durable in a simulation
+	more := e.now.Before(e.stop) && (e.now.Before(e.end) || e.nextArr < len(e.arrivals) || e.jobsLeft() > 0)
+	return plan, rep, more
+}
+
+// poolOut reports whether the simulated collector lists no machine now.
+func (e *engine) poolOut() bool { return e.now.Before(e.poolDown) }
 
 func (e *engine) jobsLeft() int {
 	n := 0
@@ -283,6 +315,10 @@ func (e *engine) applyEvents() {
 	for e.nextEv < len(e.events) && e.events[e.nextEv].At <= e.offset() && e.now.Before(e.end.Add(e.tr.Step)) {
 		ev := &e.events[e.nextEv]
 		e.nextEv++
+		if ev.PoolOutage > 0 {
+			e.poolDown = e.start.Add(ev.At + ev.PoolOutage)
+			continue
+		}
 		if ev.Cloud != "" {
 			for _, ci := range e.tr.cloudsMatching(ev.Cloud) {
 				for _, kv := range ev.Set {
@@ -402,6 +438,8 @@ func (e *engine) killJobs(vm *simVM) {
 
 func (e *engine) gone(vm *simVM) {
 	vm.phase = phaseGone
+	delete(e.byID, vm.id)
+	delete(e.byName, vm.name)
 	c := &e.clouds[vm.cloud]
 	c.vms--
 	c.used.Cores -= vm.flavor.VCPUs
@@ -410,8 +448,12 @@ func (e *engine) gone(vm *simVM) {
 }
 
 // negotiate gives idle jobs to VMs in the pool with room, oldest jobs of a
-// shape first, the way the batch pool's negotiator would.
+// shape first, the way the batch pool's negotiator would; none while the
+// collector is out (the negotiator sees no machine).
 func (e *engine) negotiate() {
+	if e.poolOut() {
+		return
+	}
 	for _, vm := range e.vms {
 		if vm.phase != phaseRunning || (vm.freeCpus <= 0 && vm.freeMem <= 0) {
 			continue
@@ -483,8 +525,12 @@ func (e *engine) start1(s *simShape, si int32, vm *simVM, n int) {
 	}
 }
 
-// snapshot builds what the hub would hand the planner now.
-func (e *engine) snapshot() planner.Snapshot {
+// snapshot builds what the hub would hand the planner now, the way the
+// hub does: the agents' inventories (servers the clouds list, with their
+// own check-ins), the pool's view of the VMs and the queue, and the hub's
+// intent, reconciled with the inventories as the hub's control loop does,
+// through the hub's snapshot.Builder.
+func (e *engine) snapshot() (planner.Snapshot, snapshot.Report) {
 	now := e.now
 	e.snapShapes = e.snapShapes[:0]
 	for i := range e.shapes {
@@ -497,88 +543,142 @@ func (e *engine) snapshot() planner.Snapshot {
 		e.snapShapes = append(e.snapShapes, sh)
 	}
 
-	type use struct{ listed, pending planner.Usage }
-	usage := make([]use, len(e.clouds))
-	unlisted := make([]int, len(e.clouds))
-	unlistedSince := make([]time.Time, len(e.clouds))
-	e.snapVMs = e.snapVMs[:0]
+	// The inventories: what each cloud lists, and what its VMs report.
+	for ci := range e.invVMs {
+		e.invVMs[ci] = e.invVMs[ci][:0]
+	}
+	clear(e.machines)
+	out := e.poolOut()
 	for _, vm := range e.vms {
-		u := planner.Usage{Cores: vm.flavor.VCPUs, RAMMiB: vm.flavor.RAMMiB, VMs: 1}
-		pv := planner.VM{ID: vm.id, Site: e.clouds[vm.cloud].spec.Site, Name: vm.name, Group: vm.group, VMType: vm.vmType,
-			Flavor: vm.flavor.Name, Cpus: vm.flavor.VCPUs, MemoryMiB: vm.flavor.RAMMiB, CreatedAt: vm.created,
-			Image: vm.image, KeepAlive: vm.keepAlive, RegisteredAt: vm.registeredAt, JobsStarted: vm.jobsStarted}
-		if now.Before(vm.listedAt) {
-			pv.ID = ""
-			usage[vm.cloud].pending.Cores += u.Cores
-			usage[vm.cloud].pending.RAMMiB += u.RAMMiB
-			usage[vm.cloud].pending.VMs++
-			unlisted[vm.cloud]++
-			if t := unlistedSince[vm.cloud]; t.IsZero() || vm.created.Before(t) {
-				unlistedSince[vm.cloud] = vm.created
-			}
-		} else {
-			usage[vm.cloud].listed.Cores += u.Cores
-			usage[vm.cloud].listed.RAMMiB += u.RAMMiB
-			usage[vm.cloud].listed.VMs++
+		if registered := vm.phase == phaseRunning || vm.phase == phaseRetiring; registered && !out {
+			e.machines[vm.name] = e.machine(vm)
 		}
+		if now.Before(vm.listedAt) {
+			continue // the cloud does not list it (yet)
+		}
+		pv := protocol.VM{ID: vm.id, Name: vm.name, Flavor: vm.flavor.Name, Image: vm.image, Group: vm.group, VMType: vm.vmType,
+			Hub: simHub, CreatedAt: vm.created, State: protocol.VMActive}
 		switch vm.phase {
 		case phaseBooting:
-			pv.State = planner.VMBooting
-		case phaseStarting:
-			pv.State = planner.VMStarting
-		case phaseRunning:
-			pv.RunningJobs = len(vm.jobs)
-			if len(vm.jobs) == 0 {
-				pv.State = planner.VMIdle
-				pv.IdleSince = vm.idleSince
-			} else {
-				pv.State = planner.VMBusy
-				pv.FreeCpus, pv.FreeMemoryMiB = vm.freeCpus, vm.freeMem
-			}
-		case phaseRetiring:
-			pv.State = planner.VMRetiring
-			pv.RunningJobs = len(vm.jobs)
-			pv.RetiringSince = vm.retiringAt
+			pv.State = protocol.VMBooting
 		case phaseError:
-			pv.State = planner.VMError
-			pv.ErrorSince = vm.errorSince
+			pv.State = protocol.VMError
+		case phaseRunning, phaseRetiring:
+			pv.Ready, pv.ReadyAt, pv.Retiring = true, vm.registeredAt, vm.phase == phaseRetiring
+			vm.checkin = protocol.VMJobs{Running: len(vm.jobs), Claimed: len(vm.jobs), At: now}
+			pv.Jobs = &vm.checkin
 		}
-		e.snapVMs = append(e.snapVMs, pv)
+		e.invVMs[vm.cloud] = append(e.invVMs[vm.cloud], pv)
 	}
-
-	e.snapClouds = e.snapClouds[:0]
+	clouds := make([]snapshot.Cloud, len(e.clouds))
 	for ci := range e.clouds {
 		c := &e.clouds[ci]
 		sp := &c.spec
+		// The project's usage counts every server, listed or not (a
+		// listing that misses a server does not change its quota).
 		l := sp.Limits
-		u := usage[ci].listed
+		u := c.used
 		l.UsedCores = u.Cores + sp.Foreign.Cores
 		l.UsedRAMMiB = u.RAMMiB + sp.Foreign.RAMMiB
 		l.UsedInstances = u.VMs + sp.Foreign.VMs
-		e.snapClouds = append(e.snapClouds, planner.Cloud{
-			Site: sp.Site, Priority: sp.Priority, Connected: !sp.Disconnected, Paused: sp.Paused, Disabled: sp.Disabled,
-			Flavors: c.flavors, Limits: l, Caps: sp.Caps, SoftQuota: sp.SoftQuota, Foreign: sp.Foreign,
-			KeepAlive: sp.KeepAlive, MaxLifetime: sp.MaxLifetime, Endpoint: sp.Endpoint, MaxInFlight: sp.MaxInFlight,
-			Unlisted: unlisted[ci], UnlistedSince: unlistedSince[ci],
-		})
-	}
-	s := planner.Snapshot{Now: now, Shapes: e.snapShapes, Clouds: e.snapClouds, VMs: e.snapVMs, Config: e.tr.Config,
-		Groups: e.groups, VMTypes: e.tr.VMTypes, Aliases: e.tr.Aliases}
-	e.hist.Fill(&s)
-	return s
-}
-
-// execute carries a plan out the way agents would.
-func (e *engine) execute(p planner.Plan) {
-	byID := make(map[string]*simVM, len(p.Retires)+len(p.Deletes))
-	if len(p.Retires)+len(p.Deletes) > 0 {
-		for _, vm := range e.vms {
-			byID[vm.id] = vm
+		clouds[ci] = snapshot.Cloud{
+			Settings: planner.Cloud{Site: sp.Site, Priority: sp.Priority, Paused: sp.Paused, Disabled: sp.Disabled,
+				Caps: sp.Caps, SoftQuota: sp.SoftQuota, Foreign: sp.Foreign, KeepAlive: sp.KeepAlive, MaxLifetime: sp.MaxLifetime,
+				Endpoint: sp.Endpoint, MaxInFlight: sp.MaxInFlight},
+			Connected: !sp.Disconnected, InventoryAt: now,
+			Inventory: &protocol.Inventory{Flavors: c.flavors, Limits: l, VMs: e.invVMs[ci], TakenAt: now},
 		}
 	}
+	e.hist.Failures.Prune(now.Add(-cfgOr(e.tr.Config.FailureWindow, planner.DefaultFailureWindow)))
+	e.tx.SetHistory(e.hist.State())
+	e.reconcile()
+	return e.builder.Build(snapshot.Input{Now: now, HubID: simHub, Config: e.tr.Config, Groups: e.groups,
+		VMTypes: e.tr.VMTypes, Aliases: e.tr.Aliases, DemandOK: true, Clouds: clouds, Intent: e.st,
+		Demand: demand.Demand{Shapes: e.snapShapes, Machines: e.machines, TakenAt: now}})
+}
+
+// machine is the pool's view of a registered VM. Its free part shows only
+// where an idle job would match it, as HTCondor's partitionable slot does
+// for the real job source.
+func (e *engine) machine(vm *simVM) demand.Machine {
+	m := demand.Machine{VMName: vm.name, State: demand.MachineIdle, RunningJobs: len(vm.jobs), JobsStarted: vm.jobsStarted}
+	switch {
+	case vm.phase == phaseRetiring:
+		m.State = demand.MachineDraining
+	case len(vm.jobs) > 0:
+		m.State = demand.MachineBusy
+	}
+	if len(vm.jobs) == 0 {
+		m.IdleSince = vm.idleSince
+	}
+	if vm.phase == phaseRunning {
+		site := e.clouds[vm.cloud].spec.Site
+		for _, si := range e.buckets[[2]string{vm.group, vm.vmType}] {
+			s := &e.shapes[si]
+			if s.idle > 0 && allowed(s.sites, site) && e.fit(s, vm) > 0 {
+				m.FreeCpus, m.FreeMemoryMiB = vm.freeCpus, vm.freeMem
+				break
+			}
+		}
+	}
+	return m
+}
+
+// reconcile brings the intent in line with what the connected clouds list,
+// as the hub's control loop does: boots that appeared or were lost,
+// retired servers that are gone, error marks.
+func (e *engine) reconcile() {
+	listed := func(vm *simVM) bool { return vm != nil && !e.now.Before(vm.listedAt) }
+	connected := func(site string) bool {
+		ci, ok := e.cloudOf[site]
+		return ok && !e.clouds[ci].spec.Disconnected
+	}
+	for name, p := range e.st.Pending {
+		if !connected(p.Cloud) {
+			continue
+		}
+		if listed(e.byName[name]) || (!p.AckedAt.IsZero() && e.now.Sub(p.AckedAt) > e.tr.BootListTimeout) {
+			e.tx.DropPending(name)
+		}
+	}
+	for id, r := range e.st.Retire {
+		if connected(r.Cloud) && !listed(e.byID[id]) {
+			e.tx.DropRetire(id)
+		}
+	}
+	for _, vm := range e.vms {
+		if vm.phase != phaseError || !listed(vm) || !connected(e.clouds[vm.cloud].spec.Site) {
+			continue
+		}
+		if _, ok := e.st.Error[vm.id]; !ok {
+			e.tx.PutError(intent.ErrorMark{VMID: vm.id, Cloud: e.clouds[vm.cloud].spec.Site, Since: e.now})
+		}
+	}
+	for id, m := range e.st.Error {
+		if !connected(m.Cloud) {
+			continue
+		}
+		if vm := e.byID[id]; !listed(vm) || vm.phase != phaseError {
+			e.tx.DropError(id)
+		}
+	}
+}
+
+// execute carries a plan out the way the hub and its agents would: the
+// hub records retirement orders and boots in flight, agents delete (a
+// VM reporting jobs only past a deadline), retire and boot.
+func (e *engine) execute(p planner.Plan) {
+	e.planSeq++
+	planID := fmt.Sprintf("p%d", e.planSeq)
 	for _, d := range p.Deletes {
-		vm := byID[d.VMID]
+		vm := e.byID[d.VMID]
 		if vm == nil || vm.phase == phaseGone {
+			continue
+		}
+		if !d.Deadline && len(vm.jobs) > 0 {
+			// The agent refuses: it deletes a VM that reports jobs only
+			// past a deadline. The planner should never have asked.
+			e.violation(fmt.Sprintf("delete of %s running %d jobs without a deadline (%s: %s)", vm.name, len(vm.jobs), d.Rule, d.Reason))
 			continue
 		}
 		c := &e.clouds[vm.cloud]
@@ -592,9 +692,15 @@ func (e *engine) execute(p planner.Plan) {
 		}
 		e.gone(vm)
 	}
+	deadline := e.now.Add(cfgOr(e.tr.Config.RetireDeadline, planner.DefaultRetireDeadline))
 	for _, r := range p.Retires {
-		vm := byID[r.VMID]
-		if vm == nil || vm.phase == phaseGone || vm.phase == phaseRetiring {
+		vm := e.byID[r.VMID]
+		if vm == nil || vm.phase == phaseGone {
+			continue
+		}
+		e.tx.PutRetire(intent.RetireOrder{VMID: r.VMID, Cloud: r.Site, Name: vm.name, At: e.now, Deadline: deadline,
+			Rule: string(r.Rule), PlanID: planID})
+		if vm.phase == phaseRetiring {
 			continue
 		}
 		c := &e.clouds[vm.cloud]
@@ -633,7 +739,10 @@ func (e *engine) execute(p planner.Plan) {
 			case e.chance(c.spec.FailRate):
 				why, class = "no valid host", protocol.ErrClassNoHost
 			default:
-				e.boot(ci, b, f)
+				vm := e.boot(ci, b, f)
+				e.tx.PutPending(intent.PendingBoot{Name: vm.name, Cloud: b.Site, Group: b.Group, VMType: b.VMType,
+					Flavor: b.Flavor, Image: b.Image, PlanID: planID, Cpus: f.VCPUs, MemoryMiB: f.RAMMiB,
+					KeepAlive: b.KeepAlive, OrderedAt: e.now, AckedAt: e.now})
 				continue
 			}
 			failed++
@@ -659,7 +768,7 @@ func (e *engine) fitsProject(ci int, f protocol.Flavor) bool {
 		(l.MaxInstances < 0 || n+sp.Foreign.VMs+1 <= l.MaxInstances)
 }
 
-func (e *engine) boot(ci int, b planner.Boot, f protocol.Flavor) {
+func (e *engine) boot(ci int, b planner.Boot, f protocol.Flavor) *simVM {
 	c := &e.clouds[ci]
 	sp := &c.spec
 	e.nextID++
@@ -692,4 +801,7 @@ func (e *engine) boot(ci int, b planner.Boot, f protocol.Flavor) {
 	c.used.VMs++
 	c.stats.PeakVMs = max(c.stats.PeakVMs, c.vms)
 	e.day.boots++
+	e.byID[vm.id] = vm
+	e.byName[vm.name] = vm
+	return vm
 }

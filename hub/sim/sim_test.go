@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/canopy-grid/canopy/hub/planner"
+	"github.com/canopy-grid/canopy/hub/snapshot"
 )
 
 func loadTrace(t *testing.T, path string) *Trace {
@@ -164,4 +167,70 @@ func TestFmtDuration(t *testing.T) {
 			t.Errorf("fmtDuration(%s) = %q, want %q", d, got, want)
 		}
 	}
+}
+
+// outageTrace runs 60 short jobs; the collector then lists no machine for
+// 5 minutes while jobs go on and end, and some VMs sit idle past their
+// keep-alive; more jobs come after.
+const outageTrace = `sim start=2025-03-01T00:00:00Z duration=2h step=1m seed=3 drain=1d
+config keep_alive=10m max_boots_per_cloud=20
+flavor name=c4 cpus=4 memory_mib=16384
+cloud site=west cores=400 boot=1m..2m register=1m..2m
+cloud site=east priority=1 cores=400 boot=1m..2m register=1m..2m
+jobs at=0 count=60 group=astro cpus=1 memory_mib=2048 run=8m..40m
+jobs at=50m count=6 group=astro cpus=1 memory_mib=2048 run=5m..10m
+event at=35m pool_outage=5m
+`
+
+// TestPoolOutage: an empty pool view for 5 minutes of simulated time makes
+// no retirement, deletion or boot (the VMs are unknown, not idle, and their
+// capacity is not booted for again), and the run still finishes its jobs.
+func TestPoolOutage(t *testing.T) {
+	tr, err := ParseTrace(strings.NewReader(outageTrace))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := newEngine(tr, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	from, to := tr.Start.Add(35*time.Minute), tr.Start.Add(40*time.Minute)
+	outSteps, hidden := 0, 0
+	for more := true; more; {
+		var p planPart
+		p.plan, p.rep, more = e.step()
+		if e.now.Before(from) || !e.now.Before(to) {
+			continue
+		}
+		outSteps++
+		if p.rep.PoolView != snapshot.PoolImplausible || p.rep.Counts.Registered != 0 {
+			t.Errorf("%s: pool view %s (%s), counts %+v", e.now.Format("15:04"), p.rep.PoolView, p.rep.PoolReason, p.rep.Counts)
+		}
+		if n := len(p.plan.Retires) + len(p.plan.Deletes) + len(p.plan.Boots); n != 0 {
+			t.Errorf("%s: during the outage, retires %+v deletes %+v boots %+v", e.now.Format("15:04"), p.plan.Retires, p.plan.Deletes, p.plan.Boots)
+		}
+		for _, vm := range e.vms {
+			if vm.phase == phaseRunning && len(vm.jobs) == 0 && e.now.Sub(vm.idleSince) >= 10*time.Minute {
+				hidden++
+			}
+		}
+	}
+	if outSteps != 5 {
+		t.Fatalf("%d steps in the outage", outSteps)
+	}
+	if hidden == 0 {
+		t.Fatal("no VM sat idle past its keep-alive during the outage: the test shows nothing")
+	}
+	sum := e.summary()
+	if sum.Violations != 0 || !sum.AllFinished() {
+		t.Fatalf("violations %v, jobs %+v", sum.FirstViolations, sum.Jobs)
+	}
+	if sum.Clouds[0].Retired+sum.Clouds[1].Retired == 0 {
+		t.Fatal("idle VMs never retired after the outage")
+	}
+}
+
+type planPart struct {
+	plan planner.Plan
+	rep  snapshot.Report
 }

@@ -39,15 +39,19 @@ type Trace struct {
 	Seed     uint64
 	// Drain is how long the simulation may run past Duration for the
 	// queue to empty.
-	Drain   time.Duration
-	Config  planner.Config
-	Flavors []protocol.Flavor
-	Clouds  []CloudSpec
-	Groups  []planner.Group
-	VMTypes []planner.VMType
-	Aliases map[string][]string
-	Jobs    []JobSpec
-	Events  []Event
+	Drain time.Duration
+	// BootListTimeout is how long a booted server may stay unlisted by its
+	// cloud before the hub forgets the boot, as the hub's
+	// boot_list_timeout; default 10 min, the hub's default.
+	BootListTimeout time.Duration
+	Config          planner.Config
+	Flavors         []protocol.Flavor
+	Clouds          []CloudSpec
+	Groups          []planner.Group
+	VMTypes         []planner.VMType
+	Aliases         map[string][]string
+	Jobs            []JobSpec
+	Events          []Event
 
 	sites map[string]bool
 }
@@ -102,13 +106,18 @@ type JobSpec struct {
 	Run          Range
 }
 
-// Event changes a cloud's or a group's settings at a time.
+// Event changes a cloud's or a group's settings at a time, or empties the
+// pool's view of the VMs for a while.
 type Event struct {
 	At time.Duration
 	// Cloud is a site, or a prefix ending in '*'; Group a group name.
 	Cloud, Group string
 	Set          []KeyValue
-	line         int
+	// PoolOutage, when positive, is how long the collector lists no
+	// machine from At on (an empty view, no error): running jobs go on,
+	// nothing new starts, and the hub must not take the VMs for idle.
+	PoolOutage time.Duration
+	line       int
 }
 
 // KeyValue is one key=value field.
@@ -119,12 +128,13 @@ type KeyValue struct {
 // ParseTrace reads a trace. Errors name the line and field at fault.
 func ParseTrace(r io.Reader) (*Trace, error) {
 	tr := &Trace{
-		Start:   time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC),
-		Step:    time.Minute,
-		Seed:    1,
-		Drain:   30 * 24 * time.Hour,
-		Config:  planner.DefaultConfig(),
-		Aliases: map[string][]string{},
+		Start:           time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC),
+		Step:            time.Minute,
+		Seed:            1,
+		Drain:           30 * 24 * time.Hour,
+		BootListTimeout: 10 * time.Minute,
+		Config:          planner.DefaultConfig(),
+		Aliases:         map[string][]string{},
 	}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 4096), maxLineLen)
@@ -217,6 +227,8 @@ func (tr *Trace) parseSim(kvs []KeyValue) error {
 			tr.Drain, err = parseDur(kv.Value)
 		case "seed":
 			tr.Seed, err = strconv.ParseUint(kv.Value, 10, 64)
+		case "boot_list_timeout":
+			tr.BootListTimeout, err = parseDur(kv.Value)
 		default:
 			err = errUnknownKey
 		}
@@ -278,6 +290,8 @@ func parseConfig(c *planner.Config, kvs []KeyValue) error {
 			num(&c.FreezeMinUnlisted)
 		case "over_quota_deadline":
 			dur(&c.OverQuotaDeadline)
+		case "unknown_deadline":
+			dur(&c.UnknownDeadline)
 		case "retire_order":
 			switch o := planner.RetireOrder(kv.Value); o {
 			case planner.RetireYoungest, planner.RetireOldest:
@@ -639,12 +653,24 @@ func (tr *Trace) parseEvent(kvs []KeyValue, line int) error {
 			ev.Cloud = kv.Value
 		case "group":
 			ev.Group, err = parseName(kv.Value)
+		case "pool_outage":
+			ev.PoolOutage, err = parseDur(kv.Value)
+			if err == nil && ev.PoolOutage <= 0 {
+				err = errors.New("must be positive")
+			}
 		default:
 			ev.Set = append(ev.Set, kv)
 		}
 		if err != nil {
 			return keyErr(kv, err)
 		}
+	}
+	if ev.PoolOutage > 0 {
+		if ev.Cloud != "" || ev.Group != "" || len(ev.Set) > 0 {
+			return errors.New("pool_outage goes alone (with at)")
+		}
+		tr.Events = append(tr.Events, ev)
+		return nil
 	}
 	if (ev.Cloud == "") == (ev.Group == "") {
 		return errors.New("want exactly one of cloud= and group=")

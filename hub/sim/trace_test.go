@@ -17,7 +17,7 @@ func TestParseTrace(t *testing.T) {
 	tr, err := ParseTrace(strings.NewReader(`
 # comment
 sim start=2025-01-01T00:00:00Z duration=1d12h step=30s seed=42 drain=0
-config keep_alive=20m max_boots_per_cloud=5 fairness=share retire_order=oldest come_alive=-1s
+config keep_alive=20m max_boots_per_cloud=5 fairness=share retire_order=oldest come_alive=-1s unknown_deadline=-1s
 flavor name=c1 cpus=1 memory_mib=2048 disk_gib=10   # trailing comment
 flavor name=c8 cpus=8 memory_mib=16384
 cloud site=west priority=2 cores=100 caps_vms=10 soft_cores=50 foreign_cores=4 boot=1m..2m fail=0.5 flavors=c8
@@ -28,6 +28,7 @@ alias name=eu sites=uni-*
 jobs at=1h every=30m until=3h count=10 group=astro cpus=2 memory_mib=100 run=5m..10m clouds=eu
 event at=2h cloud=uni* paused=true
 event at=3h group=astro vms=2
+event at=4h pool_outage=5m
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -36,7 +37,8 @@ event at=3h group=astro vms=2
 		t.Errorf("sim = %+v", tr)
 	}
 	if tr.Config.KeepAlive != 20*time.Minute || tr.Config.MaxBootsPerCloud != 5 || tr.Config.Fairness != planner.FairShare ||
-		tr.Config.RetireOrder != planner.RetireOldest || tr.Config.ComeAlive != -time.Second || tr.Config.ErrorDelay != planner.DefaultErrorDelay {
+		tr.Config.RetireOrder != planner.RetireOldest || tr.Config.ComeAlive != -time.Second || tr.Config.ErrorDelay != planner.DefaultErrorDelay ||
+		tr.Config.UnknownDeadline != -time.Second || tr.BootListTimeout != 10*time.Minute {
 		t.Errorf("config = %+v", tr.Config)
 	}
 	if len(tr.Clouds) != 4 || tr.Clouds[1].Site != "uni-001" || tr.Clouds[3].Site != "uni-003" || tr.Clouds[3].Limits.MaxInstances != 7 {
@@ -55,7 +57,7 @@ event at=3h group=astro vms=2
 		j.Shape.VMType != "default" || j.Run != (Range{5 * time.Minute, 10 * time.Minute}) {
 		t.Errorf("jobs = %+v", j)
 	}
-	if len(tr.Events) != 2 || tr.Events[0].Cloud != "uni*" || tr.Events[1].Group != "astro" {
+	if len(tr.Events) != 3 || tr.Events[0].Cloud != "uni*" || tr.Events[1].Group != "astro" || tr.Events[2].PoolOutage != 5*time.Minute {
 		t.Errorf("events = %+v", tr.Events)
 	}
 }
@@ -91,6 +93,8 @@ func TestParseTraceErrors(t *testing.T) {
 		{"event bad key", minimal + "event at=1h cloud=west site=x\n", "cannot be changed"},
 		{"event unknown cloud", minimal + "event at=1h cloud=mars paused=true\n", "unknown cloud mars"},
 		{"event unknown group", minimal + "event at=1h group=g vms=1\n", "unknown group g"},
+		{"pool outage with a cloud", minimal + "event at=1h cloud=west pool_outage=5m\n", "pool_outage goes alone"},
+		{"pool outage of nothing", minimal + "event at=1h pool_outage=0\n", "must be positive"},
 		{"jobs without group", minimal + "jobs count=1\n", "group missing"},
 		{"jobs until before at", minimal + "jobs group=g at=2h every=1h until=1h\n", "until before at"},
 		{"jobs zero run", minimal + "jobs group=g run=0\n", "run time must be positive"},

@@ -34,8 +34,30 @@ import (
 //	      - at: 0s            # trace time after start
 //	        count: 10
 //	        runtime: 30s      # trace time each job runs
+//	pool_outages:             # optional
+//	  - {at: 2m, for: 5m}     # the collector lists no machine for 5 min
 type Workload struct {
 	Jobs []JobSpec `yaml:"jobs"`
+	// PoolOutages are times when the simulated collector lists no machine
+	// (an empty pool view, without an error) while jobs go on running
+	// where they are; nothing new starts meanwhile.
+	PoolOutages []PoolOutage `yaml:"pool_outages"`
+}
+
+// PoolOutage is one stretch of trace time with an empty pool view.
+type PoolOutage struct {
+	At  time.Duration `yaml:"at"`
+	For time.Duration `yaml:"for"`
+}
+
+// poolDown reports whether the pool view is empty at trace time t.
+func (w Workload) poolDown(t time.Duration) bool {
+	for _, o := range w.PoolOutages {
+		if t >= o.At && t < o.At+o.For {
+			return true
+		}
+	}
+	return false
 }
 
 // JobSpec is one job shape and its arrivals.
@@ -81,6 +103,11 @@ func (w Workload) Validate() error {
 			if a.Count <= 0 || a.Runtime <= 0 || a.At < 0 {
 				return fmt.Errorf("jobs[%d].arrivals[%d]: count and runtime must be positive, at not negative", i, k)
 			}
+		}
+	}
+	for i, o := range w.PoolOutages {
+		if o.At < 0 || o.For <= 0 {
+			return fmt.Errorf("pool_outages[%d]: for must be positive, at not negative", i)
 		}
 	}
 	return nil
@@ -150,6 +177,9 @@ func New(w Workload, scale float64) (*Source, error) {
 	return &Source{w: w, scale: scale, released: make([]int, len(w.Jobs)), idle: make([][]batch, len(w.Jobs)), vms: map[string]*vmState{}}, nil
 }
 
+// SimulatesPool tells the hub this source needs its VM list at every poll.
+func (s *Source) SimulatesPool() bool { return true }
+
 // Done reports whether every job of the workload has finished.
 func (s *Source) Done() bool {
 	s.mu.Lock()
@@ -201,10 +231,12 @@ func (s *Source) Poll(_ context.Context, now time.Time, pool []demand.PoolVM) (d
 		}
 	}
 
-	// Matchmaking: ready, non-retiring VMs take jobs of their group and type.
+	// Matchmaking: ready, non-retiring VMs take jobs of their group and
+	// type; none while the collector is out.
+	down := s.w.poolDown(elapsed)
 	names := make([]string, 0, len(pool))
 	for _, p := range pool {
-		if p.Ready {
+		if p.Ready && !down {
 			names = append(names, p.Name)
 		}
 	}
@@ -256,12 +288,21 @@ func (s *Source) Poll(_ context.Context, now time.Time, pool []demand.PoolVM) (d
 			DiskKiB: j.DiskKiB, Clouds: j.Clouds, Idle: idle, Running: running[i]})
 	}
 	for name, st := range s.vms {
+		if down {
+			break
+		}
+		p := byName[name]
 		m := demand.Machine{VMName: name, RunningJobs: st.running, IdleSince: st.idleSince, JobsStarted: st.started, State: demand.MachineIdle}
 		switch {
-		case byName[name].Retiring:
+		case p.Retiring:
 			m.State = demand.MachineDraining
 		case st.running > 0:
 			m.State = demand.MachineBusy
+		}
+		// What is left free, where an idle job would match it (as the
+		// pool's partitionable slot shows it).
+		if free, mem := p.Cpus-st.usedCpus, p.MemoryMiB-st.usedMem; !p.Retiring && s.takesIdle(p, free, mem) {
+			m.FreeCpus, m.FreeMemoryMiB = free, mem
 		}
 		d.Machines[name] = m
 	}
@@ -269,6 +310,17 @@ func (s *Source) Poll(_ context.Context, now time.Time, pool []demand.PoolVM) (d
 		return cmp.Or(cmp.Compare(a.Group, b.Group), cmp.Compare(a.VMType, b.VMType))
 	})
 	return d, nil
+}
+
+// takesIdle reports whether an idle job would fit in a VM's free part.
+func (s *Source) takesIdle(p demand.PoolVM, cpus, mem int) bool {
+	for i, j := range s.w.Jobs {
+		if len(s.idle[i]) > 0 && j.Group == p.Group && j.VMType == p.VMType && j.Cpus <= cpus && j.MemoryMiB <= mem &&
+			(len(j.Clouds) == 0 || slices.Contains(j.Clouds, p.Site)) {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Source) release(r run, at time.Time) {

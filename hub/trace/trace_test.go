@@ -88,6 +88,7 @@ func TestLoadErrors(t *testing.T) {
 		"bad count":     "jobs: [{group: g, vm_type: x, cpus: 1, memory_mib: 1, arrivals: [{at: 0s, count: 0, runtime: 1s}]}]\n",
 		"unknown key":   "jobs: [{group: g, vm_typo: x}]\n",
 		"bad duration":  "jobs: [{group: g, vm_type: x, cpus: 1, memory_mib: 1, arrivals: [{at: soon, count: 1, runtime: 1s}]}]\n",
+		"empty outage":  "jobs: [{group: g, vm_type: x, cpus: 1, memory_mib: 1}]\npool_outages: [{at: 1m, for: 0s}]\n",
 	}
 	for name, src := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -99,6 +100,72 @@ func TestLoadErrors(t *testing.T) {
 				t.Fatal("loaded a bad workload")
 			}
 		})
+	}
+}
+
+// TestPoolOutage: while the collector is out the pool view is empty, not
+// failed; running jobs go on and nothing new starts; then all is back.
+func TestPoolOutage(t *testing.T) {
+	w := Workload{Jobs: []JobSpec{{Group: "atlas", VMType: "el9", Cpus: 1, MemoryMiB: 1000,
+		Arrivals: []Arrival{{At: 0, Count: 3, Runtime: time.Minute}}}},
+		PoolOutages: []PoolOutage{{At: 5 * time.Second, For: 15 * time.Second}}}
+	s, err := New(w, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	a1 := demand.PoolVM{Name: "a1", Site: "west", Group: "atlas", VMType: "el9", Cpus: 2, MemoryMiB: 4000, Ready: true}
+	a2 := a1
+	a2.Name = "a2"
+	steps := []struct {
+		at            time.Duration
+		pool          []demand.PoolVM
+		machines      int
+		idle, running int
+	}{
+		{0, []demand.PoolVM{a1}, 1, 1, 2},
+		{10 * time.Second, []demand.PoolVM{a1, a2}, 0, 1, 2}, // out: a2 takes nothing
+		{19 * time.Second, []demand.PoolVM{a1, a2}, 0, 1, 2},
+		{20 * time.Second, []demand.PoolVM{a1, a2}, 2, 0, 3},
+	}
+	for _, st := range steps {
+		d, err := s.Poll(context.Background(), t0.Add(st.at), st.pool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Machines == nil || len(d.Machines) != st.machines || d.PoolErr != "" || idle(d, "atlas") != st.idle || running(d, "atlas") != st.running {
+			t.Fatalf("at %s: %d machines (err %q), %d idle, %d running; want %d, %d, %d",
+				st.at, len(d.Machines), d.PoolErr, idle(d, "atlas"), running(d, "atlas"), st.machines, st.idle, st.running)
+		}
+	}
+}
+
+// TestFreeWhereIdleJobsFit: a machine's free part is shown only where an
+// idle job of its group and VM type, allowed on its site, would fit.
+func TestFreeWhereIdleJobsFit(t *testing.T) {
+	s, err := New(workload(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Poll(context.Background(), time.Unix(0, 0), nil) // all jobs idle
+	vm := func(group, site string) demand.PoolVM {
+		return demand.PoolVM{Name: "x", Site: site, Group: group, VMType: "el9"}
+	}
+	for _, tc := range []struct {
+		name      string
+		p         demand.PoolVM
+		cpus, mem int
+		want      bool
+	}{
+		{"atlas job fits", vm("atlas", "west"), 1, 1000, true},
+		{"too little memory", vm("atlas", "west"), 1, 999, false},
+		{"other VM type", demand.PoolVM{Group: "atlas", VMType: "el8"}, 4, 4000, false},
+		{"belle only on east", vm("belle", "west"), 2, 1000, false},
+		{"belle on east", vm("belle", "east"), 2, 1000, true},
+	} {
+		if got := s.takesIdle(tc.p, tc.cpus, tc.mem); got != tc.want {
+			t.Errorf("%s: %v", tc.name, got)
+		}
 	}
 }
 

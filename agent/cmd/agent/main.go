@@ -1,6 +1,7 @@
 // Command agent is Canopy's site agent: one per cloud tenant.
 //
 //	agent run --config agent.yaml
+//	agent local-cloud stop --dir DIR
 package main
 
 import (
@@ -54,11 +55,17 @@ const usage = `usage:
               [--access global|same-domain|local-only] [--site S] [--domain D]
               [--cache-manager URL] [--max-load KBps] [--every 60s]
                       advertise a squid on this cache host to the hub
+  agent local-cloud stop --dir DIR
+                      stop every VM of the local cloud in DIR (the local:
+                      section's dir); VMs outlive the agent that booted them
 `
 
 func run(args []string) error {
 	if len(args) > 0 && args[0] == "squid" {
 		return runSquid(args[1:])
+	}
+	if len(args) > 0 && args[0] == "local-cloud" {
+		return runLocalCloud(args[1:])
 	}
 	if len(args) == 0 || args[0] != "run" {
 		return errors.New("no command given; " + strings.ReplaceAll(strings.TrimSpace(usage), "\n", "; "))
@@ -122,6 +129,11 @@ func run(args []string) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", *cfgPath, err)
 	}
+	defer func() {
+		if err := a.Close(); err != nil {
+			log.WithError(err).Error("close agent state")
+		}
+	}()
 	if fc.Gluster != nil {
 		gc := *fc.Gluster
 		gc.Log = log.WithFields(logrus.Fields{"component": "gluster", "site": fc.Site})
@@ -130,6 +142,27 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return a.Run(ctx)
+}
+
+// runLocalCloud runs `agent local-cloud stop --dir DIR`.
+func runLocalCloud(args []string) error {
+	if len(args) == 0 || args[0] != "stop" {
+		return errors.New("usage: agent local-cloud stop --dir DIR")
+	}
+	fs := flag.NewFlagSet("agent local-cloud stop", flag.ContinueOnError)
+	dir := fs.String("dir", "", "the local cloud's directory (the config's local.dir)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if *dir == "" {
+		return errors.New("agent local-cloud stop needs --dir")
+	}
+	n, err := localcloud.StopAll(*dir)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("stopped %d VMs of the local cloud in %s\n", n, *dir)
+	return nil
 }
 
 // runSquid advertises one squid to the hub until stopped (replaces shoal's

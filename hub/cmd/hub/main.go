@@ -185,7 +185,7 @@ func newSource(cfg hub.Config, base string, log *logrus.Logger) (hub.Source, err
 		return trace.New(w, cfg.Demand.Trace.TimeScale)
 	case "htcondor":
 		hc := cfg.Demand.HTCondor
-		return htcondor.New(hc, htcondor.ExecRunner{BinDir: hc.BinDir}, log.WithField("component", "htcondor"))
+		return htcondor.New(hc, hc.Runner(), log.WithField("component", "htcondor"))
 	}
 	return nil, fmt.Errorf("demand source %q is not available", cfg.Demand.Source)
 }

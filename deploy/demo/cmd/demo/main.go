@@ -55,11 +55,14 @@ func run(bin, dir string) error {
 		return err
 	}
 	defer func() {
-		fmt.Println("stopping agents (and their VMs) and the hub...")
+		fmt.Println("stopping the agents, the hub and the local clouds' VMs...")
 		sys.Stop()
 		fmt.Printf("all processes stopped; logs in %s/log\n", sys.Dir)
 	}()
 	fmt.Printf("Canopy demo running. Status page: %s/  (metrics: %s/metrics)\n", sys.HTTPURL, sys.HTTPURL)
+	for _, site := range demo.Sites {
+		fmt.Printf("Agent %s: %s/metrics and its VM book %s/v1/vms\n", site, sys.AgentURLs[site], sys.AgentURLs[site])
+	}
 	fmt.Println("Press Ctrl-C to stop" + map[bool]string{true: fmt.Sprintf(" (stops by itself after %s)", limit), false: ""}[limit > 0] + ".")
 
 	var lastSeq uint64

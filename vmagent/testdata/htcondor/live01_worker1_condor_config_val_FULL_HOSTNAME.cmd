@@ -1,0 +1,1 @@
+condor_config_val FULL_HOSTNAME

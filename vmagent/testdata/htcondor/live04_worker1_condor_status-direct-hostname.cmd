@@ -1,0 +1,1 @@
+condor_status -direct worker1 -af Name SlotType State Activity JobId

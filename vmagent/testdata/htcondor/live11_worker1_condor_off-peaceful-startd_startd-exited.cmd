@@ -1,0 +1,1 @@
+condor_off -peaceful -startd

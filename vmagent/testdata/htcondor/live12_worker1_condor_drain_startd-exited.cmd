@@ -1,0 +1,1 @@
+condor_drain -graceful -reason canopy: test slot1@worker1

@@ -1,0 +1,1 @@
+condor_who -quick
