@@ -35,8 +35,8 @@ jobs:
 
 // TestShutdownOnSIGTERM starts a real hub and both agents with local-cloud
 // VMs running jobs, then sends SIGTERM to the hub, and afterwards to one
-// agent. Each must exit with status 0 within its bound; the agent's VMs go
-// with it.
+// agent. Each must exit with status 0 within its bound; the agent's VMs
+// outlive it, as in a real cloud.
 func TestShutdownOnSIGTERM(t *testing.T) {
 	bin := buildBinaries(t)
 	dir := t.TempDir()
@@ -108,14 +108,10 @@ func TestShutdownOnSIGTERM(t *testing.T) {
 		t.Fatalf("no VM of west runs before its agent is stopped")
 	}
 	agentTook := stopOne(t, west, agentStopLimit)
-	// Its VMs die with it (parent-death signal): poll until they are gone.
-	vmDeadline := time.Now().Add(5 * time.Second)
-	for left := vmagentsUnder(westVMs); len(left) > 0; left = vmagentsUnder(westVMs) {
-		if time.Now().After(vmDeadline) {
-			t.Errorf("west's VMs still run after the agent exited: %v", left)
-			break
-		}
-		<-time.After(50 * time.Millisecond)
+	// Its VMs outlive it, as in a real cloud (a restarted agent adopts
+	// them); the deferred Stop ends them.
+	if len(vmagentsUnder(westVMs)) == 0 {
+		t.Error("west's VMs died with their agent")
 	}
 	t.Logf("SIGTERM to exit: hub %s (limit %s), agent west %s (limit %s)",
 		hubTook.Round(time.Millisecond), hubStopLimit, agentTook.Round(time.Millisecond), agentStopLimit)

@@ -14,7 +14,7 @@ import (
 // by TestShutdownOnSIGTERM (integration). The hub stops within
 // hub.ShutdownTimeout: sessions and listeners close at once, the control
 // loop finishes its store write. The agent closes its hub session, VM
-// endpoint and gossip pool and stops its local VMs (about 2 s measured).
+// endpoint and gossip pool (its VMs outlive it).
 const (
 	hubStopLimit   = hub.ShutdownTimeout
 	agentStopLimit = 10 * time.Second
