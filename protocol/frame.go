@@ -177,6 +177,11 @@ func decodeAs[T Message](body []byte) (Message, error) {
 	if err := decMode.Unmarshal(body, &v); err != nil {
 		return nil, err
 	}
+	if n, ok := any(&v).(normalizer); ok {
+		if err := n.normalizeTimes(); err != nil {
+			return nil, err
+		}
+	}
 	return v, nil
 }
 
