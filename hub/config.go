@@ -42,10 +42,6 @@ type Config struct {
 	// cloud (sites) to report before it plans without them. It plans as
 	// soon as all have reported.
 	StartupGrace time.Duration `yaml:"startup_grace"`
-	// CheckinMaxAge is how old a VM's last check-in may be and still count
-	// as evidence of what runs there (3 × the agents' checkin_every is
-	// right).
-	CheckinMaxAge time.Duration `yaml:"checkin_max_age"`
 	// EventsMaxAge is how long lifecycle events are kept (at most 10,000
 	// are kept in any case).
 	EventsMaxAge time.Duration `yaml:"events_max_age"`
@@ -136,9 +132,8 @@ func (c Config) WithDefaults() Config {
 	def(&c.HeartbeatEvery, 5*time.Second)
 	def(&c.InventoryEvery, 30*time.Second)
 	def(&c.DemandMaxAge, 5*time.Minute)
-	def(&c.BootListTimeout, 10*time.Minute)
+	def(&c.BootListTimeout, 30*time.Minute)
 	def(&c.StartupGrace, 2*c.InventoryEvery)
-	def(&c.CheckinMaxAge, 30*time.Second)
 	def(&c.EventsMaxAge, 30*24*time.Hour)
 	pd := planner.DefaultConfig()
 	def(&c.Planner.KeepAlive, pd.KeepAlive)
@@ -217,8 +212,7 @@ func (c Config) validateDurations() []error {
 	for _, d := range []setting{
 		{"heartbeat_every", c.HeartbeatEvery}, {"inventory_every", c.InventoryEvery},
 		{"demand_max_age", c.DemandMaxAge}, {"boot_list_timeout", c.BootListTimeout},
-		{"startup_grace", c.StartupGrace}, {"checkin_max_age", c.CheckinMaxAge},
-		{"events_max_age", c.EventsMaxAge},
+		{"startup_grace", c.StartupGrace}, {"events_max_age", c.EventsMaxAge},
 	} {
 		if d.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s is %s, want a positive duration", d.key, d.v))

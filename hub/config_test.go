@@ -23,7 +23,6 @@ func TestValidateDurations(t *testing.T) {
 		{"negative demand_max_age", "demand_max_age: -1m\n", "demand_max_age is -1m0s"},
 		{"negative boot_list_timeout", "boot_list_timeout: -1s\n", "boot_list_timeout is -1s"},
 		{"negative startup_grace", "startup_grace: -1s\n", "startup_grace is -1s"},
-		{"negative checkin_max_age", "checkin_max_age: -1s\n", "checkin_max_age is -1s"},
 		{"negative events_max_age", "events_max_age: -1h\n", "events_max_age is -1h0m0s"},
 		{"negative keep_alive", "planner: {keep_alive: -1m}\n", "planner.keep_alive is -1m0s, want 0 (the default) or more"},
 		{"negative error_delay", "planner: {error_delay: -1s}\n", "planner.error_delay is -1s"},

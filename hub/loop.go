@@ -438,7 +438,7 @@ func (l *loop) grace(now time.Time, views map[string]*cloudView) bool {
 func (l *loop) input(now time.Time, views map[string]*cloudView, demandOK bool) snapshot.Input {
 	cfg := &l.h.cfg
 	in := snapshot.Input{Now: now, HubID: cfg.ID, Config: cfg.Planner, Demand: l.demand, DemandOK: demandOK,
-		Intent: l.st, InventoryMaxAge: cfg.inventoryMaxAge(), CheckinMaxAge: cfg.CheckinMaxAge}
+		Intent: l.st, InventoryMaxAge: cfg.inventoryMaxAge()}
 	for _, name := range slices.Sorted(maps.Keys(cfg.Groups)) {
 		g := cfg.Groups[name]
 		in.Groups = append(in.Groups, planner.Group{Name: name, Share: g.Share, Caps: g.Caps, CloudCaps: g.CloudCaps,

@@ -28,8 +28,9 @@
 //     jobs); one being deleted or told to retire is retiring.
 //
 // An unknown VM keeps its last known state, so that its capacity is not
-// booted for again elsewhere. Check-in freshness is judged on the agent's
-// clock: Inventory.TakenAt - VM.Jobs.At <= Input.CheckinMaxAge.
+// booted for again elsewhere. Check-in freshness is judged by the agent,
+// which reports a VM's job count (VM.Jobs) only while the VM's check-ins
+// are fresh: a count in the inventory is fresh evidence.
 //
 // The Builder keeps clocks per VM between builds and counts only time with
 // fresh evidence: unregistered time (planner.VM.Unregistered, for
@@ -93,16 +94,11 @@ type Input struct {
 	// InventoryMaxAge is how old an inventory may be and still count as
 	// evidence; zero means 90 s.
 	InventoryMaxAge time.Duration
-	// CheckinMaxAge is how old a VM's last check-in may be (by the agent's
-	// clock, against the inventory's TakenAt) and still count as evidence;
-	// zero means 30 s.
-	CheckinMaxAge time.Duration
 }
 
 // Defaults of Input's ages.
 const (
 	DefaultInventoryMaxAge = 90 * time.Second
-	DefaultCheckinMaxAge   = 30 * time.Second
 )
 
 // RegisterGrace is how long after a VM became ready the pool view may
@@ -247,7 +243,6 @@ func (b *Builder) Build(in Input) (planner.Snapshot, Report) {
 		b.vms, b.order = map[string]*memo{}, map[string]*siteOrder{}
 	}
 	invMax := cmpOr(in.InventoryMaxAge, DefaultInventoryMaxAge)
-	ckMax := cmpOr(in.CheckinMaxAge, DefaultCheckinMaxAge)
 	var dt time.Duration
 	if !b.last.IsZero() && now.After(b.last) {
 		dt = now.Sub(b.last)
@@ -278,7 +273,7 @@ func (b *Builder) Build(in Input) (planner.Snapshot, Report) {
 
 	rep := Report{PoolView: PoolOK}
 	polled := in.DemandOK && in.Demand.PoolErr == ""
-	tally := b.lookUp(in, st, polled, fresh, ckMax)
+	tally := b.lookUp(in, st, polled, fresh)
 	switch {
 	case !in.DemandOK:
 		rep.PoolView, rep.PoolReason = PoolFailed, "the job source's poll failed"
@@ -358,7 +353,7 @@ func (b *Builder) Build(in Input) (planner.Snapshot, Report) {
 			if !fresh[ci] {
 				o = obs{ev: planner.EvidenceUnknown, why: cloudWhy[ci], keep: true}
 			} else {
-				o = observe(vm, inv.TakenAt, ckMax, sn, poolOK, poolWhy, m)
+				o = observe(vm, sn, poolOK, poolWhy, m)
 				if poolOK {
 					m.inView = o.inPool
 				}
@@ -422,7 +417,7 @@ func (b *Builder) Build(in Input) (planner.Snapshot, Report) {
 // listed Canopy VM, once: its memo (created if new), the pool's view of it
 // (when the poll worked) and its retirement order; and counts what the
 // plausibility of the pool view is judged on.
-func (b *Builder) lookUp(in Input, st *intent.State, polled bool, fresh []bool, ckMax time.Duration) viewTally {
+func (b *Builder) lookUp(in Input, st *intent.State, polled bool, fresh []bool) viewTally {
 	var t viewTally
 	b.seen = b.seen[:0]
 	for ci := range in.Clouds {
@@ -466,7 +461,7 @@ func (b *Builder) lookUp(in Input, st *intent.State, polled bool, fresh []bool, 
 			}
 			b.seen = append(b.seen, sn)
 			if fresh[ci] && vm.State == protocol.VMActive && !vm.Retiring && !sn.ordered {
-				t.add(vm, m, sn.listed, inv.TakenAt, ckMax)
+				t.add(vm, m, sn.listed, inv.TakenAt)
 			}
 		}
 		clear(so.memos[n:])
@@ -483,7 +478,7 @@ type viewTally struct {
 	prevN, prevKept, ckN, ckKept, ready int
 }
 
-func (t *viewTally) add(vm *protocol.VM, m *memo, listed bool, takenAt time.Time, ckMax time.Duration) {
+func (t *viewTally) add(vm *protocol.VM, m *memo, listed bool, takenAt time.Time) {
 	if m.inView {
 		t.prevN++
 		if listed {
@@ -494,7 +489,7 @@ func (t *viewTally) add(vm *protocol.VM, m *memo, listed bool, takenAt time.Time
 		return
 	}
 	t.ready++
-	if vm.Jobs != nil && takenAt.Sub(vm.Jobs.At) <= ckMax {
+	if vm.Jobs != nil {
 		t.ckN++
 		if listed {
 			t.ckKept++
@@ -527,8 +522,8 @@ func (t *viewTally) implausible(d demand.Demand) string {
 
 // observe concludes what fresh inventory, pool view and check-in say of a
 // VM on a cloud that reports.
-func observe(vm *protocol.VM, takenAt time.Time, ckMax time.Duration, sn *seen, poolOK bool, poolWhy string, m *memo) obs {
-	counted := vm.Jobs != nil && takenAt.Sub(vm.Jobs.At) <= ckMax
+func observe(vm *protocol.VM, sn *seen, poolOK bool, poolWhy string, m *memo) obs {
+	counted := vm.Jobs != nil
 	jobs := 0
 	if counted {
 		jobs = max(vm.Jobs.Running, vm.Jobs.Claimed, 0)

@@ -224,10 +224,12 @@ func TestEvidenceRules(t *testing.T) {
 				w.pool(map[string]int{"b": 0})
 			}},
 			wants: []want{{id: "a", ev: planner.EvidenceUnregistered, state: planner.VMStarting}}},
-		{name: "check-in freshness is judged on the agent's clock",
+		{name: "a count in the inventory is fresh evidence; the agent drops stale ones",
 			steps: []func(*world){func(w *world) {
-				// The agent's clock runs an hour behind the hub's.
-				w.set("west", vmW("fresh", checkin(2, time.Hour+30*time.Second)), vmW("stale", checkin(2, time.Hour+31*time.Second)), vmW("b"))
+				// The agent reports a count only while the VM's check-ins
+				// are fresh (by its own clock, however far from the hub's
+				// it runs); "stale" checked in too long ago: no count.
+				w.set("west", vmW("fresh", checkin(2, time.Hour)), vmW("stale"), vmW("b"))
 				w.clouds["west"].inv.TakenAt = w.now.Add(-time.Hour)
 				w.clouds["west"].at = w.now
 				w.pool(map[string]int{"b": 0})
