@@ -191,11 +191,12 @@ func (a *Agent) sendDelta(ctx context.Context, conn *protocol.Conn, df *protocol
 	}
 	d, empty := df.Delta(inv, checksum)
 	if empty && !checksum {
-		return nil
+		return nil // nothing to say; the next delta starts from the last one sent
 	}
 	if err := conn.Send(d); err != nil {
 		return err
 	}
+	df.Sent(inv)
 	a.metrics.inventories.WithLabelValues("delta").Inc()
 	a.setStatus(func(s *Status) { s.Inventory = inv.Seq })
 	return nil

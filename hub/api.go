@@ -194,7 +194,7 @@ func pageVMs(vms []VMStatus, n int) ([]VMStatus, []siteCounts) {
 	for pass := range 2 {
 		for i := range vms {
 			vm := &vms[i]
-			attention := vm.State == planner.VMError || vm.Held || vm.State == planner.VMRetiring
+			attention := vm.State == planner.VMError || vm.Held || vm.State == planner.VMRetiring || vm.RetireError != ""
 			if pass == 0 {
 				c := by[vm.Site]
 				if c == nil {

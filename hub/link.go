@@ -61,6 +61,8 @@ type session struct {
 	once     sync.Once
 	// close ends the session's connection.
 	close func(reason string)
+	// resyncing is set while a full inventory asked for has not come.
+	resyncing atomic.Bool
 }
 
 // sendQueue is how many messages may wait for one agent.
@@ -275,6 +277,7 @@ func (h *Hub) receive(l *link, s *session, m protocol.Message, log *logrus.Entry
 		l.update(s, func(cv *cloudView) {
 			cv.Inventory, cv.InventoryAt, cv.InventorySession, cv.LastHeartbeat = &inv, now, s.id, now
 		})
+		s.resyncing.Store(false)
 		if inv.Storage != nil {
 			h.storage.Update(l.name, *inv.Storage)
 		}
@@ -317,6 +320,9 @@ func (h *Hub) receive(l *link, s *session, m protocol.Message, log *logrus.Entry
 // be applied (missed or not matching); the view keeps its last good
 // inventory, which ages out of freshness if no full one comes.
 func (h *Hub) resync(l *link, s *session, why string, log *logrus.Entry) {
+	if !s.resyncing.CompareAndSwap(false, true) {
+		return // asked already; deltas until the full inventory are moot
+	}
 	h.m.resyncs.WithLabelValues(l.name).Inc()
 	log.WithField("why", why).Info("inventory delta not applied; asking the agent for a full inventory")
 	s.enqueue(protocol.Resync{Reason: why})

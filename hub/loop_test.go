@@ -693,3 +693,31 @@ func TestInventoryDeltas(t *testing.T) {
 		t.Fatal("no resync asked for")
 	}
 }
+
+// TestFailedRetirementKeptAndShown: a VM whose vmagent could not stop
+// taking jobs (condor_off failed) is kept past its keep-alive, and the
+// status says why.
+func TestFailedRetirementKeptAndShown(t *testing.T) {
+	src := &scriptedSource{}
+	e := newEnv(t, src)
+	v := vm("id-1", "canopy-west-p1-0-0", readySince(e.now.Add(-time.Hour)))
+	src.d = inPool(demand.Demand{}, *e.now, v)
+	s := e.connect("west", v)
+	e.warm(3*time.Minute, "west", v)
+	if r := drain(s, protocol.CmdRetire); len(r) != 1 {
+		t.Fatalf("retires %+v", r)
+	}
+	v.Retiring, v.RetireState, v.RetireError = true, protocol.RetireFailed, "condor_off: AUTHENTICATE:1004 failed to authenticate"
+	for range 6 {
+		e.advance(10 * time.Minute)
+		e.report("west", v)
+		e.cycle()
+		if d := drain(s, protocol.CmdDelete); len(d) != 0 {
+			t.Fatalf("a VM whose retirement failed was deleted before its deadline: %+v", d)
+		}
+	}
+	vms := e.h.VMs()
+	if len(vms) != 1 || vms[0].RetireState != protocol.RetireFailed || !strings.Contains(vms[0].RetireError, "AUTHENTICATE") {
+		t.Fatalf("status does not show the failed retirement: %+v", vms)
+	}
+}

@@ -88,8 +88,13 @@ type VMStatus struct {
 	CreatedAt   time.Time       `json:"created_at,omitzero"`
 	// Fault is the cloud's message for a VM in error or stopped.
 	Fault string `json:"fault,omitempty"`
-	// Retiring is set once a retirement was ordered, with its deadline.
+	// RetireDeadline is set once a retirement was ordered.
 	RetireDeadline time.Time `json:"retire_deadline,omitzero"`
+	// RetireState is the retirement's progress as the agent reports it
+	// (ordered, draining, drained, failed) and RetireError why it failed:
+	// a VM whose retirement failed is kept, and the admin sees why here.
+	RetireState string `json:"retire_state,omitempty"`
+	RetireError string `json:"retire_error,omitempty"`
 }
 
 // DemandStatus summarizes demand for the API.
@@ -152,7 +157,8 @@ func (l *loop) status(now time.Time) *Status {
 				}
 				s.VMs++
 				vs := VMStatus{ID: vm.ID, Name: vm.Name, Site: name, Group: vm.Group, VMType: vm.VMType, Flavor: vm.Flavor,
-					CreatedAt: vm.CreatedAt, Fault: vm.Fault, State: l.vmState(vm)}
+					CreatedAt: vm.CreatedAt, Fault: vm.Fault, State: l.vmState(vm), RetireState: vm.RetireState,
+					RetireError: vm.RetireError}
 				if vm.Jobs != nil {
 					vs.RunningJobs = vm.Jobs.Running
 				}

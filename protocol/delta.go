@@ -141,9 +141,10 @@ func (df *Differ) Full(inv Inventory) {
 // Started reports whether a full inventory was recorded.
 func (df *Differ) Started() bool { return df.started }
 
-// Delta returns the delta from the last inventory to inv (numbered
-// inv.Seq) and records inv as sent. With checksum, the delta carries the
-// VM checksum. empty reports whether nothing changed.
+// Delta returns the delta from the last inventory sent to inv (numbered
+// inv.Seq). With checksum, the delta carries the VM checksum. empty
+// reports whether nothing changed. The caller records what it sent with
+// Sent: a delta not sent must not become the base of the next one.
 func (df *Differ) Delta(inv Inventory, checksum bool) (d InventoryDelta, empty bool) {
 	d = InventoryDelta{Seq: inv.Seq, Base: df.last.Seq, TakenAt: inv.TakenAt, Running: inv.Running}
 	seen := make(map[string]bool, len(inv.VMs))
@@ -186,9 +187,12 @@ func (df *Differ) Delta(inv Inventory, checksum bool) (d InventoryDelta, empty b
 	if checksum {
 		d.Checksum = VMChecksum(inv.VMs)
 	}
-	df.Full(inv)
 	return d, empty
 }
+
+// Sent records inv as the last inventory described to the receiver (by a
+// delta or in full): the base of the next delta.
+func (df *Differ) Sent(inv Inventory) { df.Full(inv) }
 
 func sameVM(a, b VM) bool {
 	ab, err1 := encMode.Marshal(&a)

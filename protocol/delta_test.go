@@ -28,6 +28,7 @@ func TestDeltaRoundTrip(t *testing.T) {
 	hub := steps[0]
 	for i, next := range steps[1:] {
 		d, empty := df.Delta(next, true)
+		df.Sent(next)
 		if empty != (i == 0) {
 			t.Fatalf("step %d: empty %v", i+1, empty)
 		}
@@ -69,5 +70,19 @@ func TestDeltaFrameValidation(t *testing.T) {
 	b, _ := Encode(nil, Version, InventoryDelta{Seq: 4, Base: 3, Removed: []string{"x"}})
 	if _, m, err := Decode(b); err != nil || m.(InventoryDelta).Removed[0] != "x" {
 		t.Fatalf("good delta: %v", err)
+	}
+}
+
+// TestUnsentDeltaIsNotABase: a delta the agent decides not to send (empty)
+// must not become the base of the next one, or the hub would miss it.
+func TestUnsentDeltaIsNotABase(t *testing.T) {
+	var df Differ
+	df.Full(testInv(1, VM{ID: "a"}))
+	if _, empty := df.Delta(testInv(2, VM{ID: "a"}), false); !empty {
+		t.Fatal("nothing changed, delta not empty")
+	}
+	d, _ := df.Delta(testInv(3, VM{ID: "a"}, VM{ID: "b"}), false)
+	if d.Base != 1 {
+		t.Fatalf("delta based on %d, the last one sent is 1", d.Base)
 	}
 }

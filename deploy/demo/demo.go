@@ -6,16 +6,19 @@ package demo
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -38,8 +41,11 @@ type Options struct {
 	// Replace are extra text substitutions applied to the hub config.
 	Replace map[string]string
 	// AgentReplace are extra text substitutions applied to the agents'
-	// configs.
+	// configs; SiteReplace to one site's agent config only (after
+	// AgentReplace). The hub's QUIC address in agent configs is written
+	// "127.0.0.1:7443" before substitution.
 	AgentReplace map[string]string
+	SiteReplace  map[string]map[string]string
 	// Output receives the processes' log lines, prefixed by their name.
 	Output io.Writer
 }
@@ -48,10 +54,13 @@ type Options struct {
 type System struct {
 	Dir     string
 	HTTPURL string
+	// HubAddr is the hub's QUIC address.
+	HubAddr string
 	// AgentURLs are the agents' metrics listeners (/metrics, /v1/vms), by site.
 	AgentURLs map[string]string
 	bin       string
 	out       io.Writer
+	opts      Options
 	procs     []*proc
 }
 
@@ -151,12 +160,15 @@ func Start(ctx context.Context, o Options) (*System, error) {
 		for k, v := range o.AgentReplace {
 			agentRepl[k] = v
 		}
+		for k, v := range o.SiteReplace[s] {
+			agentRepl[k] = v
+		}
 		if err := writeConfig("examples/agent-"+s+".yaml", filepath.Join(dir, "etc", "agent-"+s+".yaml"), agentRepl); err != nil {
 			return nil, err
 		}
 	}
 
-	sys := &System{Dir: dir, HTTPURL: "http://" + httpAddr, AgentURLs: agentURLs, bin: bin, out: o.Output}
+	sys := &System{Dir: dir, HTTPURL: "http://" + httpAddr, HubAddr: hubAddr, AgentURLs: agentURLs, bin: bin, out: o.Output, opts: o}
 	if err := sys.start(o, "hub", filepath.Join(bin, "hub"), "run", "--config", filepath.Join(dir, "etc", "hub.yaml")); err != nil {
 		return nil, err
 	}
@@ -181,8 +193,12 @@ func writeConfig(name, dst string, repl map[string]string) error {
 		return err
 	}
 	s := string(b)
-	for k, v := range repl {
-		s = strings.ReplaceAll(s, k, v)
+	// Longer keys first, so that a substitution of a whole line's part
+	// ("addr: 127.0.0.1:7443") wins over one of its address alone.
+	keys := slices.Collect(maps.Keys(repl))
+	slices.SortFunc(keys, func(a, b string) int { return cmp.Or(len(b)-len(a), strings.Compare(a, b)) })
+	for _, k := range keys {
+		s = strings.ReplaceAll(s, k, repl[k])
 	}
 	return os.WriteFile(dst, []byte(s), 0o600)
 }
@@ -228,6 +244,36 @@ func (s *System) start(o Options, name, path string, args ...string) error {
 	}()
 	s.procs = append(s.procs, p)
 	return nil
+}
+
+// Kill ends a process of the system ("hub" or a site's agent) with
+// SIGKILL, as a crash would, and waits for it to be gone.
+func (s *System) Kill(name string) error {
+	for _, p := range s.procs {
+		if p.name != name {
+			continue
+		}
+		select {
+		case <-p.done:
+			continue
+		default:
+		}
+		if err := syscall.Kill(p.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+			return err
+		}
+		<-p.done
+		return nil
+	}
+	return fmt.Errorf("no running process %q", name)
+}
+
+// Restart starts a process of the system again from its config and state
+// ("hub" or a site's agent).
+func (s *System) Restart(name string) error {
+	if name == "hub" {
+		return s.start(s.opts, "hub", filepath.Join(s.bin, "hub"), "run", "--config", filepath.Join(s.Dir, "etc", "hub.yaml"))
+	}
+	return s.start(s.opts, name, filepath.Join(s.bin, "agent"), "run", "--config", filepath.Join(s.Dir, "etc", "agent-"+name+".yaml"))
 }
 
 // PIDs returns the PIDs of the hub and agents.

@@ -57,6 +57,10 @@ type Options struct {
 	// measured window is.
 	Warmup  time.Duration
 	Measure time.Duration
+	// FullInventories makes the agents send full inventories every
+	// interval and on every change, as agents did before deltas (and as
+	// hubs without deltas need).
+	FullInventories bool
 	// ErrorsPerMinute is how many VMs, fleet-wide, go into ERROR each
 	// minute (the hub deletes them and boots replacements).
 	ErrorsPerMinute int
@@ -168,6 +172,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 			return res, err
 		}
 		a := newAgent(name, o.VMsPerCloud, fleet)
+		a.fullOnly = o.FullInventories
 		fleet.add(a)
 		tc := protocol.ClientTLS(roots, cert, "127.0.0.1")
 		addr := fmt.Sprintf("127.0.0.1:%d", quicPort)
@@ -368,6 +373,8 @@ type agent struct {
 	fleet *fleet
 	epoch string
 	up    atomic.Bool
+	// fullOnly: no deltas (Options.FullInventories).
+	fullOnly bool
 
 	mu      sync.Mutex
 	hubID   string
@@ -468,23 +475,50 @@ func (a *agent) session(ctx context.Context, addr string, tc *tls.Config) error 
 	a.mu.Lock()
 	a.hubID = w.HubID
 	a.mu.Unlock()
-	if err := conn.Send(a.inventory()); err != nil {
+	// As the real agent: a full inventory, then deltas (on change,
+	// debounced, and an often empty one with the checksum every interval),
+	// a full one again when the hub asks.
+	var df protocol.Differ
+	var sendMu sync.Mutex
+	full := func() error {
+		sendMu.Lock()
+		defer sendMu.Unlock()
+		inv := a.inventory()
+		if err := conn.Send(inv); err != nil {
+			return err
+		}
+		df.Full(inv)
+		return nil
+	}
+	delta := func(checksum bool) error {
+		if a.fullOnly {
+			return full()
+		}
+		sendMu.Lock()
+		defer sendMu.Unlock()
+		inv := a.inventory()
+		d, empty := df.Delta(inv, checksum)
+		if empty && !checksum {
+			return nil
+		}
+		if err := conn.Send(d); err != nil {
+			return err
+		}
+		df.Sent(inv)
+		return nil
+	}
+	if err := full(); err != nil {
 		return err
 	}
 	a.up.Store(true)
 	sctx, scancel := context.WithCancel(ctx)
 	defer scancel()
 	go func() { <-sctx.Done(); st.CancelRead(0); _ = st.Close() }()
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
+	resync := make(chan struct{}, 1)
 	go func() {
 		hb := time.NewTicker(w.HeartbeatEvery)
 		defer hb.Stop()
-		// Spread the agents' inventories over the interval, as real agents
-		// started at different times are.
-		first := time.NewTimer(rand.N(w.InventoryEvery))
-		defer first.Stop()
-		var inv <-chan time.Time
-		var invT *time.Ticker
 		var seq uint64
 		for {
 			select {
@@ -492,29 +526,44 @@ func (a *agent) session(ctx context.Context, addr string, tc *tls.Config) error 
 				errc <- sctx.Err()
 				return
 			case <-hb.C:
-				seq++
-				if err := conn.Send(protocol.Heartbeat{Seq: seq, SentAt: time.Now().UTC()}); err != nil {
-					errc <- err
-					return
-				}
+			}
+			seq++
+			if err := conn.Send(protocol.Heartbeat{Seq: seq, SentAt: time.Now().UTC()}); err != nil {
+				errc <- err
+				return
+			}
+		}
+	}()
+	go func() {
+		// Spread the agents' checksum deltas over the interval, as real
+		// agents started at different times are.
+		first := time.NewTimer(rand.N(w.InventoryEvery))
+		defer first.Stop()
+		var tick <-chan time.Time
+		for {
+			var err error
+			select {
+			case <-sctx.Done():
+				errc <- sctx.Err()
+				return
 			case <-first.C:
-				invT = time.NewTicker(w.InventoryEvery)
-				defer invT.Stop()
-				inv = invT.C
-				if err := conn.Send(a.inventory()); err != nil {
-					errc <- err
-					return
-				}
-			case <-inv:
-				if err := conn.Send(a.inventory()); err != nil {
-					errc <- err
-					return
-				}
+				t := time.NewTicker(w.InventoryEvery)
+				defer t.Stop()
+				tick = t.C
+				err = delta(true)
+			case <-tick:
+				err = delta(true)
 			case <-a.changed:
-				if err := conn.Send(a.inventory()); err != nil {
-					errc <- err
-					return
+				err = sleep(sctx, 300*time.Millisecond)
+				if err == nil {
+					err = delta(false)
 				}
+			case <-resync:
+				err = full()
+			}
+			if err != nil {
+				errc <- err
+				return
 			}
 		}
 	}()
@@ -525,12 +574,18 @@ func (a *agent) session(ctx context.Context, addr string, tc *tls.Config) error 
 				errc <- err
 				return
 			}
-			if c, ok := m.(protocol.Command); ok {
-				if err := conn.Send(a.execute(c)); err != nil {
+			switch v := m.(type) {
+			case protocol.Command:
+				if err := conn.Send(a.execute(v)); err != nil {
 					errc <- err
 					return
 				}
 				a.markChanged()
+			case protocol.Resync:
+				select {
+				case resync <- struct{}{}:
+				default:
+				}
 			}
 		}
 	}()

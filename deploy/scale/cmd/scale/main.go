@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -37,6 +38,7 @@ func run() error {
 	flag.DurationVar(&o.Measure, "measure", 2*time.Minute, "measured window")
 	flag.IntVar(&o.ErrorsPerMinute, "errors-per-minute", 60, "VMs put into ERROR per minute, fleet-wide")
 	dir := flag.String("dir", ".scale", "working directory")
+	fullFor := flag.String("full-inventories", "", "comma-separated hub binaries whose agents send full inventories only (hubs built before inventory deltas)")
 	flag.Parse()
 	if flag.NArg() == 0 {
 		return fmt.Errorf("name at least one hub binary")
@@ -44,8 +46,13 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var results []scale.Result
+	full := map[string]bool{}
+	for _, h := range strings.Split(*fullFor, ",") {
+		full[h] = true
+	}
 	for i, hub := range flag.Args() {
 		o.Hub = hub
+		o.FullInventories = full[hub]
 		o.Dir = filepath.Join(*dir, fmt.Sprint(i))
 		r, err := scale.Run(ctx, o)
 		if err != nil {
