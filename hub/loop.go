@@ -185,8 +185,10 @@ func (l *loop) cycle(ctx context.Context) {
 	if l.grace(now, views) {
 		plan = planner.Decide(snap)
 		l.hist.Observe(now, plan)
-		if !demandOK {
-			// A failed poll never retires or deletes.
+		if !demandOK || !d.Fresh() {
+			// A failed poll never retires or deletes; nor does one that
+			// could not read every schedd (a VM may look idle only
+			// because the queue that would feed it is missing).
 			plan.Retires, plan.Deletes = nil, nil
 		}
 		l.lastPlan, l.planAt, planned = plan, now, true

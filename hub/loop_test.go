@@ -242,6 +242,30 @@ func TestFailedPollNeverRetires(t *testing.T) {
 	}
 }
 
+func TestStaleScheddNeverRetires(t *testing.T) {
+	src := &scriptedSource{}
+	e := newEnv(t, src)
+	v := vm("id-1", "canopy-west-p1-0-0", readySince(e.now.Add(-time.Hour)))
+	src.d = inPool(atlas(1), *e.now, v) // an idle job keeps the idle VM
+	s := e.connect("west", v)
+	e.warm(3*time.Minute, "west", v)
+	// The queue that held the job cannot be read: the poll succeeds, with
+	// that schedd not fresh.
+	src.d = inPool(demand.Demand{}, *e.now, v)
+	src.d.Schedds = []demand.ScheddState{{Name: "schedd1"}, {Name: "schedd2", Fresh: true}}
+	e.advance(30 * time.Second)
+	e.report("west", v)
+	e.cycle()
+	if r := drain(s, protocol.CmdRetire); len(r) != 0 {
+		t.Fatalf("retired on a poll with a stale schedd: %+v", r)
+	}
+	src.d.Schedds[0].Fresh = true
+	e.cycle()
+	if r := drain(s, protocol.CmdRetire); len(r) != 1 {
+		t.Fatalf("retire commands after a fresh poll %+v", r)
+	}
+}
+
 func TestStaleDemandStopsBoots(t *testing.T) {
 	src := &scriptedSource{d: demand.Demand{Shapes: []planner.Shape{{Group: "atlas", VMType: "el9", Cpus: 2, MemoryMiB: 1000, Idle: 1}}}}
 	e := newEnv(t, src)

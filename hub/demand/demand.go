@@ -71,6 +71,30 @@ type Demand struct {
 	TakenAt  time.Time
 }
 
+// Fresh reports whether every schedd's queue was read in this poll. A
+// poll that is not fresh must not be the basis of a retirement: a VM may
+// look idle only because the queue that would feed it could not be read
+// (its last good demand may stand in for a while, or be gone).
+func (d Demand) Fresh() bool {
+	for _, s := range d.Schedds {
+		if !s.Fresh {
+			return false
+		}
+	}
+	return true
+}
+
+// Stale names the schedds whose queue this poll could not read.
+func (d Demand) Stale() []string {
+	var out []string
+	for _, s := range d.Schedds {
+		if !s.Fresh {
+			out = append(out, s.Name)
+		}
+	}
+	return out
+}
+
 // PoolVM is what the hub tells a source about one VM it knows; a simulated
 // pool uses it to decide which VMs can run jobs. A real pool ignores it.
 type PoolVM struct {

@@ -18,8 +18,20 @@ import (
 type Config struct {
 	// Schedds names the schedds whose queues are read (condor_q -name).
 	// Empty means the one schedd condor_q finds by default (the local one).
-	// Every schedd must answer for a poll to count: see Source.Poll.
+	// Each is read on its own: see Source.Poll.
 	Schedds []string `yaml:"schedds"`
+	// DemandMaxAge is how long a schedd that cannot be read keeps
+	// contributing its last good demand; after that its jobs count as
+	// gone. Either way the poll says the schedd is not fresh
+	// (demand.Demand.Schedds). Default 5m.
+	DemandMaxAge time.Duration `yaml:"demand_max_age"`
+	// DemandQuery is how queues are read: "autocluster" (the default)
+	// has each schedd group its jobs by status and by the attributes
+	// shapes depend on and send one row per group with its job count
+	// (condor_q -group-by); "jobs" reads every job one by one (condor_q
+	// -json -attributes). A schedd that cannot group is read one by one,
+	// and the status says so.
+	DemandQuery string `yaml:"demand_query"`
 	// Pool is the central manager, "host[:port]", passed as -pool to every
 	// tool. Empty means the tools' own COLLECTOR_HOST.
 	Pool string `yaml:"pool"`
@@ -103,8 +115,15 @@ type AttributeNames struct {
 // startd config (vmagent/condor.go): only jobs of the VM's group.
 const DefaultStart = `(TARGET.CanopyGroup =?= MY.CanopyGroup) || (TARGET.AcctGroup =?= MY.CanopyGroup)`
 
+// Demand queries (Config.DemandQuery).
+const (
+	QueryAutocluster = "autocluster"
+	QueryJobs        = "jobs"
+)
+
 // Defaults.
 const (
+	DefaultDemandMaxAge   = 5 * time.Minute
 	DefaultCommandTimeout = 60 * time.Second
 	DefaultMaxSignatures  = 100000
 	DefaultMaxAdBytes     = 4 << 20
@@ -114,6 +133,12 @@ const (
 func (c Config) WithDefaults() Config {
 	if c.CommandTimeout == 0 {
 		c.CommandTimeout = DefaultCommandTimeout
+	}
+	if c.DemandMaxAge == 0 {
+		c.DemandMaxAge = DefaultDemandMaxAge
+	}
+	if c.DemandQuery == "" {
+		c.DemandQuery = QueryAutocluster
 	}
 	if len(c.GroupAttributes) == 0 {
 		c.GroupAttributes = []string{"CanopyGroup", "AcctGroup", "AccountingGroup", "Owner"}
@@ -174,6 +199,12 @@ func (c Config) Validate() error {
 	}
 	if c.CommandTimeout < time.Second {
 		bad("command_timeout %s is below 1s", c.CommandTimeout)
+	}
+	if c.DemandMaxAge < 0 {
+		bad("demand_max_age %s is negative", c.DemandMaxAge)
+	}
+	if c.DemandQuery != QueryAutocluster && c.DemandQuery != QueryJobs {
+		bad("demand_query %q is neither %q nor %q", c.DemandQuery, QueryAutocluster, QueryJobs)
 	}
 	for _, a := range c.GroupAttributes {
 		if !attrNameRE.MatchString(a) {

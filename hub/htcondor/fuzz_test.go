@@ -185,3 +185,30 @@ func FuzzQueue(f *testing.F) {
 		}
 	})
 }
+
+// FuzzGroups feeds arbitrary output through the grouped-idle-jobs path
+// (condor_q -group-by rows into shapes): it must never panic, every
+// failure must be a *DecodeError, and the counts must add up.
+func FuzzGroups(f *testing.F) {
+	for _, name := range []string{"80_live_condor_q-group-by.out", "81_live_condor_q-group-by_no-negotiation-yet.out", "80_live_condor_q-json_jobs.out"} {
+		b, err := os.ReadFile(filepath.Join("testdata/recorded", name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte(`[{"JobCount":-1}]`))
+	f.Add([]byte(`[{"JobCount":3,"JobStatus":1,"JobIds":"1.0 ... 1.2","CanopyGroup":"a","RequestMemory":1,"RequestDisk":1}]`))
+	s := testSource(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		q := s.newQueue()
+		err := q.readGroups(bytes.NewReader(data))
+		var de *DecodeError
+		if err != nil && !errors.As(err, &de) {
+			t.Fatalf("error %v is not a *DecodeError", err)
+		}
+		if err == nil && (q.idle+q.running+q.ignored != q.jobs || q.idle < 0 || q.running < 0) {
+			t.Fatalf("counted %d idle, %d running, %d ignored of %d jobs", q.idle, q.running, q.ignored, q.jobs)
+		}
+	})
+}

@@ -1,7 +1,9 @@
 package htcondor
 
 import (
+	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -75,6 +77,17 @@ func newProjection(cfg Config) *projection {
 	return p
 }
 
+// shapingNames are the projected attributes a job's shape depends on.
+func (p *projection) shapingNames() []string {
+	var out []string
+	for i, n := range p.names {
+		if p.shaping[i] {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
 // shapeKey is everything that tells one kind of job from another.
 type shapeKey struct {
 	group, vmType string
@@ -116,17 +129,18 @@ type sigEntry struct {
 	unmatch *unmatchAcc
 }
 
-func (e *sigEntry) count(status int64) {
+// count adds n jobs of the given status.
+func (e *sigEntry) count(status int64, n int) {
 	idle := status == statusIdle
 	switch {
 	case e.shape != nil && idle:
-		e.shape.idle++
+		e.shape.idle += n
 	case e.shape != nil:
-		e.shape.running++
+		e.shape.running += n
 	case idle:
-		e.unmatch.idle++
+		e.unmatch.idle += n
 	default:
-		e.unmatch.running++
+		e.unmatch.running += n
 	}
 }
 
@@ -142,8 +156,11 @@ type queue struct {
 	lower  []byte
 	sig    []byte
 	picked []rawAttr
+	rowIDs string // the JobIds of the group row being read, for messages
 	// counts
 	jobs, idle, running, ignored int
+	// groups counts the group rows read (condor_q -group-by).
+	groups int
 }
 
 func (s *Source) newQueue() *queue {
@@ -168,15 +185,21 @@ func (q *queue) read(r io.Reader) error {
 	}
 }
 
-// add counts one job.
-func (q *queue) add(attrs []rawAttr) error {
+// index finds the projected attributes among attrs (q.slots).
+func (q *queue) index(attrs []rawAttr) {
 	clear(q.slots)
+	q.rowIDs = ""
 	for i, a := range attrs {
 		q.lower = lowerASCII(q.lower[:0], a.name)
 		if j, ok := q.proj.index[string(q.lower)]; ok {
 			q.slots[j] = i + 1
 		}
 	}
+}
+
+// add counts one job.
+func (q *queue) add(attrs []rawAttr) error {
+	q.index(attrs)
 	q.jobs++
 	k := q.slots[q.proj.status]
 	if k == 0 {
@@ -195,6 +218,84 @@ func (q *queue) add(attrs []rawAttr) error {
 		q.ignored++
 		return nil
 	}
+	return q.count(attrs, status, 1)
+}
+
+// ErrNotGrouped is what reading condor_q -group-by output returns when its
+// rows carry no JobCount: the schedd did not group the jobs (an HTCondor
+// without on-the-fly aggregation answers with plain job ads).
+var ErrNotGrouped = errors.New("rows carry no JobCount: the schedd did not group its jobs")
+
+// maxGroupJobs bounds one group row's job count.
+const maxGroupJobs = 1 << 31
+
+// readGroups streams condor_q -group-by -json output (one row per group of
+// jobs, with JobStatus, JobCount and JobIds) into q.
+func (q *queue) readGroups(r io.Reader) error {
+	st := newAdStream(r, q.src.cfg.MaxAdBytes)
+	for {
+		attrs, err := st.next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := q.addGroup(attrs); err != nil {
+			de := &DecodeError{Offset: st.base + int64(st.pos), Ad: st.ads - 1, Msg: err.Error()}
+			if errors.Is(err, ErrNotGrouped) {
+				de.Err = ErrNotGrouped
+			}
+			return de
+		}
+	}
+}
+
+// addGroup counts one group row: JobCount jobs with the row's status and
+// attributes.
+func (q *queue) addGroup(attrs []rawAttr) error {
+	q.index(attrs)
+	n := int64(-1)
+	for _, a := range attrs {
+		switch {
+		case bytes.EqualFold(a.name, []byte("JobCount")):
+			v, ok := rawInt(a.kind, a.val)
+			if !ok || v < 0 || v > maxGroupJobs {
+				return fmt.Errorf("group row: JobCount %s is not a count", clip(string(a.val), 40))
+			}
+			n = v
+		case bytes.EqualFold(a.name, []byte("JobIds")) && a.kind == kindString:
+			q.rowIDs = strings.Trim(string(a.val), `"`) // ids need no unescaping
+		}
+	}
+	if n < 0 {
+		return ErrNotGrouped
+	}
+	k := q.slots[q.proj.status]
+	if k == 0 {
+		return fmt.Errorf("group row %s has no JobStatus", q.jobID(attrs))
+	}
+	status, ok := rawInt(attrs[k-1].kind, attrs[k-1].val)
+	if !ok {
+		return fmt.Errorf("group row %s: JobStatus %s is not an integer", q.jobID(attrs), clip(string(attrs[k-1].val), 40))
+	}
+	q.groups++
+	q.jobs += int(n)
+	switch status {
+	case statusIdle:
+		q.idle += int(n)
+	case statusRunning, statusTransferring, statusSuspended:
+		q.running += int(n)
+	default:
+		q.ignored += int(n)
+		return nil
+	}
+	return q.count(attrs, status, int(n))
+}
+
+// count adds n jobs of status whose attributes are attrs (indexed in
+// q.slots) to their shape.
+func (q *queue) count(attrs []rawAttr, status int64, n int) error {
 	sig := q.sig[:0]
 	for j, shaping := range q.proj.shaping {
 		if k := q.slots[j]; shaping && k > 0 {
@@ -207,7 +308,7 @@ func (q *queue) add(attrs []rawAttr) error {
 	}
 	q.sig = sig
 	if e := q.sigs[string(sig)]; e != nil {
-		e.count(status)
+		e.count(status, n)
 		return nil
 	}
 	e, err := q.entry(attrs)
@@ -217,7 +318,7 @@ func (q *queue) add(attrs []rawAttr) error {
 	if len(q.sigs) < q.src.cfg.MaxSignatures {
 		q.sigs[string(sig)] = e
 	}
-	e.count(status)
+	e.count(status, n)
 	return nil
 }
 
@@ -254,8 +355,14 @@ func (q *queue) entry(attrs []rawAttr) (*sigEntry, error) {
 	return &sigEntry{shape: acc}, nil
 }
 
-// jobID is "cluster.proc" for messages.
+// jobID is "cluster.proc" for messages; for a group row, the first of
+// its JobIds.
 func (q *queue) jobID(attrs []rawAttr) string {
+	if q.slots[q.proj.cluster] == 0 && q.rowIDs != "" {
+		if f := strings.Fields(q.rowIDs); len(f) > 0 && len(f[0]) <= 32 {
+			return f[0]
+		}
+	}
 	id := func(j int) string {
 		if k := q.slots[j]; k > 0 {
 			if n, ok := rawInt(attrs[k-1].kind, attrs[k-1].val); ok {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -59,6 +60,7 @@ func (r ExecRunner) Run(ctx context.Context, c Cmd, stdout func(io.Reader) error
 	}
 	cmd := exec.CommandContext(ctx, path, c.Args...)
 	cmd.Dir = "/"
+	cmd.Env = queryTimeoutEnv(ctx, os.Environ())
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 2 * time.Second
@@ -97,6 +99,29 @@ func (r ExecRunner) Run(ctx context.Context, c Cmd, stdout func(io.Reader) error
 		return stderr.Bytes(), exitErr.ExitCode(), nil
 	}
 	return stderr.Bytes(), -1, fmt.Errorf("run %s: %w", c.Name, waitErr)
+}
+
+// queryTimeoutEnv returns env with condor_q's own query timeout
+// (Q_QUERY_TIMEOUT, 20 s by default) raised to what is left of ctx's
+// deadline, unless env sets it: a big queue on a busy schedd can take
+// longer than 20 s to answer, and then condor_q gives up ("Failed to fetch
+// ads") although the hub's command_timeout allows more.
+func queryTimeoutEnv(ctx context.Context, env []string) []string {
+	const name = "_CONDOR_Q_QUERY_TIMEOUT"
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return env
+	}
+	for _, e := range env {
+		if strings.HasPrefix(e, name+"=") {
+			return env
+		}
+	}
+	secs := int(time.Until(deadline).Seconds())
+	if secs <= 20 {
+		return env
+	}
+	return append(env, fmt.Sprintf("%s=%d", name, secs))
 }
 
 // clippedBuffer keeps the first limit bytes written to it.

@@ -119,3 +119,25 @@ func TestExecRunnerFindsSbinTools(t *testing.T) {
 		t.Errorf("relative sbin_dir: %v", err)
 	}
 }
+
+// TestQueryTimeoutEnv: condor_q's own timeout follows the hub's command
+// timeout, unless the environment sets it.
+func TestQueryTimeoutEnv(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	env := queryTimeoutEnv(ctx, []string{"PATH=/bin"})
+	if len(env) != 2 || !strings.HasPrefix(env[1], "_CONDOR_Q_QUERY_TIMEOUT=8") {
+		t.Errorf("env %q", env)
+	}
+	if env := queryTimeoutEnv(ctx, []string{"_CONDOR_Q_QUERY_TIMEOUT=5"}); len(env) != 1 {
+		t.Errorf("an explicit setting was overridden: %q", env)
+	}
+	if env := queryTimeoutEnv(context.Background(), nil); len(env) != 0 {
+		t.Errorf("no deadline: %q", env)
+	}
+	short, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel2()
+	if env := queryTimeoutEnv(short, nil); len(env) != 0 {
+		t.Errorf("a deadline under condor_q's default lowered it: %q", env)
+	}
+}

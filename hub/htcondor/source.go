@@ -38,8 +38,9 @@ type Source struct {
 	Manual func(vmName string) bool
 
 	mu        sync.Mutex
-	idleSince map[string]time.Time  // by VM name, across polls
-	startds   map[string]seenStartd // by VM name, for Invalidate
+	schedds   map[string]*scheddState // by configured name, across polls
+	idleSince map[string]time.Time    // by VM name, across polls
+	startds   map[string]seenStartd   // by VM name, for Invalidate
 	status    Status
 	matcher   *Matcher
 }
@@ -57,7 +58,7 @@ func New(cfg Config, run Runner, log *logrus.Entry) (*Source, error) {
 	}
 	s := &Source{cfg: cfg, run: run, log: log, types: types, typeByName: map[string]*vmType{},
 		proj: newProjection(cfg), exprs: newExprCache(4096),
-		idleSince: map[string]time.Time{}, startds: map[string]seenStartd{}}
+		schedds: map[string]*scheddState{}, idleSince: map[string]time.Time{}, startds: map[string]seenStartd{}}
 	for _, t := range types {
 		s.typeByName[t.name] = t
 	}
@@ -96,14 +97,32 @@ func (s *Source) poolArgs() []string {
 	return []string{"-pool", s.cfg.Pool}
 }
 
-// QueueCommand is the condor_q command line run for schedd ("" for the
-// default schedd).
+// QueueCommand is the condor_q command line that reads schedd's jobs one by
+// one ("" for the default schedd): the "jobs" query.
 func (s *Source) QueueCommand(schedd string) Cmd {
+	args := append(s.scheddArgs(schedd), "-allusers", "-json", "-constraint", jobConstraint, "-attributes", strings.Join(s.proj.names, ","))
+	return Cmd{Name: "condor_q", Args: args}
+}
+
+// scheddArgs are the -pool and -name arguments for schedd.
+func (s *Source) scheddArgs(schedd string) []string {
 	args := s.poolArgs()
 	if schedd != "" {
 		args = append(args, "-name", schedd)
 	}
-	args = append(args, "-allusers", "-json", "-constraint", jobConstraint, "-attributes", strings.Join(s.proj.names, ","))
+	return args
+}
+
+// GroupsCommand is the condor_q command line that has schedd ("" for the
+// default one) group its jobs that are demand or hold a VM (idle, running,
+// transferring, suspended) by their status and by every attribute a shape
+// depends on (the schedd's autoclustering done on the fly, condor_q
+// -group-by), and send one row per group with JobCount and JobIds: the
+// "autocluster" query. condor_q applies -constraint to the rows it gets
+// back too; they carry JobStatus, so the job constraint lets them through.
+func (s *Source) GroupsCommand(schedd string) Cmd {
+	args := append(s.scheddArgs(schedd), "-allusers", "-group-by", "-json", "-constraint", jobConstraint,
+		"-attributes", strings.Join(append([]string{"JobStatus"}, s.proj.shapingNames()...), ","))
 	return Cmd{Name: "condor_q", Args: args}
 }
 
@@ -118,14 +137,29 @@ func (s *Source) SlotsCommand() Cmd {
 // ScheddStatus is how reading one schedd's queue went.
 type ScheddStatus struct {
 	// Name is the schedd ("" for the default one).
-	Name    string `json:"name"`
-	Idle    int    `json:"idle"`
-	Running int    `json:"running"`
+	Name string `json:"name"`
+	// Query is how the queue was read: QueryAutocluster or QueryJobs.
+	Query string `json:"query"`
+	// QueryNote says why the schedd is read job by job although
+	// demand_query asks for autoclusters.
+	QueryNote string `json:"query_note,omitempty"`
+	// Idle and Running count its jobs (the kept ones when Stale).
+	Idle    int `json:"idle"`
+	Running int `json:"running"`
 	// Signatures counts distinct job signatures (jobs that differ in an
-	// attribute their shape depends on).
+	// attribute their shape depends on); Groups the group rows read.
 	Signatures int           `json:"signatures"`
+	Groups     int           `json:"groups,omitempty"`
 	Took       time.Duration `json:"took"`
 	Err        string        `json:"error,omitempty"`
+	// Stale is true when this poll could not read the schedd; Kept when
+	// its last good jobs still count (not older than demand_max_age).
+	Stale bool `json:"stale,omitempty"`
+	Kept  bool `json:"kept,omitempty"`
+	// LastGood is when it was last read in full; FailingSince when it
+	// started failing.
+	LastGood     time.Time `json:"last_good,omitzero"`
+	FailingSince time.Time `json:"failing_since,omitzero"`
 }
 
 // ShapeInfo is one shape with what the planner's Shape does not carry yet.
@@ -155,11 +189,16 @@ type Status struct {
 	Took    time.Duration `json:"took"`
 	// Err is the last poll's error; empty when it succeeded. The other
 	// fields then still describe the last good poll.
-	Err         string         `json:"error,omitempty"`
-	Schedds     []ScheddStatus `json:"schedds"`
-	Shapes      []ShapeInfo    `json:"shapes"`
-	Unmatchable []Unmatchable  `json:"unmatchable"`
-	Machines    []MachineInfo  `json:"machines"`
+	Err     string         `json:"error,omitempty"`
+	Schedds []ScheddStatus `json:"schedds"`
+	// Stale names the schedds the last good poll could not read.
+	Stale []string `json:"stale,omitempty"`
+	// PoolErr is why the last good poll could not read the pool's slots
+	// (Machines is then empty: unknown, not none).
+	PoolErr     string        `json:"pool_error,omitempty"`
+	Shapes      []ShapeInfo   `json:"shapes"`
+	Unmatchable []Unmatchable `json:"unmatchable"`
+	Machines    []MachineInfo `json:"machines"`
 }
 
 // Status returns what the last poll saw.
@@ -176,49 +215,154 @@ func (s *Source) Matcher() *Matcher {
 	return s.matcher
 }
 
+// scheddRead is one schedd's queue as one poll read it.
+type scheddRead struct {
+	q     *queue
+	query string // QueryAutocluster or QueryJobs: how it was read
+	// noGroup, when set, says why the schedd was read job by job although
+	// the autocluster query was asked for.
+	noGroup string
+	err     error
+	took    time.Duration
+}
+
+// scheddState is what the Source remembers of one schedd across polls.
+type scheddState struct {
+	good         *queue    // the last queue read in full
+	goodAt       time.Time // when (the poll's now)
+	failingSince time.Time // zero while it answers
+	// noGroup says why the schedd is read job by job ("" while the
+	// autocluster query works, or before it was tried).
+	noGroup string
+}
+
+// scheddLabel names a schedd in messages and Status.Stale.
+func scheddLabel(name string) string {
+	if name == "" {
+		return "(default schedd)"
+	}
+	return name
+}
+
 // Poll reads every configured schedd's queue and the pool's Canopy slots.
-// If any command fails (exit status, failure text, timeout, unreadable
-// output) Poll returns an error naming the command and the reason, and no
-// demand at all: a partial queue would make the planner retire VMs that a
-// failed schedd's jobs need. The hub keeps its last good demand meanwhile.
+//
+// Each schedd is read on its own. One that fails (exit status, failure
+// text, timeout, unreadable output) does not fail the poll: its last good
+// jobs keep counting until they are older than DemandMaxAge, then they
+// are dropped, while the other schedds are read fresh. Either way the
+// result says it is not fresh (Demand.Schedds, Demand.Fresh; Status says
+// how each schedd went), so that the hub does not retire on a view that
+// misses a schedd. condor_status failing is a failed pool view:
+// Demand.PoolErr says why and Machines is nil (unknown, not empty). The
+// poll fails as a whole, with an error naming the command and the reason
+// and no demand, when no schedd could be read at all.
 func (s *Source) Poll(ctx context.Context, now time.Time, pool []demand.PoolVM) (demand.Demand, error) {
 	start := time.Now()
 	schedds := s.cfg.Schedds
 	if len(schedds) == 0 {
 		schedds = []string{""}
 	}
-	queues := make([]*queue, len(schedds))
-	stats := make([]ScheddStatus, len(schedds))
-	errs := make([]error, len(schedds)+1)
+	s.mu.Lock()
+	noGroup := make([]string, len(schedds))
+	for i, name := range schedds {
+		if st := s.schedds[name]; st != nil {
+			noGroup[i] = st.noGroup
+		}
+	}
+	s.mu.Unlock()
+	reads := make([]scheddRead, len(schedds))
 	slots := map[string][]*slot{}
+	var slotsErr error
 	var wg sync.WaitGroup
 	for i, name := range schedds {
-		wg.Go(func() {
-			t0 := time.Now()
-			q := s.newQueue()
-			stderr, err := runTool(ctx, s.run, s.cfg.CommandTimeout, s.QueueCommand(name), q.read)
-			s.warn(name, stderr)
-			queues[i], errs[i] = q, err
-			stats[i] = ScheddStatus{Name: name, Idle: q.idle, Running: q.running, Signatures: len(q.sigs), Took: time.Since(t0)}
-			if err != nil {
-				stats[i].Err = err.Error()
-			}
-		})
+		wg.Go(func() { reads[i] = s.readSchedd(ctx, name, noGroup[i]) })
 	}
 	wg.Go(func() {
 		stderr, err := runTool(ctx, s.run, s.cfg.CommandTimeout, s.SlotsCommand(), func(r io.Reader) error {
 			return s.readSlots(r, slots)
 		})
 		s.warn("", stderr)
-		errs[len(schedds)] = err
+		slotsErr = err
 	})
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		s.mu.Lock()
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var queues []*queue
+	var stale []string
+	var errs []error
+	stats := make([]ScheddStatus, len(schedds))
+	states := make([]demand.ScheddState, len(schedds))
+	fresh := 0
+	for i, name := range schedds {
+		r := reads[i]
+		st := s.schedds[name]
+		if st == nil {
+			st = &scheddState{}
+			s.schedds[name] = st
+		}
+		if r.noGroup != st.noGroup && s.log != nil {
+			if r.noGroup != "" {
+				s.log.WithFields(logrus.Fields{"schedd": scheddLabel(name), "reason": r.noGroup}).Warn(
+					"schedd cannot group its idle jobs: reading its queue job by job")
+			} else {
+				s.log.WithField("schedd", scheddLabel(name)).Info("schedd groups its idle jobs again")
+			}
+		}
+		if r.noGroup != "" || r.err == nil {
+			st.noGroup = r.noGroup
+		}
+		ss := ScheddStatus{Name: name, Query: r.query, QueryNote: st.noGroup, Took: r.took}
+		if r.err == nil {
+			st.good, st.goodAt, st.failingSince = r.q, now, time.Time{}
+			queues = append(queues, r.q)
+			fresh++
+		} else {
+			errs = append(errs, r.err)
+			if st.failingSince.IsZero() {
+				st.failingSince = now
+			}
+			stale = append(stale, scheddLabel(name))
+			ss.Err, ss.Stale, ss.FailingSince = r.err.Error(), true, st.failingSince
+			if st.good != nil && now.Sub(st.goodAt) <= s.cfg.DemandMaxAge {
+				queues = append(queues, st.good)
+				ss.Kept = true
+			}
+		}
+		ss.LastGood = st.goodAt
+		states[i] = demand.ScheddState{Name: name, Fresh: r.err == nil, TakenAt: st.goodAt, Err: ss.Err}
+		if q := r.q; r.err != nil {
+			q = nil
+			if ss.Kept {
+				q = st.good
+			}
+			if q != nil {
+				ss.Idle, ss.Running, ss.Signatures, ss.Groups = q.idle, q.running, len(q.sigs), q.groups
+			}
+		} else {
+			ss.Idle, ss.Running, ss.Signatures, ss.Groups = q.idle, q.running, len(q.sigs), q.groups
+		}
+		stats[i] = ss
+	}
+	if fresh == 0 {
+		if slotsErr != nil {
+			errs = append(errs, slotsErr)
+		}
+		err := errors.Join(errs...)
 		s.status.Err = err.Error()
 		s.status.Schedds = stats
-		s.mu.Unlock()
 		return demand.Demand{}, fmt.Errorf("htcondor poll: %w", err)
+	}
+	poolErr := ""
+	if slotsErr != nil {
+		poolErr = slotsErr.Error()
+		if s.log != nil {
+			s.log.WithError(slotsErr).Warn("the pool's view of Canopy's VMs could not be read: their states are unknown this poll")
+		}
+	}
+	if len(errs) > 0 && s.log != nil {
+		s.log.WithError(errors.Join(errs...)).WithField("stale", stale).Warn(
+			"some schedds could not be read: their last good jobs count until demand_max_age; no retirement on this poll")
 	}
 
 	shapes, unmatch := merge(queues)
@@ -240,22 +384,69 @@ func (s *Source) Poll(ctx context.Context, now time.Time, pool []demand.PoolVM) 
 	}
 	slices.SortFunc(infos, func(a, b ShapeInfo) int { return compareShapes(a.Shape, b.Shape) })
 
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	machines := s.machines(slots, pool, idleJobs, now)
-	sortMachines(machines)
-	for _, m := range machines {
-		s.startds[m.VMName] = seenStartd{name: m.Startd, at: now}
-	}
-	for vm, sd := range s.startds {
-		if now.Sub(sd.at) > forgetStartdAfter {
-			delete(s.startds, vm)
+	var machines []MachineInfo
+	if slotsErr == nil {
+		machines = s.machines(slots, pool, idleJobs, now)
+		sortMachines(machines)
+		for _, m := range machines {
+			s.startds[m.VMName] = seenStartd{name: m.Startd, at: now}
+		}
+		for vm, sd := range s.startds {
+			if now.Sub(sd.at) > forgetStartdAfter {
+				delete(s.startds, vm)
+			}
 		}
 	}
-	s.status = Status{TakenAt: now, Took: time.Since(start), Schedds: stats, Shapes: infos,
+	s.status = Status{TakenAt: now, Took: time.Since(start), Schedds: stats, Stale: stale, PoolErr: poolErr, Shapes: infos,
 		Unmatchable: unmatch, Machines: machines}
 	s.matcher = matcher
-	return demand.Demand{Shapes: plannerShapes(infos), Machines: toDemand(machines), TakenAt: now}, nil
+	d := demand.Demand{Shapes: plannerShapes(infos), PoolErr: poolErr, Schedds: states, TakenAt: now}
+	if slotsErr == nil {
+		d.Machines = toDemand(machines)
+	}
+	return d, nil
+}
+
+// readSchedd reads one schedd's queue. With the autocluster query (unless
+// noGroup says the schedd cannot answer it) the schedd groups the jobs and
+// sends one row per group (GroupsCommand). A schedd that does not group
+// (its condor_q does not know -group-by, or its rows carry no JobCount) is
+// read job by job (QueueCommand) in the same poll, and the result says why.
+func (s *Source) readSchedd(ctx context.Context, name, noGroup string) scheddRead {
+	t0 := time.Now()
+	if s.cfg.DemandQuery == QueryAutocluster && noGroup == "" {
+		q := s.newQueue()
+		stderr, err := runTool(ctx, s.run, s.cfg.CommandTimeout, s.GroupsCommand(name), q.readGroups)
+		if why := notGrouped(err); why != "" {
+			noGroup = why
+		} else {
+			s.warn(name, stderr)
+			return scheddRead{q: q, query: QueryAutocluster, err: err, took: time.Since(t0)}
+		}
+	}
+	q := s.newQueue()
+	stderr, err := runTool(ctx, s.run, s.cfg.CommandTimeout, s.QueueCommand(name), q.read)
+	s.warn(name, stderr)
+	if s.cfg.DemandQuery != QueryAutocluster {
+		noGroup = ""
+	}
+	return scheddRead{q: q, query: QueryJobs, noGroup: noGroup, err: err, took: time.Since(t0)}
+}
+
+// notGrouped says why err means that the schedd (or its condor_q) cannot
+// answer the autocluster query at all, or "" when it does not.
+func notGrouped(err error) string {
+	if err == nil {
+		return ""
+	}
+	if errors.Is(err, ErrNotGrouped) {
+		return "its answer to condor_q -group-by has no JobCount: the schedd does not group jobs on the fly"
+	}
+	var ce *CommandError
+	if errors.As(err, &ce) && ce.Kind != FailTimeout && strings.Contains(ce.Stderr, "unrecognized argument") {
+		return "condor_q does not know -group-by: " + ce.Stderr
+	}
+	return ""
 }
 
 // warn logs what a tool printed on standard error although it succeeded.

@@ -23,9 +23,12 @@ const recordedStart = `(TARGET.VMType =?= MY.VMType) || (TARGET.VMType =?= undef
 
 // testConfig describes the recorded pool: two VM types, centos7 and
 // ubuntu22, whose startds advertise the recorded START and file system
-// domain.
+// domain. It reads queues job by job, as the recordings of the shared
+// fixtures were made; the autocluster query has recordings of its own
+// (autocluster_test.go).
 func testConfig() htcondor.Config {
 	return htcondor.Config{
+		DemandQuery: htcondor.QueryJobs,
 		VMTypes: []htcondor.VMTypeConfig{
 			{Name: "centos7"},
 			{Name: "ubuntu22", Attributes: map[string]string{"OpSysAndVer": `"Ubuntu22"`}},
@@ -284,9 +287,6 @@ func TestPollFailures(t *testing.T) {
 			kind: htcondor.FailStart, says: "executable file not found"},
 		{name: "timeout", q: condorfake.Answer{Hang: true}, s: ok, kind: htcondor.FailTimeout, says: "no answer within",
 			ctx: func() (context.Context, context.CancelFunc) { return context.WithTimeout(context.Background(), 0) }},
-		// The recorded failure of another tool (condor_off on an unknown
-		// name): what a collector that cannot be found looks like.
-		{name: "collector unreachable", q: answer(queue), s: answer(rec(t, "43_condor_off_NO-SUCH-NAME")), kind: htcondor.FailExit, says: "Can't find address"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -323,6 +323,28 @@ func TestPollFailures(t *testing.T) {
 				t.Error("status does not show the error")
 			}
 		})
+	}
+}
+
+// TestPollCollectorUnreachable: condor_status failing is a failed pool
+// view, not a failed poll: the queue's demand stands, the VMs' states are
+// unknown (no Machines), and PoolErr names the command and the reason.
+func TestPollCollectorUnreachable(t *testing.T) {
+	// The recorded failure of another tool (condor_off on an unknown
+	// name): what a collector that cannot be found looks like.
+	src, _ := newSource(t, testConfig(), answer(rec(t, "10_condor_q-json_all-states")), answer(rec(t, "43_condor_off_NO-SUCH-NAME")))
+	d, err := src.Poll(context.Background(), now, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(d.PoolErr, "condor_status") || !strings.Contains(d.PoolErr, "Can't find address") || d.Machines != nil {
+		t.Errorf("pool error %q, machines %v", d.PoolErr, d.Machines)
+	}
+	if len(d.Shapes) == 0 || !d.Fresh() {
+		t.Errorf("demand lost with the pool view: %+v", d)
+	}
+	if st := src.Status(); st.PoolErr == "" {
+		t.Errorf("status does not show the pool error: %+v", st)
 	}
 }
 

@@ -181,6 +181,23 @@ func (p *Pool) Running() error {
 	return nil
 }
 
+// DaemonPID returns the PID of one of the central manager's daemons
+// ("condor_schedd", "condor_collector", ...): a process below the pool's
+// master whose command is that program.
+func (p *Pool) DaemonPID(name string) (int, error) {
+	for _, d := range descendants(p.MasterPID) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", d.pid))
+		if err != nil {
+			continue
+		}
+		prog, _, _ := bytes.Cut(b, []byte{0})
+		if filepath.Base(string(prog)) == name {
+			return d.pid, nil
+		}
+	}
+	return 0, fmt.Errorf("no %s below the pool's master (pid %d)", name, p.MasterPID)
+}
+
 // processIs reports whether pid is alive and its command line names prog.
 func processIs(pid int, prog string) bool {
 	if pid <= 0 {
@@ -225,17 +242,26 @@ func withEnv(env []string, key, value string) []string {
 	return append(out, key+"="+value)
 }
 
+// SubmitTimeout bounds condor_submit (a submit of 100,000 jobs takes a
+// while on a small machine).
+const SubmitTimeout = 15 * time.Minute
+
 // runOpts are how one tool is run.
 type runOpts struct {
-	user  string // run as this user; "" for this process's
-	dir   string // working directory; "" for /
-	stdin []byte
+	user    string // run as this user; "" for this process's
+	dir     string // working directory; "" for /
+	stdin   []byte
+	timeout time.Duration // 0: CommandTimeout
 }
 
 // run runs an HTCondor tool of the pool, bounded by CommandTimeout, and
 // returns its stdout; a non-zero exit is an error carrying its stderr.
 func (p *Pool) run(o runOpts, name string, args ...string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), CommandTimeout)
+	timeout := o.timeout
+	if timeout <= 0 {
+		timeout = CommandTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, p.Tool(name), args...)
 	cmd.Env = p.Env()
@@ -262,7 +288,7 @@ func (p *Pool) run(o runOpts, name string, args ...string) ([]byte, error) {
 	err := cmd.Run()
 	line := strings.TrimSpace(name + " " + strings.Join(args, " "))
 	if ctx.Err() != nil {
-		return stdout.Bytes(), fmt.Errorf("%s: no answer within %s", line, CommandTimeout)
+		return stdout.Bytes(), fmt.Errorf("%s: no answer within %s", line, timeout)
 	}
 	if err != nil {
 		return stdout.Bytes(), fmt.Errorf("%s: %w: %s", line, err, clip(stderr.String(), 800))
@@ -345,7 +371,7 @@ func (p *Pool) Submit(t testing.TB, submit string) int {
 // write: see JobDir).
 func (p *Pool) SubmitIn(t testing.TB, dir, submit string) int {
 	t.Helper()
-	out, err := p.run(runOpts{user: p.SubmitUser, dir: dir, stdin: []byte(submit)}, "condor_submit")
+	out, err := p.run(runOpts{user: p.SubmitUser, dir: dir, stdin: []byte(submit), timeout: SubmitTimeout}, "condor_submit")
 	if err != nil {
 		t.Fatalf("submit: %v", err)
 	}
@@ -354,7 +380,7 @@ func (p *Pool) SubmitIn(t testing.TB, dir, submit string) int {
 		t.Fatalf("submit: %v", err)
 	}
 	t.Cleanup(func() {
-		_, _ = p.run(runOpts{user: p.SubmitUser}, "condor_rm", strconv.Itoa(cluster))
+		_, _ = p.run(runOpts{user: p.SubmitUser, timeout: SubmitTimeout}, "condor_rm", strconv.Itoa(cluster))
 	})
 	return cluster
 }

@@ -25,6 +25,9 @@ should_transfer_files = YES
 request_cpus = 1
 request_memory = 64
 request_disk = 1024
+# Only this test's worker: other work on the machine may run workers in
+# the same pool.
+requirements = TARGET.Machine == "pooltest-vm1"
 queue
 `)
 	jobs := p.Queue(t, "-constraint", fmt.Sprintf("ClusterId == %d", cluster), "-attributes", "ClusterId,ProcId,JobStatus,Owner")

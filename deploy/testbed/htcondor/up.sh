@@ -75,10 +75,13 @@ mkdir -p /run/lock
 exec 9>/run/lock/canopy-htcondor-testbed.lock
 flock -w 900 9 || die "waited 15 min for another htcondor up.sh"
 if [ -n "${CANOPY_HTCONDOR_TARBALL:-}" ]; then
+  pkgs=(libcurl4 libexpat1 libgomp1 libkrb5-3 libgssapi-krb5-2 libldap-2.5-0 libpcre2-8-0
+    libsqlite3-0 libssl3 libuuid1 libx11-6 libxext6 libxss1 libzstd1 zlib1g xz-utils)
+  # One dpkg-query for all: the installed ones.
+  have=$(dpkg-query -W -f='${Package} ${Status}\n' "${pkgs[@]}" 2>/dev/null | awk '/ install ok installed$/ {print $1}')
   need=()
-  for p in libcurl4 libexpat1 libgomp1 libkrb5-3 libgssapi-krb5-2 libldap-2.5-0 libpcre2-8-0 \
-    libsqlite3-0 libssl3 libuuid1 libx11-6 libxext6 libxss1 libzstd1 zlib1g xz-utils; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
+  for p in "${pkgs[@]}"; do
+    grep -qxF "$p" <<<"$have" || need+=("$p")
   done
   if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]}"
@@ -213,10 +216,6 @@ FS_LOCAL_DIR = \$(LOCAL_DIR)/fs
 CANOPY_HUB = $HTC_USER@\$(UID_DOMAIN)
 ALLOW_ADVERTISE_STARTD = \$(ALLOW_DAEMON) \$(CANOPY_HUB)
 ALLOW_ADVERTISE_MASTER = \$(ALLOW_DAEMON) \$(CANOPY_HUB)
-
-# Canopy's job attributes are significant for autoclustering
-# (deploy/htcondor/README.md).
-ADD_SIGNIFICANT_ATTRIBUTES = CanopyGroup, AcctGroup, AccountingGroup, VMType, TargetClouds, VMKeepAlive, VMMaxLifetime, VMImage, VMAMI, VMLoc, VMInstanceType, VMCPUCores, VMMem, VMStorage, VMJobPerCore
 
 # Quick cycles for tests.
 NEGOTIATOR_INTERVAL = 5

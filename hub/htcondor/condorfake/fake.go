@@ -156,3 +156,48 @@ func (r *Replayer) Calls() []Call {
 	defer r.mu.Unlock()
 	return append([]Call(nil), r.calls...)
 }
+
+// Recorder is an htcondor.Runner that runs each command through another
+// Runner (a real one) and keeps what it printed, so that a test against a
+// live pool can save its commands as recordings for the replaying tests.
+type Recorder struct {
+	Runner htcondor.Runner
+
+	mu   sync.Mutex
+	recs []Recording
+}
+
+// Run implements htcondor.Runner.
+func (r *Recorder) Run(ctx context.Context, cmd htcondor.Cmd, stdout func(io.Reader) error) ([]byte, int, error) {
+	var out bytes.Buffer
+	stderr, code, err := r.Runner.Run(ctx, cmd, func(rd io.Reader) error {
+		return stdout(io.TeeReader(rd, &out))
+	})
+	r.mu.Lock()
+	r.recs = append(r.recs, Recording{Command: cmd.String(), Stdout: out.Bytes(), Stderr: append([]byte(nil), stderr...), ExitCode: code})
+	r.mu.Unlock()
+	return stderr, code, err
+}
+
+// Last returns the most recent recording of the command line cmd.
+func (r *Recorder) Last(cmd string) (Recording, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := len(r.recs) - 1; i >= 0; i-- {
+		if r.recs[i].Command == cmd {
+			return r.recs[i], true
+		}
+	}
+	return Recording{}, false
+}
+
+// Save writes rec into dir as name.cmd, name.out, name.err and name.rc.
+func Save(dir, name string, rec Recording) error {
+	for ext, b := range map[string][]byte{".cmd": []byte(rec.Command + "\n"), ".out": rec.Stdout, ".err": rec.Stderr,
+		".rc": []byte(strconv.Itoa(rec.ExitCode) + "\n")} {
+		if err := os.WriteFile(filepath.Join(dir, name+ext), b, 0o644); err != nil {
+			return fmt.Errorf("condorfake: save %s: %w", name, err)
+		}
+	}
+	return nil
+}

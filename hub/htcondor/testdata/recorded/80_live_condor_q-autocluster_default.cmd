@@ -1,0 +1,1 @@
+condor_q -pool 127.0.0.1:29618 -allusers -autocluster -json

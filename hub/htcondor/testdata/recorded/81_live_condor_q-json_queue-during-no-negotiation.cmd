@@ -1,0 +1,1 @@
+condor_q -allusers -json -attributes ClusterId,ProcId,JobStatus,AutoClusterId

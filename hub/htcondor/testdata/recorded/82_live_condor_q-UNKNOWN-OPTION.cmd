@@ -1,0 +1,1 @@
+condor_q -allusers -group-by-nonexistent -json

@@ -1,0 +1,1 @@
+condor_q -allusers -af ClusterId ProcId JobStatus AutoClusterId

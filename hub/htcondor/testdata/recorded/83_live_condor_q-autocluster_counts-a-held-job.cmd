@@ -1,0 +1,1 @@
+condor_q -allusers -autocluster -json
