@@ -2,13 +2,14 @@
 #   make demo    run hub + two site agents + local VMs on loopback
 #   make check   every test (unit, integration against real services, fuzz seeds, lint)
 #   make test    the quick unit subset
+#   make fuzz    every fuzz target, FUZZTIME each (default 60s)
 SHELL := /bin/bash
 export PATH := $(PATH):/usr/local/go/bin:$(HOME)/go/bin
 GO ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BINS := ./hub/cmd/hub ./agent/cmd/agent ./vmagent/cmd/vmagent
 
-.PHONY: build demo test check lint bench testbed-up testbed-down integration clean
+.PHONY: build demo test check lint bench fuzz testbed-up testbed-down integration clean
 
 build:
 	$(GO) build -o bin/ $(BINS)
@@ -43,6 +44,14 @@ check: lint
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# Every fuzz target in turn (deploy/fuzz.sh): FUZZTIME each, a summary
+# table at the end, non-zero exit if any failed. FUZZ_MATCH=regex picks
+# targets, FUZZ_PARALLEL=n bounds the workers, FUZZMINIMIZETIME (default
+# 3s) bounds the minimization of each new input.
+FUZZTIME ?= 60s
+fuzz:
+	GO=$(GO) FUZZTIME=$(FUZZTIME) deploy/fuzz.sh
 
 clean:
 	rm -rf bin .demo

@@ -3,6 +3,7 @@ package hub
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/canopy-grid/canopy/hub/htcondor"
@@ -186,5 +187,65 @@ func (c Config) Validate() error {
 	if c.PlanEvery < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("plan_every %s is below 100ms", c.PlanEvery))
 	}
+	errs = append(errs, c.validateDurations()...)
+	if c.Demand.Trace.TimeScale < 0 {
+		errs = append(errs, fmt.Errorf("demand.trace.time_scale %v is negative (0: real time)", c.Demand.Trace.TimeScale))
+	}
+	if c.Planner.IdleThrottlePercent < 0 {
+		errs = append(errs, fmt.Errorf("planner.idle_throttle_percent %d is negative", c.Planner.IdleThrottlePercent))
+	}
 	return errors.Join(errs...)
+}
+
+// validateDurations refuses periods and ages that make no sense: zero or
+// negative for those the hub cannot run without (their zero is replaced
+// by the default in WithDefaults, so only a negative value from the file
+// reaches here), negative for those where zero means a default or "none".
+// planner.come_alive, planner.job_alive and planner.unknown_deadline take
+// a negative value for "off" and are not checked.
+func (c Config) validateDurations() []error {
+	type setting struct {
+		key string
+		v   time.Duration
+	}
+	var errs []error
+	for _, d := range []setting{
+		{"heartbeat_every", c.HeartbeatEvery}, {"inventory_every", c.InventoryEvery},
+		{"demand_max_age", c.DemandMaxAge}, {"boot_list_timeout", c.BootListTimeout},
+		{"startup_grace", c.StartupGrace}, {"events_max_age", c.EventsMaxAge},
+	} {
+		if d.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s is %s, want a positive duration", d.key, d.v))
+		}
+	}
+	nonNegative := []setting{
+		{"planner.keep_alive", c.Planner.KeepAlive}, {"planner.error_delay", c.Planner.ErrorDelay},
+		{"planner.retire_deadline", c.Planner.RetireDeadline}, {"planner.min_keep_alive", c.Planner.MinKeepAlive},
+		{"planner.max_lifetime", c.Planner.MaxLifetime}, {"planner.backoff_base", c.Planner.BackoffBase},
+		{"planner.backoff_max", c.Planner.BackoffMax}, {"planner.failure_window", c.Planner.FailureWindow},
+		{"planner.freeze_after", c.Planner.FreezeAfter}, {"planner.over_quota_deadline", c.Planner.OverQuotaDeadline},
+	}
+	for _, name := range sortedKeys(c.Groups) {
+		nonNegative = append(nonNegative, setting{"groups." + name + ".keep_alive", c.Groups[name].KeepAlive})
+	}
+	for _, name := range sortedKeys(c.Sites) {
+		nonNegative = append(nonNegative, setting{"sites." + name + ".keep_alive", c.Sites[name].KeepAlive},
+			setting{"sites." + name + ".max_lifetime", c.Sites[name].MaxLifetime})
+	}
+	for _, d := range nonNegative {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("%s is %s, want 0 (the default) or more", d.key, d.v))
+		}
+	}
+	return errs
+}
+
+// sortedKeys returns m's keys in order, so errors come in a stable order.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }

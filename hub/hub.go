@@ -85,6 +85,8 @@ type Hub struct {
 
 	status atomic.Pointer[Status]
 	addrs  atomic.Pointer[[2]net.Addr]
+	// handshakeLog rate-limits the log lines of failed agent handshakes.
+	handshakeLog failureLog
 }
 
 // New prepares a hub: it loads the TLS material, opens the store and loads
@@ -182,7 +184,11 @@ const ShutdownTimeout = 10 * time.Second
 // ShutdownTimeout.
 func (h *Hub) Run(ctx context.Context, ready func(quicAddr, httpAddr net.Addr)) error {
 	defer h.store.Close()
-	ln, err := quic.ListenAddr(h.cfg.Listen, h.tls, protocol.QUICConfig())
+	// Connections are accepted early (when the agent's first flight has
+	// arrived) so that handshakes that stall or fail are seen, counted
+	// and bounded (awaitHandshake); a session starts only once the
+	// handshake is complete.
+	ln, err := quic.ListenAddrEarly(h.cfg.Listen, h.tls, listenerQUICConfig())
 	if err != nil {
 		return fmt.Errorf("listen for agents on %s: %w", h.cfg.Listen, err)
 	}
@@ -217,7 +223,11 @@ func (h *Hub) Run(ctx context.Context, ready func(quicAddr, httpAddr net.Addr)) 
 			}
 			break
 		}
-		sessions.Go(func() { h.serveAgent(ctx, qc) })
+		sessions.Go(func() {
+			if h.awaitHandshake(ctx, qc) {
+				h.serveAgent(ctx, qc)
+			}
+		})
 	}
 	// Sessions see ctx end and close their connections; the loop finishes
 	// its cycle. Wait for both, within bounds.

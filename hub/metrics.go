@@ -25,6 +25,9 @@ type metrics struct {
 	storeCommits  prometheus.Counter
 	storeFailures prometheus.Counter
 	storeSeconds  prometheus.Histogram
+
+	// handshakesFailed counts agent handshakes that did not complete.
+	handshakesFailed *prometheus.CounterVec
 }
 
 func newMetrics(reg *prometheus.Registry, h *Hub) *metrics {
@@ -67,6 +70,13 @@ func newMetrics(reg *prometheus.Registry, h *Hub) *metrics {
 	reg.MustRegister(m.rejected, m.sessions, m.heartbeats, m.boots, m.retires, m.bootFailures, m.refusals, m.sendOverflows,
 		m.apiRefused, m.deltas, m.resyncs, m.pollFailures, m.planSeconds, m.cmdSeconds, m.storeCommits, m.storeFailures, m.storeSeconds,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &stateCollector{h: h})
+	m.handshakesFailed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_hub_agent_handshakes_failed_total",
+		Help: "Agent QUIC handshakes that did not complete, by reason: timeout (stalled or half-open), tls (refused or no certificate, no common ALPN), peer_closed, other."},
+		[]string{"reason"})
+	for _, r := range handshakeReasons {
+		m.handshakesFailed.WithLabelValues(r) // every reason is exported from the start, at 0
+	}
+	reg.MustRegister(m.handshakesFailed)
 	return m
 }
 

@@ -166,7 +166,7 @@ func DecodeBody(k Kind, body []byte) (Message, error) {
 	if err != nil {
 		return nil, frameErr(CodeMalformed, "%s body: %v", k, err)
 	}
-	if err := validate(m); err != nil {
+	if err := m.Validate(); err != nil {
 		return nil, frameErr(CodeMalformed, "%s: %v", k, err)
 	}
 	return m, nil
@@ -176,6 +176,11 @@ func decodeAs[T Message](body []byte) (Message, error) {
 	var v T
 	if err := decMode.Unmarshal(body, &v); err != nil {
 		return nil, err
+	}
+	if n, ok := any(&v).(normalizer); ok {
+		if err := n.normalizeTimes(); err != nil {
+			return nil, err
+		}
 	}
 	return v, nil
 }
@@ -191,102 +196,6 @@ func Decode(b []byte) (Header, Message, error) {
 	}
 	m, err := DecodeBody(h.Kind, b[HeaderSize:])
 	return h, m, err
-}
-
-// Limits on string sizes inside messages, on top of the frame limit.
-const (
-	maxNameLen = 255
-	maxTextLen = 4096
-)
-
-func validate(m Message) error {
-	switch v := m.(type) {
-	case Hello:
-		if len(v.Versions) == 0 || len(v.Versions) > 16 {
-			return fmt.Errorf("hello offers %d versions, want 1 to 16", len(v.Versions))
-		}
-		if v.Site == "" || len(v.Site) > maxNameLen {
-			return errors.New("hello needs a site name of 1 to 255 bytes")
-		}
-		if len(v.Epoch) > maxNameLen {
-			return fmt.Errorf("hello has an epoch of %d bytes", len(v.Epoch))
-		}
-	case Command:
-		if v.ID == "" || len(v.ID) > maxNameLen {
-			return errors.New("command needs an id of 1 to 255 bytes")
-		}
-		set := 0
-		for _, p := range []bool{v.Boot != nil, v.Retire != nil, v.Delete != nil} {
-			if p {
-				set++
-			}
-		}
-		ok := set == 1 &&
-			(v.Op == CmdBoot && v.Boot != nil ||
-				v.Op == CmdRetire && v.Retire != nil ||
-				v.Op == CmdDelete && v.Delete != nil)
-		if !ok {
-			return fmt.Errorf("command %q of kind %q must carry exactly its own body", v.ID, v.Op)
-		}
-		if len(v.Epoch) > maxNameLen {
-			return fmt.Errorf("command %q has an epoch of %d bytes", v.ID, len(v.Epoch))
-		}
-		if v.Delete != nil && v.Delete.Override != "" && v.Delete.Override != DeleteDeadline {
-			return fmt.Errorf("delete command %q has override %.40q, want empty or %q", v.ID, v.Delete.Override, DeleteDeadline)
-		}
-		if v.Boot != nil {
-			if len(v.Boot.Names) == 0 {
-				return fmt.Errorf("boot command %q names no servers", v.ID)
-			}
-			for _, n := range v.Boot.Names {
-				if n == "" || len(n) > maxNameLen {
-					return fmt.Errorf("boot command %q has a server name of %d bytes", v.ID, len(n))
-				}
-			}
-		}
-	case Result:
-		if v.CommandID == "" {
-			return errors.New("result names no command")
-		}
-		if len(v.Refused) > 100000 {
-			return fmt.Errorf("result refuses %d servers, limit 100000", len(v.Refused))
-		}
-		for _, r := range v.Refused {
-			if r.VMID == "" || len(r.VMID) > maxNameLen || len(r.Reason) > maxTextLen {
-				return errors.New("result refusal needs a VM id of 1 to 255 bytes and a reason of at most 4096")
-			}
-		}
-		if len(v.Error) > maxTextLen {
-			return fmt.Errorf("result error text is %d bytes, limit %d", len(v.Error), maxTextLen)
-		}
-	case SquidList:
-		if v.Upstream == "" || len(v.Upstream) > maxNameLen || len(v.Proxies) > 1000 {
-			return errors.New("squid list needs an upstream kind and at most 1000 proxies")
-		}
-	case InventoryDelta:
-		if v.Seq <= v.Base {
-			return fmt.Errorf("inventory delta %d does not follow its base %d", v.Seq, v.Base)
-		}
-		for _, id := range v.Removed {
-			if id == "" || len(id) > maxNameLen {
-				return fmt.Errorf("inventory delta %d removes a VM id of %d bytes", v.Seq, len(id))
-			}
-		}
-		for _, vm := range v.Changed {
-			if vm.ID == "" || len(vm.ID) > maxNameLen {
-				return fmt.Errorf("inventory delta %d changes a VM id of %d bytes", v.Seq, len(vm.ID))
-			}
-		}
-	case Resync:
-		if len(v.Reason) > maxTextLen {
-			return fmt.Errorf("resync reason is %d bytes, limit %d", len(v.Reason), maxTextLen)
-		}
-	case Error:
-		if len(v.Message) > maxTextLen {
-			return fmt.Errorf("error text is %d bytes, limit %d", len(v.Message), maxTextLen)
-		}
-	}
-	return nil
 }
 
 // Conn reads and writes frames on one byte stream (a QUIC stream in

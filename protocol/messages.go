@@ -55,7 +55,12 @@ func (k Kind) String() string {
 
 // Message is implemented by every type that travels in a frame.
 type Message interface {
+	// Kind is the frame kind the message travels in.
 	Kind() Kind
+	// Validate checks what the decoder cannot (sizes, required fields,
+	// numbers that make sense: see validate.go); DecodeBody refuses a
+	// message it fails.
+	Validate() error
 }
 
 // Hello is the first message an agent sends on a new session.
@@ -360,9 +365,10 @@ type SquidList struct {
 
 // SquidProxy is one ranked squid.
 type SquidProxy struct {
-	Name       string  `cbor:"name,omitempty"`
-	Address    string  `cbor:"address"`
-	Cost       float64 `cbor:"cost"`
+	Name    string  `cbor:"name,omitempty"`
+	Address string  `cbor:"address"`
+	Cost    float64 `cbor:"cost"`
+	// DistanceKm is -1 when the hub could not locate the squid or the agent.
 	DistanceKm float64 `cbor:"distance_km"`
 	Load       float64 `cbor:"load"`
 }

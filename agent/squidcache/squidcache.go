@@ -389,17 +389,13 @@ func DecodeHubAnswer(b []byte) ([]vmproto.SquidProxy, error) {
 		if err != nil {
 			return nil, fmt.Errorf("hub answer squid %d: %w", i, err)
 		}
-		p.Cost, p.DistanceKm, p.Load = finiteOr0(s.Cost), finiteOr0(s.DistanceKm), finiteOr0(s.Load)
+		p.Cost, p.DistanceKm, p.Load = s.Cost, s.DistanceKm, s.Load
+		if err := p.Validate(); err != nil {
+			return nil, fmt.Errorf("hub answer squid %d: %w", i, err)
+		}
 		out = append(out, p)
 	}
 	return out, nil
-}
-
-func finiteOr0(f float64) float64 {
-	if f != f || f > 1e300 || f < -1e300 {
-		return 0
-	}
-	return f
 }
 
 func cleanProxies(ps []vmproto.SquidProxy) ([]vmproto.SquidProxy, error) {
@@ -412,7 +408,10 @@ func cleanProxies(ps []vmproto.SquidProxy) ([]vmproto.SquidProxy, error) {
 		if err != nil {
 			return nil, fmt.Errorf("squid %d: %w", i, err)
 		}
-		q.Cost, q.DistanceKm, q.Load = finiteOr0(p.Cost), finiteOr0(p.DistanceKm), finiteOr0(p.Load)
+		q.Cost, q.DistanceKm, q.Load = p.Cost, p.DistanceKm, p.Load
+		if err := q.Validate(); err != nil {
+			return nil, fmt.Errorf("squid %d: %w", i, err)
+		}
 		out = append(out, q)
 	}
 	return out, nil

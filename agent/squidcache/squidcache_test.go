@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -267,12 +268,17 @@ func TestStateFileAndFallback(t *testing.T) {
 	}
 
 	// A damaged state file is ignored, not fatal.
-	if err := os.WriteFile(state, []byte(`{"kinds":{"cvmfs":{"proxies":[{"address":"x;rm -rf /:1"}]}}}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cache = newCache(t, cfg, c)
-	if l, _ := cache.Get("cvmfs", 0); l.Source != vmproto.SquidSourceFallback {
-		t.Fatalf("damaged state file used: %+v", l)
+	for _, bad := range []string{
+		`{"kinds":{"cvmfs":{"proxies":[{"address":"x;rm -rf /:1"}]}}}`,
+		`{"kinds":{"cvmfs":{"proxies":[{"address":"192.0.2.1:3128","load":-3}]}}}`,
+	} {
+		if err := os.WriteFile(state, []byte(bad), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cache = newCache(t, cfg, c)
+		if l, _ := cache.Get("cvmfs", 0); l.Source != vmproto.SquidSourceFallback {
+			t.Fatalf("damaged state file %s used: %+v", bad, l)
+		}
 	}
 }
 
@@ -293,6 +299,9 @@ func TestPush(t *testing.T) {
 		{"ftp", nil},
 		{"cvmfs", []vmproto.SquidProxy{{Address: "192.0.2.7"}}},
 		{"cvmfs", []vmproto.SquidProxy{{Address: "a\"b:3128"}}},
+		{"cvmfs", []vmproto.SquidProxy{{Address: "192.0.2.7:3128", Load: math.NaN()}}},
+		{"cvmfs", []vmproto.SquidProxy{{Address: "192.0.2.7:3128", Cost: math.Inf(1)}}},
+		{"cvmfs", []vmproto.SquidProxy{{Address: "192.0.2.7:3128", DistanceKm: -5}}},
 	} {
 		if err := cache.Push(bad.kind, bad.ps, c.Now()); err == nil {
 			t.Errorf("push %v accepted", bad)
@@ -346,6 +355,9 @@ func TestDecodeHubAnswer(t *testing.T) {
 		{"no port", `{"squids":[{"address":"192.0.2.1"}]}`, nil, "missing port"},
 		{"bad name", `{"squids":[{"name":"a b","address":"192.0.2.1:3128"}]}`, nil, "name"},
 		{"not json", `<html>`, nil, "hub answer"},
+		{"negative load", `{"squids":[{"address":"192.0.2.1:3128","load":-1}]}`, nil, "load is -1"},
+		{"negative cost", `{"squids":[{"address":"192.0.2.1:3128","cost":-0.5}]}`, nil, "cost is -0.5"},
+		{"cost beyond float64", `{"squids":[{"address":"192.0.2.1:3128","cost":1e400}]}`, nil, "hub answer"},
 		{"too many", `{"squids":[` + strings.TrimSuffix(strings.Repeat(`{"address":"192.0.2.1:3128"},`, 51), ",") + `]}`, nil, "limit 50"},
 	}
 	for _, tt := range tests {
@@ -407,6 +419,9 @@ func FuzzDecodeHubAnswer(f *testing.F) {
 			return
 		}
 		for _, p := range ps {
+			if err := p.Validate(); err != nil {
+				t.Fatalf("decoded an invalid proxy: %v", err)
+			}
 			if !safe(p.Address) || !safe(p.URL) || !safe(p.Name) || p.URL != "http://"+p.Address {
 				t.Fatalf("unsafe proxy %+v", p)
 			}
@@ -426,6 +441,9 @@ func FuzzDecodeState(f *testing.F) {
 				t.Fatalf("kind %q", k)
 			}
 			for _, p := range sk.Proxies {
+				if err := p.Validate(); err != nil {
+					t.Fatalf("decoded an invalid proxy: %v", err)
+				}
 				if !safe(p.Address) || p.URL != "http://"+p.Address {
 					t.Fatalf("unsafe proxy %+v", p)
 				}

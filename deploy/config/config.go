@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"reflect"
 	"slices"
@@ -36,17 +37,62 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("%s:%d: key %q: %s", e.File, e.Line, e.Key, e.Msg)
 }
 
-// Load reads the YAML file at path into out (a pointer to a struct).
+// MaxFileSize bounds a config file. Canopy's configs are a few kilobytes;
+// a bigger file is a mistake (or an attack) that would otherwise be read
+// and parsed whole, at many times its size in memory.
+const MaxFileSize = 1 << 20
+
+// maxValues bounds how many values one file may decode into, counting each
+// use of a YAML alias afresh: aliases of aliases would otherwise expand a
+// small file into billions of values. Real configs hold a few thousand.
+const maxValues = 1 << 18
+
+// Load reads the YAML file at path into out (a pointer to a struct). The
+// file must be a regular file of at most MaxFileSize bytes.
 func Load(path string, out any) error {
-	b, err := os.ReadFile(path)
+	// Stat before opening: opening a FIFO blocks until someone writes.
+	if err := checkFile(path, os.Stat); err != nil {
+		return err
+	}
+	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("read config: %w", err)
+	}
+	defer f.Close()
+	if err := checkFile(path, func(string) (os.FileInfo, error) { return f.Stat() }); err != nil {
+		return err
+	}
+	// The file may grow between Stat and the read: read one byte more
+	// than the limit to notice.
+	b, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return fmt.Errorf("read config %s: %w", path, err)
 	}
 	return Decode(path, b, out)
 }
 
-// Decode decodes YAML data, read from a file named name, into out.
+// checkFile refuses what stat says is not a regular file of at most
+// MaxFileSize bytes.
+func checkFile(path string, stat func(string) (os.FileInfo, error)) error {
+	fi, err := stat(path)
+	if err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("read config %s: not a regular file (mode %s)", path, fi.Mode())
+	}
+	if fi.Size() > MaxFileSize {
+		return fmt.Errorf("read config %s: file is %d bytes, limit %d", path, fi.Size(), MaxFileSize)
+	}
+	return nil
+}
+
+// Decode decodes YAML data, read from a file named name, into out. Data
+// over MaxFileSize bytes is refused.
 func Decode(name string, data []byte, out any) error {
+	if len(data) > MaxFileSize {
+		return fmt.Errorf("%s: config is %d bytes, limit %d", name, len(data), MaxFileSize)
+	}
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil {
@@ -63,14 +109,26 @@ func Decode(name string, data []byte, out any) error {
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
 		root = root.Content[0]
 	}
-	return decodeNode(name, "", root, v.Elem())
+	d := &decoder{file: name, budget: maxValues}
+	return d.decodeNode("", root, v.Elem())
 }
 
 var durationType = reflect.TypeOf(time.Duration(0))
 
-func decodeNode(file, key string, n *yaml.Node, v reflect.Value) error {
+// decoder walks one file's YAML nodes into Go values.
+type decoder struct {
+	file string
+	// budget is how many more values may be decoded.
+	budget int
+}
+
+func (d *decoder) decodeNode(key string, n *yaml.Node, v reflect.Value) error {
+	file := d.file
 	fail := func(format string, args ...any) error {
 		return &Error{File: file, Line: n.Line, Key: key, Msg: fmt.Sprintf(format, args...)}
+	}
+	if d.budget--; d.budget < 0 {
+		return fail("the file expands to more than %d values (each use of a YAML alias counts again)", maxValues)
 	}
 	if n.Kind == yaml.AliasNode {
 		n = n.Alias
@@ -82,7 +140,7 @@ func decodeNode(file, key string, n *yaml.Node, v reflect.Value) error {
 		if v.IsNil() {
 			v.Set(reflect.New(v.Type().Elem()))
 		}
-		return decodeNode(file, key, n, v.Elem())
+		return d.decodeNode(key, n, v.Elem())
 	}
 	if v.Type() == durationType {
 		if n.Kind != yaml.ScalarNode {
@@ -114,7 +172,7 @@ func decodeNode(file, key string, n *yaml.Node, v reflect.Value) error {
 			if !ok {
 				return &Error{File: file, Line: kn.Line, Key: full, Msg: fmt.Sprintf("unknown key (known: %s)", knownKeys(fields))}
 			}
-			if err := decodeNode(file, full, vn, v.FieldByIndex(idx)); err != nil {
+			if err := d.decodeNode(full, vn, v.FieldByIndex(idx)); err != nil {
 				return err
 			}
 		}
@@ -129,11 +187,11 @@ func decodeNode(file, key string, n *yaml.Node, v reflect.Value) error {
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			kn, vn := n.Content[i], n.Content[i+1]
 			kv := reflect.New(v.Type().Key()).Elem()
-			if err := decodeNode(file, joinKey(key, kn.Value), kn, kv); err != nil {
+			if err := d.decodeNode(joinKey(key, kn.Value), kn, kv); err != nil {
 				return err
 			}
 			ev := reflect.New(v.Type().Elem()).Elem()
-			if err := decodeNode(file, joinKey(key, kn.Value), vn, ev); err != nil {
+			if err := d.decodeNode(joinKey(key, kn.Value), vn, ev); err != nil {
 				return err
 			}
 			v.SetMapIndex(kv, ev)
@@ -145,7 +203,7 @@ func decodeNode(file, key string, n *yaml.Node, v reflect.Value) error {
 		}
 		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
 		for i, en := range n.Content {
-			if err := decodeNode(file, fmt.Sprintf("%s[%d]", key, i), en, s.Index(i)); err != nil {
+			if err := d.decodeNode(fmt.Sprintf("%s[%d]", key, i), en, s.Index(i)); err != nil {
 				return err
 			}
 		}
@@ -158,6 +216,13 @@ func decodeNode(file, key string, n *yaml.Node, v reflect.Value) error {
 	tmp := reflect.New(v.Type())
 	if err := n.Decode(tmp.Interface()); err != nil {
 		return fail("want %s, got %q", typeName(v.Type()), n.Value)
+	}
+	if k := v.Kind(); k == reflect.Float32 || k == reflect.Float64 {
+		// YAML spells NaN and infinities .nan and .inf; no setting means
+		// either, and NaN poisons every comparison it reaches.
+		if f := tmp.Elem().Float(); math.IsNaN(f) || math.IsInf(f, 0) {
+			return fail("want a finite number, got %q", n.Value)
+		}
 	}
 	v.Set(tmp.Elem())
 	return nil

@@ -2,9 +2,11 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -20,14 +22,15 @@ type base struct {
 
 type sample struct {
 	base    `yaml:",inline"`
-	Name    string            `yaml:"name"`
-	Enabled bool              `yaml:"enabled"`
-	Ratio   float64           `yaml:"ratio"`
-	Hosts   []string          `yaml:"hosts"`
-	Inner   inner             `yaml:"inner"`
-	Ptr     *inner            `yaml:"ptr"`
-	Sites   map[string]inner  `yaml:"sites"`
-	Labels  map[string]string `yaml:"labels"`
+	Name    string                       `yaml:"name"`
+	Enabled bool                         `yaml:"enabled"`
+	Ratio   float64                      `yaml:"ratio"`
+	Hosts   []string                     `yaml:"hosts"`
+	Inner   inner                        `yaml:"inner"`
+	Ptr     *inner                       `yaml:"ptr"`
+	Sites   map[string]inner             `yaml:"sites"`
+	Labels  map[string]string            `yaml:"labels"`
+	Nested  map[string]map[string]string `yaml:"nested"`
 }
 
 type exported struct {
@@ -100,6 +103,9 @@ func TestDecodeErrors(t *testing.T) {
 		{"scalar for mapping", "inner: 3\n", 1, "inner", "want a mapping"},
 		{"duplicate key", "name: a\nname: b\n", 2, "name", "given twice"},
 		{"bad list element", "sites:\n  west: {cores: x}\n", 2, "sites.west.cores", "want an integer"},
+		{"NaN", "ratio: .nan\n", 1, "ratio", `want a finite number, got ".nan"`},
+		{"infinity", "ratio: .inf\n", 1, "ratio", `want a finite number, got ".inf"`},
+		{"minus infinity", "ratio: -.Inf\n", 1, "ratio", `want a finite number, got "-.Inf"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -124,6 +130,100 @@ func TestDecodeSyntaxErrorNamesFile(t *testing.T) {
 	err := Decode("broken.yaml", []byte("name: [unclosed\n"), &s)
 	if err == nil || !strings.Contains(err.Error(), "broken.yaml") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// aliasBomb is a small file whose aliases expand to n×n values.
+func aliasBomb(n int) string {
+	var b strings.Builder
+	b.WriteString("nested:\n  n0: &a {")
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "k%d: x", i)
+	}
+	b.WriteString("}\n")
+	for i := 1; i < n; i++ {
+		fmt.Fprintf(&b, "  n%d: *a\n", i)
+	}
+	return b.String()
+}
+
+// TestDecodeRefusesAliasBomb: aliases that expand a 20 KB file into
+// millions of values are refused, quickly; a moderate use of aliases is fine.
+func TestDecodeRefusesAliasBomb(t *testing.T) {
+	var s sample
+	start := time.Now()
+	err := Decode("bomb.yaml", []byte(aliasBomb(1500)), &s)
+	var ce *Error
+	if !errors.As(err, &ce) || ce.File != "bomb.yaml" || !strings.Contains(ce.Msg, "expands to more than 262144 values") {
+		t.Fatalf("err = %v", err)
+	}
+	t.Logf("refused after %s", time.Since(start).Round(time.Millisecond))
+	s = sample{}
+	if err := Decode("aliases.yaml", []byte(aliasBomb(100)), &s); err != nil || len(s.Nested) != 100 || len(s.Nested["n99"]) != 100 {
+		t.Fatalf("100×100 aliases: %v (%d)", err, len(s.Nested))
+	}
+}
+
+// TestLoadRefusesHugeAndSpecialFiles: a config over MaxFileSize, and
+// anything that is not a regular file, is refused before it is read, with
+// an error naming the file (and the size and limit).
+func TestLoadRefusesHugeAndSpecialFiles(t *testing.T) {
+	dir := t.TempDir()
+	huge := filepath.Join(dir, "huge.yaml")
+	f, err := os.Create(huge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(50 << 20); err != nil { // sparse: costs no disk
+		t.Fatal(err)
+	}
+	f.Close()
+	justOver := filepath.Join(dir, "over.yaml")
+	if err := os.WriteFile(justOver, []byte("name: x\n"+strings.Repeat("#", MaxFileSize)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(dir, "fifo.yaml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, path string
+		want       []string
+	}{
+		{"50 MB", huge, []string{huge, "52428800 bytes", "limit 1048576"}},
+		{"just over the limit", justOver, []string{justOver, "1048584 bytes", "limit 1048576"}},
+		{"directory", dir, []string{dir, "not a regular file"}},
+		{"device", "/dev/zero", []string{"/dev/zero", "not a regular file"}},
+		{"fifo", fifo, []string{fifo, "not a regular file"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var s sample
+			err := Load(tt.path, &s)
+			if err == nil {
+				t.Fatal("loaded")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+		})
+	}
+	// At the limit is fine.
+	ok := filepath.Join(dir, "ok.yaml")
+	if err := os.WriteFile(ok, []byte("name: x\n"+strings.Repeat("#", MaxFileSize-8)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var s sample
+	if err := Load(ok, &s); err != nil || s.Name != "x" {
+		t.Fatalf("file of exactly MaxFileSize bytes: %v, %+v", err, s)
+	}
+	if err := Decode("big.yaml", make([]byte, MaxFileSize+1), &s); err == nil || !strings.Contains(err.Error(), "big.yaml: config is 1048577 bytes, limit 1048576") {
+		t.Fatalf("Decode of MaxFileSize+1 bytes: %v", err)
 	}
 }
 

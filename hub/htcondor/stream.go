@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"unicode/utf8"
 )
 
 // This file reads the ads that condor_q, condor_status and condor_history
@@ -340,6 +341,11 @@ func (s *adStream) readAd() ([]rawAttr, error) {
 		if sp.nameLen == 0 {
 			return nil, s.fail("empty attribute name")
 		}
+		if name := s.attrName(sp); !utf8.Valid(name) {
+			// ClassAd attribute names are identifiers; encoding/json would
+			// quietly turn the bad bytes into U+FFFD.
+			return nil, s.fail("attribute name %.40q is not valid UTF-8", name)
+		}
 		s.skipSpace()
 		if c, ok := s.peek(); !ok {
 			return nil, s.truncated()
@@ -373,6 +379,14 @@ func (s *adStream) readAd() ([]rawAttr, error) {
 			return nil, s.fail("expected ',' or '}' in an ad, found %q", c)
 		}
 	}
+}
+
+// attrName returns the name of the attribute at sp in the ad being read.
+func (s *adStream) attrName(sp attrSpan) []byte {
+	if sp.nameEsc {
+		return s.names[sp.nameOff : sp.nameOff+sp.nameLen]
+	}
+	return s.buf[s.start+sp.nameOff : s.start+sp.nameOff+sp.nameLen]
 }
 
 // doneAd turns the spans of the ad just read into attributes.

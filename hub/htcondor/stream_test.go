@@ -173,6 +173,8 @@ func TestStreamErrors(t *testing.T) {
 		{"control character", "[{\"A\": \"a\x01\"}]", false, "control character"},
 		{"missing colon", `[{"A" 1}]`, false, "expected ':'"},
 		{"empty name", `[{"": 1}]`, false, "empty attribute name"},
+		{"name not UTF-8", "[{\"\xdf\": 0}]", false, `attribute name "\xdf" is not valid UTF-8`},
+		{"escaped name not UTF-8", "[{\"a\\n\xff\": 0}]", false, "is not valid UTF-8"},
 		{"deep nesting", `[{"A": ` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + `}]`, false, "nested deeper"},
 		{"bad expression", `[{"A": "\/Expr(1 +)\/"}]`, false, "expression"},
 	}

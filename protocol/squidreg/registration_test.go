@@ -1,6 +1,7 @@
 package squidreg_test
 
 import (
+	"math"
 	"strings"
 	"testing"
 
@@ -52,6 +53,10 @@ func TestNormalize(t *testing.T) {
 		{name: "same-domain needs domain", edit: func(r *squidreg.Registration) { r.Access = squidreg.AccessSameDomain }, wantErr: "same-domain needs a domain"},
 		{name: "bad site", edit: func(r *squidreg.Registration) { r.Site = "a b" }, wantErr: "site:"},
 		{name: "negative load", edit: func(r *squidreg.Registration) { r.Load = -1 }, wantErr: "load -1"},
+		{name: "NaN load", edit: func(r *squidreg.Registration) { r.Load = math.NaN() }, wantErr: "load NaN must be a finite number"},
+		{name: "Inf max load", edit: func(r *squidreg.Registration) { r.MaxLoad = math.Inf(1) }, wantErr: "max_load +Inf must be a finite number"},
+		{name: "NaN latitude", edit: func(r *squidreg.Registration) { r.Latitude, r.Longitude = f64(math.NaN()), f64(0) }, wantErr: "latitude NaN"},
+		{name: "Inf longitude", edit: func(r *squidreg.Registration) { r.Latitude, r.Longitude = f64(0), f64(math.Inf(-1)) }, wantErr: "longitude -Inf"},
 		{name: "bad geoip", edit: func(r *squidreg.Registration) { r.GeoIP = "nope" }, wantErr: "geoip"},
 		{name: "latitude alone", edit: func(r *squidreg.Registration) { r.Latitude = f64(10) }, wantErr: "go together"},
 		{name: "latitude range", edit: func(r *squidreg.Registration) { r.Latitude, r.Longitude = f64(91), f64(0) }, wantErr: "latitude 91"},

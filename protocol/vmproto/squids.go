@@ -1,6 +1,10 @@
 package vmproto
 
-import "time"
+import (
+	"fmt"
+	"math"
+	"time"
+)
 
 // PathSquids is where the agent's VM endpoint serves its squid list
 // (GET PathSquids?kind=cvmfs&n=5).
@@ -15,7 +19,7 @@ type SquidProxy struct {
 	// URL is http://Address, as written in CVMFS_HTTP_PROXY.
 	URL string `json:"url"`
 	// Cost, DistanceKm and Load are the hub's ranking figures (zero for
-	// fallback entries).
+	// fallback entries; DistanceKm -1 when the hub could not tell).
 	Cost       float64 `json:"cost,omitempty"`
 	DistanceKm float64 `json:"distance_km,omitempty"`
 	Load       float64 `json:"load,omitempty"`
@@ -46,4 +50,51 @@ type SquidList struct {
 	Stale bool `json:"stale"`
 	// LastError is the last failure to refresh it, if any since.
 	LastError string `json:"last_error,omitempty"`
+}
+
+// Limits on a squid list as the agent serves it.
+const (
+	// MaxSquidProxies bounds the proxies in one SquidList.
+	MaxSquidProxies = 1000
+	// maxSquidField bounds a proxy's name, address and URL.
+	maxSquidField = 300
+)
+
+// Validate checks a SquidProxy: an address, fields within bounds, and
+// ranking figures that are finite and not negative (NaN would poison any
+// ordering by them; DistanceKm may be -1, unknown). The address's host:port syntax is checked where it is
+// turned into configuration (agent/squidcache, vmagent/proxy).
+func (p SquidProxy) Validate() error {
+	if p.Address == "" || len(p.Address) > maxSquidField {
+		return fmt.Errorf("squid address of %d bytes, want 1 to %d", len(p.Address), maxSquidField)
+	}
+	if len(p.Name) > maxSquidField || len(p.URL) > maxSquidField {
+		return fmt.Errorf("squid %.64q: name or URL over %d bytes", p.Address, maxSquidField)
+	}
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{{"cost", p.Cost}, {"distance_km", p.DistanceKm}, {"load", p.Load}} {
+		if math.IsNaN(f.v) || math.IsInf(f.v, 0) || f.v < 0 && !(f.name == "distance_km" && f.v == -1) {
+			return fmt.Errorf("squid %.64q: %s is %v, want a finite number >= 0", p.Address, f.name, f.v)
+		}
+	}
+	return nil
+}
+
+// Validate checks a SquidList: at most MaxSquidProxies proxies, each
+// valid, and a finite, non-negative age.
+func (l SquidList) Validate() error {
+	if len(l.Proxies) > MaxSquidProxies {
+		return fmt.Errorf("squid list has %d proxies, limit %d", len(l.Proxies), MaxSquidProxies)
+	}
+	if math.IsNaN(l.AgeSeconds) || math.IsInf(l.AgeSeconds, 0) || l.AgeSeconds < 0 {
+		return fmt.Errorf("squid list age_seconds is %v, want a finite number >= 0", l.AgeSeconds)
+	}
+	for i, p := range l.Proxies {
+		if err := p.Validate(); err != nil {
+			return fmt.Errorf("squid list proxy %d: %w", i, err)
+		}
+	}
+	return nil
 }

@@ -206,6 +206,9 @@ func DecodeAgentList(b []byte) ([]string, error) {
 	if len(l.Proxies) > maxCandidates {
 		return nil, fmt.Errorf("agent's squid list has %d proxies, limit %d", len(l.Proxies), maxCandidates)
 	}
+	if err := l.Validate(); err != nil {
+		return nil, fmt.Errorf("agent's %w", err)
+	}
 	out := make([]string, 0, len(l.Proxies))
 	for i, p := range l.Proxies {
 		u, err := ProxyURL(p.Address)

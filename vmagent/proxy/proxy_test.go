@@ -187,6 +187,10 @@ func TestDecodeAgentList(t *testing.T) {
 		{"bad port", `{"proxies":[{"address":"10.0.0.1:0"}]}`, nil, "bad port"},
 		{"port with sign", `{"proxies":[{"address":"10.0.0.1:+80"}]}`, nil, "bad port"},
 		{"not json", `DIRECT`, nil, "squid list"},
+		{"negative load", `{"proxies":[{"address":"10.0.0.1:3128","load":-2}]}`, nil, "load is -2"},
+		{"negative distance", `{"proxies":[{"address":"10.0.0.1:3128","distance_km":-1.5}]}`, nil, "distance_km is -1.5"},
+		{"negative age", `{"proxies":[],"age_seconds":-1}`, nil, "age_seconds is -1"},
+		{"number beyond float64", `{"proxies":[{"address":"10.0.0.1:3128","cost":1e999}]}`, nil, "squid list"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
