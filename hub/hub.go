@@ -83,8 +83,9 @@ type Hub struct {
 	wakeC  chan struct{}
 	adminC chan adminRequest
 
-	status atomic.Pointer[Status]
-	addrs  atomic.Pointer[[2]net.Addr]
+	status    atomic.Pointer[Status]
+	publishMu sync.Mutex
+	addrs     atomic.Pointer[[2]net.Addr]
 	// refusedLog rate-limits the log lines of refused agent certificates.
 	refusedLog failureLog
 	// handshakeLog rate-limits the log lines of failed agent handshakes.
