@@ -106,6 +106,8 @@ func handshakeFailure(err error) string {
 // failureLog rate-limits the log lines of failed handshakes: a flood of
 // them must not flood the log too.
 type failureLog struct {
+	// msg is the line's message; empty means the handshake one.
+	msg        string
 	mu         sync.Mutex
 	next       time.Time      // when the next line may be written
 	suppressed map[string]int // failures not logged since the last line, by reason
@@ -132,7 +134,11 @@ func (f *failureLog) note(log *logrus.Entry, remote, reason string, err error) {
 	if len(held) > 0 {
 		fields["not_logged"] = summarize(held)
 	}
-	log.WithFields(fields).WithError(err).Warn("agent handshake failed (further failures within 10s are counted in canopy_hub_agent_handshakes_failed_total, not logged)")
+	msg := f.msg
+	if msg == "" {
+		msg = "agent handshake failed (further failures within 10s are counted in canopy_hub_agent_handshakes_failed_total, not logged)"
+	}
+	log.WithFields(fields).WithError(err).Warn(msg)
 }
 
 // summarize writes counts by reason as "tls=1 timeout=499".

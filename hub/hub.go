@@ -83,8 +83,11 @@ type Hub struct {
 	wakeC  chan struct{}
 	adminC chan adminRequest
 
-	status atomic.Pointer[Status]
-	addrs  atomic.Pointer[[2]net.Addr]
+	status    atomic.Pointer[Status]
+	publishMu sync.Mutex
+	addrs     atomic.Pointer[[2]net.Addr]
+	// refusedLog rate-limits the log lines of refused agent certificates.
+	refusedLog failureLog
 	// handshakeLog rate-limits the log lines of failed agent handshakes.
 	handshakeLog failureLog
 }
@@ -132,7 +135,9 @@ func New(cfg Config, src Source, log *logrus.Entry) (*Hub, error) {
 		reg:      prometheus.NewRegistry(),
 		links:    map[string]*link{},
 		wakeC:    make(chan struct{}, 1),
-		adminC:   make(chan adminRequest),
+		refusedLog: failureLog{msg: "agent connection refused (further refusals within 10s are counted in " +
+			"canopy_hub_agent_connections_refused_total, not logged)"},
+		adminC: make(chan adminRequest),
 	}
 	h.loop = newLoop(h, state)
 	h.m = newMetrics(h.reg, h)
@@ -157,7 +162,7 @@ func New(cfg Config, src Source, log *logrus.Entry) (*Hub, error) {
 			reason = string(re.Reason)
 		}
 		h.m.rejected.WithLabelValues(reason).Inc()
-		h.log.WithFields(logrus.Fields{"remote": remote, "reason": reason}).WithError(err).Warn("agent connection refused")
+		h.refusedLog.note(h.log, remote, reason, err)
 	})
 	h.publish(h.loop.status(h.now()))
 	return h, nil

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -45,6 +46,13 @@ type loop struct {
 	bootSession map[string]int
 	retireSent  map[string]int
 	invalidate  chan string
+
+	statusSeq uint64
+	// pubIn and pubC hand statuses to build to the publisher goroutine
+	// (nil in tests that drive cycles by hand: statuses are then built at
+	// once).
+	pubIn atomic.Pointer[statusInput]
+	pubC  chan struct{}
 
 	lastPlan   planner.Plan
 	lastStates map[string]planner.VMState // by VM id, from the last snapshot
@@ -87,6 +95,8 @@ func (l *loop) run(ctx context.Context) {
 	h := l.h
 	l.started = h.now()
 	go l.invalidator(ctx)
+	l.pubC = make(chan struct{}, 1)
+	go l.publisher(ctx)
 	t := time.NewTicker(h.cfg.PlanEvery)
 	defer t.Stop()
 	for {
@@ -102,6 +112,36 @@ func (l *loop) run(ctx context.Context) {
 		case req := <-h.adminC:
 			l.handleAdmin(req)
 			continue
+		}
+	}
+}
+
+// publishStatus hands the cycle's status to the publisher goroutine, so
+// that building it (20,000 VMs) is not on the cycle's path; without one it
+// builds it at once.
+func (l *loop) publishStatus(now time.Time) {
+	in := l.statusInput(now)
+	if l.pubC == nil {
+		l.h.publish(l.h.buildStatus(in))
+		return
+	}
+	l.pubIn.Store(&in)
+	select {
+	case l.pubC <- struct{}{}:
+	default: // one is waiting already; it takes the newest input
+	}
+}
+
+// publisher builds and publishes the statuses the loop hands it.
+func (l *loop) publisher(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.pubC:
+		}
+		if in := l.pubIn.Swap(nil); in != nil {
+			l.h.publish(l.h.buildStatus(*in))
 		}
 	}
 }
@@ -174,7 +214,7 @@ func (l *loop) cycle(ctx context.Context) {
 	}
 	snap, rep := l.builder.Build(in)
 	l.report = rep
-	clear(l.lastStates)
+	l.lastStates = make(map[string]planner.VMState, len(snap.VMs)) // the old one may be read by a status being built
 	for _, vm := range snap.VMs {
 		if vm.ID != "" {
 			l.lastStates[vm.ID] = vm.State
@@ -214,7 +254,7 @@ func (l *loop) cycle(ctx context.Context) {
 		l.send(c)
 	}
 	h.m.planSeconds.Observe(time.Since(start).Seconds())
-	h.publish(l.status(now))
+	l.publishStatus(now)
 }
 
 // views loads every cloud's published view, including configured clouds

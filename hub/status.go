@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/canopy-grid/canopy/hub/demand"
 	"github.com/canopy-grid/canopy/hub/intent"
 	"github.com/canopy-grid/canopy/hub/planner"
 	"github.com/canopy-grid/canopy/hub/snapshot"
@@ -30,6 +31,7 @@ type Status struct {
 	// Waiting lists the clouds a starting hub waits for before it plans.
 	Waiting []string `json:"waiting,omitempty"`
 
+	seq       uint64
 	byID      map[string]int // index into VMs
 	heldNames map[string]bool
 
@@ -112,38 +114,91 @@ type DemandStatus struct {
 // recentEvents is how many events the published status carries.
 const recentEvents = 200
 
-// status builds the status readers see. It runs on the control loop.
-func (l *loop) status(now time.Time) *Status {
-	h := l.h
-	st := &Status{At: now, HubID: h.cfg.ID, Evidence: l.report, Waiting: slices.Clone(l.waiting),
+// statusInput is what a status is built from: copies and immutable values
+// taken on the control loop, so that the status can be built elsewhere.
+type statusInput struct {
+	seq        uint64 // orders statuses built off the loop
+	now        time.Time
+	report     snapshot.Report
+	waiting    []string
+	demand     demand.Demand
+	demandAt   time.Time
+	demandErr  string
+	plan       planner.Plan
+	planAt     time.Time
+	views      map[string]*cloudView
+	fresh      map[string]bool
+	pending    map[string]intent.PendingBoot
+	hold       map[string]intent.Hold
+	retire     map[string]intent.RetireOrder
+	errs       map[string]intent.ErrorMark
+	lastStates map[string]planner.VMState
+	events     []intent.Event
+}
+
+// statusInput takes what the status needs. It runs on the control loop and
+// is cheap: the intent's small tables are copied, the rest is immutable.
+func (l *loop) statusInput(now time.Time) statusInput {
+	l.statusSeq++
+	in := statusInput{seq: l.statusSeq, now: now, report: l.report, waiting: slices.Clone(l.waiting), demand: l.demand, demandAt: l.demandAt,
+		demandErr: l.demandErr, plan: l.lastPlan, planAt: l.planAt, views: l.views(), fresh: map[string]bool{},
+		pending: maps.Clone(l.st.Pending), hold: maps.Clone(l.st.Hold), retire: maps.Clone(l.st.Retire),
+		errs: maps.Clone(l.st.Error), lastStates: l.lastStates}
+	for name, v := range in.views {
+		in.fresh[name] = l.fresh(v, now)
+	}
+	n := min(len(l.st.Events), recentEvents)
+	in.events = make([]intent.Event, 0, n)
+	for i := len(l.st.Events) - 1; i >= len(l.st.Events)-n; i-- {
+		in.events = append(in.events, l.st.Events[i])
+	}
+	return in
+}
+
+// status builds the status readers see, on the control loop.
+func (l *loop) status(now time.Time) *Status { return l.h.buildStatus(l.statusInput(now)) }
+
+// buildStatus builds a status from its input; it may run off the loop.
+func (h *Hub) buildStatus(in statusInput) *Status {
+	now := in.now
+	st := &Status{seq: in.seq, At: now, HubID: h.cfg.ID, Evidence: in.report, Waiting: in.waiting,
 		byID: map[string]int{}, heldNames: map[string]bool{}}
-	d := DemandStatus{Shapes: l.demand.Shapes, Finished: l.demand.Finished, TakenAt: l.demandAt, Error: l.demandErr,
-		Plan: l.lastPlan, PlanAt: l.planAt}
+	d := DemandStatus{Shapes: in.demand.Shapes, Finished: in.demand.Finished, TakenAt: in.demandAt, Error: in.demandErr,
+		Plan: in.plan, PlanAt: in.planAt}
 	for _, sh := range d.Shapes {
 		d.Idle += sh.Idle
 		d.Running += sh.Running
 	}
 	st.Demand = d
 	cloudState := map[string]planner.CloudStatus{}
-	for _, c := range l.lastPlan.Clouds {
+	for _, c := range in.plan.Clouds {
 		cloudState[c.Site] = c
 	}
 	pending := map[string]int{}
-	for _, p := range l.st.Pending {
+	for _, p := range in.pending {
 		pending[p.Cloud]++
 	}
-	views := l.views()
-	total := len(l.st.Pending)
+	views := in.views
+	total := len(in.pending)
 	for _, v := range views {
 		if v.Inventory != nil {
 			total += len(v.Inventory.VMs)
 		}
 	}
-	vms := make([]VMStatus, 0, total)
+	// First the VMs' names and where they are, sorted; then each status
+	// is built once, in its place (VMStatus is large: copying or sorting
+	// 20,000 of them costs more than building them).
+	type ref struct {
+		name  string
+		cloud string
+		vm    *protocol.VM
+		pend  string // pending boot's name when vm is nil
+	}
+	refs := make([]ref, 0, total)
 	for _, name := range slices.Sorted(maps.Keys(views)) {
 		v := views[name]
 		cs := cloudState[name]
-		s := SiteStatus{Name: name, Connected: l.fresh(v, now), Software: v.Software, ConnectedAt: v.ConnectedAt,
+		s := SiteStatus{Name: name, Connected: in.fresh[name], Software: v.Software, ConnectedAt: v.ConnectedAt,
 			LastHeartbeat: v.LastHeartbeat, InventoryAt: v.InventoryAt, Pending: pending[name],
 			Paused: h.cfg.Sites[name].Paused, State: cs.State, Reason: cs.Reason}
 		if inv := v.Inventory; inv != nil {
@@ -156,58 +211,51 @@ func (l *loop) status(now time.Time) *Status {
 					continue
 				}
 				s.VMs++
-				vs := VMStatus{ID: vm.ID, Name: vm.Name, Site: name, Group: vm.Group, VMType: vm.VMType, Flavor: vm.Flavor,
-					CreatedAt: vm.CreatedAt, Fault: vm.Fault, State: l.vmState(vm), RetireState: vm.RetireState,
-					RetireError: vm.RetireError}
-				if vm.Jobs != nil {
-					vs.RunningJobs = vm.Jobs.Running
-				}
-				if _, ok := l.st.Hold[vm.ID]; ok {
-					vs.Held = true
-					st.heldNames[vm.Name] = true
-				}
-				if r, ok := l.st.Retire[vm.ID]; ok {
-					vs.RetireDeadline = r.Deadline
-				}
-				if e, ok := l.st.Error[vm.ID]; ok && vs.Fault == "" {
-					vs.Fault = e.Fault
-				}
-				vms = append(vms, vs)
+				refs = append(refs, ref{name: vm.Name, cloud: name, vm: vm})
 			}
 		}
 		st.Sites = append(st.Sites, s)
 	}
-	for _, name := range slices.Sorted(maps.Keys(l.st.Pending)) {
-		p := l.st.Pending[name]
-		vms = append(vms, VMStatus{Name: name, Site: p.Cloud, Group: p.Group, VMType: p.VMType, Flavor: p.Flavor,
-			State: planner.VMBooting, CreatedAt: p.OrderedAt})
+	for name, p := range in.pending {
+		refs = append(refs, ref{name: name, cloud: p.Cloud, pend: name})
 	}
-	// Sort by name through an index: VMStatus is large, and moving it
-	// around in a sort costs more than the comparisons.
-	order := make([]int32, len(vms))
-	for i := range order {
-		order[i] = int32(i)
-	}
-	slices.SortFunc(order, func(a, b int32) int { return strings.Compare(vms[a].Name, vms[b].Name) })
-	st.VMs = make([]VMStatus, len(vms))
-	for k, i := range order {
-		st.VMs[k] = vms[i]
-		if id := vms[i].ID; id != "" {
-			st.byID[id] = k
+	slices.SortFunc(refs, func(a, b ref) int { return strings.Compare(a.name, b.name) })
+	st.VMs = make([]VMStatus, len(refs))
+	for k, r := range refs {
+		vs := &st.VMs[k]
+		if r.vm == nil {
+			p := in.pending[r.pend]
+			*vs = VMStatus{Name: r.name, Site: p.Cloud, Group: p.Group, VMType: p.VMType, Flavor: p.Flavor,
+				State: planner.VMBooting, CreatedAt: p.OrderedAt}
+			continue
 		}
+		vm := r.vm
+		*vs = VMStatus{ID: vm.ID, Name: vm.Name, Site: r.cloud, Group: vm.Group, VMType: vm.VMType, Flavor: vm.Flavor,
+			CreatedAt: vm.CreatedAt, Fault: vm.Fault, State: vmState(vm, in.lastStates), RetireState: vm.RetireState,
+			RetireError: vm.RetireError}
+		if vm.Jobs != nil {
+			vs.RunningJobs = vm.Jobs.Running
+		}
+		if _, ok := in.hold[vm.ID]; ok {
+			vs.Held = true
+			st.heldNames[vm.Name] = true
+		}
+		if o, ok := in.retire[vm.ID]; ok {
+			vs.RetireDeadline = o.Deadline
+		}
+		if e, ok := in.errs[vm.ID]; ok && vs.Fault == "" {
+			vs.Fault = e.Fault
+		}
+		st.byID[vm.ID] = k
 	}
-	n := min(len(l.st.Events), recentEvents)
-	st.Events = make([]intent.Event, 0, n)
-	for i := len(l.st.Events) - 1; i >= len(l.st.Events)-n; i-- {
-		st.Events = append(st.Events, l.st.Events[i])
-	}
+	st.Events = in.events
 	return st
 }
 
 // vmState is a VM's state for people, from the last plan's snapshot when
 // it has one, else from the inventory alone.
-func (l *loop) vmState(vm *protocol.VM) planner.VMState {
-	if s, ok := l.lastStates[vm.ID]; ok {
+func vmState(vm *protocol.VM, last map[string]planner.VMState) planner.VMState {
+	if s, ok := last[vm.ID]; ok {
 		return s
 	}
 	switch vm.State {
@@ -230,8 +278,17 @@ func (l *loop) vmState(vm *protocol.VM) planner.VMState {
 	return planner.VMIdle
 }
 
-// publish makes st what readers see.
-func (h *Hub) publish(st *Status) { h.status.Store(st) }
+// publish makes st what readers see, unless a status built from a later
+// input is published already (statuses may be built off the loop, and an
+// admin action publishes at once).
+func (h *Hub) publish(st *Status) {
+	h.publishMu.Lock()
+	defer h.publishMu.Unlock()
+	if cur := h.status.Load(); cur != nil && cur.seq > st.seq {
+		return
+	}
+	h.status.Store(st)
+}
 
 // Status returns the last published status.
 func (h *Hub) Status() *Status { return h.status.Load() }
