@@ -163,11 +163,14 @@ ensure_volume "$GL_VOL" replica 3 arbiter 1 \
 # ------------------------------------------------------------------ FUSE mount
 mounted() { awk -v m="$GL_MNT" '$2 == m && $3 == "fuse.glusterfs" {f=1} END {exit !f}' /proc/mounts; }
 mount_works() { mounted && timeout 10 stat -f "$GL_MNT" >/dev/null 2>&1; }
-mkdir -p "$GL_MNT"
-if mounted && ! mount_works; then
+# A FUSE mount whose client died (a killed run, a restarted glusterd) is
+# still listed but answers ENOTCONN, even to mkdir: unmount it before touching
+# the path. Any leftover mount on the path is a candidate, whatever its type.
+if awk -v m="$GL_MNT" '$2 == m {f=1} END {exit !f}' /proc/mounts && ! mount_works; then
   log "stale mount on $GL_MNT: unmounting"
-  umount -l "$GL_MNT" || true
+  umount -l "$GL_MNT" || umount -f "$GL_MNT" || true
 fi
+mkdir -p "$GL_MNT"
 if ! mounted; then
   rm -f "$PIDS/fuse.pid"
   "${CLEAN_ENV[@]}" glusterfs --volfile-server="$GL_HOST" --volfile-id="$GL_VOL" \
