@@ -152,6 +152,9 @@ func (w *Workers) prepareWorker(root, name string, cpus, memMiB int, vmagent str
 	if err := os.Chmod(root, 0o755); err != nil {
 		return nil, nil, nil, err
 	}
+	if err := traversable(filepath.Dir(root)); err != nil {
+		return nil, nil, nil, fmt.Errorf("real workers: %w: the %s account must reach the VMs' roots (keep the local cloud's dir out of the agent's state_dir, which is 0700)", err, owner)
+	}
 	local := filepath.Join(root, "condor")
 	for _, d := range []string{"", "log", "spool", "execute", "lock", "run"} {
 		p := filepath.Join(local, d)
@@ -248,4 +251,21 @@ func (w *Workers) prepareWorker(root, name string, cpus, memMiB int, vmagent str
 		Unshareflags: syscall.CLONE_NEWNS,
 	}
 	return argv, env, attr, nil
+}
+
+// traversable checks that every directory from dir up to / lets others
+// through (the x bit for others), as the condor user needs.
+func traversable(dir string) error {
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("%s (mode %o) is not traversable by other users", d, fi.Mode().Perm())
+		}
+		if d == "/" || d == "." {
+			return nil
+		}
+	}
 }

@@ -44,6 +44,12 @@ func TestRealWorkerNamespaces(t *testing.T) {
 			cfg := testConfig(t, 0)
 			cfg.RealWorkers = &Workers{ReleaseDir: "/opt/htcondor-test", Domain: tt.domain, Hide: []string{secret}, CondorUser: "root"}
 			cfg.VMArgs = []string{"--test-hidden", filepath.Join(secret, "POOL")}
+			// The condor user must reach the VMs' roots.
+			for _, dir := range []string{filepath.Dir(cfg.Dir), cfg.Dir} {
+				if err := os.Chmod(dir, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
 			d, err := New(cfg)
 			if err != nil {
 				t.Fatal(err)
@@ -116,6 +122,29 @@ func TestRealWorkerNamespaces(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRealWorkerUnreachableRoot: a VM whose root the condor user could
+// not reach (the local cloud under a 0700 directory) is not booted, and
+// the error names the directory.
+func TestRealWorkerUnreachableRoot(t *testing.T) {
+	cfg := testConfig(t, 0)
+	cfg.RealWorkers = &Workers{ReleaseDir: "/opt/htcondor-test", CondorUser: "root"}
+	d, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Close(); _, _ = StopAll(cfg.Dir) })
+	if err := os.Chmod(filepath.Dir(cfg.Dir), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	_, err = d.Boot(context.Background(), driver.BootSpec{Name: "vm-1", Flavor: "c2"})
+	if err == nil || !strings.Contains(err.Error(), filepath.Dir(cfg.Dir)+" (mode 700) is not traversable") {
+		t.Fatalf("boot under a 0700 directory: %v", err)
+	}
+	if srvs, _ := d.Servers(context.Background()); len(srvs) != 0 {
+		t.Fatalf("servers after a failed boot: %+v", srvs)
 	}
 }
 

@@ -612,16 +612,23 @@ func (s *Source) InvalidateCommands(vmName, startd string) []Cmd {
 		master = fmt.Sprintf("(Name =?= %s) || (%s)", classad.StringValue(startd), master)
 	}
 	masterAd := fmt.Sprintf("MyType = \"Query\"\nTargetType = \"DaemonMaster\"\nRequirements = %s\n", master)
+	// HTCondor 24's startd also advertises a daemon ad of its own
+	// (MyType "StartD", carrying the STARTD_ATTRS) beside its slot ads;
+	// INVALIDATE_STARTD_ADS forgets it only when asked for that type. A
+	// startd that shuts down withdraws it itself; one that was killed
+	// leaves it (measured on the live pool).
+	daemonAd := fmt.Sprintf("MyType = \"Query\"\nTargetType = \"StartD\"\nRequirements = %s\n", master)
 	return []Cmd{
 		{Name: "condor_advertise", Args: append(s.poolArgs(), "INVALIDATE_STARTD_ADS", "-"), Stdin: []byte(slotAd)},
+		{Name: "condor_advertise", Args: append(s.poolArgs(), "INVALIDATE_STARTD_ADS", "-"), Stdin: []byte(daemonAd)},
 		{Name: "condor_advertise", Args: append(s.poolArgs(), "INVALIDATE_MASTER_ADS", "-"), Stdin: []byte(masterAd)},
 	}
 }
 
-// Invalidate makes the collector forget a deleted VM at once: its slot ads
-// and its master's ad (otherwise they linger until they expire, and the
+// Invalidate makes the collector forget a deleted VM at once: its slot ads,
+// its startd's daemon ad and its master's ad (otherwise they linger until they expire, and the
 // negotiator may match jobs to a VM that is gone). VMs under manual control
-// (Manual) are never touched: the result is ErrManual. Both commands are
+// (Manual) are never touched: the result is ErrManual. Every command is
 // tried; failures are *CommandError.
 func (s *Source) Invalidate(ctx context.Context, vmName string) error {
 	if !vmNameRE.MatchString(vmName) {
