@@ -64,6 +64,9 @@ type simVM struct {
 	image     string
 	flavor    protocol.Flavor
 	keepAlive time.Duration
+	// maxLifetime is the jobs' +VMMaxLifetime the VM was booted for (listed
+	// back like the agent does from the server's metadata).
+	maxLifetime time.Duration
 
 	phase                               vmPhase
 	created, activeAt, registerAt       time.Time
@@ -557,7 +560,7 @@ func (e *engine) snapshot() (planner.Snapshot, snapshot.Report) {
 			continue // the cloud does not list it (yet)
 		}
 		pv := protocol.VM{ID: vm.id, Name: vm.name, Flavor: vm.flavor.Name, Image: vm.image, Group: vm.group, VMType: vm.vmType,
-			Hub: simHub, CreatedAt: vm.created, State: protocol.VMActive}
+			Hub: simHub, CreatedAt: vm.created, State: protocol.VMActive, KeepAlive: vm.keepAlive, MaxLifetime: vm.maxLifetime}
 		switch vm.phase {
 		case phaseBooting:
 			pv.State = protocol.VMBooting
@@ -742,7 +745,7 @@ func (e *engine) execute(p planner.Plan) {
 				vm := e.boot(ci, b, f)
 				e.tx.PutPending(intent.PendingBoot{Name: vm.name, Cloud: b.Site, Group: b.Group, VMType: b.VMType,
 					Flavor: b.Flavor, Image: b.Image, PlanID: planID, Cpus: f.VCPUs, MemoryMiB: f.RAMMiB,
-					KeepAlive: b.KeepAlive, OrderedAt: e.now, AckedAt: e.now})
+					KeepAlive: b.KeepAlive, MaxLifetime: b.MaxLifetime, OrderedAt: e.now, AckedAt: e.now})
 				continue
 			}
 			failed++
@@ -774,7 +777,7 @@ func (e *engine) boot(ci int, b planner.Boot, f protocol.Flavor) *simVM {
 	e.nextID++
 	vm := &simVM{
 		id: fmt.Sprintf("srv-%07d", e.nextID), name: fmt.Sprintf("%s-%07d", sp.Site, e.nextID),
-		cloud: ci, group: b.Group, vmType: b.VMType, image: b.Image, flavor: f, keepAlive: b.KeepAlive,
+		cloud: ci, group: b.Group, vmType: b.VMType, image: b.Image, flavor: f, keepAlive: b.KeepAlive, maxLifetime: b.MaxLifetime,
 		created: e.now, listedAt: e.now, freeCpus: f.VCPUs, freeMem: f.RAMMiB,
 	}
 	boot := sp.Boot
