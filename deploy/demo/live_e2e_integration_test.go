@@ -229,6 +229,13 @@ token_ttl: 24h`, p.TrustDomain, key, worker)
 		}
 		return atlasSlot != nil && belleSlot != nil
 	})
+	// Canopy's part of submit → running: plan, boot, enrollment, config,
+	// condor_master (the startds' own DaemonStartTime, 1 s resolution).
+	for _, ad := range []condortest.Ad{atlasSlot, belleSlot} {
+		if st, ok := ad.Int("DaemonStartTime"); ok {
+			t.Logf("submit -> startd of %s started: %.1f s", ad.String("CanopyVMName"), time.Unix(st, 0).Sub(submitAt.Truncate(time.Second)).Seconds())
+		}
+	}
 	for _, c := range []struct {
 		ad                     condortest.Ad
 		site, machineSuffix    string
