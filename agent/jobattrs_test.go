@@ -87,3 +87,20 @@ func TestBootCommandDurationsValidated(t *testing.T) {
 		}
 	}
 }
+
+// FuzzMetaDuration: any metadata value reads as a non-negative duration or
+// none, and a duration the agent writes reads back as itself.
+func FuzzMetaDuration(f *testing.F) {
+	for _, s := range []string{"", "5m0s", "1h30m0s", "-1s", "10", "9999999h", "1e9h", "\x00", "0s"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		d := metaDuration(v)
+		if d < 0 {
+			t.Fatalf("metaDuration(%q) = %s, negative", v, d)
+		}
+		if d > 0 && metaDuration(d.String()) != d {
+			t.Fatalf("metaDuration(%q) = %s, which does not read back (%s)", v, d, metaDuration(d.String()))
+		}
+	})
+}
