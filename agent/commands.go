@@ -540,17 +540,19 @@ func (a *Agent) inventory(ctx context.Context) (protocol.Inventory, error) {
 	if err != nil {
 		return protocol.Inventory{}, err
 	}
+	apiStart := time.Now()
 	limits, err := a.driver.Limits(ctx)
 	if err != nil {
 		return protocol.Inventory{}, fmt.Errorf("limits: %w", err)
 	}
+	apiMillis := max(int(time.Since(apiStart).Milliseconds()), 1)
 	l, err := a.listing.get(ctx, listingMaxAge)
 	if err != nil {
 		return protocol.Inventory{}, fmt.Errorf("servers: %w", err)
 	}
 	now := a.now()
 	inv := protocol.Inventory{Seq: a.invSeq.Add(1), Flavors: flavors, Limits: limits, Images: imgs, TakenAt: now.UTC(),
-		Storage: a.storageReport(), Squids: a.cfg.SquidList, Policy: a.cfg.Policy, Running: a.cmds.running()}
+		Storage: a.storageReport(), Squids: a.cfg.SquidList, Policy: a.cfg.Policy, Running: a.cmds.running(), APIMillis: apiMillis}
 	hubID := a.currentHubID()
 	fresh := 3 * a.cfg.CheckinEvery
 	live := make(map[string]bool, len(l.servers))

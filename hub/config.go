@@ -110,6 +110,9 @@ type SiteConfig struct {
 	MaxLifetime time.Duration `yaml:"max_lifetime"`
 	// Image is the image VMs boot on this site when a job names none.
 	Image string `yaml:"image"`
+	// HS06 is each flavor's HEPSPEC06 rating per core, by flavor name,
+	// for accounting (HS06-hours); flavors not listed have none.
+	HS06 map[string]float64 `yaml:"hs06"`
 }
 
 // WithDefaults fills unset fields with the documented defaults.
@@ -164,9 +167,14 @@ func (c Config) Validate() error {
 	if c.StateFile == "" {
 		errs = append(errs, errors.New("state_file is required"))
 	}
-	for name := range c.Sites {
+	for _, name := range sortedKeys(c.Sites) {
 		if err := pki.ValidSite(name); err != nil {
 			errs = append(errs, fmt.Errorf("sites: %w", err))
+		}
+		for _, f := range sortedKeys(c.Sites[name].HS06) {
+			if r := c.Sites[name].HS06[f]; !(r > 0 && r < 1000) {
+				errs = append(errs, fmt.Errorf("sites.%s.hs06.%s is %v, want a rating per core above 0 and below 1000", name, f, r))
+			}
 		}
 	}
 	switch c.Demand.Source {

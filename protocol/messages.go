@@ -200,6 +200,9 @@ type Inventory struct {
 	// their servers may appear in a later inventory.
 	Running []string  `cbor:"running,omitempty"`
 	TakenAt time.Time `cbor:"taken_at"`
+	// APIMillis is how long the cloud API took to answer this
+	// inventory's limits call, in milliseconds (0: not measured).
+	APIMillis int `cbor:"api_ms,omitempty"`
 }
 
 // CommandKind says what a command asks the agent to do.
