@@ -551,13 +551,14 @@ func (l *loop) execute(now time.Time, plan planner.Plan, views map[string]*cloud
 		}
 		cmd := protocol.Command{ID: fmt.Sprintf("%s-%s-b%d", h.cfg.ID, planID, i), Op: protocol.CmdBoot,
 			Epoch: v.Epoch, Generation: v.Inventory.Seq,
-			Boot: &protocol.BootCommand{PlanID: planID, Group: b.Group, VMType: b.VMType, Flavor: b.Flavor, Image: image}}
+			Boot: &protocol.BootCommand{PlanID: planID, Group: b.Group, VMType: b.VMType, Flavor: b.Flavor, Image: image,
+				KeepAlive: b.KeepAlive, MaxLifetime: b.MaxLifetime}}
 		for k := range b.Count {
 			name := fmt.Sprintf("canopy-%s-%s-%d-%d", b.Site, planID, i, k)
 			cmd.Boot.Names = append(cmd.Boot.Names, name)
 			l.tx.PutPending(intent.PendingBoot{Name: name, Cloud: b.Site, Group: b.Group, VMType: b.VMType, Flavor: b.Flavor,
 				Image: image, PlanID: planID, CommandID: cmd.ID, Cpus: f.VCPUs, MemoryMiB: f.RAMMiB, KeepAlive: b.KeepAlive,
-				OrderedAt: now})
+				MaxLifetime: b.MaxLifetime, OrderedAt: now})
 		}
 		out = append(out, outgoing{cloud: b.Site, cmd: cmd, names: cmd.Boot.Names})
 		h.m.boots.WithLabelValues(b.Site).Add(float64(b.Count))

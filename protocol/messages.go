@@ -176,11 +176,16 @@ type VM struct {
 	Jobs *VMJobs `cbor:"jobs,omitempty" json:"jobs,omitempty"`
 	// RetireState is the retirement's progress (Retire* constants); empty
 	// when no retirement was ordered. RetireError says why it failed.
-	RetireState string    `cbor:"retire_state,omitempty" json:"retire_state,omitempty"`
-	RetireError string    `cbor:"retire_error,omitempty" json:"retire_error,omitempty"`
-	CreatedAt   time.Time `cbor:"created_at" json:"created_at"`
-	ReadyAt     time.Time `cbor:"ready_at,omitempty" json:"ready_at,omitempty"`
-	LastSeen    time.Time `cbor:"last_seen,omitempty" json:"last_seen,omitempty"`
+	RetireState string `cbor:"retire_state,omitempty" json:"retire_state,omitempty"`
+	RetireError string `cbor:"retire_error,omitempty" json:"retire_error,omitempty"`
+	// KeepAlive and MaxLifetime are the jobs' requests the server was
+	// booted for (BootCommand), read back from its metadata; zero when
+	// none (or the metadata is not a duration).
+	KeepAlive   time.Duration `cbor:"keep_alive,omitempty" json:"keep_alive,omitempty"`
+	MaxLifetime time.Duration `cbor:"max_lifetime,omitempty" json:"max_lifetime,omitempty"`
+	CreatedAt   time.Time     `cbor:"created_at" json:"created_at"`
+	ReadyAt     time.Time     `cbor:"ready_at,omitempty" json:"ready_at,omitempty"`
+	LastSeen    time.Time     `cbor:"last_seen,omitempty" json:"last_seen,omitempty"`
 }
 
 // Inventory is an agent's full report of what is true in its cloud.
@@ -240,6 +245,13 @@ type BootCommand struct {
 	Flavor string   `cbor:"flavor"`
 	Image  string   `cbor:"image"`
 	Names  []string `cbor:"names"`
+	// KeepAlive and MaxLifetime are the jobs' own requests
+	// (+VMKeepAlive, +VMMaxLifetime) the servers are booted for; zero
+	// means none. The agent records them on the servers (metadata
+	// canopy_keep_alive, canopy_max_lifetime), lists them back in its
+	// inventory (VM.KeepAlive, VM.MaxLifetime) and gives them to the VM.
+	KeepAlive   time.Duration `cbor:"keep_alive,omitempty"`
+	MaxLifetime time.Duration `cbor:"max_lifetime,omitempty"`
 }
 
 // RetireCommand asks VMs to stop taking jobs, finish within Deadline, and be deleted.

@@ -158,7 +158,7 @@ func (p *planner) bootOne(st *shapeState) bool {
 			}
 			fi := smallestFlavor(c.Flavors, &st.sh, st.pack)
 			if fi < 0 {
-				st.note(reason{code: whyNoFlavor, cloud: int32(ci)})
+				st.note(reason{code: whyNoFlavor, cloud: int32(ci), flavor: st.sh.Flavor})
 				continue
 			}
 			st.flavor = fi
@@ -192,6 +192,7 @@ type bootKey struct {
 	group, vmType string
 	flavor, image string
 	keepAlive     int64
+	maxLifetime   int64
 }
 
 // bootAgg is one Boot being built.
@@ -204,7 +205,8 @@ type bootAgg struct {
 }
 
 func (p *planner) addBoot(ci int, st *shapeState, flavor string, jobs int) {
-	k := bootKey{cloud: ci, group: st.sh.Group, vmType: st.sh.VMType, flavor: flavor, image: st.sh.Image, keepAlive: int64(st.sh.KeepAlive)}
+	k := bootKey{cloud: ci, group: st.sh.Group, vmType: st.sh.VMType, flavor: flavor, image: st.sh.Image, keepAlive: int64(st.sh.KeepAlive),
+		maxLifetime: int64(st.sh.MaxLifetime)}
 	if p.bootIx == nil {
 		p.bootIx = make(map[bootKey]int)
 	}

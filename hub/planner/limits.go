@@ -515,11 +515,18 @@ func (p *planner) take(ci int, g *groupState, f *protocol.Flavor) {
 }
 
 // smallestFlavor returns the index of the smallest flavor that holds pack
-// jobs of sh, or -1.
+// jobs of sh, or -1. A shape that names its flavor (Shape.Flavor) gets
+// that one if it holds at least one job, and nothing else.
 func smallestFlavor(flavors []protocol.Flavor, sh *Shape, pack int) int {
+	if sh.Flavor != "" {
+		pack = 1
+	}
 	best := -1
 	for i := range flavors {
 		f := &flavors[i]
+		if sh.Flavor != "" && f.Name != sh.Flavor {
+			continue
+		}
 		if f.VCPUs < pack*sh.Cpus || f.RAMMiB < pack*sh.MemoryMiB ||
 			(sh.DiskKiB > 0 && int64(f.DiskGiB)<<20 < int64(pack)*sh.DiskKiB) {
 			continue

@@ -100,6 +100,8 @@ func compareShapes(a, b Shape) int {
 		slices.Compare(a.Clouds, b.Clouds),
 		cmp.Compare(a.KeepAlive, b.KeepAlive),
 		cmp.Compare(a.JobsPerVM, b.JobsPerVM),
+		cmp.Compare(a.Flavor, b.Flavor),
+		cmp.Compare(a.MaxLifetime, b.MaxLifetime),
 	)
 }
 

@@ -33,6 +33,8 @@ type reason struct {
 	dim   uint8
 	src   limitSource
 	image string
+	// flavor is the flavor a shape asks for by name (whyNoFlavor).
+	flavor string
 }
 
 // note keeps the most telling reason a shape met, and the last cloud it
@@ -59,6 +61,9 @@ func (p *planner) describe(r reason, g *groupState) string {
 	case whyNotAllowed:
 		return "no cloud the jobs may use"
 	case whyNoFlavor:
+		if r.flavor != "" {
+			return fmt.Sprintf("flavor %s the jobs ask for is not offered on %s or does not fit them", r.flavor, site)
+		}
 		return fmt.Sprintf("no flavor on %s fits the jobs", site)
 	case whyImageBackoff:
 		if b, ok := p.imageOff[[2]string{site, r.image}]; ok {
@@ -105,7 +110,7 @@ func (p *planner) finish() Plan {
 		plan.Boots = append(plan.Boots, Boot{
 			Site: p.clouds[b.key.cloud].Site, Group: b.key.group, VMType: b.key.vmType,
 			Flavor: b.key.flavor, Image: b.key.image, Count: b.vms, Jobs: b.jobs,
-			KeepAlive: time.Duration(b.key.keepAlive), Reason: why,
+			KeepAlive: time.Duration(b.key.keepAlive), MaxLifetime: time.Duration(b.key.maxLifetime), Reason: why,
 		})
 	}
 	slices.SortFunc(plan.Boots, func(a, b Boot) int {

@@ -30,6 +30,17 @@ type Shape struct {
 	// one means the smallest flavor that holds one job (which may still
 	// hold several); the VM type's setting applies when zero.
 	JobsPerVM int `json:"jobs_per_vm,omitempty"`
+	// Flavor is the flavor the jobs ask for by name (+VMInstanceType):
+	// their VMs are booted with it, on clouds that offer it and where it
+	// holds a job. Empty means the smallest flavor that holds the jobs.
+	// Idle VMs of any flavor still cover the shape's jobs if they fit, as
+	// HTCondor would match them there.
+	Flavor string `json:"flavor,omitempty"`
+	// MaxLifetime is the jobs' own limit on how long their VMs live
+	// (+VMMaxLifetime): a VM booted for the shape is retired, gracefully,
+	// once this old (the smaller of it and the cloud's or config's
+	// maximum lifetime applies). Zero means the jobs ask for none.
+	MaxLifetime time.Duration `json:"max_lifetime,omitempty"`
 }
 
 // Caps are admin-set hard maxima for one cloud; zero means no cap.
@@ -208,6 +219,9 @@ type VM struct {
 	// KeepAlive is the keep-alive its jobs asked for (Shape.KeepAlive of
 	// the shape it was booted for, or of its last job); zero means none.
 	KeepAlive time.Duration
+	// MaxLifetime is the maximum lifetime its jobs asked for
+	// (Shape.MaxLifetime of the shape it was booted for); zero means none.
+	MaxLifetime time.Duration
 	// RetiringSince is when the VM was told to retire. Zero means unknown,
 	// and turns the stuck-retirement rule off for the VM.
 	RetiringSince time.Time
@@ -271,6 +285,9 @@ type Boot struct {
 	// KeepAlive is the jobs' keep-alive request, to record on the VMs
 	// (VM.KeepAlive); zero means none.
 	KeepAlive time.Duration `json:"keep_alive,omitempty"`
+	// MaxLifetime is the jobs' maximum lifetime request, to record on the
+	// VMs (VM.MaxLifetime); zero means none.
+	MaxLifetime time.Duration `json:"max_lifetime,omitempty"`
 	// Jobs is how many idle jobs the VMs are booted for.
 	Jobs int `json:"jobs"`
 }
