@@ -88,6 +88,20 @@ type GroupConfig struct {
 	Clouds    []string      `yaml:"clouds"`
 	KeepAlive time.Duration `yaml:"keep_alive"`
 	Paused    bool          `yaml:"paused"`
+	// Parent makes the group a subgroup of another configured group: the
+	// parent's caps then bound the sum of its own and its subgroups' VMs
+	// (a quota tree; see hub/planner).
+	Parent string `yaml:"parent"`
+	// Borrow lets a subgroup use what its siblings' caps leave unused, up
+	// to its parent's; default true, false keeps it within its own caps.
+	Borrow *bool `yaml:"borrow"`
+}
+
+// PlannerGroup is the group's settings as the planner takes them.
+func (g GroupConfig) PlannerGroup(name string) planner.Group {
+	return planner.Group{Name: name, Share: g.Share, Caps: g.Caps, CloudCaps: g.CloudCaps,
+		Clouds: g.Clouds, KeepAlive: g.KeepAlive, Paused: g.Paused, Parent: g.Parent,
+		NoBorrow: g.Borrow != nil && !*g.Borrow}
 }
 
 // SiteConfig is an admin's settings for one cloud.
@@ -188,6 +202,7 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("plan_every %s is below 100ms", c.PlanEvery))
 	}
 	errs = append(errs, c.validateDurations()...)
+	errs = append(errs, c.validateGroupTree()...)
 	if c.Demand.Trace.TimeScale < 0 {
 		errs = append(errs, fmt.Errorf("demand.trace.time_scale %v is negative (0: real time)", c.Demand.Trace.TimeScale))
 	}
@@ -235,6 +250,38 @@ func (c Config) validateDurations() []error {
 	for _, d := range nonNegative {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("%s is %s, want 0 (the default) or more", d.key, d.v))
+		}
+	}
+	return errs
+}
+
+// validateGroupTree refuses a parent that names no configured group, the
+// group itself, or closes a cycle, and borrow set on a top group.
+func (c Config) validateGroupTree() []error {
+	var errs []error
+	for _, name := range sortedKeys(c.Groups) {
+		g := c.Groups[name]
+		if g.Parent == "" {
+			if g.Borrow != nil {
+				errs = append(errs, fmt.Errorf("groups.%s.borrow is set but the group has no parent", name))
+			}
+			continue
+		}
+		if _, ok := c.Groups[g.Parent]; !ok {
+			errs = append(errs, fmt.Errorf("groups.%s.parent %q names no configured group", name, g.Parent))
+			continue
+		}
+		// Walk up; more steps than groups means a cycle.
+		at := name
+		for range len(c.Groups) + 1 {
+			at = c.Groups[at].Parent
+			if at == "" {
+				break
+			}
+			if at == name {
+				errs = append(errs, fmt.Errorf("groups.%s.parent %q makes a cycle", name, g.Parent))
+				break
+			}
 		}
 	}
 	return errs

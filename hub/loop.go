@@ -482,9 +482,7 @@ func (l *loop) input(now time.Time, views map[string]*cloudView, demandOK bool) 
 	in := snapshot.Input{Now: now, HubID: cfg.ID, Config: cfg.Planner, Demand: l.demand, DemandOK: demandOK,
 		Intent: l.st, InventoryMaxAge: cfg.inventoryMaxAge()}
 	for _, name := range slices.Sorted(maps.Keys(cfg.Groups)) {
-		g := cfg.Groups[name]
-		in.Groups = append(in.Groups, planner.Group{Name: name, Share: g.Share, Caps: g.Caps, CloudCaps: g.CloudCaps,
-			Clouds: g.Clouds, KeepAlive: g.KeepAlive, Paused: g.Paused})
+		in.Groups = append(in.Groups, cfg.Groups[name].PlannerGroup(name))
 	}
 	for _, name := range slices.Sorted(maps.Keys(views)) {
 		v := views[name]

@@ -14,9 +14,19 @@ type groupState struct {
 	// means any.
 	sites []string
 
-	all, staying, room Usage
-	onSite             map[string]*siteUse
-	vms                []int32
+	all, staying Usage
+	onSite       map[string]*siteUse
+	vms          []int32
+
+	// parent and children place the group in the quota tree; ownBound
+	// is the index of its own quota's bound and poolBound of its
+	// subgroups' pool per resource (-1: none); bounds lists every bound
+	// the group belongs to.
+	parent    *groupState
+	children  []*groupState
+	ownBound  int32
+	poolBound [numDims]int32
+	bounds    []int32
 
 	idle, running, shortfall int // jobs
 	idleVMs, busyVMs         int
@@ -30,6 +40,15 @@ type groupState struct {
 	head  int
 	key   float64
 	index int // in the heap
+}
+
+// newGroupState returns the working state of a group with settings g.
+func newGroupState(g Group) *groupState {
+	gs := &groupState{name: g.Name, g: g, ownBound: -1}
+	for d := range gs.poolBound {
+		gs.poolBound[d] = -1
+	}
+	return gs
 }
 
 // allocate boots VMs for the shortfall. Groups take turns, one VM each,

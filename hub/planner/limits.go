@@ -44,7 +44,10 @@ const (
 	dimVMs
 )
 
-var dimNames = [3]string{"cores", "memory", "servers"}
+// numDims is the number of resource dimensions.
+const numDims = 3
+
+var dimNames = [numDims]string{"cores", "memory", "servers"}
 
 func (u Usage) get(d int) int {
 	switch d {
@@ -89,6 +92,17 @@ func capsGet(c Caps, d int) int {
 		return c.RAMMiB
 	}
 	return c.VMs
+}
+
+func capsSet(c *Caps, d, v int) {
+	switch d {
+	case dimCores:
+		c.Cores = v
+	case dimRAM:
+		c.RAMMiB = v
+	default:
+		c.VMs = v
+	}
 }
 
 func limitsGet(l protocol.Limits, d int) (maxV, used int) {
@@ -209,6 +223,7 @@ func (p *planner) scanVMs() {
 	for _, name := range slices.Sorted(maps.Keys(p.groups)) {
 		p.groupOrder = append(p.groupOrder, p.groups[name])
 	}
+	p.buildBounds()
 }
 
 // staysOn reports whether a VM keeps holding resources beyond this plan:
@@ -238,6 +253,9 @@ func (p *planner) overQuota() {
 		if su := g.onSite[vm.Site]; su != nil {
 			su.staying.add(u)
 		}
+		for _, bi := range g.bounds {
+			p.bounds[bi].staying.add(u)
+		}
 	}
 
 	for ci := range p.clouds {
@@ -252,12 +270,22 @@ func (p *planner) overQuota() {
 		p.shed(cs.vms, d, c.OverQuotaSince, func(vm *VM) bool { return true },
 			fmt.Sprintf("cloud %s over quota (%s)", c.Site, why))
 	}
-	for _, g := range p.groupOrder {
-		if d, why := groupDeficit(g.staying, g.g.Caps); d.anyPositive() {
-			g.overQuota = true
-			p.shed(g.vms, d, g.g.OverQuotaSince, func(vm *VM) bool { return true },
-				fmt.Sprintf("group %s over its cap (%s)", g.name, why))
+	// Group quotas, top of the tree first: VMs shed for a parent's bound
+	// count towards its subgroups' too.
+	for bi := range p.bounds {
+		b := &p.bounds[bi]
+		if d, why := boundDeficit(b); d.anyPositive() {
+			b.overQuota = true
+			b.overWhy = why
+			b.owner.overQuota = true
+			what := fmt.Sprintf("group %s over its cap (%s)", b.owner.name, why)
+			if b.pool || len(b.owner.children) > 0 {
+				what = fmt.Sprintf("%s over quota (%s)", b.name(), why)
+			}
+			p.shed(b.vms, d, b.since, func(vm *VM) bool { return true }, what)
 		}
+	}
+	for _, g := range p.groupOrder {
 		for _, site := range slices.Sorted(maps.Keys(g.onSite)) {
 			su := g.onSite[site]
 			if d, why := groupDeficit(su.staying, g.g.CloudCaps[site]); d.anyPositive() {
@@ -287,7 +315,7 @@ func (p *planner) cloudDeficit(ci int) (Usage, string) {
 		}
 	}
 	reported := c.Connected && c.Limits != (protocol.Limits{})
-	for dim := range 3 {
+	for dim := range numDims {
 		if reported {
 			if maxV, used := limitsGet(c.Limits, dim); maxV >= 0 {
 				foreign := max(0, used-cs.listed.get(dim))
@@ -307,7 +335,7 @@ func (p *planner) cloudDeficit(ci int) (Usage, string) {
 func groupDeficit(staying Usage, caps Caps) (Usage, string) {
 	var d Usage
 	why := ""
-	for dim := range 3 {
+	for dim := range numDims {
 		if v := capsGet(caps, dim); v > 0 && staying.get(dim) > v {
 			d.set(dim, staying.get(dim)-v)
 			if why == "" {
@@ -417,6 +445,9 @@ func (p *planner) leave(i int) {
 	if su := g.onSite[vm.Site]; su != nil {
 		su.staying.sub(u)
 	}
+	for _, bi := range g.bounds {
+		p.bounds[bi].staying.sub(u)
+	}
 	p.going[i] = true
 }
 
@@ -428,7 +459,7 @@ func (p *planner) rooms() {
 	for ci := range p.clouds {
 		c := &p.clouds[ci]
 		cs := &p.cs[ci]
-		for dim := range 3 {
+		for dim := range numDims {
 			room, src := unlimited, srcNone
 			lower := func(v int, s limitSource) {
 				if v < room {
@@ -448,17 +479,20 @@ func (p *planner) rooms() {
 			cs.bind[dim] = src
 		}
 	}
-	for _, g := range p.groups {
-		for dim := range 3 {
+	for bi := range p.bounds {
+		b := &p.bounds[bi]
+		for dim := range numDims {
 			room := unlimited
-			if v := capsGet(g.g.Caps, dim); v > 0 {
-				room = v - g.all.get(dim)
+			if v := capsGet(b.limit, dim); v > 0 {
+				room = v - b.all.get(dim)
 			}
-			g.room.set(dim, room)
+			b.room.set(dim, room)
 		}
+	}
+	for _, g := range p.groups {
 		for site, su := range g.onSite {
 			caps := g.g.CloudCaps[site]
-			for dim := range 3 {
+			for dim := range numDims {
 				room := unlimited
 				if v := capsGet(caps, dim); v > 0 {
 					room = v - su.all.get(dim)
@@ -473,7 +507,7 @@ func (p *planner) rooms() {
 func (p *planner) roomFor(ci int, g *groupState, f *protocol.Flavor) reason {
 	cs := &p.cs[ci]
 	need := Usage{Cores: max(0, f.VCPUs), RAMMiB: max(0, f.RAMMiB), VMs: 1}
-	for dim := range 3 {
+	for dim := range numDims {
 		if need.get(dim) > cs.room.get(dim) {
 			return reason{code: whyCloudRoom, cloud: int32(ci), dim: uint8(dim), src: cs.bind[dim]}
 		}
@@ -481,13 +515,16 @@ func (p *planner) roomFor(ci int, g *groupState, f *protocol.Flavor) reason {
 	if ep := &p.eps[cs.endpoint]; ep.max > 0 && ep.inFlight >= ep.max {
 		return reason{code: whyInFlight, cloud: int32(ci)}
 	}
-	for dim := range 3 {
-		if need.get(dim) > g.room.get(dim) {
-			return reason{code: whyGroupCap, cloud: int32(ci), dim: uint8(dim)}
+	for _, bi := range g.bounds {
+		b := &p.bounds[bi]
+		for dim := range numDims {
+			if need.get(dim) > b.room.get(dim) {
+				return reason{code: whyGroupCap, cloud: int32(ci), dim: uint8(dim), bound: bi + 1}
+			}
 		}
 	}
 	if su := g.onSite[p.clouds[ci].Site]; su != nil {
-		for dim := range 3 {
+		for dim := range numDims {
 			if need.get(dim) > su.room.get(dim) {
 				return reason{code: whyGroupCloudCap, cloud: int32(ci), dim: uint8(dim)}
 			}
@@ -506,8 +543,11 @@ func (p *planner) take(ci int, g *groupState, f *protocol.Flavor) {
 	cs.booted++
 	cs.bootedUse.add(u)
 	p.eps[cs.endpoint].inFlight++
-	g.room.sub(u)
 	g.all.add(u)
+	for _, bi := range g.bounds {
+		p.bounds[bi].room.sub(u)
+		p.bounds[bi].all.add(u)
+	}
 	if su := g.onSite[p.clouds[ci].Site]; su != nil {
 		su.room.sub(u)
 		su.all.add(u)

@@ -35,7 +35,9 @@ type planner struct {
 
 	groups     map[string]*groupState
 	groupOrder []*groupState // by name
-	vmTypes    map[[2]string]int
+	// bounds are the group quotas' bounds (tree.go).
+	bounds  []quotaBound
+	vmTypes map[[2]string]int
 
 	shapes  []shapeState // canonical order, merged
 	buckets map[[2]string]*bucket
@@ -98,8 +100,9 @@ func newPlanner(s Snapshot) *planner {
 				continue
 			}
 		}
-		p.groups[g.Name] = &groupState{name: g.Name, g: g}
+		p.groups[g.Name] = newGroupState(g)
 	}
+	p.linkTree()
 	for _, t := range s.VMTypes {
 		k := [2]string{t.Group, t.Name}
 		if old, ok := p.vmTypes[k]; !ok || t.JobsPerVM > old {
@@ -129,6 +132,8 @@ func compareGroupTie(a, b Group) int {
 		boolCmp(a.Paused, b.Paused),
 		cmp.Compare(a.KeepAlive, b.KeepAlive),
 		slices.Compare(a.Clouds, b.Clouds),
+		cmp.Compare(a.Parent, b.Parent),
+		boolCmp(a.NoBorrow, b.NoBorrow),
 	)
 }
 
@@ -148,7 +153,7 @@ func (p *planner) group(name string) *groupState {
 	if g, ok := p.groups[name]; ok {
 		return g
 	}
-	g := &groupState{name: name, g: Group{Name: name}}
+	g := newGroupState(Group{Name: name})
 	p.groups[name] = g
 	return g
 }

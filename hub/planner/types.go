@@ -104,7 +104,20 @@ type Group struct {
 	// zero means 1.
 	Share int
 	// Caps bound the group's VMs over all clouds; zero fields mean no cap.
+	// In a tree (Parent) they are the group's quota: they bound the sum of
+	// the group's own VMs and its subgroups' (its subtree), and a group
+	// that may borrow goes past them by what its siblings leave unused.
 	Caps Caps
+	// Parent names the group this one is a subgroup of; empty means a top
+	// group. A parent that names no group, the group itself or one of its
+	// own subgroups (a cycle) is ignored.
+	Parent string
+	// NoBorrow keeps a subgroup within its own quota (Caps). Without it a
+	// subgroup may use what its siblings' quotas leave unused, as long as
+	// the siblings with a quota together stay within the sum of their
+	// quotas and every ancestor that does not borrow within its own. A top
+	// group never borrows.
+	NoBorrow bool
 	// CloudCaps bound the group's VMs on one site; missing sites and zero
 	// fields mean no cap.
 	CloudCaps map[string]Caps

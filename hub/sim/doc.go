@@ -55,7 +55,10 @@
 //	         paused=false disabled=false connected=true
 //	         count=N (N clouds named site-001 … site-N, same settings)
 //	group    name=astro share=1 cores= ram_mib= vms= clouds=west,east
-//	         keep_alive= paused=false
+//	         keep_alive= paused=false parent= borrow=true
+//	         (parent: a group defined by its own line; the caps are then
+//	         a quota in a tree, borrow=false keeps the group within its
+//	         own; see hub/planner)
 //	vmtype   name=multicore group= jobs_per_vm=8
 //	alias    name=eu sites=west,north,uni-*   (prefix* names every
 //	         cloud whose site starts so)
@@ -66,7 +69,8 @@
 //	         "until")
 //	event    at=2d cloud=west <any cloud key but site/count/flavors>
 //	         event at=3d cloud=east outage=6h (every boot fails for 6h)
-//	         event at=4d group=astro vms=100 (any group key but name)
+//	         event at=4d group=astro vms=100 (any group key but name
+//	         and parent)
 //	         cloud=prefix* applies to every cloud whose site starts so.
 //	         event at=2h pool_outage=5m (the collector lists no machine
 //	         for 5 min: running jobs go on, nothing new starts)

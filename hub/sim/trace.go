@@ -525,6 +525,12 @@ func setGroupKey(g *planner.Group, kv KeyValue) error {
 		g.KeepAlive, err = parseDur(kv.Value)
 	case "paused":
 		g.Paused, err = strconv.ParseBool(kv.Value)
+	case "parent":
+		g.Parent, err = parseName(kv.Value)
+	case "borrow":
+		var on bool
+		on, err = strconv.ParseBool(kv.Value)
+		g.NoBorrow = !on
 	default:
 		return errUnknownKey
 	}
@@ -688,6 +694,8 @@ func (tr *Trace) parseEvent(kvs []KeyValue, line int) error {
 			} else {
 				err = setCloudKey(&c, kv, ev.At)
 			}
+		} else if kv.Key == "parent" {
+			err = errors.New("cannot be changed by an event")
 		} else {
 			var g planner.Group
 			err = setGroupKey(&g, kv)
@@ -760,6 +768,9 @@ func (tr *Trace) validate() error {
 			if !known(name) {
 				return fmt.Errorf("trace: group %s: unknown cloud or alias %s", g.Name, name)
 			}
+		}
+		if g.Parent != "" && !slices.ContainsFunc(tr.Groups, func(o planner.Group) bool { return o.Name == g.Parent }) {
+			return fmt.Errorf("trace: group %s: parent %s is no group (add a group line)", g.Name, g.Parent)
 		}
 	}
 	for i, j := range tr.Jobs {
