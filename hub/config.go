@@ -124,6 +124,11 @@ type SiteConfig struct {
 	MaxLifetime time.Duration `yaml:"max_lifetime"`
 	// Image is the image VMs boot on this site when a job names none.
 	Image string `yaml:"image"`
+	// HS06PerCore rates the site's flavors, by flavor name, in HS06 per
+	// core; flavors not listed get HS06Default, and without it 1 (a core
+	// is one unit). Group caps and shares may then be set in HS06.
+	HS06PerCore map[string]float64 `yaml:"hs06_per_core"`
+	HS06Default float64            `yaml:"hs06_default"`
 }
 
 // WithDefaults fills unset fields with the documented defaults.
@@ -203,6 +208,10 @@ func (c Config) Validate() error {
 	}
 	errs = append(errs, c.validateDurations()...)
 	errs = append(errs, c.validateGroupTree()...)
+	errs = append(errs, c.validateHS06()...)
+	if s := c.Planner.ShareIn; s != "" && s != planner.ShareCores && s != planner.ShareHS06 {
+		errs = append(errs, fmt.Errorf("planner.share_in %q: want cores or hs06", s))
+	}
 	if c.Demand.Trace.TimeScale < 0 {
 		errs = append(errs, fmt.Errorf("demand.trace.time_scale %v is negative (0: real time)", c.Demand.Trace.TimeScale))
 	}
@@ -250,6 +259,28 @@ func (c Config) validateDurations() []error {
 	for _, d := range nonNegative {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("%s is %s, want 0 (the default) or more", d.key, d.v))
+		}
+	}
+	return errs
+}
+
+// maxHS06PerCore bounds a rating: far above any CPU's.
+const maxHS06PerCore = 10000
+
+// validateHS06 refuses ratings that are not positive numbers below
+// maxHS06PerCore, naming the site and flavor.
+func (c Config) validateHS06() []error {
+	var errs []error
+	bad := func(v float64) bool { return !(v > 0 && v <= maxHS06PerCore) }
+	for _, site := range sortedKeys(c.Sites) {
+		sc := c.Sites[site]
+		if sc.HS06Default != 0 && bad(sc.HS06Default) {
+			errs = append(errs, fmt.Errorf("sites.%s.hs06_default %v: want a rating above 0 and at most %d", site, sc.HS06Default, maxHS06PerCore))
+		}
+		for _, flavor := range sortedKeys(sc.HS06PerCore) {
+			if v := sc.HS06PerCore[flavor]; bad(v) {
+				errs = append(errs, fmt.Errorf("sites.%s.hs06_per_core.%s %v: want a rating above 0 and at most %d", site, flavor, v, maxHS06PerCore))
+			}
 		}
 	}
 	return errs

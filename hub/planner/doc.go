@@ -59,6 +59,17 @@
 // bounds are met first. Fair share ignores the tree (shares are per
 // group).
 //
+// HS06. A site may rate its flavors in HS06 per core (Cloud.HS06PerCore,
+// Cloud.HS06Default; unrated: 1 per core, so nothing changes without
+// ratings). Every limit above has an HS06 resource beside cores, memory and
+// servers (Caps.HS06: a VM's HS06 is its cores × its flavor's rating,
+// rounded per VM), so quotas, trees included, may be set in HS06. Jobs may
+// ask a minimum rating (Shape.MinHS06PerCore): only flavors rated at least
+// that are booted for them (the smallest such flavor), and only such VMs
+// cover them in the shortfall matching, where the most demanding shapes
+// are matched first. Config.ShareIn ShareHS06 makes FairShare count HS06
+// instead of cores.
+//
 // Rate. At most Config.MaxBootsPerCloud [20] servers may be in flight
 // (booting, or booted but not yet registered with the pool) per cloud
 // endpoint (Cloud.Endpoint; Cloud.MaxInFlight overrides). A group gets no

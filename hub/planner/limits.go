@@ -42,12 +42,13 @@ const (
 	dimCores = iota
 	dimRAM
 	dimVMs
+	dimHS06
 )
 
 // numDims is the number of resource dimensions.
-const numDims = 3
+const numDims = 4
 
-var dimNames = [numDims]string{"cores", "memory", "servers"}
+var dimNames = [numDims]string{"cores", "memory", "servers", "HS06"}
 
 func (u Usage) get(d int) int {
 	switch d {
@@ -55,6 +56,8 @@ func (u Usage) get(d int) int {
 		return u.Cores
 	case dimRAM:
 		return u.RAMMiB
+	case dimHS06:
+		return u.HS06
 	}
 	return u.VMs
 }
@@ -65,6 +68,8 @@ func (u *Usage) set(d, v int) {
 		u.Cores = v
 	case dimRAM:
 		u.RAMMiB = v
+	case dimHS06:
+		u.HS06 = v
 	default:
 		u.VMs = v
 	}
@@ -74,15 +79,17 @@ func (u *Usage) add(v Usage) {
 	u.Cores += v.Cores
 	u.RAMMiB += v.RAMMiB
 	u.VMs += v.VMs
+	u.HS06 += v.HS06
 }
 
 func (u *Usage) sub(v Usage) {
 	u.Cores -= v.Cores
 	u.RAMMiB -= v.RAMMiB
 	u.VMs -= v.VMs
+	u.HS06 -= v.HS06
 }
 
-func (u Usage) anyPositive() bool { return u.Cores > 0 || u.RAMMiB > 0 || u.VMs > 0 }
+func (u Usage) anyPositive() bool { return u.Cores > 0 || u.RAMMiB > 0 || u.VMs > 0 || u.HS06 > 0 }
 
 func capsGet(c Caps, d int) int {
 	switch d {
@@ -90,6 +97,8 @@ func capsGet(c Caps, d int) int {
 		return c.Cores
 	case dimRAM:
 		return c.RAMMiB
+	case dimHS06:
+		return c.HS06
 	}
 	return c.VMs
 }
@@ -100,23 +109,38 @@ func capsSet(c *Caps, d, v int) {
 		c.Cores = v
 	case dimRAM:
 		c.RAMMiB = v
+	case dimHS06:
+		c.HS06 = v
 	default:
 		c.VMs = v
 	}
 }
 
+// limitsGet is a cloud's own limit and usage on a resource; the cloud
+// knows nothing of HS06 (no limit).
 func limitsGet(l protocol.Limits, d int) (maxV, used int) {
 	switch d {
 	case dimCores:
 		return l.MaxCores, l.UsedCores
 	case dimRAM:
 		return l.MaxRAMMiB, l.UsedRAMMiB
+	case dimHS06:
+		return -1, 0
 	}
 	return l.MaxInstances, l.UsedInstances
 }
 
-func usageOf(vm *VM) Usage {
-	return Usage{Cores: max(0, vm.Cpus), RAMMiB: max(0, vm.MemoryMiB), VMs: 1}
+// vmUsage is what VM i uses, its HS06 by its flavor's rating.
+func (p *planner) vmUsage(i int) Usage {
+	vm := &p.vms[i]
+	cpus := max(0, vm.Cpus)
+	return Usage{Cores: cpus, RAMMiB: max(0, vm.MemoryMiB), VMs: 1, HS06: hs06Of(cpus, int(p.vmRate[i]))}
+}
+
+// flavorUsage is what one VM of flavor f on cloud ci uses.
+func (p *planner) flavorUsage(ci int, f *protocol.Flavor) Usage {
+	cpus := max(0, f.VCPUs)
+	return Usage{Cores: cpus, RAMMiB: max(0, f.RAMMiB), VMs: 1, HS06: hs06Of(cpus, p.rateOf(ci, f.Name))}
 }
 
 // cloudState is one cloud's figures while the plan is built.
@@ -133,7 +157,7 @@ type cloudState struct {
 	vms                           []int32
 
 	room Usage
-	bind [3]limitSource
+	bind [numDims]limitSource
 
 	booted    int
 	bootedUse Usage
@@ -190,11 +214,13 @@ func (p *planner) scanVMs() {
 	}
 
 	p.vmCl = make([]int32, len(p.vms))
+	p.vmRate = make([]int32, len(p.vms))
 	p.going = make([]bool, len(p.vms))
 	for i := range p.vms {
 		vm := &p.vms[i]
-		u := usageOf(vm)
 		ci := p.cloudIndex(vm.Site)
+		p.vmRate[i] = int32(p.rateOf(ci, vm.Flavor))
+		u := p.vmUsage(i)
 		p.vmCl[i] = int32(ci)
 		if ci >= 0 {
 			cs := &p.cs[ci]
@@ -244,7 +270,7 @@ func (p *planner) overQuota() {
 			continue
 		}
 		vm := &p.vms[i]
-		u := usageOf(vm)
+		u := p.vmUsage(i)
 		if ci := p.vmCl[i]; ci >= 0 {
 			p.cs[ci].staying.add(u)
 		}
@@ -395,9 +421,8 @@ func (p *planner) shed(cands []int32, d Usage, since time.Time, pick func(*VM) b
 		if !d.anyPositive() {
 			break
 		}
-		vm := &p.vms[c.i]
-		u := usageOf(vm)
-		if !(d.Cores > 0 && u.Cores > 0 || d.RAMMiB > 0 && u.RAMMiB > 0 || d.VMs > 0) {
+		u := p.vmUsage(int(c.i))
+		if !(d.Cores > 0 && u.Cores > 0 || d.RAMMiB > 0 && u.RAMMiB > 0 || d.VMs > 0 || d.HS06 > 0 && u.HS06 > 0) {
 			continue
 		}
 		d.sub(u)
@@ -436,7 +461,7 @@ func (p *planner) leave(i int) {
 		return
 	}
 	vm := &p.vms[i]
-	u := usageOf(vm)
+	u := p.vmUsage(i)
 	if ci := p.vmCl[i]; ci >= 0 {
 		p.cs[ci].staying.sub(u)
 	}
@@ -506,7 +531,7 @@ func (p *planner) rooms() {
 // roomFor checks that one more VM of flavor f fits on cloud ci for group g.
 func (p *planner) roomFor(ci int, g *groupState, f *protocol.Flavor) reason {
 	cs := &p.cs[ci]
-	need := Usage{Cores: max(0, f.VCPUs), RAMMiB: max(0, f.RAMMiB), VMs: 1}
+	need := p.flavorUsage(ci, f)
 	for dim := range numDims {
 		if need.get(dim) > cs.room.get(dim) {
 			return reason{code: whyCloudRoom, cloud: int32(ci), dim: uint8(dim), src: cs.bind[dim]}
@@ -535,7 +560,7 @@ func (p *planner) roomFor(ci int, g *groupState, f *protocol.Flavor) reason {
 
 // take books one VM of flavor f on cloud ci for group g.
 func (p *planner) take(ci int, g *groupState, f *protocol.Flavor) {
-	u := Usage{Cores: max(0, f.VCPUs), RAMMiB: max(0, f.RAMMiB), VMs: 1}
+	u := p.flavorUsage(ci, f)
 	cs := &p.cs[ci]
 	cs.room.sub(u)
 	cs.all.add(u)
@@ -556,10 +581,14 @@ func (p *planner) take(ci int, g *groupState, f *protocol.Flavor) {
 
 // smallestFlavor returns the index of the smallest flavor that holds pack
 // jobs of sh, or -1.
-func smallestFlavor(flavors []protocol.Flavor, sh *Shape, pack int) int {
+func smallestFlavor(flavors []protocol.Flavor, sh *Shape, pack int, rate func(flavor string) int) int {
 	best := -1
+	minRate := rateMilli(sh.MinHS06PerCore)
 	for i := range flavors {
 		f := &flavors[i]
+		if minRate > 0 && rate(f.Name) < minRate {
+			continue
+		}
 		if f.VCPUs < pack*sh.Cpus || f.RAMMiB < pack*sh.MemoryMiB ||
 			(sh.DiskKiB > 0 && int64(f.DiskGiB)<<20 < int64(pack)*sh.DiskKiB) {
 			continue

@@ -42,9 +42,11 @@ type planner struct {
 	shapes  []shapeState // canonical order, merged
 	buckets map[[2]string]*bucket
 
-	vms   []VM    // the snapshot's, read only
-	vmCl  []int32 // cloud index of each VM, -1 if unknown
-	going []bool  // retired or deleted by this plan
+	vms  []VM    // the snapshot's, read only
+	vmCl []int32 // cloud index of each VM, -1 if unknown
+	// vmRate is each VM's HS06 rating per core, in thousandths.
+	vmRate []int32
+	going  []bool // retired or deleted by this plan
 	// pastKeep marks idle VMs past their keep-alive; kept those of them
 	// that idle jobs will use.
 	pastKeep, kept []bool

@@ -74,7 +74,7 @@ func inSubtree(s Snapshot, group, root string) bool {
 //     within the sum of those quotas when any of them borrows: borrowing
 //     never exceeds what the siblings leave unused.
 func checkTreeLimits(t *rapid.T, s Snapshot, p Plan) {
-	type use [2]int // cores, VMs
+	type use [3]int // cores, VMs, HS06
 	flavorCores := map[[2]string]int{}
 	for _, c := range s.Clouds {
 		for _, f := range c.Flavors {
@@ -86,18 +86,21 @@ func checkTreeLimits(t *rapid.T, s Snapshot, p Plan) {
 			if in(vm.Group) {
 				before[0] += vm.Cpus
 				before[1]++
+				before[2] += testHS06(s, vm.Site, vm.Flavor, vm.Cpus)
 			}
 		}
 		for _, b := range p.Boots {
 			if in(b.Group) {
-				booted[0] += b.Count * flavorCores[[2]string{b.Site, b.Flavor}]
+				cores := flavorCores[[2]string{b.Site, b.Flavor}]
+				booted[0] += b.Count * cores
 				booted[1] += b.Count
+				booted[2] += b.Count * testHS06(s, b.Site, b.Flavor, cores)
 			}
 		}
 		return
 	}
 	within := func(what string, before, booted use, limit use) {
-		for d, name := range []string{"cores", "vms"} {
+		for d, name := range []string{"cores", "vms", "HS06"} {
 			if limit[d] > 0 && booted[d] > 0 && before[d]+booted[d] > limit[d] {
 				t.Fatalf("%s %s: %d in use + %d booted > quota %d", what, name, before[d], booted[d], limit[d])
 			}
@@ -108,11 +111,11 @@ func checkTreeLimits(t *rapid.T, s Snapshot, p Plan) {
 			continue
 		}
 		before, booted := usage(func(group string) bool { return inSubtree(s, group, g.Name) })
-		within("subtree of "+g.Name, before, booted, use{g.Caps.Cores, g.Caps.VMs})
+		within("subtree of "+g.Name, before, booted, use{g.Caps.Cores, g.Caps.VMs, g.Caps.HS06})
 	}
 	for _, par := range s.Groups {
-		for d := range 2 {
-			q := func(g Group) int { return [2]int{g.Caps.Cores, g.Caps.VMs}[d] }
+		for d := range 3 {
+			q := func(g Group) int { return [3]int{g.Caps.Cores, g.Caps.VMs, g.Caps.HS06}[d] }
 			var kids []string
 			sum, borrowing := 0, false
 			for _, c := range s.Groups {
@@ -189,6 +192,7 @@ func TestPropertyQuotaTree(t *testing.T) {
 // (busy, idle, booting) spread over the groups.
 func genTreeSnapshot(t *rapid.T) Snapshot {
 	s := snap([]Cloud{testCloud("c0", 0), testCloud("c1", 1)}, nil, nil)
+	genRatings(t, &s)
 	s.Config.IdleThrottleMin = -1
 	s.Config.MaxBootsPerCloud = 0
 	s.Config.OverQuotaDeadline = rapid.SampledFrom([]time.Duration{0, time.Hour}).Draw(t, "oqDeadline")
@@ -201,7 +205,7 @@ func genTreeSnapshot(t *rapid.T) Snapshot {
 		}
 		if rapid.Float64Range(0, 1).Draw(t, "hasQuota") < 0.8 {
 			g.Caps = Caps{Cores: rapid.SampledFrom([]int{0, 4, 8, 16}).Draw(t, "qCores"),
-				VMs: rapid.IntRange(0, 8).Draw(t, "qVMs")}
+				VMs: rapid.IntRange(0, 8).Draw(t, "qVMs"), HS06: rapid.SampledFrom([]int{0, 0, 20, 60, 150}).Draw(t, "qHS06")}
 		}
 		if rapid.Float64Range(0, 1).Draw(t, "oq") < 0.3 {
 			g.OverQuotaSince = t0.Add(-genDur(t, "oqAgo", 180))

@@ -30,6 +30,11 @@ type Shape struct {
 	// one means the smallest flavor that holds one job (which may still
 	// hold several); the VM type's setting applies when zero.
 	JobsPerVM int `json:"jobs_per_vm,omitempty"`
+	// MinHS06PerCore is the lowest HS06 rating per core the jobs accept
+	// (the job attribute RequestHS06PerCore): only flavors rated at least
+	// this (Cloud.HS06PerCore) are booted for them, and only VMs of such
+	// flavors cover them. Zero means any.
+	MinHS06PerCore float64 `json:"min_hs06_per_core,omitempty"`
 }
 
 // Caps are admin-set hard maxima for one cloud; zero means no cap.
@@ -37,6 +42,9 @@ type Caps struct {
 	Cores  int `json:"cores" yaml:"cores"`
 	RAMMiB int `json:"ram_mib" yaml:"ram_mib"`
 	VMs    int `json:"vms" yaml:"vms"`
+	// HS06 caps the HS06 rating of the VMs: cores × their flavor's
+	// rating per core (Cloud.HS06PerCore).
+	HS06 int `json:"hs06,omitempty" yaml:"hs06"`
 }
 
 // Usage is an amount of cores, memory and servers in use.
@@ -44,6 +52,9 @@ type Usage struct {
 	Cores  int `json:"cores"`
 	RAMMiB int `json:"ram_mib"`
 	VMs    int `json:"vms"`
+	// HS06 is the VMs' cores weighted by their flavors' HS06 rating per
+	// core, rounded per VM.
+	HS06 int `json:"hs06"`
 }
 
 // Cloud is one site's cloud as the planner sees it.
@@ -57,6 +68,11 @@ type Cloud struct {
 	// Paused clouds get no new boots; their VMs stay.
 	Paused  bool
 	Flavors []protocol.Flavor
+	// HS06PerCore rates the flavors' cores, by flavor name, in HS06 per
+	// core; flavors not listed get HS06Default, and without it 1 (a core
+	// is one unit). Ratings must be positive; others are taken as 1.
+	HS06PerCore map[string]float64
+	HS06Default float64
 	// Limits are the cloud's own absolute limits and usage.
 	Limits protocol.Limits
 	Caps   Caps

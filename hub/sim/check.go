@@ -2,6 +2,7 @@ package sim
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -19,7 +20,7 @@ func (e *engine) violation(msg string) {
 }
 
 // use is an amount of cores, memory and servers.
-type use struct{ cores, ram, vms int }
+type use struct{ cores, ram, vms, hs06 int }
 
 // check verifies a plan against the simulated world, independently of the
 // planner's own bookkeeping: no boot on a cloud that may not take one or
@@ -85,7 +86,7 @@ func (e *engine) check(s planner.Snapshot, p planner.Plan) {
 		booted[ci].ram += b.Count * ram
 		booted[ci].vms += b.Count
 		g := bootedGroup[b.Group]
-		bootedGroup[b.Group] = use{g.cores + b.Count*cores, g.ram + b.Count*ram, g.vms + b.Count}
+		bootedGroup[b.Group] = use{g.cores + b.Count*cores, g.ram + b.Count*ram, g.vms + b.Count, g.hs06 + b.Count*e.hs06(b.Flavor, cores)}
 	}
 
 	over := func(what string, before, add, limit int) {
@@ -100,7 +101,7 @@ func (e *engine) check(s planner.Snapshot, p planner.Plan) {
 			inFlight[e.endpoint(vm.cloud)]++
 		}
 		g := groupUse[vm.group]
-		groupUse[vm.group] = use{g.cores + vm.flavor.VCPUs, g.ram + vm.flavor.RAMMiB, g.vms + 1}
+		groupUse[vm.group] = use{g.cores + vm.flavor.VCPUs, g.ram + vm.flavor.RAMMiB, g.vms + 1, g.hs06 + e.hs06(vm.flavor.Name, vm.flavor.VCPUs)}
 	}
 	epBoots := map[string]int{}
 	epMax := map[string]int{}
@@ -174,33 +175,33 @@ func (e *engine) checkGroupTree(groupUse, booted map[string]use, over func(what 
 	sum := func(in func(string) bool) (u, b use) {
 		for name, x := range groupUse {
 			if in(name) {
-				u = use{u.cores + x.cores, u.ram + x.ram, u.vms + x.vms}
+				u = use{u.cores + x.cores, u.ram + x.ram, u.vms + x.vms, u.hs06 + x.hs06}
 			}
 		}
 		for name, x := range booted {
 			if in(name) {
-				b = use{b.cores + x.cores, b.ram + x.ram, b.vms + x.vms}
+				b = use{b.cores + x.cores, b.ram + x.ram, b.vms + x.vms, b.hs06 + x.hs06}
 			}
 		}
 		return u, b
 	}
-	get := func(x use, d int) int { return [3]int{x.cores, x.ram, x.vms}[d] }
-	names := [3]string{"cores", "memory", "servers"}
+	get := func(x use, d int) int { return [4]int{x.cores, x.ram, x.vms, x.hs06}[d] }
+	names := [4]string{"cores", "memory", "servers", "HS06"}
 	for _, g := range e.groups {
-		caps := [3]int{g.Caps.Cores, g.Caps.RAMMiB, g.Caps.VMs}
+		caps := [4]int{g.Caps.Cores, g.Caps.RAMMiB, g.Caps.VMs, g.Caps.HS06}
 		if g.Parent == "" || g.NoBorrow {
 			u, b := sum(func(name string) bool { return under(name, g.Name) })
-			for d := range 3 {
+			for d := range 4 {
 				if caps[d] > 0 {
 					over("group "+g.Name+" "+names[d], get(u, d), get(b, d), caps[d])
 				}
 			}
 		}
-		for d := range 3 {
+		for d := range 4 {
 			var kids []string
 			limit, borrowing := 0, false
 			for _, c := range e.groups {
-				if q := [3]int{c.Caps.Cores, c.Caps.RAMMiB, c.Caps.VMs}[d]; c.Parent == g.Name && q > 0 {
+				if q := [4]int{c.Caps.Cores, c.Caps.RAMMiB, c.Caps.VMs, c.Caps.HS06}[d]; c.Parent == g.Name && q > 0 {
 					kids = append(kids, c.Name)
 					limit += q
 					borrowing = borrowing || !c.NoBorrow
@@ -215,6 +216,17 @@ func (e *engine) checkGroupTree(groupUse, booted map[string]use, over func(what 
 			over("subgroups of "+g.Name+" pooled "+names[d], get(u, d), get(b, d), limit)
 		}
 	}
+}
+
+// hs06 is the HS06 of cpus cores of a flavor, by the trace's rating (1
+// per core when unrated), rounded as the planner rounds it.
+func (e *engine) hs06(flavor string, cpus int) int {
+	r := e.tr.HS06PerCore[flavor]
+	if r <= 0 {
+		r = 1
+	}
+	milli := int64(math.Round(r * 1000))
+	return int((int64(cpus)*milli + 500) / 1000)
 }
 
 func (e *engine) endpoint(ci int) string {

@@ -585,7 +585,7 @@ func (e *engine) snapshot() (planner.Snapshot, snapshot.Report) {
 		clouds[ci] = snapshot.Cloud{
 			Settings: planner.Cloud{Site: sp.Site, Priority: sp.Priority, Paused: sp.Paused, Disabled: sp.Disabled,
 				Caps: sp.Caps, SoftQuota: sp.SoftQuota, Foreign: sp.Foreign, KeepAlive: sp.KeepAlive, MaxLifetime: sp.MaxLifetime,
-				Endpoint: sp.Endpoint, MaxInFlight: sp.MaxInFlight},
+				Endpoint: sp.Endpoint, MaxInFlight: sp.MaxInFlight, HS06PerCore: e.tr.HS06PerCore},
 			Connected: !sp.Disconnected, InventoryAt: now,
 			Inventory: &protocol.Inventory{Flavors: c.flavors, Limits: l, VMs: e.invVMs[ci], TakenAt: now},
 		}
