@@ -492,9 +492,7 @@ func (l *loop) input(now time.Time, views map[string]*cloudView, demandOK bool) 
 	in := snapshot.Input{Now: now, HubID: cfg.ID, Config: pol.Planner, Demand: l.demand, DemandOK: demandOK,
 		Intent: l.st, InventoryMaxAge: cfg.inventoryMaxAge()}
 	for _, name := range slices.Sorted(maps.Keys(pol.Groups)) {
-		g := pol.Groups[name]
-		in.Groups = append(in.Groups, planner.Group{Name: name, Share: g.Share, Caps: g.Caps, CloudCaps: g.CloudCaps,
-			Clouds: g.Clouds, KeepAlive: g.KeepAlive, Paused: g.Paused})
+		in.Groups = append(in.Groups, pol.Groups[name].PlannerGroup(name))
 	}
 	for _, name := range slices.Sorted(maps.Keys(views)) {
 		v := views[name]
@@ -507,7 +505,7 @@ func (l *loop) input(now time.Time, views map[string]*cloudView, demandOK bool) 
 		}
 		c := snapshot.Cloud{Settings: planner.Cloud{Site: name, Priority: sc.Priority, Paused: sc.Paused, Disabled: sc.Disabled,
 			Caps: sc.Caps, SoftQuota: sc.SoftQuota, KeepAlive: sc.KeepAlive, MaxLifetime: sc.MaxLifetime,
-			Endpoint: sc.Endpoint, MaxInFlight: sc.MaxInFlight},
+			Endpoint: sc.Endpoint, MaxInFlight: sc.MaxInFlight, HS06PerCore: sc.HS06PerCore, HS06Default: sc.HS06Default},
 			Connected: l.fresh(v, now), Inventory: v.Inventory, InventoryAt: v.InventoryAt}
 		// An inventory of an earlier session still lists the cloud's VMs:
 		// the builder holds them unknown, not gone.
