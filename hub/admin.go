@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"net/http"
 	"os"
@@ -13,6 +14,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/sirupsen/logrus"
 
 	"github.com/canopy-grid/canopy/hub/intent"
 	"github.com/canopy-grid/canopy/hub/planner"
@@ -62,7 +65,7 @@ func (h *Hub) SiteAction(ctx context.Context, site, action, by string) error {
 		return fmt.Errorf("%w: action %q: want pause, resume, disable or drain", errRefused, action)
 	}
 	return h.admin(ctx, func(l *loop, now time.Time) error {
-		if _, known := h.policy().Sites[site]; !known && h.linkExists(site) == false {
+		if _, known := h.policy().Sites[site]; !known && !h.linkExists(site) {
 			return fmt.Errorf("%w: %q", errNoSuchSite, site)
 		}
 		if m == "" {
@@ -352,7 +355,12 @@ func (h *Hub) AdminAddr() net.Addr {
 }
 
 func (h *Hub) serve(ctx context.Context, ln net.Listener, hd http.Handler) {
-	srv := &http.Server{Handler: hd, ReadHeaderTimeout: 5 * time.Second}
+	// Refused handshakes (no or a wrong certificate) are counted in
+	// canopy_hub_api_refused_total{reason="admin_cert"}; their lines go to
+	// the debug log.
+	w := h.log.WriterLevel(logrus.DebugLevel)
+	srv := &http.Server{Handler: hd, ReadHeaderTimeout: 5 * time.Second, ErrorLog: log.New(w, "", 0)}
+	go func() { <-ctx.Done(); _ = w.Close() }()
 	go func() { _ = srv.Serve(ln) }()
 	go func() { <-ctx.Done(); _ = srv.Close() }()
 }

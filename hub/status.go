@@ -117,6 +117,9 @@ type SiteStatus struct {
 // admin, unknown or unregistered in the pool).
 var DisplayStates = []string{"booting", "starting", "unregistered", "idle", "busy", "retiring", "error", "held", "unknown"}
 
+// DisplayState is a VM's state for people (one of DisplayStates).
+func DisplayState(vm *VMStatus) string { return displayState(vm) }
+
 // displayState is a VM's state for the per-site counts.
 func displayState(vm *VMStatus) string {
 	switch {
