@@ -124,10 +124,20 @@ func (h *Hub) handler(ch channel) http.Handler {
 		w.Header().Set("Cache-Control", "max-age=300")
 		_, _ = w.Write(consoleJS)
 	})
+	mux.HandleFunc("GET /static/icon.svg", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "image/svg+xml")
+		w.Header().Set("Cache-Control", "max-age=86400")
+		_, _ = w.Write([]byte(iconSVG))
+	})
+	mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	mux.HandleFunc("GET /public", func(w http.ResponseWriter, r *http.Request) { h.renderPage(w, r, ch, true) })
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { h.renderPage(w, r, ch, false) })
 	return mux
 }
+
+// iconSVG is the page's icon (a canopy: three leaves).
+const iconSVG = `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><circle cx="5" cy="7" r="4" fill="#2e8b57"/>` +
+	`<circle cx="11" cy="7" r="4" fill="#3a9d66"/><circle cx="8" cy="4" r="4" fill="#46b076"/><rect x="7" y="9" width="2" height="6" fill="#6b4f2a"/></svg>`
 
 // Summary is /api/v1/summary: what `hub status` shows.
 type Summary struct {
