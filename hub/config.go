@@ -3,6 +3,7 @@ package hub
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -21,6 +22,17 @@ type Config struct {
 	// HTTP is the address of the status page, /metrics and the JSON API.
 	// Loopback by default: put a TLS proxy in front to publish it.
 	HTTP string `yaml:"http"`
+	// AdminListen is the admin TLS listener's address (the page with its
+	// controls and the API with admin actions, for admin client
+	// certificates from the hub's CA: `hub tls issue-admin NAME`). Empty:
+	// none.
+	AdminListen string `yaml:"admin_listen"`
+	// AdminSocket is the admin Unix socket (mode 0600) the `hub` commands
+	// use on the hub's host. Default: hub.sock next to state_file.
+	AdminSocket string `yaml:"admin_socket"`
+	// AdminOnHTTP lets anyone who reaches the HTTP listener (loopback: every
+	// user of the hub's host) administer the hub. For the demo only.
+	AdminOnHTTP bool `yaml:"admin_on_http"`
 	// TLSDir holds the CA and the hub's certificate (`hub tls init`).
 	TLSDir string `yaml:"tls_dir"`
 	// RevokedSerials are agent certificate serial numbers (hex) refused.
@@ -148,6 +160,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.HTTP == "" {
 		c.HTTP = "127.0.0.1:8080"
+	}
+	if c.AdminSocket == "" && c.StateFile != "" {
+		c.AdminSocket = filepath.Join(filepath.Dir(c.StateFile), "hub.sock")
 	}
 	def(&c.PlanEvery, 10*time.Second)
 	def(&c.HeartbeatEvery, 5*time.Second)

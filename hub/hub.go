@@ -85,6 +85,10 @@ type Hub struct {
 	wakeC  chan struct{}
 	adminC chan adminRequest
 
+	// reloader reads the config file again (`hub reload`); nil in tests.
+	reloader  func() (Config, error)
+	adminAddr atomic.Pointer[adminAddr]
+
 	status    atomic.Pointer[Status]
 	publishMu sync.Mutex
 	addrs     atomic.Pointer[[2]net.Addr]
@@ -211,6 +215,13 @@ func (h *Hub) Run(ctx context.Context, ready func(quicAddr, httpAddr net.Addr)) 
 	srv := &http.Server{Handler: h.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(hl) }()
 	defer srv.Close()
+	actx, acancel := context.WithCancel(ctx)
+	defer acancel()
+	adminLns, err := h.listenAdmin(actx)
+	if err != nil {
+		return err
+	}
+	defer closeAll(adminLns)
 
 	h.addrs.Store(&[2]net.Addr{ln.Addr(), hl.Addr()})
 	h.log.WithFields(logrus.Fields{"agents": ln.Addr().String(), "http": "http://" + hl.Addr().String()}).Info("hub listening")

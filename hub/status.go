@@ -117,6 +117,9 @@ type SiteStatus struct {
 // admin, unknown or unregistered in the pool).
 var DisplayStates = []string{"booting", "starting", "unregistered", "idle", "busy", "retiring", "error", "held", "unknown"}
 
+// DisplayState is a VM's state for people (one of DisplayStates).
+func DisplayState(vm *VMStatus) string { return displayState(vm) }
+
 // displayState is a VM's state for the per-site counts.
 func displayState(vm *VMStatus) string {
 	switch {
@@ -317,7 +320,8 @@ func (h *Hub) buildStatus(in statusInput) *Status {
 				s.VMs++
 				s.CanopyCores += f.VCPUs
 				s.CanopyRAMMiB += f.RAMMiB
-				if m, ok := in.demand.Machines[vm.Name]; ok {
+				m, inPool := in.demand.Machines[vm.Name]
+				if inPool {
 					s.Slots++
 					if m.State == demand.MachineIdle {
 						s.IdleSlotCores += f.VCPUs
@@ -325,8 +329,12 @@ func (h *Hub) buildStatus(in statusInput) *Status {
 						s.IdleSlotCores += m.FreeCpus
 					}
 				}
-				if vm.Jobs != nil && vm.Jobs.Running > 0 {
+				// Running jobs: the VM's own count, else the pool's.
+				switch {
+				case vm.Jobs != nil && vm.Jobs.Running > 0:
 					s.RunningJobs[vm.Group] += vm.Jobs.Running
+				case vm.Jobs == nil && inPool && m.RunningJobs > 0:
+					s.RunningJobs[vm.Group] += m.RunningJobs
 				}
 				refs = append(refs, ref{name: vm.Name, cloud: name, vm: vm, cores: f.VCPUs, ram: f.RAMMiB})
 			}
@@ -357,12 +365,14 @@ func (h *Hub) buildStatus(in statusInput) *Status {
 		*vs = VMStatus{ID: vm.ID, Name: vm.Name, Site: r.cloud, Group: vm.Group, VMType: vm.VMType, Flavor: vm.Flavor,
 			CreatedAt: vm.CreatedAt, Fault: vm.Fault, State: vmState(vm, in.lastStates), RetireState: vm.RetireState,
 			RetireError: vm.RetireError, Evidence: in.lastEvid[vm.ID], Cores: r.cores, RAMMiB: r.ram}
-		if vm.Jobs != nil {
+		m, inPool := in.demand.Machines[vm.Name]
+		switch {
+		case vm.Jobs != nil:
 			vs.RunningJobs = vm.Jobs.Running
+		case inPool:
+			vs.RunningJobs = m.RunningJobs
 		}
-		if m, ok := in.demand.Machines[vm.Name]; ok {
-			vs.JobsStarted = m.JobsStarted
-		}
+		vs.JobsStarted = m.JobsStarted
 		if _, ok := in.hold[vm.ID]; ok {
 			vs.Held = true
 			st.heldNames[vm.Name] = true
