@@ -11,6 +11,7 @@ import (
 	"hash"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -25,6 +26,18 @@ import (
 // PropSHA256 is the Glance image property in which UploadImage records the
 // image's SHA-256 (Glance itself computes MD5 and, usually, SHA-512).
 const PropSHA256 = "canopy_sha256"
+
+// PropHub is the Glance image property naming the hub whose agent copied
+// the image in: only such images are ever deleted by Canopy.
+const PropHub = "canopy_hub"
+
+// clipN cuts s to at most n bytes.
+func clipN(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
 
 // imagePageSize is how many images one Glance list call asks for.
 const imagePageSize = 200
@@ -59,12 +72,23 @@ func (d *Driver) Images(ctx context.Context) ([]images.Image, error) {
 	return out, nil
 }
 
+// convertImage turns Glance's record into Canopy's. What Glance says is
+// untrusted: digests that are not plausible hex are left out and long
+// words cut, so one odd image never costs the site its inventory (the hub
+// refuses an inventory that fails images.Image.Validate).
 func convertImage(im gimages.Image) images.Image {
 	out := images.Image{
-		ID: im.ID, Name: im.Name, SizeBytes: im.SizeBytes,
-		DiskFormat: im.DiskFormat, ContainerFormat: im.ContainerFormat,
-		Status: images.Status(im.Status),
+		ID: clipN(im.ID, 255), Name: clipN(im.Name, 255), SizeBytes: max(im.SizeBytes, 0),
+		DiskFormat: clipN(im.DiskFormat, 64), ContainerFormat: clipN(im.ContainerFormat, 64),
+		Status: images.Status(clipN(string(im.Status), 64)), Visibility: clipN(string(im.Visibility), 64),
+		Owner: clipN(im.Owner, 255), CreatedAt: im.CreatedAt.UTC(), Hidden: im.Hidden,
 	}
+	if v, _ := im.Properties[PropHub].(string); v != "" {
+		out.Hub = clipN(v, 255)
+	}
+	defer func() {
+		out.Checksums = slices.DeleteFunc(out.Checksums, func(c images.Checksum) bool { return c.Validate() != nil })
+	}()
 	if im.Checksum != "" {
 		out.Checksums = append(out.Checksums, images.Checksum{Algorithm: "md5", Hex: strings.ToLower(im.Checksum)})
 	}
