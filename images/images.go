@@ -52,6 +52,9 @@ type Image struct {
 	// Hidden is Glance's os_hidden: left out of default listings. Canopy
 	// uploads hidden and unhides only after the bytes are verified.
 	Hidden bool `json:"hidden,omitempty" cbor:"hidden,omitempty"`
+	// CopyOf is the canopy_copy_of property of a copy not yet verified:
+	// the "algo:hex" its bytes must have.
+	CopyOf string `json:"copy_of,omitempty" cbor:"copy_of,omitempty"`
 }
 
 // Limits on what an inventory may carry per image (Validate).
@@ -76,7 +79,7 @@ func (im Image) Validate() error {
 		return fmt.Errorf("name is %d bytes, at most %d", len(im.Name), maxNameLen)
 	case len(im.Checksums) > maxChecksums:
 		return fmt.Errorf("%d checksums, at most %d", len(im.Checksums), maxChecksums)
-	case len(im.Owner) > maxPropertyLen || len(im.Hub) > maxPropertyLen:
+	case len(im.Owner) > maxPropertyLen || len(im.Hub) > maxPropertyLen || len(im.CopyOf) > maxPropertyLen:
 		return fmt.Errorf("owner or hub longer than %d bytes", maxPropertyLen)
 	}
 	for _, w := range []struct{ name, v string }{{"disk_format", im.DiskFormat}, {"container_format", im.ContainerFormat},
