@@ -195,6 +195,18 @@ func (a *Agent) execute(ctx context.Context, cmd protocol.Command) (res *protoco
 			break
 		}
 		ids, refused, err = a.deleteVMs(ctx, cmd.Delete.VMIDs, cmd.Delete.Reason, cmd.Delete.Override, sourceCommand)
+	case protocol.CmdImageCopy:
+		if cmd.ImageCopy == nil {
+			err = invalidf("image copy command without body")
+			break
+		}
+		ids, err = a.copyImage(ctx, cmd.ID, *cmd.ImageCopy)
+	case protocol.CmdImageDelete:
+		if cmd.ImageDelete == nil {
+			err = invalidf("image delete command without body")
+			break
+		}
+		ids, refused, err = a.deleteImage(ctx, *cmd.ImageDelete)
 	default:
 		err = invalidf("unknown command %q", cmd.Op)
 	}

@@ -49,6 +49,8 @@ func (k Kind) String() string {
 		return "inventory-delta"
 	case KindResync:
 		return "resync"
+	case KindImageProgress:
+		return "image-progress"
 	}
 	return "unknown"
 }
@@ -235,6 +237,10 @@ type Command struct {
 	Boot       *BootCommand   `cbor:"boot,omitempty"`
 	Retire     *RetireCommand `cbor:"retire,omitempty"`
 	Delete     *DeleteCommand `cbor:"delete,omitempty"`
+	// ImageCopy and ImageDelete are the bodies of CmdImageCopy and
+	// CmdImageDelete (protocol/images.go).
+	ImageCopy   *ImageCopyCommand   `cbor:"image_copy,omitempty"`
+	ImageDelete *ImageDeleteCommand `cbor:"image_delete,omitempty"`
 }
 
 // BootCommand asks for servers with the given names.
