@@ -195,6 +195,18 @@ func (a *Agent) execute(ctx context.Context, cmd protocol.Command) (res *protoco
 			break
 		}
 		ids, refused, err = a.deleteVMs(ctx, cmd.Delete.VMIDs, cmd.Delete.Reason, cmd.Delete.Override, sourceCommand)
+	case protocol.CmdImageCopy:
+		if cmd.ImageCopy == nil {
+			err = invalidf("image copy command without body")
+			break
+		}
+		ids, err = a.copyImage(ctx, cmd.ID, *cmd.ImageCopy)
+	case protocol.CmdImageDelete:
+		if cmd.ImageDelete == nil {
+			err = invalidf("image delete command without body")
+			break
+		}
+		ids, refused, err = a.deleteImage(ctx, *cmd.ImageDelete)
 	default:
 		err = invalidf("unknown command %q", cmd.Op)
 	}
@@ -549,17 +561,19 @@ func (a *Agent) inventory(ctx context.Context) (protocol.Inventory, error) {
 	if err != nil {
 		return protocol.Inventory{}, err
 	}
+	apiStart := time.Now()
 	limits, err := a.driver.Limits(ctx)
 	if err != nil {
 		return protocol.Inventory{}, fmt.Errorf("limits: %w", err)
 	}
+	apiMillis := max(int(time.Since(apiStart).Milliseconds()), 1)
 	l, err := a.listing.get(ctx, listingMaxAge)
 	if err != nil {
 		return protocol.Inventory{}, fmt.Errorf("servers: %w", err)
 	}
 	now := a.now()
 	inv := protocol.Inventory{Seq: a.invSeq.Add(1), Flavors: flavors, Limits: limits, Images: imgs, TakenAt: now.UTC(),
-		Storage: a.storageReport(), Squids: a.cfg.SquidList, Policy: a.cfg.Policy, Running: a.cmds.running()}
+		Storage: a.storageReport(), Squids: a.cfg.SquidList, Policy: a.cfg.Policy, Running: a.cmds.running(), APIMillis: apiMillis}
 	hubID := a.currentHubID()
 	fresh := 3 * a.cfg.CheckinEvery
 	live := make(map[string]bool, len(l.servers))

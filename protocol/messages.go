@@ -49,6 +49,8 @@ func (k Kind) String() string {
 		return "inventory-delta"
 	case KindResync:
 		return "resync"
+	case KindImageProgress:
+		return "image-progress"
 	}
 	return "unknown"
 }
@@ -205,6 +207,9 @@ type Inventory struct {
 	// their servers may appear in a later inventory.
 	Running []string  `cbor:"running,omitempty"`
 	TakenAt time.Time `cbor:"taken_at"`
+	// APIMillis is how long the cloud API took to answer this
+	// inventory's limits call, in milliseconds (0: not measured).
+	APIMillis int `cbor:"api_ms,omitempty"`
 }
 
 // CommandKind says what a command asks the agent to do.
@@ -232,6 +237,10 @@ type Command struct {
 	Boot       *BootCommand   `cbor:"boot,omitempty"`
 	Retire     *RetireCommand `cbor:"retire,omitempty"`
 	Delete     *DeleteCommand `cbor:"delete,omitempty"`
+	// ImageCopy and ImageDelete are the bodies of CmdImageCopy and
+	// CmdImageDelete (protocol/images.go).
+	ImageCopy   *ImageCopyCommand   `cbor:"image_copy,omitempty"`
+	ImageDelete *ImageDeleteCommand `cbor:"image_delete,omitempty"`
 }
 
 // BootCommand asks for servers with the given names.
