@@ -292,7 +292,9 @@ func (a *Agent) boot(ctx context.Context, b protocol.BootCommand) ([]string, err
 		if err != nil {
 			return ids, err
 		}
-		ud, err := a.userData.Render(a.vmSettings(vmURL, tok, gossipJoin, b.Group, b.VMType))
+		vs := a.vmSettings(vmURL, tok, gossipJoin, b.Group, b.VMType)
+		vs.HS06PerCore = b.HS06PerCore
+		ud, err := a.userData.Render(vs)
 		if err != nil {
 			return ids, err
 		}

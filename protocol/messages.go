@@ -237,6 +237,9 @@ type BootCommand struct {
 	Flavor string   `cbor:"flavor"`
 	Image  string   `cbor:"image"`
 	Names  []string `cbor:"names"`
+	// HS06PerCore is the flavor's HS06 rating per core as the hub's site
+	// settings give it, for the VMs to advertise; zero: not rated.
+	HS06PerCore float64 `cbor:"hs06_per_core,omitempty"`
 }
 
 // RetireCommand asks VMs to stop taking jobs, finish within Deadline, and be deleted.

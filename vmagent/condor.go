@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/canopy-grid/canopy/protocol/vmproto"
@@ -81,6 +82,11 @@ func CondorConfig(md Metadata, s vmproto.Settings) (string, error) {
 	line("CanopyGroup = %s", classadString(s.Group))
 	line("VMType = %s", classadString(s.VMType))
 	line("STARTD_ATTRS = $(STARTD_ATTRS) CanopyVMID CanopyVMName CanopySite CanopyGroup VMType")
+	if s.HS06PerCore > 0 {
+		line("# The flavor's HS06 rating per core, as the site rates it.")
+		line("HS06PerCore = %s", strconv.FormatFloat(s.HS06PerCore, 'f', -1, 64))
+		line("STARTD_ATTRS = $(STARTD_ATTRS) HS06PerCore")
+	}
 	line("")
 	line("# Only jobs of the group this VM was booted for.")
 	line("START = (TARGET.CanopyGroup =?= MY.CanopyGroup) || (TARGET.AcctGroup =?= MY.CanopyGroup)")

@@ -302,6 +302,10 @@ type Boot struct {
 	KeepAlive time.Duration `json:"keep_alive,omitempty"`
 	// Jobs is how many idle jobs the VMs are booted for.
 	Jobs int `json:"jobs"`
+	// HS06PerCore is the flavor's rating when the site rates its flavors
+	// (Cloud.HS06PerCore, HS06Default), for the VMs to advertise; zero
+	// when it does not.
+	HS06PerCore float64 `json:"hs06_per_core,omitempty"`
 }
 
 // Rule names the lifecycle or admin rule behind a retirement or deletion.
