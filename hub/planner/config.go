@@ -93,6 +93,13 @@ type Config struct {
 	// ShareIn is what FairShare counts a group's holding in: ShareCores
 	// [default] or ShareHS06 (cores weighted by their HS06 rating).
 	ShareIn ShareUnit `yaml:"share_in"`
+	// DisruptionBudget bounds the VMs of one cloud that reclaiming
+	// (idle capacity yielding to waiting demand) retires while VMs there
+	// are retiring: at most DisruptionBudget percent of the cloud's VMs,
+	// at least one. Default 10; negative turns reclaiming off.
+	// DisruptionBudgetVMs, when positive, is the bound in VMs instead.
+	DisruptionBudget    int `yaml:"disruption_budget"`
+	DisruptionBudgetVMs int `yaml:"disruption_budget_vms"`
 }
 
 // ShareUnit is the unit fair share counts in.
@@ -121,6 +128,7 @@ const (
 	DefaultFreezeAfter         = 10 * time.Minute
 	DefaultFreezeMinUnlisted   = 1
 	DefaultUnknownDeadline     = 24 * time.Hour
+	DefaultDisruptionBudget    = 10
 )
 
 // DefaultConfig returns the documented defaults.
@@ -157,6 +165,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.IdleThrottlePercent == 0 {
 		c.IdleThrottlePercent = DefaultIdleThrottlePercent
+	}
+	if c.DisruptionBudget == 0 {
+		c.DisruptionBudget = DefaultDisruptionBudget
 	}
 	if c.FreezeMinUnlisted <= 0 {
 		c.FreezeMinUnlisted = DefaultFreezeMinUnlisted

@@ -215,11 +215,13 @@ func (p *planner) scanVMs() {
 
 	p.vmCl = make([]int32, len(p.vms))
 	p.vmRate = make([]int32, len(p.vms))
+	p.vmPre = make([]bool, len(p.vms))
 	p.going = make([]bool, len(p.vms))
 	for i := range p.vms {
 		vm := &p.vms[i]
 		ci := p.cloudIndex(vm.Site)
 		p.vmRate[i] = int32(p.rateOf(ci, vm.Flavor))
+		p.vmPre[i] = p.preemptible(ci, vm.Flavor)
 		u := p.vmUsage(i)
 		p.vmCl[i] = int32(ci)
 		if ci >= 0 {
@@ -581,12 +583,11 @@ func (p *planner) take(ci int, g *groupState, f *protocol.Flavor) {
 
 // smallestFlavor returns the index of the smallest flavor that holds pack
 // jobs of sh, or -1.
-func smallestFlavor(flavors []protocol.Flavor, sh *Shape, pack int, rate func(flavor string) int) int {
+func smallestFlavor(flavors []protocol.Flavor, sh *Shape, pack int, ok func(*protocol.Flavor) bool) int {
 	best := -1
-	minRate := rateMilli(sh.MinHS06PerCore)
 	for i := range flavors {
 		f := &flavors[i]
-		if minRate > 0 && rate(f.Name) < minRate {
+		if !ok(f) {
 			continue
 		}
 		if f.VCPUs < pack*sh.Cpus || f.RAMMiB < pack*sh.MemoryMiB ||

@@ -14,6 +14,7 @@ type whyCode uint8
 const (
 	whyNone whyCode = iota
 	whyNotAllowed
+	whyPreemptible
 	whyNoFlavor
 	whyImageBackoff
 	whyCloudState
@@ -60,6 +61,8 @@ func (p *planner) describe(r reason, g *groupState) string {
 	switch r.code {
 	case whyNotAllowed:
 		return "no cloud the jobs may use"
+	case whyPreemptible:
+		return fmt.Sprintf("cloud %s is preemptible and the jobs do not accept it (+Preemptible)", site)
 	case whyNoFlavor:
 		return fmt.Sprintf("no flavor on %s fits the jobs", site)
 	case whyImageBackoff:

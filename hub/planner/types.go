@@ -35,6 +35,10 @@ type Shape struct {
 	// this (Cloud.HS06PerCore) are booted for them, and only VMs of such
 	// flavors cover them. Zero means any.
 	MinHS06PerCore float64 `json:"min_hs06_per_core,omitempty"`
+	// Preemptible jobs accept preemptible capacity (the job attribute
+	// Preemptible, or Group.Preemptible): they are placed there first.
+	// Jobs that do not are never placed there.
+	Preemptible bool `json:"preemptible,omitempty"`
 }
 
 // Caps are admin-set hard maxima for one cloud; zero means no cap.
@@ -73,6 +77,11 @@ type Cloud struct {
 	// is one unit). Ratings must be positive; others are taken as 1.
 	HS06PerCore map[string]float64
 	HS06Default float64
+	// Preemptible clouds, and PreemptibleFlavors (by name) of any cloud,
+	// may take their servers back at any time: only jobs that accept it
+	// (Shape.Preemptible) are placed there, and they go there first.
+	Preemptible        bool
+	PreemptibleFlavors []string
 	// Limits are the cloud's own absolute limits and usage.
 	Limits protocol.Limits
 	Caps   Caps
@@ -147,6 +156,9 @@ type Group struct {
 	Paused bool
 	// OverQuotaSince is like Cloud.OverQuotaSince, for the group's caps.
 	OverQuotaSince time.Time
+	// Preemptible makes every job of the group accept preemptible
+	// capacity (Shape.Preemptible), whatever the job says.
+	Preemptible bool
 }
 
 // VMType is a VM type's settings for one group, or for every group when
@@ -324,6 +336,10 @@ const (
 	// RuleUnknownDeadline retires a VM whose evidence has been unknown for
 	// longer than Config.UnknownDeadline.
 	RuleUnknownDeadline Rule = "unknown-deadline"
+	// RuleReclaim retires an idle VM whose cores waiting jobs of another
+	// group (or, for a preemptible VM, jobs that do not accept preemptible
+	// capacity) need on a full cloud.
+	RuleReclaim Rule = "reclaim"
 )
 
 // Retire asks a VM to finish its jobs and go.
