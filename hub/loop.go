@@ -489,7 +489,8 @@ func (l *loop) input(now time.Time, views map[string]*cloudView, demandOK bool) 
 		sc := cfg.Sites[name]
 		c := snapshot.Cloud{Settings: planner.Cloud{Site: name, Priority: sc.Priority, Paused: sc.Paused, Disabled: sc.Disabled,
 			Caps: sc.Caps, SoftQuota: sc.SoftQuota, KeepAlive: sc.KeepAlive, MaxLifetime: sc.MaxLifetime,
-			Endpoint: sc.Endpoint, MaxInFlight: sc.MaxInFlight, HS06PerCore: sc.HS06PerCore, HS06Default: sc.HS06Default},
+			Endpoint: sc.Endpoint, MaxInFlight: sc.MaxInFlight, HS06PerCore: sc.HS06PerCore, HS06Default: sc.HS06Default,
+			Preemptible: sc.Preemptible, PreemptibleFlavors: sc.PreemptibleFlavors},
 			Connected: l.fresh(v, now), Inventory: v.Inventory, InventoryAt: v.InventoryAt}
 		// An inventory of an earlier session still lists the cloud's VMs:
 		// the builder holds them unknown, not gone.

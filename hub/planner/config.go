@@ -100,6 +100,13 @@ type Config struct {
 	// DisruptionBudgetVMs, when positive, is the bound in VMs instead.
 	DisruptionBudget    int `yaml:"disruption_budget"`
 	DisruptionBudgetVMs int `yaml:"disruption_budget_vms"`
+	// PreemptMax, PreemptWindow and PreemptBackoff back off a cloud that
+	// takes back PreemptMax VMs or more within PreemptWindow: no boots
+	// until PreemptBackoff after the last. Defaults 20, 1 h and 30 min;
+	// a negative PreemptMax turns it off.
+	PreemptMax     int           `yaml:"preempt_max"`
+	PreemptWindow  time.Duration `yaml:"preempt_window"`
+	PreemptBackoff time.Duration `yaml:"preempt_backoff"`
 }
 
 // ShareUnit is the unit fair share counts in.
@@ -129,6 +136,9 @@ const (
 	DefaultFreezeMinUnlisted   = 1
 	DefaultUnknownDeadline     = 24 * time.Hour
 	DefaultDisruptionBudget    = 10
+	DefaultPreemptMax          = 20
+	DefaultPreemptWindow       = time.Hour
+	DefaultPreemptBackoff      = 30 * time.Minute
 )
 
 // DefaultConfig returns the documented defaults.
@@ -165,6 +175,11 @@ func (c Config) withDefaults() Config {
 	}
 	if c.IdleThrottlePercent == 0 {
 		c.IdleThrottlePercent = DefaultIdleThrottlePercent
+	}
+	def(&c.PreemptWindow, DefaultPreemptWindow)
+	def(&c.PreemptBackoff, DefaultPreemptBackoff)
+	if c.PreemptMax == 0 {
+		c.PreemptMax = DefaultPreemptMax
 	}
 	if c.DisruptionBudget == 0 {
 		c.DisruptionBudget = DefaultDisruptionBudget

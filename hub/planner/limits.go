@@ -161,6 +161,8 @@ type cloudState struct {
 
 	booted    int
 	bootedUse Usage
+	// preempted counts VMs the cloud took back within the window.
+	preempted int
 	overQuota bool
 	overWhy   string
 	// full is the first reason a shape found no room there.

@@ -12,6 +12,7 @@ func Decide(s Snapshot) Plan {
 	p := newPlanner(s)
 	p.indexShapes(s.Shapes)
 	p.cloudStates(s.Failures)
+	p.preemptions(s.Preemptions)
 	p.scanVMs()
 	p.lifecycle()
 	p.overQuota()

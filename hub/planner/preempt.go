@@ -1,7 +1,9 @@
 package planner
 
 import (
+	"fmt"
 	"slices"
+	"time"
 
 	"github.com/canopy-grid/canopy/protocol"
 )
@@ -13,6 +15,39 @@ import (
 // others (each in priority order), and on a cloud with both, its
 // preemptible flavors before the others. VMs on preemptible capacity cover
 // only such jobs in the shortfall matching.
+
+// preemptions counts each cloud's recent preemptions and backs off a
+// cloud that preempts too fast (Config.PreemptMax within PreemptWindow):
+// no boots until PreemptBackoff after the last one. A cloud already not
+// taking boots keeps its state.
+func (p *planner) preemptions(list []Preemption) {
+	from := p.now.Add(-p.cfg.PreemptWindow)
+	last := make([]time.Time, len(p.clouds))
+	for _, pr := range list {
+		ci := p.cloudIndex(pr.Site)
+		if ci < 0 || pr.At.Before(from) || pr.At.After(p.now) {
+			continue
+		}
+		p.cs[ci].preempted++
+		if pr.At.After(last[ci]) {
+			last[ci] = pr.At
+		}
+	}
+	if p.cfg.PreemptMax < 0 {
+		return
+	}
+	for ci := range p.clouds {
+		cs := &p.cs[ci]
+		if cs.preempted < p.cfg.PreemptMax || cs.status != CloudOK {
+			continue
+		}
+		if until := last[ci].Add(p.cfg.PreemptBackoff); until.After(p.now) {
+			cs.status, cs.until = CloudBackoff, until
+			cs.reason = fmt.Sprintf("cloud %s backing off until %s: it took back %d VMs within %s (preempt_max %d)",
+				p.clouds[ci].Site, p.clock(until), cs.preempted, fmtDur(p.cfg.PreemptWindow), p.cfg.PreemptMax)
+		}
+	}
+}
 
 // preemptibleFirst lists the indexes of clouds (in priority order)
 // preemptible ones first.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"pgregory.net/rapid"
 )
@@ -335,4 +336,48 @@ func genReclaimSnapshot(t *rapid.T) Snapshot {
 		}
 	}
 	return s
+}
+
+// TestPreemptionBackoff: a cloud that takes back too many VMs too fast is
+// backed off; preemptions are counted, not failures.
+func TestPreemptionBackoff(t *testing.T) {
+	at := func(n int, ago time.Duration) []Preemption {
+		var out []Preemption
+		for i := range n {
+			out = append(out, Preemption{Site: "spot", VMID: fmt.Sprint(i), At: t0.Add(-ago)})
+		}
+		return out
+	}
+	tests := []struct {
+		name      string
+		pre       []Preemption
+		max       int
+		wantState CloudState
+		wantCount int
+		boots     string
+	}{
+		{"a few preemptions: boots go on", at(3, time.Minute), 5, CloudOK, 3, "spot/atlas/c1m2×1"},
+		{"too many within the window: backed off", at(5, time.Minute), 5, CloudBackoff, 5, "west/atlas/c1m2×1"},
+		{"backoff over", at(5, 40*time.Minute), 5, CloudOK, 5, "spot/atlas/c1m2×1"},
+		{"out of the window: not counted", at(9, 2*time.Hour), 5, CloudOK, 0, "spot/atlas/c1m2×1"},
+		{"turned off", at(9, time.Minute), -1, CloudOK, 9, "spot/atlas/c1m2×1"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			spot := testCloud("spot", 0)
+			spot.Preemptible = true
+			sh := testShape("atlas", 1, 1)
+			sh.Preemptible = true
+			s := snap([]Cloud{spot, testCloud("west", 1)}, []Shape{sh}, nil)
+			s.Preemptions = tc.pre
+			s.Config.PreemptMax = tc.max
+			p := Decide(s)
+			checkPlan(t, p, tc.boots, "")
+			for _, c := range p.Clouds {
+				if c.Site == "spot" && (c.State != tc.wantState || c.Preempted != tc.wantCount) {
+					t.Errorf("spot: state %s, %d preempted; want %s, %d (%s)", c.State, c.Preempted, tc.wantState, tc.wantCount, c.Reason)
+				}
+			}
+		})
+	}
 }

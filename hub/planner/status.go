@@ -141,7 +141,7 @@ func (p *planner) finish() Plan {
 		ep := &p.eps[cs.endpoint]
 		st := CloudStatus{
 			Site: c.Site, State: cs.status, Until: cs.until, Reason: cs.reason,
-			OverQuota: cs.overQuota, Used: cs.all, InFlight: ep.inFlight, Booted: cs.booted,
+			OverQuota: cs.overQuota, Used: cs.all, InFlight: ep.inFlight, Booted: cs.booted, Preempted: cs.preempted,
 		}
 		for dim := range numDims {
 			v := cs.room.get(dim)

@@ -298,6 +298,17 @@ type Snapshot struct {
 	// cloud (or image on that cloud), as a FailureLog keeps them; the
 	// planner derives backoff from them.
 	Failures []Failure
+	// Preemptions are recent VMs a preemptible cloud took back (deleted
+	// without Canopy asking): not failures, but a cloud that preempts too
+	// fast is backed off (Config.PreemptMax).
+	Preemptions []Preemption
+}
+
+// Preemption is one VM a preemptible cloud took back.
+type Preemption struct {
+	Site string    `json:"site"`
+	VMID string    `json:"vm_id"`
+	At   time.Time `json:"at"`
 }
 
 // Boot asks for Count VMs of one flavor on one site.
@@ -412,6 +423,9 @@ type CloudStatus struct {
 	MaxInFlight int `json:"max_in_flight"`
 	// Booted is how many VMs this plan boots there.
 	Booted int `json:"booted"`
+	// Preempted counts the VMs the cloud took back within
+	// Config.PreemptWindow.
+	Preempted int `json:"preempted,omitempty"`
 }
 
 // GroupStatus sums up one group's demand and what the plan does about it.
