@@ -255,6 +255,8 @@ func (c Config) validateDurations() []error {
 		{"planner.max_lifetime", c.Planner.MaxLifetime}, {"planner.backoff_base", c.Planner.BackoffBase},
 		{"planner.backoff_max", c.Planner.BackoffMax}, {"planner.failure_window", c.Planner.FailureWindow},
 		{"planner.freeze_after", c.Planner.FreezeAfter}, {"planner.over_quota_deadline", c.Planner.OverQuotaDeadline},
+		{"planner.hold_max", c.Planner.HoldMax}, {"planner.preempt_window", c.Planner.PreemptWindow},
+		{"planner.preempt_backoff", c.Planner.PreemptBackoff},
 	}
 	for _, name := range sortedKeys(c.Groups) {
 		nonNegative = append(nonNegative, setting{"groups." + name + ".keep_alive", c.Groups[name].KeepAlive})

@@ -48,6 +48,7 @@ func TestValidateDurations(t *testing.T) {
 		{"negative hs06 rating", "sites: {west: {hs06_per_core: {c8: -3}}}\n", "sites.west.hs06_per_core.c8 -3: want a rating above 0"},
 		{"huge hs06 default", "sites: {west: {hs06_default: 1e9}}\n", "sites.west.hs06_default 1e+09: want a rating above 0"},
 		{"preemptible", "sites: {spot: {preemptible: true}, west: {preemptible_flavors: [c8.spot]}}\ngroups: {sim: {preemptible: true}}\n", ""},
+		{"negative hold_max", "planner: {hold_max: -1h}\n", "planner.hold_max is -1h0m0s"},
 		{"bad share_in", "planner: {share_in: furlongs}\n", `planner.share_in "furlongs": want cores or hs06`},
 		{"borrow on a top group", "groups: {atlas: {borrow: true}}\n", "groups.atlas.borrow is set but the group has no parent"},
 		{"negative site keep_alive", "sites: {west: {keep_alive: -1s}}\n", "sites.west.keep_alive is -1s"},

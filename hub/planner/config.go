@@ -107,6 +107,11 @@ type Config struct {
 	PreemptMax     int           `yaml:"preempt_max"`
 	PreemptWindow  time.Duration `yaml:"preempt_window"`
 	PreemptBackoff time.Duration `yaml:"preempt_backoff"`
+	// HoldMax is how long a manual hold lasts unless an admin renews it
+	// (holds it again); past it the VM is under the planner's rules again
+	// (which never retire a busy VM for being idle). Zero, the default:
+	// holds never expire. The hub's snapshot builder applies it.
+	HoldMax time.Duration `yaml:"hold_max"`
 }
 
 // ShareUnit is the unit fair share counts in.

@@ -149,7 +149,8 @@
 // cloud is drained (VMs not yet registered deleted, the others retired;
 // unknown ones wait for evidence or their deadline);
 // a held VM is never retired or deleted (it still counts against limits
-// and may take jobs). When Canopy's VMs exceed a limit (a cap or quota was
+// and may take jobs). A hold lasts Config.HoldMax [forever] after it was
+// put or renewed (the hub's snapshot builder stops marking the VM held). When Canopy's VMs exceed a limit (a cap or quota was
 // lowered, or foreign usage grew), there are no boots there, and VMs are
 // shed until it fits: idle VMs first, then VMs not yet registered; VMs
 // running jobs, and VMs whose evidence is unknown, only once the cloud or
