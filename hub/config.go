@@ -107,13 +107,15 @@ type GroupConfig struct {
 	// Borrow lets a subgroup use what its siblings' caps leave unused, up
 	// to its parent's; default true, false keeps it within its own caps.
 	Borrow *bool `yaml:"borrow"`
+	// Preemptible makes all the group's jobs accept preemptible capacity.
+	Preemptible bool `yaml:"preemptible"`
 }
 
 // PlannerGroup is the group's settings as the planner takes them.
 func (g GroupConfig) PlannerGroup(name string) planner.Group {
 	return planner.Group{Name: name, Share: g.Share, Caps: g.Caps, CloudCaps: g.CloudCaps,
 		Clouds: g.Clouds, KeepAlive: g.KeepAlive, Paused: g.Paused, Parent: g.Parent,
-		NoBorrow: g.Borrow != nil && !*g.Borrow}
+		NoBorrow: g.Borrow != nil && !*g.Borrow, Preemptible: g.Preemptible}
 }
 
 // SiteConfig is an admin's settings for one cloud.
@@ -143,6 +145,11 @@ type SiteConfig struct {
 	// here, or all of them once HS06Default is set).
 	HS06PerCore map[string]float64 `yaml:"hs06_per_core"`
 	HS06Default float64            `yaml:"hs06_default"`
+	// Preemptible marks the whole site, PreemptibleFlavors some of its
+	// flavors, as capacity the cloud may take back: only jobs that accept
+	// it (+Preemptible = True, or their group's preemptible) go there.
+	Preemptible        bool     `yaml:"preemptible"`
+	PreemptibleFlavors []string `yaml:"preemptible_flavors"`
 }
 
 // WithDefaults fills unset fields with the documented defaults.
@@ -265,6 +272,8 @@ func (c Config) validateDurations() []error {
 		{"planner.max_lifetime", c.Planner.MaxLifetime}, {"planner.backoff_base", c.Planner.BackoffBase},
 		{"planner.backoff_max", c.Planner.BackoffMax}, {"planner.failure_window", c.Planner.FailureWindow},
 		{"planner.freeze_after", c.Planner.FreezeAfter}, {"planner.over_quota_deadline", c.Planner.OverQuotaDeadline},
+		{"planner.hold_max", c.Planner.HoldMax}, {"planner.preempt_window", c.Planner.PreemptWindow},
+		{"planner.preempt_backoff", c.Planner.PreemptBackoff},
 	}
 	for _, name := range sortedKeys(c.Groups) {
 		nonNegative = append(nonNegative, setting{"groups." + name + ".keep_alive", c.Groups[name].KeepAlive})

@@ -47,6 +47,8 @@ func TestValidateDurations(t *testing.T) {
 		{"hs06 ratings", "sites: {west: {hs06_default: 10.5, hs06_per_core: {c8: 12}}}\ngroups: {atlas: {caps: {hs06: 1000}}}\nplanner: {share_in: hs06}\n", ""},
 		{"negative hs06 rating", "sites: {west: {hs06_per_core: {c8: -3}}}\n", "sites.west.hs06_per_core.c8 -3: want a rating above 0"},
 		{"huge hs06 default", "sites: {west: {hs06_default: 1e9}}\n", "sites.west.hs06_default 1e+09: want a rating above 0"},
+		{"preemptible", "sites: {spot: {preemptible: true}, west: {preemptible_flavors: [c8.spot]}}\ngroups: {sim: {preemptible: true}}\n", ""},
+		{"negative hold_max", "planner: {hold_max: -1h}\n", "planner.hold_max is -1h0m0s"},
 		{"bad share_in", "planner: {share_in: furlongs}\n", `planner.share_in "furlongs": want cores or hs06`},
 		{"borrow on a top group", "groups: {atlas: {borrow: true}}\n", "groups.atlas.borrow is set but the group has no parent"},
 		{"negative site keep_alive", "sites: {west: {keep_alive: -1s}}\n", "sites.west.keep_alive is -1s"},
@@ -101,5 +103,15 @@ func TestPlannerGroup(t *testing.T) {
 				t.Fatalf("planner group = %+v, want parent %q, NoBorrow %v", pg, tt.parent, tt.wantNoBorrow)
 			}
 		})
+	}
+}
+
+// TestPlannerGroupPreemptible: a group's preemptible default reaches the
+// planner.
+func TestPlannerGroupPreemptible(t *testing.T) {
+	for _, want := range []bool{false, true} {
+		if got := (GroupConfig{Preemptible: want}).PlannerGroup("sim").Preemptible; got != want {
+			t.Errorf("preemptible %v became %v", want, got)
+		}
 	}
 }

@@ -98,6 +98,13 @@ type Hold struct {
 	Reason string    `json:"reason,omitempty"`
 }
 
+// Active reports whether the hold still holds at now: it expires maxAge
+// after it was put (or last renewed), unless maxAge is zero or negative
+// (holds never expire).
+func (h Hold) Active(now time.Time, maxAge time.Duration) bool {
+	return maxAge <= 0 || now.Before(h.At.Add(maxAge))
+}
+
 // ErrorMark is when the hub first saw a VM in error (or stopped) without a
 // break since, and the cloud's fault message.
 type ErrorMark struct {
