@@ -3,6 +3,7 @@ package hub
 import (
 	_ "embed"
 	"html/template"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -80,7 +81,21 @@ type pageData struct {
 	EvKinds []string
 	Squids  []squid.Status
 	Query   string
+	// Images is the image × site matrix (rows by image name); empty when
+	// no cloud lists images.
+	Images     []imageRow
+	ImageSites []string
 }
+
+// imageRow is one image's status on each site (in ImageSites order; ""
+// where the site does not have it).
+type imageRow struct {
+	Name  string
+	Sites []string
+}
+
+// maxImageRows bounds the image matrix on the page.
+const maxImageRows = 100
 
 type siteRow struct {
 	SiteStatus
@@ -147,6 +162,7 @@ func (h *Hub) renderPage(w http.ResponseWriter, r *http.Request, ch channel, pub
 		}
 		slices.Sort(d.EvKinds)
 		d.Squids = h.squids.Squids()
+		d.Images, d.ImageSites = imageMatrix(st.Sites)
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
@@ -209,4 +225,33 @@ func pageURL(raw, key, value string) string {
 		return "?"
 	}
 	return "?" + q.Encode()
+}
+
+// imageMatrix is the image × site matrix of the sites' image lists.
+func imageMatrix(sites []SiteStatus) ([]imageRow, []string) {
+	names := map[string]bool{}
+	var cols []string
+	for _, s := range sites {
+		if len(s.Images) == 0 {
+			continue
+		}
+		cols = append(cols, s.Name)
+		for n := range s.Images {
+			names[n] = true
+		}
+	}
+	var rows []imageRow
+	for _, n := range slices.Sorted(maps.Keys(names)) {
+		if len(rows) == maxImageRows {
+			break
+		}
+		r := imageRow{Name: n}
+		for _, s := range sites {
+			if len(s.Images) > 0 {
+				r.Sites = append(r.Sites, s.Images[n])
+			}
+		}
+		rows = append(rows, r)
+	}
+	return rows, cols
 }
