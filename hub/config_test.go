@@ -42,6 +42,11 @@ func TestValidateDurations(t *testing.T) {
 		{"negative group keep_alive", "groups: {atlas: {keep_alive: -1s}}\n", "groups.atlas.keep_alive is -1s"},
 		{"negative site keep_alive", "sites: {west: {keep_alive: -1s}}\n", "sites.west.keep_alive is -1s"},
 		{"negative site max_lifetime", "sites: {west: {max_lifetime: -2s}}\n", "sites.west.max_lifetime is -2s"},
+		{"hs06 rating", "sites: {west: {hs06: {c2.small: 11.5}}}\n", ""},
+		{"zero hs06 rating", "sites: {west: {hs06: {c2.small: 0}}}\n", "sites.west.hs06.c2.small is 0, want a rating per core"},
+		{"admin listener", "admin_listen: 0.0.0.0:8443\n", ""},
+		{"bad admin listener", "admin_listen: nowhere\n", `admin_listen "nowhere"`},
+		{"admin on http with a listener", "admin_listen: :8443\nadmin_on_http: true\n", "drop admin_on_http"},
 		{"negative time_scale", "demand: {source: trace, trace: {file: t.yaml, time_scale: -2}}\n", "demand.trace.time_scale -2 is negative"},
 	}
 	for _, tt := range tests {
