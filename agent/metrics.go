@@ -39,6 +39,10 @@ type metrics struct {
 	stateFailures   prometheus.Counter
 	stateSeconds    prometheus.Histogram
 	inventories     *prometheus.CounterVec
+	// Image copies carried out by this agent (as the destination).
+	imageCopies         *prometheus.CounterVec
+	imageBytes          prometheus.Counter
+	imageCopiesInFlight prometheus.Gauge
 }
 
 func newMetrics(site string) *metrics {
@@ -74,8 +78,14 @@ func newMetrics(site string) *metrics {
 			Help: "Time to commit one batch to the state file.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 		inventories: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_agent_inventories_sent_total", ConstLabels: c,
 			Help: "Inventories sent to the hub, full or delta."}, []string{"kind"}),
+		imageCopies: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_image_agent_copies_total", ConstLabels: c,
+			Help: "Image copies into this site finished, by result (ok, failed)."}, []string{"result"}),
+		imageBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "canopy_image_agent_bytes_total", ConstLabels: c,
+			Help: "Image bytes streamed into this site's image service (every attempt)."}),
+		imageCopiesInFlight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "canopy_image_agent_copies_in_flight", ConstLabels: c,
+			Help: "Image copies into this site under way."}),
 	}
-	m.reg.MustRegister(m.inventories, m.checkins, m.checkinsRefused, m.enrolls, m.enrollsRefused, m.condorTokens, m.vmTLSErrors, m.deletesRefused, m.retiresRefused, m.commandsStale, m.deletes,
+	m.reg.MustRegister(m.imageCopies, m.imageBytes, m.imageCopiesInFlight, m.inventories, m.checkins, m.checkinsRefused, m.enrolls, m.enrollsRefused, m.condorTokens, m.vmTLSErrors, m.deletesRefused, m.retiresRefused, m.commandsStale, m.deletes,
 		m.stateCommits, m.stateFailures, m.stateSeconds)
 	return m
 }

@@ -173,7 +173,7 @@ func (h *Hub) observe(st *Status) {
 		}
 		u.VMSeconds += dt
 		u.CoreSeconds += float64(vm.Cores) * dt
-		if r := pol.Sites[vm.Site].HS06[vm.Flavor]; r > 0 {
+		if r := pol.Sites[vm.Site].rating(vm.Flavor); r > 0 {
 			u.HS06Seconds += float64(vm.Cores) * r * dt
 		}
 	}
@@ -211,4 +211,13 @@ func (h *Hub) plots(tier int, at time.Time) []plotView {
 	}
 	c.plotCache.Store(&drawnPlots{observed: n, tier: tier, plots: out})
 	return out
+}
+
+// rating is a flavor's HS06 per core for accounting: its own rating, else
+// the site's default; zero when the site rates neither (no HS06-hours).
+func (sc SiteConfig) rating(flavor string) float64 {
+	if r := sc.HS06PerCore[flavor]; r > 0 {
+		return r
+	}
+	return sc.HS06Default
 }

@@ -20,7 +20,7 @@ import (
 func TestConsoleSamplesAndAccounts(t *testing.T) {
 	src := &scriptedSource{d: atlas(3)}
 	e := newEnv(t, src, func(c *Config) {
-		c.Sites = map[string]SiteConfig{"west": {HS06: map[string]float64{"c2": 10}}}
+		c.Sites = map[string]SiteConfig{"west": {HS06PerCore: map[string]float64{"c2": 10}}}
 		c.Groups = map[string]GroupConfig{"atlas": {}, "belle": {}}
 	})
 	busy := vm("id-1", "canopy-west-p1-0-0", readySince(*e.now), func(v *protocol.VM) {

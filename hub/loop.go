@@ -492,9 +492,7 @@ func (l *loop) input(now time.Time, views map[string]*cloudView, demandOK bool) 
 	in := snapshot.Input{Now: now, HubID: cfg.ID, Config: pol.Planner, Demand: l.demand, DemandOK: demandOK,
 		Intent: l.st, InventoryMaxAge: cfg.inventoryMaxAge()}
 	for _, name := range slices.Sorted(maps.Keys(pol.Groups)) {
-		g := pol.Groups[name]
-		in.Groups = append(in.Groups, planner.Group{Name: name, Share: g.Share, Caps: g.Caps, CloudCaps: g.CloudCaps,
-			Clouds: g.Clouds, KeepAlive: g.KeepAlive, Paused: g.Paused})
+		in.Groups = append(in.Groups, pol.Groups[name].PlannerGroup(name))
 	}
 	for _, name := range slices.Sorted(maps.Keys(views)) {
 		v := views[name]
@@ -507,7 +505,7 @@ func (l *loop) input(now time.Time, views map[string]*cloudView, demandOK bool) 
 		}
 		c := snapshot.Cloud{Settings: planner.Cloud{Site: name, Priority: sc.Priority, Paused: sc.Paused, Disabled: sc.Disabled,
 			Caps: sc.Caps, SoftQuota: sc.SoftQuota, KeepAlive: sc.KeepAlive, MaxLifetime: sc.MaxLifetime,
-			Endpoint: sc.Endpoint, MaxInFlight: sc.MaxInFlight},
+			Endpoint: sc.Endpoint, MaxInFlight: sc.MaxInFlight, HS06PerCore: sc.HS06PerCore, HS06Default: sc.HS06Default},
 			Connected: l.fresh(v, now), Inventory: v.Inventory, InventoryAt: v.InventoryAt}
 		// An inventory of an earlier session still lists the cloud's VMs:
 		// the builder holds them unknown, not gone.
@@ -551,13 +549,14 @@ func (l *loop) execute(now time.Time, plan planner.Plan, views map[string]*cloud
 		}
 		cmd := protocol.Command{ID: fmt.Sprintf("%s-%s-b%d", h.cfg.ID, planID, i), Op: protocol.CmdBoot,
 			Epoch: v.Epoch, Generation: v.Inventory.Seq,
-			Boot: &protocol.BootCommand{PlanID: planID, Group: b.Group, VMType: b.VMType, Flavor: b.Flavor, Image: image}}
+			Boot: &protocol.BootCommand{PlanID: planID, Group: b.Group, VMType: b.VMType, Flavor: b.Flavor, Image: image,
+				KeepAlive: b.KeepAlive, MaxLifetime: b.MaxLifetime}}
 		for k := range b.Count {
 			name := fmt.Sprintf("canopy-%s-%s-%d-%d", b.Site, planID, i, k)
 			cmd.Boot.Names = append(cmd.Boot.Names, name)
 			l.tx.PutPending(intent.PendingBoot{Name: name, Cloud: b.Site, Group: b.Group, VMType: b.VMType, Flavor: b.Flavor,
 				Image: image, PlanID: planID, CommandID: cmd.ID, Cpus: f.VCPUs, MemoryMiB: f.RAMMiB, KeepAlive: b.KeepAlive,
-				OrderedAt: now})
+				MaxLifetime: b.MaxLifetime, OrderedAt: now})
 		}
 		out = append(out, outgoing{cloud: b.Site, cmd: cmd, names: cmd.Boot.Names})
 		h.m.boots.WithLabelValues(b.Site).Add(float64(b.Count))

@@ -67,7 +67,10 @@ type PendingBoot struct {
 	MemoryMiB int    `json:"memory_mib"`
 	// KeepAlive is the jobs' keep-alive request the VM is booted for.
 	KeepAlive time.Duration `json:"keep_alive,omitempty"`
-	OrderedAt time.Time     `json:"ordered_at"`
+	// MaxLifetime is the jobs' maximum lifetime request the VM is booted
+	// for.
+	MaxLifetime time.Duration `json:"max_lifetime,omitempty"`
+	OrderedAt   time.Time     `json:"ordered_at"`
 	// AckedAt is when the agent reported the server created; zero until.
 	AckedAt time.Time `json:"acked_at,omitzero"`
 }
