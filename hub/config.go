@@ -3,6 +3,7 @@ package hub
 import (
 	"errors"
 	"fmt"
+	"net"
 	"path/filepath"
 	"slices"
 	"time"
@@ -226,6 +227,15 @@ func (c Config) Validate() error {
 	}
 	if err := checkListen(c.HTTP); err != nil {
 		errs = append(errs, err)
+	}
+	if c.AdminListen != "" {
+		if _, _, err := net.SplitHostPort(c.AdminListen); err != nil {
+			errs = append(errs, fmt.Errorf("admin_listen %q: %w", c.AdminListen, err))
+		}
+	}
+	if c.AdminOnHTTP && c.AdminListen != "" {
+		errs = append(errs, errors.New("admin_on_http and admin_listen together: the admin listener's certificates would protect nothing "+
+			"while the http listener administers the hub to every local user; drop admin_on_http"))
 	}
 	if c.PlanEvery < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("plan_every %s is below 100ms", c.PlanEvery))

@@ -53,6 +53,9 @@ func TestValidateDurations(t *testing.T) {
 		{"borrow on a top group", "groups: {atlas: {borrow: true}}\n", "groups.atlas.borrow is set but the group has no parent"},
 		{"negative site keep_alive", "sites: {west: {keep_alive: -1s}}\n", "sites.west.keep_alive is -1s"},
 		{"negative site max_lifetime", "sites: {west: {max_lifetime: -2s}}\n", "sites.west.max_lifetime is -2s"},
+		{"admin listener", "admin_listen: 0.0.0.0:8443\n", ""},
+		{"bad admin listener", "admin_listen: nowhere\n", `admin_listen "nowhere"`},
+		{"admin on http with a listener", "admin_listen: :8443\nadmin_on_http: true\n", "drop admin_on_http"},
 		{"negative time_scale", "demand: {source: trace, trace: {file: t.yaml, time_scale: -2}}\n", "demand.trace.time_scale -2 is negative"},
 	}
 	for _, tt := range tests {
