@@ -139,6 +139,9 @@ func (h *Hub) httpHandler() http.Handler {
 	}
 	mux.HandleFunc("POST /api/v1/vms/{id}/hold", hold(true))
 	mux.HandleFunc("DELETE /api/v1/vms/{id}/hold", hold(false))
+	mux.HandleFunc("GET /api/v1/images", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, h.Images()) })
+	mux.HandleFunc("POST /api/v1/images/want", h.imageWantHandler(true))
+	mux.HandleFunc("POST /api/v1/images/unwant", h.imageWantHandler(false))
 	mux.HandleFunc("GET /api/v1/storage", func(w http.ResponseWriter, _ *http.Request) {
 		out := map[string]*protocol.StorageReport{}
 		for _, s := range h.Sites() {

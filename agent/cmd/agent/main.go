@@ -19,8 +19,8 @@ import (
 
 	"github.com/canopy-grid/canopy/agent"
 	"github.com/canopy-grid/canopy/agent/driver"
-	"github.com/canopy-grid/canopy/agent/imagecopy"
 	"github.com/canopy-grid/canopy/agent/gluster"
+	"github.com/canopy-grid/canopy/agent/imagecopy"
 	"github.com/canopy-grid/canopy/agent/localcloud"
 	"github.com/canopy-grid/canopy/agent/openstack"
 	"github.com/canopy-grid/canopy/deploy/config"

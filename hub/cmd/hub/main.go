@@ -2,6 +2,7 @@
 // collector, plans VMs across clouds and commands the site agents.
 //
 //	hub run --config hub.yaml
+//	hub image want|unwant|ls|status
 //	hub tls init --dir DIR [--host NAME]...
 //	hub tls issue-agent --dir DIR --site NAME --out DIR [--vm-host H]... [--vm-only]
 package main
@@ -31,6 +32,11 @@ import (
 const usage = `usage:
   hub run --config FILE                     run the hub
   hub simulate --trace FILE [flags]         replay a workload through the planner on simulated clouds
+  hub image want --hash ALGO:HEX IMAGE SITE...   want an image (name and digest) in sites
+  hub image unwant IMAGE [SITE...]          stop wanting it there (Canopy's copies are deleted unless in use)
+  hub image ls                              print the image x site matrix and the conflicts
+  hub image status                          print the copies under way (bytes, rate, ETA)
+      (image commands take --api URL, default http://127.0.0.1:8080)
   hub tls init --dir DIR [--host H]...      create the CA and the hub's certificate
   hub tls issue-agent --dir DIR --site NAME [--out DIR] [--days N] [--vm-host H]... [--vm-only]
                                             issue a site agent's certificate and, with
@@ -59,6 +65,8 @@ func run(args []string, stdout io.Writer) error {
 		return runHub(args[1:])
 	case "simulate":
 		return runSimulate(args[1:], stdout)
+	case "image":
+		return runImage(args[1:], stdout)
 	case "tls":
 		if len(args) < 2 {
 			return fmt.Errorf("%w: tls needs init or issue-agent", errUsage)
