@@ -17,6 +17,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/canopy-grid/canopy/hub/imageplan"
+	"github.com/canopy-grid/canopy/hub/planner"
 	"github.com/canopy-grid/canopy/images"
 	"github.com/canopy-grid/canopy/protocol"
 	"github.com/canopy-grid/canopy/protocol/pki"
@@ -502,6 +503,31 @@ func (h *Hub) imageWantHandler(want bool) http.HandlerFunc {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 		default:
 			writeJSON(w, map[string]any{"name": req.Name, "wanted": want, "sites": req.Sites})
+		}
+	}
+}
+
+// holdForImages marks, on each cloud, the images the matrix wants there
+// that are not present yet (missing, copying, refused...): the planner
+// boots no VM type needing one of them there, and says why.
+func (l *loop) holdForImages(clouds []planner.Cloud) {
+	notReady := map[string]map[string]string{}
+	for _, c := range l.imageCells {
+		if c.State == imageplan.CellPresent {
+			continue
+		}
+		if notReady[c.Site] == nil {
+			notReady[c.Site] = map[string]string{}
+		}
+		why := fmt.Sprintf("image %s is %s on %s", c.Ref.Name, c.State, c.Site)
+		if c.Reason != "" {
+			why += ": " + c.Reason
+		}
+		notReady[c.Site][c.Ref.Name] = why
+	}
+	for i := range clouds {
+		if m := notReady[clouds[i].Site]; m != nil {
+			clouds[i].ImagesNotReady = m
 		}
 	}
 }

@@ -222,3 +222,48 @@ func TestImageQuotaAndConfig(t *testing.T) {
 		t.Fatalf("Validate: %v", err)
 	}
 }
+
+// TestPlannerWaitsForImage: jobs whose VM type boots an image the matrix
+// wants on the only site wait while it is copied there, with the reason,
+// and are booted once it is present.
+func TestPlannerWaitsForImage(t *testing.T) {
+	d := atlas(2)
+	d.Shapes[0].Image = "el9"
+	e := newEnv(t, &scriptedSource{d: d}, func(c *Config) {
+		c.ID = "hub-t"
+		c.Images = ImagesConfig{Wants: []ImageWantConfig{{Name: "el9", Hash: "sha512:" + el9Hex, Sites: []string{"east"}}}}
+		c.Groups = map[string]GroupConfig{"atlas": {Clouds: []string{"east"}}}
+	})
+	e.connect("west")
+	east := e.connect("east")
+	e.setImages("west", glanceImage("w1", "el9", el9Hex, 1<<20, ""))
+	e.setImages("east")
+	e.cycle() // the image cycle starts the copy
+	e.advance(10 * time.Second)
+	e.report("west")
+	e.setImages("west", glanceImage("w1", "el9", el9Hex, 1<<20, ""))
+	e.report("east")
+	e.setImages("east")
+	e.cycle()
+	if boots := drain(east, protocol.CmdBoot); len(boots) != 0 {
+		t.Fatalf("booted before the image is there: %+v", boots)
+	}
+	notes := ""
+	for _, n := range e.h.loop.lastPlan.Notes {
+		notes += n.Reason + "\n"
+	}
+	if !strings.Contains(notes, "image el9 is copying on east") {
+		t.Fatalf("plan notes %q, want the image as the reason", notes)
+	}
+	e.advance(10 * time.Second)
+	e.report("west")
+	e.setImages("west", glanceImage("w1", "el9", el9Hex, 1<<20, ""))
+	e.report("east")
+	e.setImages("east", glanceImage("e1", "el9", el9Hex, 1<<20, "hub-t"))
+	e.cycle() // the image cycle sees it present
+	e.cycle()
+	boots := drain(east, protocol.CmdBoot)
+	if len(boots) == 0 || boots[0].Boot.Image != "el9" {
+		t.Fatalf("not booted once the image is present: %+v", boots)
+	}
+}

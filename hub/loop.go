@@ -221,6 +221,7 @@ func (l *loop) cycle(ctx context.Context) {
 		in.Demand.Shapes = nil // too old to boot for
 	}
 	snap, rep := l.builder.Build(in)
+	l.holdForImages(snap.Clouds)
 	l.report = rep
 	l.lastStates = make(map[string]planner.VMState, len(snap.VMs)) // the old one may be read by a status being built
 	for _, vm := range snap.VMs {
