@@ -142,4 +142,6 @@ func (e transientError) Error() string { return e.msg }
 // ErrorClass reports the class the hub sees: transient.
 func (e transientError) ErrorClass() protocol.ErrorClass { return protocol.ErrClassTransient }
 
-func transientf(format string, args ...any) error { return transientError{fmt.Sprintf(format, args...)} }
+func transientf(format string, args ...any) error {
+	return transientError{fmt.Sprintf(format, args...)}
+}

@@ -160,11 +160,11 @@ func TestIntegrationPlanOnGlance(t *testing.T) {
 	a, b := connect(t, "canopy-a"), connect(t, "canopy-b")
 	pre := fmt.Sprintf("planit-%d-", time.Now().UnixNano()%1e9)
 	x, y := randBytes(4096), randBytes(8192)
-	a.put(t, pre+"el9", x, "")         // the wanted image
-	b.put(t, pre+"el9", y, "")         // same name, other contents
-	b.put(t, pre+"centos", x, "")      // same contents, another name
-	a.put(t, pre+"dup", y[:100], "")   // duplicates in one site
-	a.put(t, pre+"dup", y[:200], "")   //
+	a.put(t, pre+"el9", x, "")       // the wanted image
+	b.put(t, pre+"el9", y, "")       // same name, other contents
+	b.put(t, pre+"centos", x, "")    // same contents, another name
+	a.put(t, pre+"dup", y[:100], "") // duplicates in one site
+	a.put(t, pre+"dup", y[:200], "") //
 	usedID := b.put(t, pre+"old", y[:300], "hub-it")
 	unusedID := b.put(t, pre+"older", y[:400], "hub-it")
 	b.put(t, pre+"big", y, "hub-it") // Canopy's, wanted: counts against the quota
