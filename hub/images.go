@@ -121,22 +121,28 @@ type imageState struct {
 // progressBox carries agents' progress reports to the control loop.
 type progressBox struct {
 	mu   sync.Mutex
-	last map[string]protocol.ImageProgress
+	last map[string]siteProgress
 }
 
-func (b *progressBox) put(p protocol.ImageProgress) {
+// siteProgress is a progress report and the site whose agent sent it.
+type siteProgress struct {
+	site string
+	protocol.ImageProgress
+}
+
+func (b *progressBox) put(site string, p protocol.ImageProgress) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.last == nil {
-		b.last = map[string]protocol.ImageProgress{}
+		b.last = map[string]siteProgress{}
 	}
 	if len(b.last) > 10000 {
 		clear(b.last)
 	}
-	b.last[p.CommandID] = p
+	b.last[site+"|"+p.CommandID] = siteProgress{site: site, ImageProgress: p}
 }
 
-func (b *progressBox) take() map[string]protocol.ImageProgress {
+func (b *progressBox) take() map[string]siteProgress {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	out := b.last
@@ -180,8 +186,8 @@ func (l *loop) wants() []imageplan.Want {
 func (l *loop) imageCycle(now time.Time, views map[string]*cloudView) []outgoing {
 	h := l.h
 	is := &l.images
-	for id, p := range h.progress.take() {
-		if t, ok := is.transfers[id]; ok {
+	for _, p := range h.progress.take() {
+		if t, ok := is.transfers[p.CommandID]; ok && t.Dest == p.site { // only the destination's agent reports on a copy
 			t.State, t.Attempt, t.Bytes, t.RateBps, t.Error = p.State, p.Attempt, p.Bytes, p.RateBps, p.Error
 			t.ETA = ""
 			if p.ETA > 0 {

@@ -99,6 +99,9 @@ func TestImageDistribution(t *testing.T) {
 	// Progress reaches the status; the next cycle does not copy again.
 	e.h.receive(e.h.linkFor("east"), east, protocol.ImageProgress{CommandID: copies[0].ID, Ref: copies[0].ImageCopy.Ref,
 		State: protocol.CopyStreaming, Attempt: 1, Bytes: 1 << 19, Total: 1 << 20, RateBps: 1e6, ETA: time.Second, At: *e.now}, e.h.log)
+	// Another site's agent cannot report on east's copy.
+	e.h.receive(e.h.linkFor("west"), west, protocol.ImageProgress{CommandID: copies[0].ID, Ref: copies[0].ImageCopy.Ref,
+		State: protocol.CopyFailed, Bytes: 7, Total: 1 << 20, At: *e.now}, e.h.log)
 	e.advance(10 * time.Second)
 	e.cycle()
 	if again := drain(east, protocol.CmdImageCopy); len(again) != 0 {
