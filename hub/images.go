@@ -469,14 +469,17 @@ type ImageWantRequest struct {
 	Sites []string `json:"sites"`
 }
 
+// imageRoutes adds the image API to mux for one channel: the matrix for
+// every reader, want and unwant for admins only.
+func (h *Hub) imageRoutes(mux *http.ServeMux, ch channel) {
+	mux.HandleFunc("GET /api/v1/images", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, h.Images()) })
+	mux.HandleFunc("POST /api/v1/images/want", h.adminOnly(ch, h.imageWantHandler(true)))
+	mux.HandleFunc("POST /api/v1/images/unwant", h.adminOnly(ch, h.imageWantHandler(false)))
+}
+
 // imageWantHandler serves want (true) and unwant (false).
-func (h *Hub) imageWantHandler(want bool) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if err := sameOrigin(r); err != nil {
-			h.m.apiRefused.WithLabelValues("cross_site").Inc()
-			http.Error(w, err.Error(), http.StatusForbidden)
-			return
-		}
+func (h *Hub) imageWantHandler(want bool) func(w http.ResponseWriter, r *http.Request, by string) {
+	return func(w http.ResponseWriter, r *http.Request, by string) {
 		var req ImageWantRequest
 		dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
 		dec.DisallowUnknownFields()
@@ -489,7 +492,7 @@ func (h *Hub) imageWantHandler(want bool) http.HandlerFunc {
 		defer cancel()
 		var err error
 		if want {
-			err = h.WantImage(ctx, req.Name, req.Hash, req.Sites, "api:"+r.RemoteAddr)
+			err = h.WantImage(ctx, req.Name, req.Hash, req.Sites, by)
 		} else {
 			for _, s := range req.Sites {
 				if verr := pki.ValidSite(s); verr != nil {
@@ -497,7 +500,7 @@ func (h *Hub) imageWantHandler(want bool) http.HandlerFunc {
 					return
 				}
 			}
-			err = h.UnwantImage(ctx, req.Name, req.Sites, "api:"+r.RemoteAddr)
+			err = h.UnwantImage(ctx, req.Name, req.Sites, by)
 		}
 		switch {
 		case errors.Is(err, errNotWanted):

@@ -65,9 +65,14 @@ func TestImageDistribution(t *testing.T) {
 	e.setImages("west", glanceImage("w1", "el9", el9Hex, 1<<20, ""))
 	e.setImages("east")
 	e.serveLoop()
-	srv := httptest.NewServer(e.h.httpHandler())
+	srv := httptest.NewServer(e.h.handler(chanSocket))
 	defer srv.Close()
 
+	ro := httptest.NewServer(e.h.httpHandler())
+	defer ro.Close()
+	if code, _ := post(t, ro.URL+"/api/v1/images/want", ImageWantRequest{Name: "el9", Hash: "sha512:" + el9Hex, Sites: []string{"east"}}); code != http.StatusForbidden {
+		t.Fatalf("want on the read-only listener: %d, want 403", code)
+	}
 	for _, bad := range []struct {
 		req  ImageWantRequest
 		want string
@@ -213,7 +218,7 @@ func TestImageQuotaAndConfig(t *testing.T) {
 		t.Fatalf("east cell %+v, want refused: %s", c, want)
 	}
 	e.serveLoop()
-	srv := httptest.NewServer(e.h.httpHandler())
+	srv := httptest.NewServer(e.h.handler(chanSocket))
 	defer srv.Close()
 	if code, body := post(t, srv.URL+"/api/v1/images/unwant", ImageWantRequest{Name: "el9", Sites: []string{"east"}}); code != http.StatusBadRequest || !strings.Contains(body, "wanted by the hub config") {
 		t.Fatalf("unwant a config row: %d %s", code, body)

@@ -267,6 +267,12 @@ func (c Command) Validate() error {
 				return fmt.Errorf("boot command %q has a server name of %d bytes", c.ID, len(n))
 			}
 		}
+		if err := checkDuration(fmt.Sprintf("boot command %q keep_alive", c.ID), c.Boot.KeepAlive); err != nil {
+			return err
+		}
+		if err := checkDuration(fmt.Sprintf("boot command %q max_lifetime", c.ID), c.Boot.MaxLifetime); err != nil {
+			return err
+		}
 	}
 	return nil
 }

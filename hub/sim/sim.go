@@ -149,10 +149,11 @@ type engine struct {
 	invVMs     [][]protocol.VM
 	machines   map[string]demand.Machine
 
-	sum      Summary
-	day      *dayAcc
-	days     []*dayAcc
-	allWaits waitHist
+	sum       Summary
+	groupStat map[string]*GroupStats
+	day       *dayAcc
+	days      []*dayAcc
+	allWaits  waitHist
 }
 
 func newEngine(tr *Trace, opt Options) (*engine, error) {
@@ -584,7 +585,7 @@ func (e *engine) snapshot() (planner.Snapshot, snapshot.Report) {
 		clouds[ci] = snapshot.Cloud{
 			Settings: planner.Cloud{Site: sp.Site, Priority: sp.Priority, Paused: sp.Paused, Disabled: sp.Disabled,
 				Caps: sp.Caps, SoftQuota: sp.SoftQuota, Foreign: sp.Foreign, KeepAlive: sp.KeepAlive, MaxLifetime: sp.MaxLifetime,
-				Endpoint: sp.Endpoint, MaxInFlight: sp.MaxInFlight},
+				Endpoint: sp.Endpoint, MaxInFlight: sp.MaxInFlight, HS06PerCore: e.tr.HS06PerCore},
 			Connected: !sp.Disconnected, InventoryAt: now,
 			Inventory: &protocol.Inventory{Flavors: c.flavors, Limits: l, VMs: e.invVMs[ci], TakenAt: now},
 		}
@@ -685,6 +686,8 @@ func (e *engine) execute(p planner.Plan) {
 		switch d.Rule {
 		case planner.RuleComeAlive:
 			c.stats.NeverRegistered++
+		case planner.RuleOverQuota:
+			e.groupStats(vm.group).OverQuotaRetires++
 		}
 		c.stats.Deleted++
 		if len(vm.jobs) > 0 {
@@ -705,6 +708,13 @@ func (e *engine) execute(p planner.Plan) {
 		}
 		c := &e.clouds[vm.cloud]
 		c.stats.Retired++
+		if r.Rule == planner.RuleOverQuota {
+			st := e.groupStats(vm.group)
+			st.OverQuotaRetires++
+			if len(vm.jobs) > 0 {
+				st.OverQuotaBusy++
+			}
+		}
 		if r.Rule == planner.RuleJobAlive {
 			c.stats.NeverRanJob++
 		}

@@ -17,22 +17,25 @@ import (
 	"github.com/canopy-grid/canopy/hub"
 )
 
-// runImage serves `hub image want|unwant|ls|status` through the hub's
-// loopback API.
+// runImage serves `hub image want|unwant|ls|status` through the running
+// hub's API (the admin socket or admin TLS listener, like every operator
+// command; ls and status also work on the read-only HTTP listener).
 func runImage(args []string, stdout io.Writer) error {
 	if len(args) == 0 {
 		return fmt.Errorf("%w: image needs want, unwant, ls or status", errUsage)
 	}
 	fs := flag.NewFlagSet("hub image "+args[0], flag.ContinueOnError)
-	api := fs.String("api", "http://127.0.0.1:8080", "the hub's HTTP API")
+	var cf clientFlags
+	cf.register(fs)
 	hash := fs.String("hash", "", "want: the image's digest, algo:hex (sha512 as Glance's os_hash_value)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
 	rest := fs.Args()
-	base := strings.TrimRight(*api, "/")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	c, err := cf.dial()
+	if err != nil {
+		return err
+	}
 	switch args[0] {
 	case "want", "unwant":
 		if len(rest) < 2 && args[0] == "want" || len(rest) < 1 {
@@ -42,15 +45,14 @@ func runImage(args []string, stdout io.Writer) error {
 			return fmt.Errorf("%w: hub image want needs --hash algo:hex", errUsage)
 		}
 		body, _ := json.Marshal(hub.ImageWantRequest{Name: rest[0], Hash: *hash, Sites: rest[1:]})
-		var out map[string]any
-		if err := call(ctx, http.MethodPost, base+"/api/v1/images/"+args[0], body, &out); err != nil {
+		if err := c.post("/api/v1/images/"+args[0], body); err != nil {
 			return err
 		}
 		_, err := fmt.Fprintf(stdout, "%s: %s in %s\n", args[0], rest[0], strings.Join(rest[1:], " "))
 		return err
 	case "ls", "status":
 		var st hub.ImageStatus
-		if err := call(ctx, http.MethodGet, base+"/api/v1/images", nil, &st); err != nil {
+		if err := c.do(http.MethodGet, "/api/v1/images", &st); err != nil {
 			return err
 		}
 		if args[0] == "ls" {
@@ -61,27 +63,23 @@ func runImage(args []string, stdout io.Writer) error {
 	return fmt.Errorf("%w: unknown image command %q", errUsage, args[0])
 }
 
-// call does one API request and decodes its JSON answer.
-func call(ctx context.Context, method, url string, body []byte, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
+// post sends a JSON body to the hub's API.
+func (c *client) post(path string, body []byte) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+path, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("hub API: %w", err)
+		return fmt.Errorf("reach the hub: %w", err)
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return fmt.Errorf("hub API: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("hub API %s: %s", resp.Status, strings.TrimSpace(string(b)))
-	}
-	if err := json.Unmarshal(b, out); err != nil {
-		return fmt.Errorf("hub API answer: %w", err)
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("hub: %s: %s", resp.Status, strings.TrimSpace(string(b)))
 	}
 	return nil
 }
