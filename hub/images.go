@@ -326,6 +326,14 @@ func (l *loop) imageResult(now time.Time, cloud string, cmd protocol.Command, r 
 	}
 }
 
+// publishWants shows an admin's change of the matrix at once (its cells
+// follow at the next cycle).
+func (l *loop) publishWants() {
+	st := l.h.Images()
+	st.Wants = l.wants()
+	l.h.imageStatus.Store(&st)
+}
+
 // Images returns the image distribution's last state.
 func (h *Hub) Images() ImageStatus {
 	if st := h.imageStatus.Load(); st != nil {
@@ -367,6 +375,7 @@ func (h *Hub) WantImage(ctx context.Context, name, hash string, sites []string, 
 		}
 		w.From = "api"
 		l.tx.PutImageWant(w)
+		l.publishWants()
 		l.event(now, "", "", "", "image_want", fmt.Sprintf("%s wanted in %s by %s", w.Ref, strings.Join(sites, ","), by))
 		return nil
 	})
@@ -398,6 +407,7 @@ func (h *Hub) UnwantImage(ctx context.Context, name string, sites []string, by s
 		} else {
 			l.tx.PutImageWant(w)
 		}
+		l.publishWants()
 		l.event(now, "", "", "", "image_unwant", fmt.Sprintf("%s unwanted in %s by %s", w.Ref, strings.Join(sites, ","), by))
 		return nil
 	})

@@ -28,10 +28,18 @@ func runImage(args []string, stdout io.Writer) error {
 	var cf clientFlags
 	cf.register(fs)
 	hash := fs.String("hash", "", "want: the image's digest, algo:hex (sha512 as Glance's os_hash_value)")
-	if err := fs.Parse(args[1:]); err != nil {
-		return err
+	// Flags may come before, between or after the image and sites.
+	var rest []string
+	for left := args[1:]; ; {
+		if err := fs.Parse(left); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		rest = append(rest, fs.Arg(0))
+		left = fs.Args()[1:]
 	}
-	rest := fs.Args()
 	c, err := cf.dial()
 	if err != nil {
 		return err
