@@ -72,6 +72,9 @@ type Config struct {
 	GeoIPCityDB string `yaml:"geoip_city_db"`
 	// Demand selects the job source; main wires it.
 	Demand DemandConfig `yaml:"demand"`
+	// Images configures image distribution: the desired matrix's rows the
+	// config holds, transfer limits, backoff and per-site quotas.
+	Images ImagesConfig `yaml:"images"`
 }
 
 // DemandConfig selects and configures the job source.
@@ -249,6 +252,7 @@ func (c Config) Validate() error {
 	if c.Demand.Trace.TimeScale < 0 {
 		errs = append(errs, fmt.Errorf("demand.trace.time_scale %v is negative (0: real time)", c.Demand.Trace.TimeScale))
 	}
+	errs = append(errs, c.Images.validate()...)
 	if c.Planner.IdleThrottlePercent < 0 {
 		errs = append(errs, fmt.Errorf("planner.idle_throttle_percent %d is negative", c.Planner.IdleThrottlePercent))
 	}

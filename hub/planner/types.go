@@ -130,6 +130,11 @@ type Cloud struct {
 	// keeps it. Zero means not over, or not known to be: then no VM with
 	// running jobs is retired for the cloud's quota.
 	OverQuotaSince time.Time
+	// ImagesNotReady are images this cloud should hold (the image matrix
+	// wants them there) but does not yet, by image name, with why
+	// (missing, still copying, refused by quota): VM types booting one of
+	// them are not booted here. Nil means none.
+	ImagesNotReady map[string]string
 }
 
 // Group is one owner group's settings. Groups without an entry get the
