@@ -513,6 +513,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	wg.Go(func() { a.throttleLoop(ctx) })
 	wg.Go(func() { a.reaper(ctx) })
 	wg.Go(func() { a.storageLoop(ctx) })
+	wg.Go(func() { a.credentialLoop(ctx) })
 	wg.Go(func() { _ = a.squids.Run(ctx) })
 	defer wg.Wait()
 

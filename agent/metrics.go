@@ -39,6 +39,7 @@ type metrics struct {
 	stateFailures   prometheus.Counter
 	stateSeconds    prometheus.Histogram
 	inventories     *prometheus.CounterVec
+	credential      *credentialCollector
 }
 
 func newMetrics(site string) *metrics {
@@ -74,9 +75,10 @@ func newMetrics(site string) *metrics {
 			Help: "Time to commit one batch to the state file.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 		inventories: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_agent_inventories_sent_total", ConstLabels: c,
 			Help: "Inventories sent to the hub, full or delta."}, []string{"kind"}),
+		credential: newCredentialCollector(site),
 	}
 	m.reg.MustRegister(m.inventories, m.checkins, m.checkinsRefused, m.enrolls, m.enrollsRefused, m.condorTokens, m.vmTLSErrors, m.deletesRefused, m.retiresRefused, m.commandsStale, m.deletes,
-		m.stateCommits, m.stateFailures, m.stateSeconds)
+		m.stateCommits, m.stateFailures, m.stateSeconds, m.credential)
 	return m
 }
 

@@ -4,7 +4,7 @@
 # with up.sh/down.sh that record and stop only their own PIDs.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-for svc in cloud-init squid gluster openstack htcondor; do
+for svc in cloud-init squid gluster openstack htcondor prometheus; do
   if [ -x "$here/$svc/up.sh" ]; then
     echo "testbed: $svc up"
     "$here/$svc/up.sh"
