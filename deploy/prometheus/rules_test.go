@@ -145,7 +145,7 @@ func TestEveryAlertTested(t *testing.T) {
 		}
 	}
 	// The parts the operations docs promise alerts for.
-	for _, a := range []string{"CanopyAgentDisconnected", "CanopyCloudFrozen", "CanopyCloudBootsFailing", "CanopyDemandUnserved",
+	for _, a := range []string{"CanopyHubDown", "CanopyAgentDisconnected", "CanopyCloudFrozen", "CanopyCloudBootsFailing", "CanopyDemandUnserved",
 		"CanopyNoVerifiedSquid", "CanopyStorageDegraded", "CanopyGeoReplicationFaulty", "CanopyCredentialExpiring", "CanopyImageCopyFailing"} {
 		if !alerts[a] {
 			t.Errorf("alerts.yml lacks %s", a)
