@@ -42,7 +42,9 @@ type metrics struct {
 	credential      *credentialCollector
 }
 
-func newMetrics(site string) *metrics {
+// newMetrics makes the agent's metrics; connected tells whether the agent
+// holds a session with the hub now (canopy_agent_hub_connected).
+func newMetrics(site string, connected func() bool) *metrics {
 	c := prometheus.Labels{"site": site}
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
@@ -78,7 +80,14 @@ func newMetrics(site string) *metrics {
 		credential: newCredentialCollector(site),
 	}
 	m.reg.MustRegister(m.inventories, m.checkins, m.checkinsRefused, m.enrolls, m.enrollsRefused, m.condorTokens, m.vmTLSErrors, m.deletesRefused, m.retiresRefused, m.commandsStale, m.deletes,
-		m.stateCommits, m.stateFailures, m.stateSeconds, m.credential)
+		m.stateCommits, m.stateFailures, m.stateSeconds, m.credential,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "canopy_agent_hub_connected", ConstLabels: c,
+			Help: "1 while the agent holds a session with the hub, 0 while it reconnects."}, func() float64 {
+			if connected() {
+				return 1
+			}
+			return 0
+		}))
 	return m
 }
 

@@ -48,7 +48,8 @@ canopy_agent_credential_expiry_timestamp_seconds{site="west"} 1.798859045e+09
 			log := logrus.New()
 			log.SetOutput(io.Discard)
 			tc.d.called = make(chan struct{}, 1)
-			a := &Agent{driver: tc.d, log: log.WithField("t", t.Name()), metrics: newMetrics("west")}
+			a := &Agent{driver: tc.d, log: log.WithField("t", t.Name())}
+			a.metrics = newMetrics("west", func() bool { return false })
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan struct{})
 			go func() { a.credentialLoop(ctx); close(done) }()
@@ -70,7 +71,7 @@ canopy_agent_credential_expiry_timestamp_seconds{site="west"} 1.798859045e+09
 // TestMetricsLint runs client_golang's metric linter over every metric
 // of the agent's registry, each with a series.
 func TestMetricsLint(t *testing.T) {
-	m := newMetrics("west")
+	m := newMetrics("west", func() bool { return true })
 	m.credential.set(time.Unix(1798859045, 0), true)
 	m.checkinsRefused.WithLabelValues("token").Inc()
 	m.enrollsRefused.WithLabelValues("token").Inc()
@@ -85,8 +86,8 @@ func TestMetricsLint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(n) != 15 {
-		t.Errorf("%d metric families gathered, want 15 (one per metric): a metric without series is not linted", len(n))
+	if len(n) != 16 {
+		t.Errorf("%d metric families gathered, want 16 (one per metric): a metric without series is not linted", len(n))
 	}
 	problems, err := testutil.GatherAndLint(m.reg)
 	if err != nil {
@@ -94,5 +95,29 @@ func TestMetricsLint(t *testing.T) {
 	}
 	for _, p := range problems {
 		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+}
+
+// TestHubConnectedMetric: canopy_agent_hub_connected follows the agent's
+// session status.
+func TestHubConnectedMetric(t *testing.T) {
+	a := &Agent{}
+	a.metrics = newMetrics("west", func() bool { return a.Status().Connected })
+	const head = `
+# HELP canopy_agent_hub_connected 1 while the agent holds a session with the hub, 0 while it reconnects.
+# TYPE canopy_agent_hub_connected gauge
+`
+	for _, tc := range []struct {
+		connected bool
+		want      string
+	}{
+		{false, `canopy_agent_hub_connected{site="west"} 0`},
+		{true, `canopy_agent_hub_connected{site="west"} 1`},
+		{false, `canopy_agent_hub_connected{site="west"} 0`},
+	} {
+		a.setStatus(func(s *Status) { s.Connected = tc.connected })
+		if err := testutil.GatherAndCompare(a.metrics.reg, strings.NewReader(head+tc.want+"\n"), "canopy_agent_hub_connected"); err != nil {
+			t.Errorf("connected=%v: %v", tc.connected, err)
+		}
 	}
 }
