@@ -24,6 +24,7 @@ import (
 
 	"github.com/canopy-grid/canopy/agent/agentdb"
 	"github.com/canopy-grid/canopy/agent/driver"
+	"github.com/canopy-grid/canopy/agent/imagecopy"
 	"github.com/canopy-grid/canopy/agent/squidcache"
 	"github.com/canopy-grid/canopy/agent/vmtoken"
 	"github.com/canopy-grid/canopy/images"
@@ -100,6 +101,10 @@ type Config struct {
 	// when several agents share a host). Keep it on loopback or a
 	// management network.
 	MetricsListen string `yaml:"metrics_listen"`
+	// ImageSources are the other sites' image services this agent reads
+	// image copies from, by site (filled by main from the config's
+	// image_sources: a read credential per source site).
+	ImageSources map[string]imagecopy.Source `yaml:"-"`
 }
 
 // HubLink says how to reach and trust the hub (the config's hub: section).
@@ -253,6 +258,9 @@ type Agent struct {
 	deleteLog  *throttle
 	// enrolls are the enrollment tokens minted for booted servers.
 	enrolls *enrollBook
+
+	// progress carries image copy reports to the current hub session.
+	progress progressSink
 
 	db      *agentdb.Store // nil: the book is not persisted (tests)
 	flushMu sync.Mutex     // serialises flushes

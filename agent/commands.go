@@ -195,6 +195,18 @@ func (a *Agent) execute(ctx context.Context, cmd protocol.Command) (res *protoco
 			break
 		}
 		ids, refused, err = a.deleteVMs(ctx, cmd.Delete.VMIDs, cmd.Delete.Reason, cmd.Delete.Override, sourceCommand)
+	case protocol.CmdImageCopy:
+		if cmd.ImageCopy == nil {
+			err = invalidf("image copy command without body")
+			break
+		}
+		ids, err = a.copyImage(ctx, cmd.ID, *cmd.ImageCopy)
+	case protocol.CmdImageDelete:
+		if cmd.ImageDelete == nil {
+			err = invalidf("image delete command without body")
+			break
+		}
+		ids, refused, err = a.deleteImage(ctx, *cmd.ImageDelete)
 	default:
 		err = invalidf("unknown command %q", cmd.Op)
 	}
@@ -292,7 +304,9 @@ func (a *Agent) boot(ctx context.Context, b protocol.BootCommand) ([]string, err
 		if err != nil {
 			return ids, err
 		}
-		ud, err := a.userData.Render(a.vmSettings(vmURL, tok, gossipJoin, b.Group, b.VMType))
+		settings := a.vmSettings(vmURL, tok, gossipJoin, b.Group, b.VMType)
+		settings.KeepAlive, settings.MaxLifetime = b.KeepAlive, b.MaxLifetime
+		ud, err := a.userData.Render(settings)
 		if err != nil {
 			return ids, err
 		}
@@ -306,12 +320,19 @@ func (a *Agent) boot(ctx context.Context, b protocol.BootCommand) ([]string, err
 	var errs []error
 	for _, p := range todo {
 		name := p.name
+		meta := map[string]string{driver.MetaHub: hubID, driver.MetaSite: a.cfg.Site, driver.MetaGroup: b.Group,
+			driver.MetaVMType: b.VMType, driver.MetaPlan: b.PlanID, driver.MetaTokenID: p.tokID}
+		if b.KeepAlive > 0 {
+			meta[driver.MetaKeepAlive] = b.KeepAlive.String()
+		}
+		if b.MaxLifetime > 0 {
+			meta[driver.MetaMaxLifetime] = b.MaxLifetime.String()
+		}
 		s, err := a.driver.Boot(ctx, driver.BootSpec{
-			Name:   name,
-			Flavor: b.Flavor,
-			Image:  b.Image,
-			Metadata: map[string]string{driver.MetaHub: hubID, driver.MetaSite: a.cfg.Site, driver.MetaGroup: b.Group,
-				driver.MetaVMType: b.VMType, driver.MetaPlan: b.PlanID, driver.MetaTokenID: p.tokID},
+			Name:     name,
+			Flavor:   b.Flavor,
+			Image:    b.Image,
+			Metadata: meta,
 			UserData: p.userData,
 		})
 		if err != nil {
@@ -540,17 +561,19 @@ func (a *Agent) inventory(ctx context.Context) (protocol.Inventory, error) {
 	if err != nil {
 		return protocol.Inventory{}, err
 	}
+	apiStart := time.Now()
 	limits, err := a.driver.Limits(ctx)
 	if err != nil {
 		return protocol.Inventory{}, fmt.Errorf("limits: %w", err)
 	}
+	apiMillis := max(int(time.Since(apiStart).Milliseconds()), 1)
 	l, err := a.listing.get(ctx, listingMaxAge)
 	if err != nil {
 		return protocol.Inventory{}, fmt.Errorf("servers: %w", err)
 	}
 	now := a.now()
 	inv := protocol.Inventory{Seq: a.invSeq.Add(1), Flavors: flavors, Limits: limits, Images: imgs, TakenAt: now.UTC(),
-		Storage: a.storageReport(), Squids: a.cfg.SquidList, Policy: a.cfg.Policy, Running: a.cmds.running()}
+		Storage: a.storageReport(), Squids: a.cfg.SquidList, Policy: a.cfg.Policy, Running: a.cmds.running(), APIMillis: apiMillis}
 	hubID := a.currentHubID()
 	fresh := 3 * a.cfg.CheckinEvery
 	live := make(map[string]bool, len(l.servers))
@@ -565,6 +588,7 @@ func (a *Agent) inventory(ctx context.Context) (protocol.Inventory, error) {
 		vm.Foreign = vm.Hub == "" || vm.Hub != hubID
 		if !vm.Foreign {
 			vm.Group, vm.VMType, vm.PlanID = s.Metadata[driver.MetaGroup], s.Metadata[driver.MetaVMType], s.Metadata[driver.MetaPlan]
+			vm.KeepAlive, vm.MaxLifetime = metaDuration(s.Metadata[driver.MetaKeepAlive]), metaDuration(s.Metadata[driver.MetaMaxLifetime])
 		}
 		if st, ok := a.vms.get(s.ID); ok {
 			// LastSeen is left out: it moves at every check-in and would
@@ -675,4 +699,19 @@ func (a *Agent) reap(ctx context.Context) {
 			a.markChanged()
 		}
 	}
+}
+
+// metaDuration reads a duration the agent wrote into a server's metadata.
+// Anyone with the project's credentials can edit metadata: a value that
+// is not a non-negative duration counts as none (the hub's and cloud's own
+// settings then apply), which never shortens a VM's life.
+func metaDuration(v string) time.Duration {
+	if v == "" || len(v) > 32 {
+		return 0
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0
+	}
+	return d
 }

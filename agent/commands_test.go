@@ -27,7 +27,8 @@ type fakeDriver struct {
 	deletes  int
 	maxVMs   int
 	failList error
-	gate     chan struct{} // if set, Boot signals entered and waits on it
+	userData map[string][]byte // by server id
+	gate     chan struct{}     // if set, Boot signals entered and waits on it
 	entered  chan struct{}
 }
 
@@ -71,6 +72,10 @@ func (f *fakeDriver) Boot(_ context.Context, spec driver.BootSpec) (driver.Serve
 	f.boots++
 	s := driver.Server{ID: fmt.Sprintf("id-%d", f.boots), Name: spec.Name, Flavor: spec.Flavor, Status: driver.StatusActive, Metadata: spec.Metadata}
 	f.servers[s.ID] = s
+	if f.userData == nil {
+		f.userData = map[string][]byte{}
+	}
+	f.userData[s.ID] = spec.UserData
 	return s, nil
 }
 func (f *fakeDriver) Delete(_ context.Context, id string) error {

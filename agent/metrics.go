@@ -40,6 +40,10 @@ type metrics struct {
 	stateSeconds    prometheus.Histogram
 	inventories     *prometheus.CounterVec
 	credential      *credentialCollector
+	// Image copies carried out by this agent (as the destination).
+	imageCopies         *prometheus.CounterVec
+	imageBytes          prometheus.Counter
+	imageCopiesInFlight prometheus.Gauge
 }
 
 // newMetrics makes the agent's metrics; connected tells whether the agent
@@ -77,9 +81,15 @@ func newMetrics(site string, connected func() bool) *metrics {
 			Help: "Time to commit one batch to the state file.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 		inventories: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_agent_inventories_sent_total", ConstLabels: c,
 			Help: "Inventories sent to the hub, full or delta."}, []string{"kind"}),
+		imageCopies: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_image_agent_copies_total", ConstLabels: c,
+			Help: "Image copies into this site finished, by result (ok, failed)."}, []string{"result"}),
+		imageBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "canopy_image_agent_bytes_total", ConstLabels: c,
+			Help: "Image bytes streamed into this site's image service (every attempt)."}),
+		imageCopiesInFlight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "canopy_image_agent_copies_in_flight", ConstLabels: c,
+			Help: "Image copies into this site under way."}),
 		credential: newCredentialCollector(site),
 	}
-	m.reg.MustRegister(m.inventories, m.checkins, m.checkinsRefused, m.enrolls, m.enrollsRefused, m.condorTokens, m.vmTLSErrors, m.deletesRefused, m.retiresRefused, m.commandsStale, m.deletes,
+	m.reg.MustRegister(m.imageCopies, m.imageBytes, m.imageCopiesInFlight, m.inventories, m.checkins, m.checkinsRefused, m.enrolls, m.enrollsRefused, m.condorTokens, m.vmTLSErrors, m.deletesRefused, m.retiresRefused, m.commandsStale, m.deletes,
 		m.stateCommits, m.stateFailures, m.stateSeconds, m.credential,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "canopy_agent_hub_connected", ConstLabels: c,
 			Help: "1 while the agent holds a session with the hub, 0 while it reconnects."}, func() float64 {

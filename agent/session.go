@@ -37,6 +37,8 @@ func (a *Agent) session(ctx context.Context) (connected bool, err error) {
 		return false, fmt.Errorf("open control stream: %w", err)
 	}
 	conn := protocol.NewConn(st, st)
+	a.progress.set(conn)
+	defer a.progress.set(nil)
 	w, err := protocol.ClientHandshake(conn, protocol.Hello{Site: a.cfg.Site, Software: Version, Epoch: a.epoch})
 	if err != nil {
 		return false, fmt.Errorf("handshake: %w", err)

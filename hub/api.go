@@ -2,38 +2,25 @@ package hub
 
 import (
 	"context"
-	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"html/template"
 	"net"
 	"net/http"
 	"net/http/pprof"
 	"net/url"
-	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/canopy-grid/canopy/hub/intent"
-	"github.com/canopy-grid/canopy/hub/planner"
-	"github.com/canopy-grid/canopy/hub/snapshot"
+	"github.com/canopy-grid/canopy/hub/ledger"
+	"github.com/canopy-grid/canopy/hub/series"
 	"github.com/canopy-grid/canopy/protocol"
 	"github.com/canopy-grid/canopy/protocol/squidreg"
 )
-
-//go:embed status.html
-var statusHTML string
-
-var statusTmpl = template.Must(template.New("status").Funcs(template.FuncMap{
-	"ago": func(t time.Time) string {
-		if t.IsZero() {
-			return "never"
-		}
-		return time.Since(t).Round(time.Second).String() + " ago"
-	},
-}).Parse(statusHTML))
 
 // errNoSuchVM is returned by admin actions on a VM the hub does not know.
 var errNoSuchVM = errors.New("no such VM")
@@ -94,7 +81,12 @@ func validVMID(id string) bool {
 	return true
 }
 
-func (h *Hub) httpHandler() http.Handler {
+// httpHandler serves the HTTP listener: read-only unless admin_on_http.
+func (h *Hub) httpHandler() http.Handler { return h.handler(chanHTTP) }
+
+// handler serves one listener: the page, the public page, /metrics, the
+// JSON API and, where the channel allows administering, admin actions.
+func (h *Hub) handler(ch channel) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(h.reg, promhttp.HandlerOpts{}))
 	// Profiles for whoever administers the hub (the listener is loopback).
@@ -104,41 +96,16 @@ func (h *Hub) httpHandler() http.Handler {
 	mux.HandleFunc("GET /api/v1/sites", func(w http.ResponseWriter, _ *http.Request) { writeRaw(w, h.Status().SitesJSON()) })
 	mux.HandleFunc("GET /api/v1/vms", func(w http.ResponseWriter, _ *http.Request) { writeRaw(w, h.Status().VMsJSON()) })
 	mux.HandleFunc("GET /api/v1/status", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, h.Status()) })
+	mux.HandleFunc("GET /api/v1/summary", func(w http.ResponseWriter, _ *http.Request) {
+		st := h.Status()
+		writeJSON(w, Summary{At: st.At, HubID: st.HubID, Sites: st.Sites, Groups: st.Groups, Unmatchable: st.Unmatchable,
+			Idle: st.Demand.Idle, Running: st.Demand.Running, DemandError: st.Demand.Error})
+	})
 	sq := h.squids.Handler()
 	mux.Handle(squidreg.PathSquids, sq)
 	mux.Handle(squidreg.PathNearest, sq)
 	mux.Handle(squidreg.PathWPAD, sq)
-	// Manual control. The HTTP listener is loopback only (Config.Validate):
-	// whoever can reach it administers the hub.
-	hold := func(held bool) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) {
-			if err := sameOrigin(r); err != nil {
-				h.m.apiRefused.WithLabelValues("cross_site").Inc()
-				http.Error(w, err.Error(), http.StatusForbidden)
-				return
-			}
-			id := r.PathValue("id")
-			if !validVMID(id) {
-				h.m.apiRefused.WithLabelValues("bad_id").Inc()
-				http.Error(w, "bad VM id: want 1 to 255 letters, digits, '-', '_' or '.'", http.StatusBadRequest)
-				return
-			}
-			ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
-			defer cancel()
-			err := h.SetHeld(ctx, id, held, "api:"+r.RemoteAddr)
-			switch {
-			case errors.Is(err, errNoSuchVM):
-				h.m.apiRefused.WithLabelValues("unknown_vm").Inc()
-				http.Error(w, err.Error(), http.StatusNotFound)
-			case err != nil:
-				http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			default:
-				writeJSON(w, map[string]any{"vm_id": id, "held": held})
-			}
-		}
-	}
-	mux.HandleFunc("POST /api/v1/vms/{id}/hold", hold(true))
-	mux.HandleFunc("DELETE /api/v1/vms/{id}/hold", hold(false))
+	h.adminRoutes(mux, ch)
 	mux.HandleFunc("GET /api/v1/storage", func(w http.ResponseWriter, _ *http.Request) {
 		out := map[string]*protocol.StorageReport{}
 		for _, s := range h.Sites() {
@@ -149,73 +116,118 @@ func (h *Hub) httpHandler() http.Handler {
 		writeJSON(w, out)
 	})
 	mux.HandleFunc("GET /api/v1/demand", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, h.Demand()) })
-	mux.HandleFunc("GET /api/v1/events", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, h.Status().Events) })
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
-		st := h.Status()
-		ev := st.Events[:min(20, len(st.Events))]
-		rows, counts := pageVMs(st.VMs, pageVMRows)
-		data := struct {
-			HubID    string
-			Sites    []SiteStatus
-			VMs      []VMStatus
-			VMTotal  int
-			VMCounts []siteCounts
-			Demand   DemandStatus
-			Evidence snapshot.Report
-			Events   []intent.Event
-			Now      time.Time
-		}{st.HubID, st.Sites, rows, len(st.VMs), counts, st.Demand, st.Evidence, ev, h.now()}
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
-		if err := statusTmpl.Execute(w, data); err != nil {
-			h.log.WithError(err).Warn("render status page")
-		}
+	mux.HandleFunc("GET /api/v1/events", h.serveEvents)
+	mux.HandleFunc("GET /api/v1/series/{plot}", h.serveSeries)
+	mux.HandleFunc("GET /api/v1/accounting", h.serveAccounting)
+	mux.HandleFunc("GET /static/console.js", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
+		w.Header().Set("Cache-Control", "max-age=300")
+		_, _ = w.Write(consoleJS)
 	})
+	mux.HandleFunc("GET /static/icon.svg", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "image/svg+xml")
+		w.Header().Set("Cache-Control", "max-age=86400")
+		_, _ = w.Write([]byte(iconSVG))
+	})
+	mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	mux.HandleFunc("GET /public", func(w http.ResponseWriter, r *http.Request) { h.renderPage(w, r, ch, true) })
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { h.renderPage(w, r, ch, false) })
 	return mux
 }
 
-// pageVMRows is how many VMs the status page lists; the JSON API has all.
-const pageVMRows = 200
+// iconSVG is the page's icon (a canopy: three leaves).
+const iconSVG = `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><circle cx="5" cy="7" r="4" fill="#2e8b57"/>` +
+	`<circle cx="11" cy="7" r="4" fill="#3a9d66"/><circle cx="8" cy="4" r="4" fill="#46b076"/><rect x="7" y="9" width="2" height="6" fill="#6b4f2a"/></svg>`
 
-// siteCounts is one cloud's VMs by state, for the status page.
-type siteCounts struct {
-	Site   string
-	Counts map[string]int
-	Total  int
+// Summary is /api/v1/summary: what `hub status` shows.
+type Summary struct {
+	At          time.Time        `json:"at"`
+	HubID       string           `json:"hub_id"`
+	Sites       []SiteStatus     `json:"sites"`
+	Groups      []GroupRow       `json:"groups"`
+	Unmatchable []UnmatchableRow `json:"unmatchable"`
+	Idle        int              `json:"idle"`
+	Running     int              `json:"running"`
+	DemandError string           `json:"demand_error,omitempty"`
 }
 
-// pageVMs picks the VMs the page lists (those that need attention first:
-// in error, held, retiring; then the rest by name, up to n) and counts
-// every VM by cloud and state.
-func pageVMs(vms []VMStatus, n int) ([]VMStatus, []siteCounts) {
-	by := map[string]*siteCounts{}
-	var order []string
-	var rows []VMStatus
-	for pass := range 2 {
-		for i := range vms {
-			vm := &vms[i]
-			attention := vm.State == planner.VMError || vm.Held || vm.State == planner.VMRetiring || vm.RetireError != ""
-			if pass == 0 {
-				c := by[vm.Site]
-				if c == nil {
-					c = &siteCounts{Site: vm.Site, Counts: map[string]int{}}
-					by[vm.Site] = c
-					order = append(order, vm.Site)
-				}
-				c.Counts[string(vm.State)]++
-				c.Total++
-			}
-			if len(rows) < n && attention == (pass == 0) {
-				rows = append(rows, *vm)
-			}
+// serveEvents answers /api/v1/events, newest first, filtered by kind and
+// site, at most limit (default and maximum: the status's 200).
+func (h *Hub) serveEvents(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	kind, site := q.Get("kind"), q.Get("site")
+	limit := recentEvents
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			http.Error(w, "limit: want a positive number", http.StatusBadRequest)
+			return
+		}
+		limit = min(n, recentEvents)
+	}
+	out := []intent.Event{}
+	for _, e := range h.Status().Events {
+		if (kind == "" || e.Kind == kind) && (site == "" || e.Cloud == site) && len(out) < limit {
+			out = append(out, e)
 		}
 	}
-	slices.Sort(order)
-	counts := make([]siteCounts, 0, len(order))
-	for _, s := range order {
-		counts = append(counts, *by[s])
+	writeJSON(w, out)
+}
+
+// serveSeries answers /api/v1/series/PLOT.csv (or .json) ?tier=hour|day|month.
+func (h *Hub) serveSeries(w http.ResponseWriter, r *http.Request) {
+	id, format, _ := strings.Cut(r.PathValue("plot"), ".")
+	p, ok := plotByID(id)
+	if !ok || (format != "csv" && format != "json") {
+		http.Error(w, "want /api/v1/series/{vms,jobs,cores,boots}.{csv,json}", http.StatusNotFound)
+		return
 	}
-	return rows, counts
+	tierName := r.URL.Query().Get("tier")
+	if tierName == "" {
+		tierName = "hour"
+	}
+	tier, ok := series.TierByName(tierName)
+	if !ok {
+		http.Error(w, "tier: want hour, day or month", http.StatusBadRequest)
+		return
+	}
+	names := p.series(h.con.series.Names())
+	if format == "json" {
+		out := map[string][]series.Point{}
+		for _, n := range names {
+			out[n] = h.con.series.Points(n, tier)
+		}
+		writeJSON(w, out)
+		return
+	}
+	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=canopy-%s-%s.csv", id, tierName))
+	if err := h.con.series.WriteCSV(w, names, tier); err != nil {
+		h.log.WithError(err).Debug("series CSV not sent whole")
+	}
+}
+
+// serveAccounting answers /api/v1/accounting?from=YYYY-MM-DD&to=&by=group,site&format=csv.
+func (h *Hub) serveAccounting(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	var by []string
+	if v := q.Get("by"); v != "" {
+		by = strings.Split(v, ",")
+	}
+	rows, err := h.con.ledger.Query(q.Get("from"), q.Get("to"), by)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	switch q.Get("format") {
+	case "", "json":
+		writeJSON(w, rows)
+	case "csv":
+		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+		_ = ledger.WriteCSV(w, rows)
+	default:
+		http.Error(w, "format: want json or csv", http.StatusBadRequest)
+	}
 }
 
 // checkListen refuses an HTTP address beyond loopback: the API has no

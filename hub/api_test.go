@@ -35,24 +35,8 @@ func TestHoldAPI(t *testing.T) {
 	e.connect("west", vm("id-1", "canopy-west-p1-0-0", readySince(*e.now)))
 	e.cycle()
 	e.serveLoop()
-	srv := httptest.NewServer(e.h.httpHandler())
+	srv := httptest.NewServer(e.h.handler(chanSocket))
 	defer srv.Close()
-	do := func(method, path string, hdr map[string]string) (int, string) {
-		req, _ := http.NewRequest(method, srv.URL+path, nil)
-		for k, v := range hdr {
-			req.Header.Set(k, v)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var b strings.Builder
-		buf := make([]byte, 4096)
-		n, _ := resp.Body.Read(buf)
-		b.Write(buf[:n])
-		return resp.StatusCode, b.String()
-	}
 	cases := []struct {
 		name, method, path string
 		hdr                map[string]string
@@ -61,16 +45,18 @@ func TestHoldAPI(t *testing.T) {
 	}{
 		{"cross-site origin", "POST", "/api/v1/vms/id-1/hold", map[string]string{"Origin": "http://evil.example"}, http.StatusForbidden, false},
 		{"cross-site fetch", "POST", "/api/v1/vms/id-1/hold", map[string]string{"Sec-Fetch-Site": "cross-site"}, http.StatusForbidden, false},
+		{"same-origin browser without the CSRF header", "POST", "/api/v1/vms/id-1/hold", map[string]string{"Sec-Fetch-Site": "same-origin"}, http.StatusForbidden, false},
 		{"unknown VM", "POST", "/api/v1/vms/no-such-vm/hold", nil, http.StatusNotFound, false},
 		{"path in id", "POST", "/api/v1/vms/..%2F..%2Fetc%2Fpasswd/hold", nil, http.StatusBadRequest, false},
 		{"markup in id", "POST", "/api/v1/vms/%3Cscript%3E/hold", nil, http.StatusBadRequest, false},
 		{"NUL in id", "POST", "/api/v1/vms/a%00b/hold", nil, http.StatusBadRequest, false},
 		{"hold", "POST", "/api/v1/vms/id-1/hold", nil, http.StatusOK, true},
-		{"hold from the page itself", "POST", "/api/v1/vms/id-1/hold", map[string]string{"Sec-Fetch-Site": "same-origin"}, http.StatusOK, true},
+		{"hold from the page itself", "POST", "/api/v1/vms/id-1/hold", map[string]string{"Sec-Fetch-Site": "same-origin", csrfHeader: "1"}, http.StatusOK, true},
+		{"retire a held VM", "POST", "/api/v1/vms/id-1/retire", nil, http.StatusConflict, true},
 		{"release", "DELETE", "/api/v1/vms/id-1/hold", nil, http.StatusOK, false},
 	}
 	for _, c := range cases {
-		code, body := do(c.method, c.path, c.hdr)
+		code, body := do(t, srv.URL, c.method, c.path, c.hdr)
 		if code != c.want {
 			t.Errorf("%s: status %d (%s), want %d", c.name, code, strings.TrimSpace(body), c.want)
 		}
@@ -86,6 +72,22 @@ func TestHoldAPI(t *testing.T) {
 	if err != nil || len(st.Hold) != 0 || !hasEvent(e.h.Status().Events, "released", "") {
 		t.Fatalf("stored holds %+v, %v", st.Hold, err)
 	}
+}
+
+// do sends one request and returns the status and body.
+func do(t *testing.T, base, method, path string, hdr map[string]string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, base+path, nil)
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 func TestHTTPBeyondLoopbackRefused(t *testing.T) {

@@ -3,6 +3,7 @@ package hub
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -21,6 +22,17 @@ type Config struct {
 	// HTTP is the address of the status page, /metrics and the JSON API.
 	// Loopback by default: put a TLS proxy in front to publish it.
 	HTTP string `yaml:"http"`
+	// AdminListen is the admin TLS listener's address (the page with its
+	// controls and the API with admin actions, for admin client
+	// certificates from the hub's CA: `hub tls issue-admin NAME`). Empty:
+	// none.
+	AdminListen string `yaml:"admin_listen"`
+	// AdminSocket is the admin Unix socket (mode 0600) the `hub` commands
+	// use on the hub's host. Default: hub.sock next to state_file.
+	AdminSocket string `yaml:"admin_socket"`
+	// AdminOnHTTP lets anyone who reaches the HTTP listener (loopback: every
+	// user of the hub's host) administer the hub. For the demo only.
+	AdminOnHTTP bool `yaml:"admin_on_http"`
 	// TLSDir holds the CA and the hub's certificate (`hub tls init`).
 	TLSDir string `yaml:"tls_dir"`
 	// RevokedSerials are agent certificate serial numbers (hex) refused.
@@ -88,6 +100,20 @@ type GroupConfig struct {
 	Clouds    []string      `yaml:"clouds"`
 	KeepAlive time.Duration `yaml:"keep_alive"`
 	Paused    bool          `yaml:"paused"`
+	// Parent makes the group a subgroup of another configured group: the
+	// parent's caps then bound the sum of its own and its subgroups' VMs
+	// (a quota tree; see hub/planner).
+	Parent string `yaml:"parent"`
+	// Borrow lets a subgroup use what its siblings' caps leave unused, up
+	// to its parent's; default true, false keeps it within its own caps.
+	Borrow *bool `yaml:"borrow"`
+}
+
+// PlannerGroup is the group's settings as the planner takes them.
+func (g GroupConfig) PlannerGroup(name string) planner.Group {
+	return planner.Group{Name: name, Share: g.Share, Caps: g.Caps, CloudCaps: g.CloudCaps,
+		Clouds: g.Clouds, KeepAlive: g.KeepAlive, Paused: g.Paused, Parent: g.Parent,
+		NoBorrow: g.Borrow != nil && !*g.Borrow}
 }
 
 // SiteConfig is an admin's settings for one cloud.
@@ -110,6 +136,13 @@ type SiteConfig struct {
 	MaxLifetime time.Duration `yaml:"max_lifetime"`
 	// Image is the image VMs boot on this site when a job names none.
 	Image string `yaml:"image"`
+	// HS06PerCore rates the site's flavors, by flavor name, in HS06 per
+	// core; flavors not listed get HS06Default, and without it 1 (a core
+	// is one unit). Group caps and shares may then be set in HS06. The
+	// accounting ledger counts HS06-hours only for rated flavors (listed
+	// here, or all of them once HS06Default is set).
+	HS06PerCore map[string]float64 `yaml:"hs06_per_core"`
+	HS06Default float64            `yaml:"hs06_default"`
 }
 
 // WithDefaults fills unset fields with the documented defaults.
@@ -127,6 +160,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.HTTP == "" {
 		c.HTTP = "127.0.0.1:8080"
+	}
+	if c.AdminSocket == "" && c.StateFile != "" {
+		c.AdminSocket = filepath.Join(filepath.Dir(c.StateFile), "hub.sock")
 	}
 	def(&c.PlanEvery, 10*time.Second)
 	def(&c.HeartbeatEvery, 5*time.Second)
@@ -164,7 +200,7 @@ func (c Config) Validate() error {
 	if c.StateFile == "" {
 		errs = append(errs, errors.New("state_file is required"))
 	}
-	for name := range c.Sites {
+	for _, name := range sortedKeys(c.Sites) {
 		if err := pki.ValidSite(name); err != nil {
 			errs = append(errs, fmt.Errorf("sites: %w", err))
 		}
@@ -188,6 +224,11 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("plan_every %s is below 100ms", c.PlanEvery))
 	}
 	errs = append(errs, c.validateDurations()...)
+	errs = append(errs, c.validateGroupTree()...)
+	errs = append(errs, c.validateHS06()...)
+	if s := c.Planner.ShareIn; s != "" && s != planner.ShareCores && s != planner.ShareHS06 {
+		errs = append(errs, fmt.Errorf("planner.share_in %q: want cores or hs06", s))
+	}
 	if c.Demand.Trace.TimeScale < 0 {
 		errs = append(errs, fmt.Errorf("demand.trace.time_scale %v is negative (0: real time)", c.Demand.Trace.TimeScale))
 	}
@@ -235,6 +276,60 @@ func (c Config) validateDurations() []error {
 	for _, d := range nonNegative {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("%s is %s, want 0 (the default) or more", d.key, d.v))
+		}
+	}
+	return errs
+}
+
+// maxHS06PerCore bounds a rating: far above any CPU's.
+const maxHS06PerCore = 10000
+
+// validateHS06 refuses ratings that are not positive numbers below
+// maxHS06PerCore, naming the site and flavor.
+func (c Config) validateHS06() []error {
+	var errs []error
+	bad := func(v float64) bool { return !(v > 0 && v <= maxHS06PerCore) }
+	for _, site := range sortedKeys(c.Sites) {
+		sc := c.Sites[site]
+		if sc.HS06Default != 0 && bad(sc.HS06Default) {
+			errs = append(errs, fmt.Errorf("sites.%s.hs06_default %v: want a rating above 0 and at most %d", site, sc.HS06Default, maxHS06PerCore))
+		}
+		for _, flavor := range sortedKeys(sc.HS06PerCore) {
+			if v := sc.HS06PerCore[flavor]; bad(v) {
+				errs = append(errs, fmt.Errorf("sites.%s.hs06_per_core.%s %v: want a rating above 0 and at most %d", site, flavor, v, maxHS06PerCore))
+			}
+		}
+	}
+	return errs
+}
+
+// validateGroupTree refuses a parent that names no configured group, the
+// group itself, or closes a cycle, and borrow set on a top group.
+func (c Config) validateGroupTree() []error {
+	var errs []error
+	for _, name := range sortedKeys(c.Groups) {
+		g := c.Groups[name]
+		if g.Parent == "" {
+			if g.Borrow != nil {
+				errs = append(errs, fmt.Errorf("groups.%s.borrow is set but the group has no parent", name))
+			}
+			continue
+		}
+		if _, ok := c.Groups[g.Parent]; !ok {
+			errs = append(errs, fmt.Errorf("groups.%s.parent %q names no configured group", name, g.Parent))
+			continue
+		}
+		// Walk up; more steps than groups means a cycle.
+		at := name
+		for range len(c.Groups) + 1 {
+			at = c.Groups[at].Parent
+			if at == "" {
+				break
+			}
+			if at == name {
+				errs = append(errs, fmt.Errorf("groups.%s.parent %q makes a cycle", name, g.Parent))
+				break
+			}
 		}
 	}
 	return errs

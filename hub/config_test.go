@@ -40,6 +40,15 @@ func TestValidateDurations(t *testing.T) {
 		{"unknown_deadline off", "planner: {unknown_deadline: -1s}\n", ""},
 		{"idle throttle off", "planner: {idle_throttle_min: -1}\n", ""},
 		{"negative group keep_alive", "groups: {atlas: {keep_alive: -1s}}\n", "groups.atlas.keep_alive is -1s"},
+		{"group tree", "groups: {atlas: {caps: {cores: 10}}, prod: {parent: atlas, borrow: false}}\n", ""},
+		{"unknown parent", "groups: {prod: {parent: atlas}}\n", `groups.prod.parent "atlas" names no configured group`},
+		{"self parent", "groups: {prod: {parent: prod}}\n", `groups.prod.parent "prod" makes a cycle`},
+		{"parent cycle", "groups: {a: {parent: b}, b: {parent: a}}\n", `groups.a.parent "b" makes a cycle`},
+		{"hs06 ratings", "sites: {west: {hs06_default: 10.5, hs06_per_core: {c8: 12}}}\ngroups: {atlas: {caps: {hs06: 1000}}}\nplanner: {share_in: hs06}\n", ""},
+		{"negative hs06 rating", "sites: {west: {hs06_per_core: {c8: -3}}}\n", "sites.west.hs06_per_core.c8 -3: want a rating above 0"},
+		{"huge hs06 default", "sites: {west: {hs06_default: 1e9}}\n", "sites.west.hs06_default 1e+09: want a rating above 0"},
+		{"bad share_in", "planner: {share_in: furlongs}\n", `planner.share_in "furlongs": want cores or hs06`},
+		{"borrow on a top group", "groups: {atlas: {borrow: true}}\n", "groups.atlas.borrow is set but the group has no parent"},
 		{"negative site keep_alive", "sites: {west: {keep_alive: -1s}}\n", "sites.west.keep_alive is -1s"},
 		{"negative site max_lifetime", "sites: {west: {max_lifetime: -2s}}\n", "sites.west.max_lifetime is -2s"},
 		{"negative time_scale", "demand: {source: trace, trace: {file: t.yaml, time_scale: -2}}\n", "demand.trace.time_scale -2 is negative"},
@@ -63,6 +72,33 @@ func TestValidateDurations(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("err = %v, want it to say %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestPlannerGroup: the tree keys reach the planner; borrow defaults to
+// true and only an explicit false forbids borrowing.
+func TestPlannerGroup(t *testing.T) {
+	tests := []struct {
+		yaml         string
+		parent       string
+		wantNoBorrow bool
+	}{
+		{"{parent: atlas}", "atlas", false},
+		{"{parent: atlas, borrow: true}", "atlas", false},
+		{"{parent: atlas, borrow: false}", "atlas", true},
+		{"{}", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.yaml, func(t *testing.T) {
+			var g GroupConfig
+			if err := config.Decode("hub.yaml", []byte(tt.yaml), &g); err != nil {
+				t.Fatal(err)
+			}
+			pg := g.PlannerGroup("prod")
+			if pg.Name != "prod" || pg.Parent != tt.parent || pg.NoBorrow != tt.wantNoBorrow {
+				t.Fatalf("planner group = %+v, want parent %q, NoBorrow %v", pg, tt.parent, tt.wantNoBorrow)
 			}
 		})
 	}

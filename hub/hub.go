@@ -62,6 +62,8 @@ type Invalidator interface {
 // across I/O.
 type Hub struct {
 	cfg      Config
+	pol      atomic.Pointer[policy]
+	con      *console
 	log      *logrus.Entry
 	store    *store.Store
 	source   Source
@@ -82,6 +84,10 @@ type Hub struct {
 	loop   *loop
 	wakeC  chan struct{}
 	adminC chan adminRequest
+
+	// reloader reads the config file again (`hub reload`); nil in tests.
+	reloader  func() (Config, error)
+	adminAddr atomic.Pointer[adminAddr]
 
 	status    atomic.Pointer[Status]
 	publishMu sync.Mutex
@@ -139,8 +145,11 @@ func New(cfg Config, src Source, log *logrus.Entry) (*Hub, error) {
 			"canopy_hub_agent_connections_refused_total, not logged)"},
 		adminC: make(chan adminRequest),
 	}
+	h.pol.Store(policyOf(cfg))
 	h.loop = newLoop(h, state)
 	h.m = newMetrics(h.reg, h)
+	h.con = newConsole(h.reg)
+	h.loadConsole()
 	h.storage = storagemetrics.NewExporter()
 	h.reg.MustRegister(h.storage)
 	var loc *squid.Locator
@@ -164,7 +173,8 @@ func New(cfg Config, src Source, log *logrus.Entry) (*Hub, error) {
 		h.m.rejected.WithLabelValues(reason).Inc()
 		h.refusedLog.note(h.log, remote, reason, err)
 	})
-	h.publish(h.loop.status(h.now()))
+	// The first status, before any agent reported, is not a sample.
+	h.status.Store(h.loop.status(h.now()))
 	return h, nil
 }
 
@@ -205,6 +215,13 @@ func (h *Hub) Run(ctx context.Context, ready func(quicAddr, httpAddr net.Addr)) 
 	srv := &http.Server{Handler: h.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(hl) }()
 	defer srv.Close()
+	actx, acancel := context.WithCancel(ctx)
+	defer acancel()
+	adminLns, err := h.listenAdmin(actx)
+	if err != nil {
+		return err
+	}
+	defer closeAll(adminLns)
 
 	h.addrs.Store(&[2]net.Addr{ln.Addr(), hl.Addr()})
 	h.log.WithFields(logrus.Fields{"agents": ln.Addr().String(), "http": "http://" + hl.Addr().String()}).Info("hub listening")
@@ -217,6 +234,7 @@ func (h *Hub) Run(ctx context.Context, ready func(quicAddr, httpAddr net.Addr)) 
 	var wg sync.WaitGroup
 	wg.Go(func() { h.loop.run(ctx) })
 	wg.Go(func() { _ = h.squids.Run(ctx) })
+	wg.Go(func() { h.runConsole(ctx) })
 	var sessions sync.WaitGroup
 	var acceptErr error
 	for {
@@ -258,8 +276,8 @@ func (h *Hub) wake() {
 
 // retireDeadline is how long a retiring VM may take to finish its jobs.
 func (h *Hub) retireDeadline() time.Duration {
-	if h.cfg.Planner.RetireDeadline > 0 {
-		return h.cfg.Planner.RetireDeadline
+	if d := h.policy().Planner.RetireDeadline; d > 0 {
+		return d
 	}
 	return planner.DefaultRetireDeadline
 }

@@ -55,10 +55,14 @@ type loop struct {
 	pubC  chan struct{}
 
 	lastPlan   planner.Plan
-	lastStates map[string]planner.VMState // by VM id, from the last snapshot
-	planAt     time.Time
-	planID     string
-	report     snapshot.Report
+	lastStates map[string]planner.VMState  // by VM id, from the last snapshot
+	lastEvid   map[string]planner.Evidence // by VM id, from the last snapshot
+	// boots and bootFailures count servers ordered and boot commands
+	// failed since the hub started (for the time series).
+	boots, bootFailures uint64
+	planAt              time.Time
+	planID              string
+	report              snapshot.Report
 }
 
 func newLoop(h *Hub, st *intent.State) *loop {
@@ -215,9 +219,13 @@ func (l *loop) cycle(ctx context.Context) {
 	snap, rep := l.builder.Build(in)
 	l.report = rep
 	l.lastStates = make(map[string]planner.VMState, len(snap.VMs)) // the old one may be read by a status being built
+	l.lastEvid = make(map[string]planner.Evidence, len(snap.VMs))
 	for _, vm := range snap.VMs {
 		if vm.ID != "" {
 			l.lastStates[vm.ID] = vm.State
+			if vm.Evidence != "" {
+				l.lastEvid[vm.ID] = vm.Evidence
+			}
 		}
 	}
 	plan := planner.Plan{}
@@ -233,9 +241,9 @@ func (l *loop) cycle(ctx context.Context) {
 		}
 		l.lastPlan, l.planAt, planned = plan, now, true
 	}
-	l.hist.Failures.Prune(now.Add(-h.cfg.Planner.WithDefaults().FailureWindow))
+	l.hist.Failures.Prune(now.Add(-h.policy().Planner.WithDefaults().FailureWindow))
 	l.tx.SetHistory(l.hist.State())
-	l.tx.PruneEvents(now.Add(-h.cfg.EventsMaxAge))
+	l.tx.PruneEvents(now.Add(-h.policy().EventsMaxAge))
 
 	var cmds []outgoing
 	if planned && !plan.Empty() {
@@ -261,7 +269,7 @@ func (l *loop) cycle(ctx context.Context) {
 // whose agent never connected.
 func (l *loop) views() map[string]*cloudView {
 	out := map[string]*cloudView{}
-	for name := range l.h.cfg.Sites {
+	for name := range l.h.policy().Sites {
 		out[name] = &cloudView{}
 	}
 	for _, lk := range l.h.allLinks() {
@@ -314,6 +322,7 @@ func (l *loop) takeResults(now time.Time) {
 				continue
 			}
 			h.m.bootFailures.WithLabelValues(it.cloud, string(r.Class)).Inc()
+			l.bootFailures++
 			l.hist.BootFailed(it.cloud, b.Image, r.Class, now, fmt.Sprintf("%s: %s", r.Class, r.Error))
 			l.event(now, it.cloud, "", b.PlanID, "boot_failed", fmt.Sprintf("%s: %s", r.Class, r.Error))
 			log.WithField("class", r.Class).Warn("boot failed: " + r.Error)
@@ -460,7 +469,7 @@ func (l *loop) grace(now time.Time, views map[string]*cloudView) bool {
 		return true
 	}
 	l.waiting = l.waiting[:0]
-	for _, name := range slices.Sorted(maps.Keys(l.h.cfg.Sites)) {
+	for _, name := range slices.Sorted(maps.Keys(l.h.policy().Sites)) {
 		if v := views[name]; v.Inventory == nil {
 			l.waiting = append(l.waiting, name)
 		}
@@ -479,19 +488,24 @@ func (l *loop) grace(now time.Time, views map[string]*cloudView) bool {
 // input assembles the snapshot builder's input.
 func (l *loop) input(now time.Time, views map[string]*cloudView, demandOK bool) snapshot.Input {
 	cfg := &l.h.cfg
-	in := snapshot.Input{Now: now, HubID: cfg.ID, Config: cfg.Planner, Demand: l.demand, DemandOK: demandOK,
+	pol := l.h.policy()
+	in := snapshot.Input{Now: now, HubID: cfg.ID, Config: pol.Planner, Demand: l.demand, DemandOK: demandOK,
 		Intent: l.st, InventoryMaxAge: cfg.inventoryMaxAge()}
-	for _, name := range slices.Sorted(maps.Keys(cfg.Groups)) {
-		g := cfg.Groups[name]
-		in.Groups = append(in.Groups, planner.Group{Name: name, Share: g.Share, Caps: g.Caps, CloudCaps: g.CloudCaps,
-			Clouds: g.Clouds, KeepAlive: g.KeepAlive, Paused: g.Paused})
+	for _, name := range slices.Sorted(maps.Keys(pol.Groups)) {
+		in.Groups = append(in.Groups, pol.Groups[name].PlannerGroup(name))
 	}
 	for _, name := range slices.Sorted(maps.Keys(views)) {
 		v := views[name]
-		sc := cfg.Sites[name]
+		sc := pol.Sites[name]
+		switch l.st.Sites[name].Mode {
+		case intent.ModePaused:
+			sc.Paused = true
+		case intent.ModeDisabled, intent.ModeDraining:
+			sc.Disabled = true
+		}
 		c := snapshot.Cloud{Settings: planner.Cloud{Site: name, Priority: sc.Priority, Paused: sc.Paused, Disabled: sc.Disabled,
 			Caps: sc.Caps, SoftQuota: sc.SoftQuota, KeepAlive: sc.KeepAlive, MaxLifetime: sc.MaxLifetime,
-			Endpoint: sc.Endpoint, MaxInFlight: sc.MaxInFlight},
+			Endpoint: sc.Endpoint, MaxInFlight: sc.MaxInFlight, HS06PerCore: sc.HS06PerCore, HS06Default: sc.HS06Default},
 			Connected: l.fresh(v, now), Inventory: v.Inventory, InventoryAt: v.InventoryAt}
 		// An inventory of an earlier session still lists the cloud's VMs:
 		// the builder holds them unknown, not gone.
@@ -531,20 +545,22 @@ func (l *loop) execute(now time.Time, plan planner.Plan, views map[string]*cloud
 		}
 		image := b.Image
 		if image == "" {
-			image = h.cfg.Sites[b.Site].Image
+			image = h.policy().Sites[b.Site].Image
 		}
 		cmd := protocol.Command{ID: fmt.Sprintf("%s-%s-b%d", h.cfg.ID, planID, i), Op: protocol.CmdBoot,
 			Epoch: v.Epoch, Generation: v.Inventory.Seq,
-			Boot: &protocol.BootCommand{PlanID: planID, Group: b.Group, VMType: b.VMType, Flavor: b.Flavor, Image: image}}
+			Boot: &protocol.BootCommand{PlanID: planID, Group: b.Group, VMType: b.VMType, Flavor: b.Flavor, Image: image,
+				KeepAlive: b.KeepAlive, MaxLifetime: b.MaxLifetime}}
 		for k := range b.Count {
 			name := fmt.Sprintf("canopy-%s-%s-%d-%d", b.Site, planID, i, k)
 			cmd.Boot.Names = append(cmd.Boot.Names, name)
 			l.tx.PutPending(intent.PendingBoot{Name: name, Cloud: b.Site, Group: b.Group, VMType: b.VMType, Flavor: b.Flavor,
 				Image: image, PlanID: planID, CommandID: cmd.ID, Cpus: f.VCPUs, MemoryMiB: f.RAMMiB, KeepAlive: b.KeepAlive,
-				OrderedAt: now})
+				MaxLifetime: b.MaxLifetime, OrderedAt: now})
 		}
 		out = append(out, outgoing{cloud: b.Site, cmd: cmd, names: cmd.Boot.Names})
 		h.m.boots.WithLabelValues(b.Site).Add(float64(b.Count))
+		l.boots += uint64(b.Count)
 		log.WithFields(logrus.Fields{"site": b.Site, "count": b.Count, "flavor": b.Flavor, "group": b.Group}).Info("boot: " + b.Reason)
 		l.event(now, b.Site, "", planID, "boot", fmt.Sprintf("%d x %s for %s/%s: %s", b.Count, b.Flavor, b.Group, b.VMType, b.Reason))
 	}

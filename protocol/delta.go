@@ -39,6 +39,8 @@ type InventoryDelta struct {
 	// a receiver whose result differs asks for a full inventory.
 	Checksum uint64    `cbor:"checksum,omitempty"`
 	TakenAt  time.Time `cbor:"taken_at"`
+	// APIMillis is Inventory.APIMillis, carried in every delta.
+	APIMillis int `cbor:"api_ms,omitempty"`
 }
 
 // Resync asks an agent for a full inventory (the hub missed a delta, or
@@ -93,6 +95,9 @@ func ApplyDelta(inv Inventory, d InventoryDelta) (Inventory, error) {
 	}
 	out := inv
 	out.Seq, out.TakenAt = d.Seq, d.TakenAt
+	if d.APIMillis != 0 {
+		out.APIMillis = d.APIMillis
+	}
 	out.VMs = make([]VM, 0, len(byID))
 	for _, id := range slices.Sorted(maps.Keys(byID)) {
 		out.VMs = append(out.VMs, byID[id])
@@ -146,7 +151,7 @@ func (df *Differ) Started() bool { return df.started }
 // reports whether nothing changed. The caller records what it sent with
 // Sent: a delta not sent must not become the base of the next one.
 func (df *Differ) Delta(inv Inventory, checksum bool) (d InventoryDelta, empty bool) {
-	d = InventoryDelta{Seq: inv.Seq, Base: df.last.Seq, TakenAt: inv.TakenAt, Running: inv.Running}
+	d = InventoryDelta{Seq: inv.Seq, Base: df.last.Seq, TakenAt: inv.TakenAt, Running: inv.Running, APIMillis: inv.APIMillis}
 	seen := make(map[string]bool, len(inv.VMs))
 	for _, vm := range inv.VMs {
 		seen[vm.ID] = true

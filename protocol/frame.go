@@ -160,6 +160,8 @@ func DecodeBody(k Kind, body []byte) (Message, error) {
 		m, err = decodeAs[InventoryDelta](body)
 	case KindResync:
 		m, err = decodeAs[Resync](body)
+	case KindImageProgress:
+		m, err = decodeAs[ImageProgress](body)
 	default:
 		return nil, frameErr(CodeUnknownKind, "unknown message kind %d", uint8(k))
 	}

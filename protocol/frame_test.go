@@ -179,7 +179,8 @@ func TestBackoff(t *testing.T) {
 
 func FuzzDecode(f *testing.F) {
 	for _, m := range []Message{Hello{Versions: []uint16{1}, Site: "west"}, Heartbeat{Seq: 1}, sampleInventory(2),
-		Command{ID: "c", Op: CmdBoot, Boot: &BootCommand{Names: []string{"a"}}}, Result{CommandID: "c", OK: true}} {
+		Command{ID: "c", Op: CmdBoot, Boot: &BootCommand{Names: []string{"a"}}}, Result{CommandID: "c", OK: true},
+		sampleCopy(), sampleProgress(), Command{ID: "d", Op: CmdImageDelete, ImageDelete: &ImageDeleteCommand{ImageID: "x"}}} {
 		b, err := Encode(nil, Version, m)
 		if err != nil {
 			f.Fatal(err)

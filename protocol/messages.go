@@ -49,6 +49,8 @@ func (k Kind) String() string {
 		return "inventory-delta"
 	case KindResync:
 		return "resync"
+	case KindImageProgress:
+		return "image-progress"
 	}
 	return "unknown"
 }
@@ -176,11 +178,16 @@ type VM struct {
 	Jobs *VMJobs `cbor:"jobs,omitempty" json:"jobs,omitempty"`
 	// RetireState is the retirement's progress (Retire* constants); empty
 	// when no retirement was ordered. RetireError says why it failed.
-	RetireState string    `cbor:"retire_state,omitempty" json:"retire_state,omitempty"`
-	RetireError string    `cbor:"retire_error,omitempty" json:"retire_error,omitempty"`
-	CreatedAt   time.Time `cbor:"created_at" json:"created_at"`
-	ReadyAt     time.Time `cbor:"ready_at,omitempty" json:"ready_at,omitempty"`
-	LastSeen    time.Time `cbor:"last_seen,omitempty" json:"last_seen,omitempty"`
+	RetireState string `cbor:"retire_state,omitempty" json:"retire_state,omitempty"`
+	RetireError string `cbor:"retire_error,omitempty" json:"retire_error,omitempty"`
+	// KeepAlive and MaxLifetime are the jobs' requests the server was
+	// booted for (BootCommand), read back from its metadata; zero when
+	// none (or the metadata is not a duration).
+	KeepAlive   time.Duration `cbor:"keep_alive,omitempty" json:"keep_alive,omitempty"`
+	MaxLifetime time.Duration `cbor:"max_lifetime,omitempty" json:"max_lifetime,omitempty"`
+	CreatedAt   time.Time     `cbor:"created_at" json:"created_at"`
+	ReadyAt     time.Time     `cbor:"ready_at,omitempty" json:"ready_at,omitempty"`
+	LastSeen    time.Time     `cbor:"last_seen,omitempty" json:"last_seen,omitempty"`
 }
 
 // Inventory is an agent's full report of what is true in its cloud.
@@ -200,6 +207,9 @@ type Inventory struct {
 	// their servers may appear in a later inventory.
 	Running []string  `cbor:"running,omitempty"`
 	TakenAt time.Time `cbor:"taken_at"`
+	// APIMillis is how long the cloud API took to answer this
+	// inventory's limits call, in milliseconds (0: not measured).
+	APIMillis int `cbor:"api_ms,omitempty"`
 }
 
 // CommandKind says what a command asks the agent to do.
@@ -227,6 +237,10 @@ type Command struct {
 	Boot       *BootCommand   `cbor:"boot,omitempty"`
 	Retire     *RetireCommand `cbor:"retire,omitempty"`
 	Delete     *DeleteCommand `cbor:"delete,omitempty"`
+	// ImageCopy and ImageDelete are the bodies of CmdImageCopy and
+	// CmdImageDelete (protocol/images.go).
+	ImageCopy   *ImageCopyCommand   `cbor:"image_copy,omitempty"`
+	ImageDelete *ImageDeleteCommand `cbor:"image_delete,omitempty"`
 }
 
 // BootCommand asks for servers with the given names.
@@ -237,6 +251,13 @@ type BootCommand struct {
 	Flavor string   `cbor:"flavor"`
 	Image  string   `cbor:"image"`
 	Names  []string `cbor:"names"`
+	// KeepAlive and MaxLifetime are the jobs' own requests
+	// (+VMKeepAlive, +VMMaxLifetime) the servers are booted for; zero
+	// means none. The agent records them on the servers (metadata
+	// canopy_keep_alive, canopy_max_lifetime), lists them back in its
+	// inventory (VM.KeepAlive, VM.MaxLifetime) and gives them to the VM.
+	KeepAlive   time.Duration `cbor:"keep_alive,omitempty"`
+	MaxLifetime time.Duration `cbor:"max_lifetime,omitempty"`
 }
 
 // RetireCommand asks VMs to stop taking jobs, finish within Deadline, and be deleted.

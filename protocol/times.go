@@ -3,6 +3,8 @@ package protocol
 import (
 	"fmt"
 	"time"
+
+	"github.com/canopy-grid/canopy/images"
 )
 
 // Times on the wire are RFC 3339 text (the encoder's choice), but the
@@ -43,6 +45,9 @@ func (inv *Inventory) normalizeTimes() error {
 	if err := normVMTimes(inv.VMs); err != nil {
 		return fmt.Errorf("inventory %w", err)
 	}
+	if err := normImageTimes(inv.Images); err != nil {
+		return fmt.Errorf("inventory %w", err)
+	}
 	if inv.Storage != nil {
 		return inv.Storage.normalizeTimes()
 	}
@@ -56,11 +61,25 @@ func (d *InventoryDelta) normalizeTimes() error {
 	if err := normVMTimes(d.Changed); err != nil {
 		return fmt.Errorf("inventory delta %w", err)
 	}
+	if err := normImageTimes(d.Images); err != nil {
+		return fmt.Errorf("inventory delta %w", err)
+	}
 	if d.Storage != nil {
 		return d.Storage.normalizeTimes()
 	}
 	return nil
 }
+
+func normImageTimes(ims []images.Image) error {
+	for i := range ims {
+		if err := normTime("created_at", &ims[i].CreatedAt); err != nil {
+			return fmt.Errorf("image %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+func (p *ImageProgress) normalizeTimes() error { return normTime("image progress at", &p.At) }
 
 func normVMTimes(vms []VM) error {
 	for i := range vms {

@@ -149,8 +149,8 @@ func validateParts(what string, flavors []Flavor, limits *Limits, vms []VM, ims 
 		}
 	}
 	for i, im := range ims {
-		if im.SizeBytes < 0 {
-			return fmt.Errorf("%s image %d: size_bytes is %d, want >= 0", what, i, im.SizeBytes)
+		if err := im.Validate(); err != nil {
+			return fmt.Errorf("%s image %d: %w", what, i, err)
 		}
 	}
 	if storage != nil {
@@ -225,7 +225,7 @@ func (c Command) Validate() error {
 		return errors.New("command needs an id of 1 to 255 bytes")
 	}
 	set := 0
-	for _, p := range []bool{c.Boot != nil, c.Retire != nil, c.Delete != nil} {
+	for _, p := range []bool{c.Boot != nil, c.Retire != nil, c.Delete != nil, c.ImageCopy != nil, c.ImageDelete != nil} {
 		if p {
 			set++
 		}
@@ -233,9 +233,21 @@ func (c Command) Validate() error {
 	ok := set == 1 &&
 		(c.Op == CmdBoot && c.Boot != nil ||
 			c.Op == CmdRetire && c.Retire != nil ||
-			c.Op == CmdDelete && c.Delete != nil)
+			c.Op == CmdDelete && c.Delete != nil ||
+			c.Op == CmdImageCopy && c.ImageCopy != nil ||
+			c.Op == CmdImageDelete && c.ImageDelete != nil)
 	if !ok {
 		return fmt.Errorf("command %q of kind %q must carry exactly its own body", c.ID, c.Op)
+	}
+	if c.ImageCopy != nil {
+		if err := c.ImageCopy.Validate(); err != nil {
+			return fmt.Errorf("command %q: %w", c.ID, err)
+		}
+	}
+	if c.ImageDelete != nil {
+		if err := c.ImageDelete.Validate(); err != nil {
+			return fmt.Errorf("command %q: %w", c.ID, err)
+		}
 	}
 	if len(c.Epoch) > maxNameLen {
 		return fmt.Errorf("command %q has an epoch of %d bytes", c.ID, len(c.Epoch))
@@ -254,6 +266,12 @@ func (c Command) Validate() error {
 			if n == "" || len(n) > maxNameLen {
 				return fmt.Errorf("boot command %q has a server name of %d bytes", c.ID, len(n))
 			}
+		}
+		if err := checkDuration(fmt.Sprintf("boot command %q keep_alive", c.ID), c.Boot.KeepAlive); err != nil {
+			return err
+		}
+		if err := checkDuration(fmt.Sprintf("boot command %q max_lifetime", c.ID), c.Boot.MaxLifetime); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/canopy-grid/canopy/protocol/vmproto"
 )
@@ -80,7 +81,16 @@ func CondorConfig(md Metadata, s vmproto.Settings) (string, error) {
 	line("CanopySite = %s", classadString(s.Site))
 	line("CanopyGroup = %s", classadString(s.Group))
 	line("VMType = %s", classadString(s.VMType))
-	line("STARTD_ATTRS = $(STARTD_ATTRS) CanopyVMID CanopyVMName CanopySite CanopyGroup VMType")
+	attrs := "CanopyVMID CanopyVMName CanopySite CanopyGroup VMType"
+	if s.KeepAlive > 0 {
+		line("CanopyKeepAlive = %d", int64(s.KeepAlive/time.Second))
+		attrs += " CanopyKeepAlive"
+	}
+	if s.MaxLifetime > 0 {
+		line("CanopyMaxLifetime = %d", int64(s.MaxLifetime/time.Second))
+		attrs += " CanopyMaxLifetime"
+	}
+	line("STARTD_ATTRS = $(STARTD_ATTRS) %s", attrs)
 	line("")
 	line("# Only jobs of the group this VM was booted for.")
 	line("START = (TARGET.CanopyGroup =?= MY.CanopyGroup) || (TARGET.AcctGroup =?= MY.CanopyGroup)")

@@ -55,6 +55,11 @@ const (
 	// the server at boot: a token is accepted only from the server it was
 	// minted for, not from a later server that reuses the name.
 	MetaTokenID = "canopy_token_id"
+	// MetaKeepAlive and MetaMaxLifetime hold the jobs' keep-alive and
+	// maximum lifetime requests the server was booted for, as Go
+	// durations ("30m0s"); absent when the jobs asked for none.
+	MetaKeepAlive   = "canopy_keep_alive"
+	MetaMaxLifetime = "canopy_max_lifetime"
 )
 
 // ServerStatus is a cloud server's status, reduced to what Canopy acts on.

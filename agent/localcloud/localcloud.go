@@ -35,6 +35,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -61,6 +62,12 @@ type Config struct {
 	MaxInstances int `yaml:"max_instances"`
 	// VMArgs are extra arguments for every vmagent.
 	VMArgs []string `yaml:"vm_args"`
+	// RealWorkers, when set, makes every VM a real HTCondor worker: a
+	// vmagent in namespaces of its own (host name = the server's name)
+	// that starts a real condor_master and condor_startd (see Workers).
+	// Nil: VMs run no HTCondor (vm_args then carry --no-condor), as in
+	// `make demo`.
+	RealWorkers *Workers `yaml:"real_workers"`
 }
 
 // Validate checks the config.
@@ -77,6 +84,14 @@ func (c Config) Validate() error {
 	for _, f := range c.Flavors {
 		if f.Name == "" || f.VCPUs <= 0 || f.RAMMiB <= 0 {
 			return fmt.Errorf("local cloud: flavor %q needs a name, vcpus > 0 and ram_mib > 0", f.Name)
+		}
+	}
+	if c.RealWorkers != nil {
+		if err := c.RealWorkers.Validate(); err != nil {
+			return err
+		}
+		if slices.Contains(c.VMArgs, "--no-condor") {
+			return errors.New("local cloud: real_workers run HTCondor: drop --no-condor from vm_args")
 		}
 	}
 	return nil
@@ -188,7 +203,7 @@ func (d *Driver) adopt() error {
 				// Serve its metadata again, where the VM knows to find it
 				// (best effort: a vmagent reads it at boot).
 				if ln, err := net.Listen("tcp", s.rec.MetadataAddr); err == nil {
-					s.meta = serveMetadata(ln, s.ID, s.Name, s.Metadata, ud)
+					s.meta = serveMetadata(ln, s.ID, s.Name, d.hostname(s.Name), s.Metadata, ud)
 				}
 			}
 		} else {
@@ -445,9 +460,20 @@ type metaData struct {
 	LaunchIndex      int               `json:"launch_index"`
 }
 
+// hostname is the host name the metadata gives the VM called name: with
+// real workers the one it runs under, else its name.
+func (d *Driver) hostname(name string) string {
+	if w := d.cfg.RealWorkers; w != nil {
+		if h, err := w.hostname(name); err == nil {
+			return h
+		}
+	}
+	return name
+}
+
 // serveMetadata serves one VM's metadata and user-data on ln.
-func serveMetadata(ln net.Listener, id, name string, meta map[string]string, userData []byte) *http.Server {
-	md, _ := json.Marshal(metaData{UUID: id, Name: name, Hostname: name, AvailabilityZone: "local",
+func serveMetadata(ln net.Listener, id, name, hostname string, meta map[string]string, userData []byte) *http.Server {
+	md, _ := json.Marshal(metaData{UUID: id, Name: name, Hostname: hostname, AvailabilityZone: "local",
 		ProjectID: "local", Meta: meta})
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /openstack/latest/meta_data.json", func(w http.ResponseWriter, _ *http.Request) {
@@ -486,7 +512,7 @@ func (d *Driver) start(s *server, userData []byte) error {
 		_ = ln.Close()
 		return err
 	}
-	s.meta = serveMetadata(ln, s.ID, s.Name, s.Metadata, userData)
+	s.meta = serveMetadata(ln, s.ID, s.Name, d.hostname(s.Name), s.Metadata, userData)
 
 	console, err := os.OpenFile(filepath.Join(s.root, "console.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -495,11 +521,21 @@ func (d *Driver) start(s *server, userData []byte) error {
 	}
 	args := append([]string{"run", "--metadata-url", "http://" + ln.Addr().String(), "--root", s.root}, d.cfg.VMArgs...)
 	cmd := exec.Command(d.cfg.VMAgent, args...)
-	cmd.Stdout, cmd.Stderr = console, console
-	cmd.Dir = s.root
 	// A session of its own: no signal meant for the agent's process group
 	// or terminal reaches the VM, and no parent-death signal ends it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if w := d.cfg.RealWorkers; w != nil {
+		argv, env, attr, err := w.prepareWorker(s.root, s.Name, s.flavor.VCPUs, s.flavor.RAMMiB, d.cfg.VMAgent, args)
+		if err != nil {
+			_ = console.Close()
+			_ = s.meta.Close()
+			return fmt.Errorf("real worker: %w", err)
+		}
+		cmd = exec.Command(argv[0], argv[1:]...)
+		cmd.Env, cmd.SysProcAttr = env, attr
+	}
+	cmd.Stdout, cmd.Stderr = console, console
+	cmd.Dir = s.root
 	if err := cmd.Start(); err != nil {
 		_ = console.Close()
 		_ = s.meta.Close()

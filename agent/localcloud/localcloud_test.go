@@ -27,7 +27,9 @@ import (
 // TestMain lets the test binary play a VM: the driver starts it with
 // "run --metadata-url URL --root DIR", as it starts vmagent.
 func TestMain(m *testing.M) {
-	if os.Getenv("LOCALCLOUD_TEST_VM") == "1" {
+	// A real-worker VM gets a clean environment: it is told apart by
+	// being run as vmagent is ("run ..."), which go test never does.
+	if os.Getenv("LOCALCLOUD_TEST_VM") == "1" || (len(os.Args) > 1 && os.Args[1] == "run") {
 		os.Exit(fakeVM(os.Args[1:]))
 	}
 	os.Exit(m.Run())
@@ -37,8 +39,22 @@ func fakeVM(args []string) int {
 	fs := flag.NewFlagSet("vm", flag.ContinueOnError)
 	url := fs.String("metadata-url", "", "")
 	root := fs.String("root", "", "")
+	condorBin := fs.String("condor-bin", "", "")
+	fs.String("condor-sbin", "", "")
+	hide := fs.String("test-hidden", "", "")
 	if len(args) == 0 || fs.Parse(args[1:]) != nil {
 		return 2
+	}
+	if *condorBin != "" {
+		// A real-worker VM: report what it sees from inside.
+		host, _ := os.Hostname()
+		hosts, _ := os.ReadFile("/etc/hosts")
+		_, err := os.Stat(*hide)
+		seen := fmt.Sprintf("hostname=%s\ncondor_config=%s\nhidden_visible=%v\nns_pid=%d\nhosts=%s", host,
+			os.Getenv("CONDOR_CONFIG"), err == nil, os.Getpid(), hosts)
+		if err := os.WriteFile(filepath.Join(*root, "seen"), []byte(seen), 0o644); err != nil {
+			return 5
+		}
 	}
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM)

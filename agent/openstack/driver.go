@@ -2,7 +2,8 @@
 // servers, flavors and limits, Glance images and Neutron network lookup,
 // through gophercloud v2.
 //
-// One Driver is one project ("cloud" in Canopy's terms). It authenticates
+// One Driver is one project of one cloud: the tenant of one site (see
+// "Terms" in docs/architecture.md). It authenticates
 // with a password, an application credential or a clouds.yaml entry, keeps
 // its token fresh, bounds the API calls in flight, retries what is safe to
 // retry and classifies every failure (see Classify). Credentials stay in the

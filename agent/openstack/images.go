@@ -11,6 +11,7 @@ import (
 	"hash"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -25,6 +26,18 @@ import (
 // PropSHA256 is the Glance image property in which UploadImage records the
 // image's SHA-256 (Glance itself computes MD5 and, usually, SHA-512).
 const PropSHA256 = "canopy_sha256"
+
+// PropHub is the Glance image property naming the hub whose agent copied
+// the image in: only such images are ever deleted by Canopy.
+const PropHub = "canopy_hub"
+
+// clipN cuts s to at most n bytes.
+func clipN(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
 
 // imagePageSize is how many images one Glance list call asks for.
 const imagePageSize = 200
@@ -59,12 +72,23 @@ func (d *Driver) Images(ctx context.Context) ([]images.Image, error) {
 	return out, nil
 }
 
+// convertImage turns Glance's record into Canopy's. What Glance says is
+// untrusted: digests that are not plausible hex are left out and long
+// words cut, so one odd image never costs the site its inventory (the hub
+// refuses an inventory that fails images.Image.Validate).
 func convertImage(im gimages.Image) images.Image {
 	out := images.Image{
-		ID: im.ID, Name: im.Name, SizeBytes: im.SizeBytes,
-		DiskFormat: im.DiskFormat, ContainerFormat: im.ContainerFormat,
-		Status: images.Status(im.Status),
+		ID: clipN(im.ID, 255), Name: clipN(im.Name, 255), SizeBytes: max(im.SizeBytes, 0),
+		DiskFormat: clipN(im.DiskFormat, 64), ContainerFormat: clipN(im.ContainerFormat, 64),
+		Status: images.Status(clipN(string(im.Status), 64)), Visibility: clipN(string(im.Visibility), 64),
+		Owner: clipN(im.Owner, 255), CreatedAt: im.CreatedAt.UTC(), Hidden: im.Hidden,
 	}
+	if v, _ := im.Properties[PropHub].(string); v != "" {
+		out.Hub = clipN(v, 255)
+	}
+	defer func() {
+		out.Checksums = slices.DeleteFunc(out.Checksums, func(c images.Checksum) bool { return c.Validate() != nil })
+	}()
 	if im.Checksum != "" {
 		out.Checksums = append(out.Checksums, images.Checksum{Algorithm: "md5", Hex: strings.ToLower(im.Checksum)})
 	}
@@ -281,3 +305,138 @@ func (v *verifyingReader) Read(p []byte) (int, error) {
 }
 
 func (v *verifyingReader) Close() error { return v.rc.Close() }
+
+// PropCopyOf is the Glance property on an image Canopy is copying in: the
+// digest ("algo:hex") its bytes must have. With os_hidden it marks a copy
+// not yet verified; a leftover (agent killed) is found and deleted by it.
+const PropCopyOf = "canopy_copy_of"
+
+// CreateHiddenImage creates a queued, hidden image (os_hidden: left out of
+// listings and of boots by name) with Canopy's properties: canopy_hub and
+// canopy_copy_of. It returns the new image's id.
+func (d *Driver) CreateHiddenImage(ctx context.Context, meta images.Image, hubID, copyOf string) (string, error) {
+	op := fmt.Sprintf("create image %q", meta.Name)
+	if err := d.imageService(op); err != nil {
+		return "", err
+	}
+	hidden := true
+	create := gimages.CreateOpts{Name: meta.Name, DiskFormat: meta.DiskFormat, ContainerFormat: meta.ContainerFormat,
+		Hidden: &hidden, Properties: map[string]string{PropHub: hubID, PropCopyOf: copyOf}}
+	if create.DiskFormat == "" {
+		create.DiskFormat = "qcow2"
+	}
+	if create.ContainerFormat == "" {
+		create.ContainerFormat = "bare"
+	}
+	cctx, cancel := d.opCtx(ctx)
+	defer cancel()
+	im, err := gimages.Create(cctx, d.image, create).Extract()
+	if err != nil {
+		return "", wrapError(op, err, d.secrets)
+	}
+	return im.ID, nil
+}
+
+// UploadImageData streams r into a queued image (PUT /v2/images/{id}/file)
+// in one request, without retries (r cannot be read twice). An error from
+// r aborts the request before its end: Glance never receives a complete
+// body and never activates the image.
+func (d *Driver) UploadImageData(ctx context.Context, id string, r io.Reader) error {
+	op := "upload image data " + id
+	if err := d.imageService(op); err != nil {
+		return err
+	}
+	if err := imagedata.Upload(withoutRetries(ctx), d.image, id, r).ExtractErr(); err != nil {
+		return wrapError(op, err, d.secrets)
+	}
+	return nil
+}
+
+// GetImage returns one image, hidden or not.
+func (d *Driver) GetImage(ctx context.Context, id string) (images.Image, error) {
+	op := "get image " + id
+	if err := d.imageService(op); err != nil {
+		return images.Image{}, err
+	}
+	ctx, cancel := d.opCtx(ctx)
+	defer cancel()
+	im, err := gimages.Get(ctx, d.image, id).Extract()
+	if err != nil {
+		return images.Image{}, wrapError(op, err, d.secrets)
+	}
+	out := convertImage(*im)
+	if v, _ := im.Properties[PropCopyOf].(string); v != "" {
+		out.CopyOf = clipN(v, 200)
+	}
+	return out, nil
+}
+
+// WaitImageActive waits until Glance has the image active (or fails it).
+func (d *Driver) WaitImageActive(ctx context.Context, id string) (images.Image, error) {
+	im, err := d.waitImageActive(ctx, id)
+	if err != nil {
+		return images.Image{}, wrapError("wait for image "+id, err, d.secrets)
+	}
+	return im, nil
+}
+
+// UnhideImage makes a verified copy visible (os_hidden false) and drops
+// its canopy_copy_of mark.
+func (d *Driver) UnhideImage(ctx context.Context, id string) error {
+	op := "unhide image " + id
+	if err := d.imageService(op); err != nil {
+		return err
+	}
+	ctx, cancel := d.opCtx(ctx)
+	defer cancel()
+	_, err := gimages.Update(ctx, d.image, id, gimages.UpdateOpts{
+		gimages.ReplaceImageHidden{NewHidden: false},
+		gimages.UpdateImageProperty{Op: gimages.RemoveOp, Name: PropCopyOf},
+	}).Extract()
+	if err != nil {
+		return wrapError(op, err, d.secrets)
+	}
+	return nil
+}
+
+// DeleteImage deletes an image; one already gone is not an error.
+func (d *Driver) DeleteImage(ctx context.Context, id string) error {
+	op := "delete image " + id
+	if err := d.imageService(op); err != nil {
+		return err
+	}
+	ctx, cancel := d.opCtx(ctx)
+	defer cancel()
+	if err := gimages.Delete(ctx, d.image, id).ExtractErr(); err != nil && !gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
+		return wrapError(op, err, d.secrets)
+	}
+	return nil
+}
+
+// HiddenImages lists the project's hidden images named name (copies under
+// way or left over), with their canopy_copy_of marks.
+func (d *Driver) HiddenImages(ctx context.Context, name string) ([]images.Image, error) {
+	op := fmt.Sprintf("list hidden images %q", name)
+	if err := d.imageService(op); err != nil {
+		return nil, err
+	}
+	ctx, cancel := d.opCtx(ctx)
+	defer cancel()
+	pages, err := gimages.List(d.image, gimages.ListOpts{Name: name, Hidden: true, Limit: imagePageSize}).AllPages(ctx)
+	if err != nil {
+		return nil, wrapError(op, err, d.secrets)
+	}
+	list, err := gimages.ExtractImages(pages)
+	if err != nil {
+		return nil, wrapError(op, fmt.Errorf("decode images: %w", err), d.secrets)
+	}
+	out := make([]images.Image, 0, len(list))
+	for _, im := range list {
+		c := convertImage(im)
+		if v, _ := im.Properties[PropCopyOf].(string); v != "" {
+			c.CopyOf = clipN(v, 200)
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}

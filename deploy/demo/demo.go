@@ -195,15 +195,17 @@ func writeConfig(name, dst string, repl map[string]string) error {
 	if err != nil {
 		return err
 	}
-	s := string(b)
-	// Longer keys first, so that a substitution of a whole line's part
-	// ("addr: 127.0.0.1:7443") wins over one of its address alone.
+	// One pass over the example, longer keys first, so that a
+	// substitution of a whole line's part ("addr: 127.0.0.1:7443") wins
+	// over one of its address alone, and text a substitution inserts is
+	// never substituted again (a path under /var/lib/canopy-testbed stays).
 	keys := slices.Collect(maps.Keys(repl))
 	slices.SortFunc(keys, func(a, b string) int { return cmp.Or(len(b)-len(a), strings.Compare(a, b)) })
+	pairs := make([]string, 0, 2*len(keys))
 	for _, k := range keys {
-		s = strings.ReplaceAll(s, k, repl[k])
+		pairs = append(pairs, k, repl[k])
 	}
-	return os.WriteFile(dst, []byte(s), 0o600)
+	return os.WriteFile(dst, []byte(strings.NewReplacer(pairs...).Replace(string(b))), 0o600)
 }
 
 func run(name string, args ...string) error {

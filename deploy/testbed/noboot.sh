@@ -27,7 +27,7 @@ check_only=0
 [ "${1:-}" = --check ] && check_only=1
 
 # The packages the up.sh scripts install by name.
-TESTBED_PKGS='cloud-init|squid|glusterfs-server|openssh-server|rabbitmq-server|python3-nova|python3-keystone|prometheus'
+TESTBED_PKGS='cloud-init|squid|glusterfs-server|openssh-server|rabbitmq-server|python3-nova|python3-keystone|prometheus|chromium'
 
 if ! command -v systemctl >/dev/null 2>&1; then
   log "no systemctl: nothing can be enabled at boot"

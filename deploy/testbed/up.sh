@@ -5,7 +5,7 @@
 # testbed installs stays enabled at boot (noboot.sh, run last).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-for svc in cloud-init squid gluster openstack htcondor prometheus; do
+for svc in cloud-init squid gluster openstack htcondor chromium prometheus; do
   if [ -x "$here/$svc/up.sh" ]; then
     echo "testbed: $svc up"
     "$here/$svc/up.sh"

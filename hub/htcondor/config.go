@@ -70,7 +70,8 @@ type Config struct {
 	Attributes AttributeNames `yaml:"attributes"`
 	// ExtraJobAttributes are more job attributes to read: those that
 	// users' Requirements refer to with MY. (anything not read is
-	// undefined when Requirements is evaluated).
+	// undefined when Requirements is evaluated). List RequestHS06PerCore
+	// here to honour jobs' minimum HS06 rating per core.
 	ExtraJobAttributes []string `yaml:"extra_job_attributes"`
 	// ExtraMachineAttributes are more slot-ad attributes to read, for
 	// Requirements that refer to machine attributes not named in

@@ -26,8 +26,9 @@
 //	condor_status [-pool P] -json -constraint 'CanopyVMName =!= undefined' -attributes Name,Machine,...
 //
 // and, when the hub has deleted a VM, Invalidate runs condor_advertise
-// (an sbin tool: Config.SbinDir) INVALIDATE_STARTD_ADS and
-// INVALIDATE_MASTER_ADS with a query ad on standard input (see
+// (an sbin tool: Config.SbinDir) INVALIDATE_STARTD_ADS (slot ads, then
+// the startd's daemon ad) and INVALIDATE_MASTER_ADS with a query ad on
+// standard input (see
 // deploy/htcondor/README.md).
 //
 // # Why grouped idle jobs, and a projection

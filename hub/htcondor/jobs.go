@@ -99,7 +99,13 @@ type shapeKey struct {
 	keepAlive     time.Duration
 	maxLifetime   time.Duration
 	jobsPerVM     int
+	// minHS06 is RequestHS06PerCore: the lowest HS06 rating per core the
+	// job accepts; zero means any.
+	minHS06 float64
 }
+
+// maxHS06PerCore bounds RequestHS06PerCore: far above any CPU's rating.
+const maxHS06PerCore = 10000
 
 // maxReps bounds the job ads kept per shape to test matches against.
 const maxReps = 4
@@ -435,6 +441,14 @@ func (s *Source) shapeOf(job *classad.Ad) (shapeKey, string) {
 	}
 	if key.maxLifetime, why = evalDuration(job, "VMMaxLifetime"); why != "" {
 		return key, why
+	}
+	// RequestHS06PerCore is read only when the config lists it among
+	// ExtraJobAttributes (the recorded condor_q commands stay as they
+	// are); unread, it is undefined and the job accepts any rating.
+	if v, ok, bad := evalNumber(job, "RequestHS06PerCore"); bad || ok && !(v > 0 && v <= maxHS06PerCore) {
+		return key, fmt.Sprintf("RequestHS06PerCore is not an HS06 rating per core (above 0, at most %d)", maxHS06PerCore)
+	} else if ok {
+		key.minHS06 = v
 	}
 
 	sz := size{cpus: key.cpus, memMiB: key.memMiB, diskKiB: key.diskKiB}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -105,15 +106,26 @@ func TestLiveInvalidate(t *testing.T) {
 		t.Fatalf("poll saw machines %v, not %s", d.Machines, vm)
 	}
 
+	// The slot ad, the startd's daemon ad (MyType "StartD") and the
+	// master's: a killed worker leaves all three.
 	ads := func() []condortest.Ad {
-		return p.Query(t, "condor_status", "-any", "-constraint", `Machine == "liveinv1" && MyType != "StartD"`, "-attributes", "MyType,Name")
+		return p.Query(t, "condor_status", "-any", "-constraint", `Machine == "liveinv1"`, "-attributes", "MyType,Name")
 	}
-	condortest.Eventually(t, 30*time.Second, 250*time.Millisecond, "the worker's slot and master ads", func() (bool, error) {
-		return len(ads()) == 2, nil
+	types := func(got []condortest.Ad) string {
+		var out []string
+		for _, a := range got {
+			out = append(out, a.String("MyType"))
+		}
+		slices.Sort(out)
+		return strings.Join(out, ",")
+	}
+	const all = "DaemonMaster,Machine,StartD"
+	condortest.Eventually(t, 30*time.Second, 250*time.Millisecond, "the worker's slot, startd and master ads", func() (bool, error) {
+		return types(ads()) == all, nil
 	})
 	w.Kill(t)
-	if got := ads(); len(got) != 2 {
-		t.Fatalf("after the kill the collector should still hold the slot and master ads: %v", got)
+	if got := types(ads()); got != all {
+		t.Fatalf("after the kill the collector should still hold the slot, startd and master ads: %v", got)
 	}
 	start := time.Now()
 	if err := src.Invalidate(ctx, vm); err != nil {
@@ -122,7 +134,7 @@ func TestLiveInvalidate(t *testing.T) {
 	if got := ads(); len(got) != 0 {
 		t.Fatalf("after Invalidate the collector still holds %v", got)
 	}
-	t.Logf("slot and master ads invalidated in %s", time.Since(start).Round(time.Millisecond))
+	t.Logf("slot, startd and master ads invalidated in %s", time.Since(start).Round(time.Millisecond))
 }
 
 // recordDir is where live tests save what the tools printed, as

@@ -148,6 +148,11 @@ func TestShapeOf(t *testing.T) {
 		{name: "no VM type fits", del: []string{"VMType"}, set: map[string]string{"Requirements": `TARGET.VMType == "sl7"`}, reason: "matches none of the VM types"},
 		{name: "bad group", set: map[string]string{"CanopyGroup": `"a b"`}, reason: "not a group name"},
 		{name: "bad keep-alive", set: map[string]string{"VMKeepAlive": `"soon"`}, reason: "not a duration"},
+		{name: "minimum HS06 rating", set: map[string]string{"RequestHS06PerCore": "10.5"},
+			want: shapeKey{group: "alice", vmType: "ubuntu22", cpus: 2, memMiB: 2048, diskKiB: 4194304, minHS06: 10.5}},
+		{name: "HS06 rating not a number", set: map[string]string{"RequestHS06PerCore": `"fast"`}, reason: "RequestHS06PerCore is not an HS06 rating"},
+		{name: "HS06 rating not positive", set: map[string]string{"RequestHS06PerCore": "0"}, reason: "RequestHS06PerCore is not an HS06 rating"},
+		{name: "HS06 rating absurd", set: map[string]string{"RequestHS06PerCore": "1e9"}, reason: "RequestHS06PerCore is not an HS06 rating"},
 		{name: "bad clouds", set: map[string]string{"TargetClouds": `{"a", 1}`}, reason: "not a list of names"},
 	}
 	for _, tt := range tests {

@@ -162,13 +162,12 @@ type ScheddStatus struct {
 	FailingSince time.Time `json:"failing_since,omitzero"`
 }
 
-// ShapeInfo is one shape with what the planner's Shape does not carry yet.
+// ShapeInfo is one shape as the status page shows it. The jobs'
+// +VMInstanceType, +VMKeepAlive and +VMMaxLifetime are the Shape's Flavor,
+// KeepAlive and MaxLifetime: they reach the planner, the boot command and
+// the VM.
 type ShapeInfo struct {
 	planner.Shape
-	// Flavor is the flavor the jobs ask for (+VMInstanceType), if any.
-	Flavor string `json:"flavor,omitempty"`
-	// MaxLifetime is the jobs' +VMMaxLifetime, if any.
-	MaxLifetime time.Duration `json:"max_lifetime,omitempty"`
 }
 
 // Unmatchable counts one group's jobs that no VM Canopy can boot would run,
@@ -511,19 +510,19 @@ func (acc *shapeAcc) info() ShapeInfo {
 	}
 	return ShapeInfo{
 		Shape: planner.Shape{Group: k.group, VMType: k.vmType, Cpus: k.cpus, MemoryMiB: k.memMiB, DiskKiB: k.diskKiB,
-			Image: k.image, Clouds: clouds, Idle: acc.idle, Running: acc.running, KeepAlive: k.keepAlive, JobsPerVM: k.jobsPerVM},
-		Flavor: k.flavor, MaxLifetime: k.maxLifetime,
+			Image: k.image, Clouds: clouds, Idle: acc.idle, Running: acc.running, KeepAlive: k.keepAlive, JobsPerVM: k.jobsPerVM,
+			Flavor: k.flavor, MaxLifetime: k.maxLifetime, MinHS06PerCore: k.minHS06},
 	}
 }
 
 // plannerKey identifies a planner.Shape without its counts.
 func plannerKey(sh planner.Shape) string {
-	return fmt.Sprintf("%s\x00%s\x00%d\x00%d\x00%d\x00%s\x00%s\x00%d\x00%d", sh.Group, sh.VMType, sh.Cpus, sh.MemoryMiB,
-		sh.DiskKiB, sh.Image, strings.Join(sh.Clouds, ","), sh.KeepAlive, sh.JobsPerVM)
+	return fmt.Sprintf("%s\x00%s\x00%d\x00%d\x00%d\x00%s\x00%s\x00%d\x00%d\x00%s\x00%d\x00%v", sh.Group, sh.VMType, sh.Cpus, sh.MemoryMiB,
+		sh.DiskKiB, sh.Image, strings.Join(sh.Clouds, ","), sh.KeepAlive, sh.JobsPerVM, sh.Flavor, sh.MaxLifetime, sh.MinHS06PerCore)
 }
 
 // plannerShapes merges shapes that differ only in what planner.Shape does
-// not carry (Flavor, MaxLifetime).
+// not carry (the job signatures behind one shape).
 func plannerShapes(infos []ShapeInfo) []planner.Shape {
 	var out []planner.Shape
 	at := map[string]int{}
@@ -544,7 +543,8 @@ func compareShapes(a, b planner.Shape) int {
 	return cmp.Or(strings.Compare(a.Group, b.Group), strings.Compare(a.VMType, b.VMType),
 		cmp.Compare(a.Cpus, b.Cpus), cmp.Compare(a.MemoryMiB, b.MemoryMiB), cmp.Compare(a.DiskKiB, b.DiskKiB),
 		strings.Compare(a.Image, b.Image), strings.Compare(strings.Join(a.Clouds, ","), strings.Join(b.Clouds, ",")),
-		cmp.Compare(a.KeepAlive, b.KeepAlive), cmp.Compare(a.JobsPerVM, b.JobsPerVM))
+		cmp.Compare(a.KeepAlive, b.KeepAlive), cmp.Compare(a.JobsPerVM, b.JobsPerVM),
+		strings.Compare(a.Flavor, b.Flavor), cmp.Compare(a.MaxLifetime, b.MaxLifetime), cmp.Compare(a.MinHS06PerCore, b.MinHS06PerCore))
 }
 
 // Matcher tells whether the jobs of a shape would match a VM of the shape's
@@ -612,16 +612,23 @@ func (s *Source) InvalidateCommands(vmName, startd string) []Cmd {
 		master = fmt.Sprintf("(Name =?= %s) || (%s)", classad.StringValue(startd), master)
 	}
 	masterAd := fmt.Sprintf("MyType = \"Query\"\nTargetType = \"DaemonMaster\"\nRequirements = %s\n", master)
+	// HTCondor 24's startd also advertises a daemon ad of its own
+	// (MyType "StartD", carrying the STARTD_ATTRS) beside its slot ads;
+	// INVALIDATE_STARTD_ADS forgets it only when asked for that type. A
+	// startd that shuts down withdraws it itself; one that was killed
+	// leaves it (measured on the live pool).
+	daemonAd := fmt.Sprintf("MyType = \"Query\"\nTargetType = \"StartD\"\nRequirements = %s\n", master)
 	return []Cmd{
 		{Name: "condor_advertise", Args: append(s.poolArgs(), "INVALIDATE_STARTD_ADS", "-"), Stdin: []byte(slotAd)},
+		{Name: "condor_advertise", Args: append(s.poolArgs(), "INVALIDATE_STARTD_ADS", "-"), Stdin: []byte(daemonAd)},
 		{Name: "condor_advertise", Args: append(s.poolArgs(), "INVALIDATE_MASTER_ADS", "-"), Stdin: []byte(masterAd)},
 	}
 }
 
-// Invalidate makes the collector forget a deleted VM at once: its slot ads
-// and its master's ad (otherwise they linger until they expire, and the
+// Invalidate makes the collector forget a deleted VM at once: its slot ads,
+// its startd's daemon ad and its master's ad (otherwise they linger until they expire, and the
 // negotiator may match jobs to a VM that is gone). VMs under manual control
-// (Manual) are never touched: the result is ErrManual. Both commands are
+// (Manual) are never touched: the result is ErrManual. Every command is
 // tried; failures are *CommandError.
 func (s *Source) Invalidate(ctx context.Context, vmName string) error {
 	if !vmNameRE.MatchString(vmName) {

@@ -497,6 +497,8 @@ func TestInvalidate(t *testing.T) {
 	want := []condorfake.Call{
 		{Command: "condor_advertise -pool cm.example.org INVALIDATE_STARTD_ADS -",
 			Stdin: "MyType = \"Query\"\nTargetType = \"Machine\"\nRequirements = CanopyVMName =?= \"canopy-b\"\n"},
+		{Command: "condor_advertise -pool cm.example.org INVALIDATE_STARTD_ADS -",
+			Stdin: "MyType = \"Query\"\nTargetType = \"StartD\"\nRequirements = (Name =?= \"worker1@vm\") || (CanopyVMName =?= \"canopy-b\")\n"},
 		{Command: "condor_advertise -pool cm.example.org INVALIDATE_MASTER_ADS -",
 			Stdin: "MyType = \"Query\"\nTargetType = \"DaemonMaster\"\nRequirements = (Name =?= \"worker1@vm\") || (CanopyVMName =?= \"canopy-b\")\n"},
 	}

@@ -38,10 +38,11 @@ const (
 	TableError   Table = "error"   // ErrorMark by VM id
 	TableHistory Table = "history" // planner.HistoryState under "all"
 	TableEvents  Table = "events"  // Event by zero-padded sequence number
+	TableSite    Table = "site"    // SiteMode by site name
 )
 
 // Tables lists every table, in the order a store creates them.
-var Tables = []Table{TableMeta, TablePending, TableRetire, TableHold, TableError, TableHistory, TableEvents}
+var Tables = []Table{TableMeta, TablePending, TableRetire, TableHold, TableError, TableHistory, TableEvents, TableSite}
 
 // Change is one record written (Value set) or deleted (Value nil). Values
 // are JSON: readable with any bbolt tool, and stable across versions that
@@ -66,7 +67,10 @@ type PendingBoot struct {
 	MemoryMiB int    `json:"memory_mib"`
 	// KeepAlive is the jobs' keep-alive request the VM is booted for.
 	KeepAlive time.Duration `json:"keep_alive,omitempty"`
-	OrderedAt time.Time     `json:"ordered_at"`
+	// MaxLifetime is the jobs' maximum lifetime request the VM is booted
+	// for.
+	MaxLifetime time.Duration `json:"max_lifetime,omitempty"`
+	OrderedAt   time.Time     `json:"ordered_at"`
 	// AckedAt is when the agent reported the server created; zero until.
 	AckedAt time.Time `json:"acked_at,omitzero"`
 }
@@ -114,6 +118,27 @@ type Event struct {
 	Detail string    `json:"detail,omitempty"`
 }
 
+// Site modes an admin sets at run time (hub cloud pause|disable|drain).
+const (
+	// ModePaused: no new boots; the site's VMs stay.
+	ModePaused = "paused"
+	// ModeDisabled: no new boots; idle VMs are retired (as the config's
+	// disabled: true).
+	ModeDisabled = "disabled"
+	// ModeDraining: disabled, and every Canopy VM there was ordered to
+	// retire (finish its jobs by the retire deadline, then go).
+	ModeDraining = "draining"
+)
+
+// SiteMode is an admin's run-time setting for one site, over what the
+// config says; resuming the site drops it.
+type SiteMode struct {
+	Site string    `json:"site"`
+	Mode string    `json:"mode"`
+	At   time.Time `json:"at"`
+	By   string    `json:"by,omitempty"`
+}
+
 // State is the hub's durable intent.
 type State struct {
 	PlanSeq uint64
@@ -121,6 +146,8 @@ type State struct {
 	Retire  map[string]RetireOrder
 	Hold    map[string]Hold
 	Error   map[string]ErrorMark
+	// Sites are admins' run-time site modes, by site name.
+	Sites   map[string]SiteMode
 	History planner.HistoryState
 	// Events are the newest lifecycle events, oldest first (AddEvent keeps
 	// at most MaxEvents).
@@ -134,7 +161,7 @@ const MaxEvents = 10000
 // New returns an empty State.
 func New() *State {
 	return &State{Pending: map[string]PendingBoot{}, Retire: map[string]RetireOrder{}, Hold: map[string]Hold{},
-		Error: map[string]ErrorMark{}}
+		Error: map[string]ErrorMark{}, Sites: map[string]SiteMode{}}
 }
 
 // Apply makes one change. An undecodable value is an error naming the
@@ -161,6 +188,8 @@ func (s *State) Apply(c Change) error {
 		err = applyMap(s.Hold, c)
 	case TableError:
 		err = applyMap(s.Error, c)
+	case TableSite:
+		err = applyMap(s.Sites, c)
 	case TableHistory:
 		if del {
 			s.History = planner.HistoryState{}
@@ -223,6 +252,7 @@ func (s *State) Clone() *State {
 	c.Retire = maps.Clone(s.Retire)
 	c.Hold = maps.Clone(s.Hold)
 	c.Error = maps.Clone(s.Error)
+	c.Sites = maps.Clone(s.Sites)
 	c.History = planner.HistoryState{Failures: slices.Clone(s.History.Failures),
 		CloudOver: maps.Clone(s.History.CloudOver), GroupOver: maps.Clone(s.History.GroupOver)}
 	c.Events = slices.Clone(s.Events)
@@ -312,6 +342,16 @@ func (tx *Tx) PutError(e ErrorMark) { tx.put(TableError, e.VMID, e) }
 func (tx *Tx) DropError(vmID string) {
 	if _, ok := tx.s.Error[vmID]; ok {
 		tx.del(TableError, vmID)
+	}
+}
+
+// PutSite records an admin's mode for a site.
+func (tx *Tx) PutSite(m SiteMode) { tx.put(TableSite, m.Site, m) }
+
+// DropSite forgets an admin's mode for a site (back to the config).
+func (tx *Tx) DropSite(site string) {
+	if _, ok := tx.s.Sites[site]; ok {
+		tx.del(TableSite, site)
 	}
 }
 

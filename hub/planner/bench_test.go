@@ -112,3 +112,56 @@ func cpuTime() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// treeSnapshot is benchSnapshot's 300,000 jobs, 50 shapes, 100 clouds and
+// 20,000 VMs spread over 50 groups: as a 3-level quota tree (2 experiments,
+// 8 activities, 40 subgroups; quotas in HS06 and servers, some subgroups
+// not borrowing) with every cloud's flavors rated in HS06 and a fifth of
+// the shapes asking a minimum rating, or, for the baseline, the same 50
+// groups flat, without ratings.
+func treeSnapshot(tree bool) Snapshot {
+	s := benchSnapshot(300000, 50, 100, 20000)
+	leaf := func(i int) string { return fmt.Sprintf("sub-%02d", i%40) }
+	for i := range s.Shapes {
+		s.Shapes[i].Group = leaf(i)
+	}
+	for i := range s.VMs {
+		s.VMs[i].Group = leaf(i)
+		s.VMs[i].Flavor = fmt.Sprintf("c%d", s.VMs[i].Cpus)
+	}
+	if !tree {
+		for i := range 50 {
+			s.Groups = append(s.Groups, Group{Name: fmt.Sprintf("flat-%02d", i), Caps: Caps{VMs: 2000}})
+		}
+		return s
+	}
+	for i := range 2 {
+		s.Groups = append(s.Groups, Group{Name: fmt.Sprintf("exp-%d", i), Caps: Caps{HS06: 1_500_000, VMs: 12000}})
+	}
+	for i := range 8 {
+		s.Groups = append(s.Groups, Group{Name: fmt.Sprintf("act-%d", i), Parent: fmt.Sprintf("exp-%d", i%2),
+			Caps: Caps{HS06: 400_000}})
+	}
+	for i := range 40 {
+		s.Groups = append(s.Groups, Group{Name: leaf(i), Parent: fmt.Sprintf("act-%d", i%8),
+			Caps: Caps{HS06: 80_000, VMs: 600}, NoBorrow: i%5 == 0})
+	}
+	for ci := range s.Clouds {
+		c := &s.Clouds[ci]
+		c.HS06Default = 8 + float64(ci%5)
+		c.HS06PerCore = map[string]float64{"c32": 12.5, "c64": 14}
+	}
+	for i := range s.Shapes {
+		if i%5 == 0 {
+			s.Shapes[i].MinHS06PerCore = 10
+		}
+	}
+	return s
+}
+
+// BenchmarkDecideResources sets the quota tree with HS06 ratings beside
+// the flat baseline, at 300,000 jobs, 100 clouds, 20,000 VMs, 50 groups.
+func BenchmarkDecideResources(b *testing.B) {
+	b.Run("flat", func(b *testing.B) { benchDecide(b, treeSnapshot(false)) })
+	b.Run("tree3+hs06", func(b *testing.B) { benchDecide(b, treeSnapshot(true)) })
+}

@@ -90,7 +90,19 @@ type Config struct {
 	// ...) before it is retired gracefully; its retire deadline then
 	// deletes it if it never drains. Default 24 h; negative: never.
 	UnknownDeadline time.Duration `yaml:"unknown_deadline"`
+	// ShareIn is what FairShare counts a group's holding in: ShareCores
+	// [default] or ShareHS06 (cores weighted by their HS06 rating).
+	ShareIn ShareUnit `yaml:"share_in"`
 }
+
+// ShareUnit is the unit fair share counts in.
+type ShareUnit string
+
+// Share units.
+const (
+	ShareCores ShareUnit = "cores"
+	ShareHS06  ShareUnit = "hs06"
+)
 
 // Defaults of the knobs, as DefaultConfig returns them.
 const (
@@ -151,6 +163,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Fairness != FairShare {
 		c.Fairness = FairRotate
+	}
+	if c.ShareIn != ShareHS06 {
+		c.ShareIn = ShareCores
 	}
 	if c.RetireOrder != RetireOldest {
 		c.RetireOrder = RetireYoungest

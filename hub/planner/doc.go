@@ -44,6 +44,32 @@
 // (Group.CloudCaps). A boot needs room in every one of them. Retiring VMs
 // count until they are gone.
 //
+// Quota tree. Groups may form a tree (Group.Parent: experiment, then
+// activities, ...). A group's Caps are then its quota and bound its
+// subtree: its own VMs and every subgroup's. A subgroup may borrow: go
+// past its own quota by what its siblings' quotas leave unused — the
+// siblings with a quota on a resource together never use more than their
+// quotas add up to — and always within every ancestor that does not
+// borrow (a top group never does). Group.NoBorrow keeps a subgroup within
+// its own quota (it still lends). A parent that names no group, or closes
+// a cycle, is ignored (groups are linked in name order). A quota lowered
+// below use, anywhere in the tree, stops boots for the groups under it at
+// once and sheds VMs by the over-quota rule below, reported on the
+// quota's owner (the parent, for its subgroups' pool); the tree's top
+// bounds are met first. Fair share ignores the tree (shares are per
+// group).
+//
+// HS06. A site may rate its flavors in HS06 per core (Cloud.HS06PerCore,
+// Cloud.HS06Default; unrated: 1 per core, so nothing changes without
+// ratings). Every limit above has an HS06 resource beside cores, memory and
+// servers (Caps.HS06: a VM's HS06 is its cores × its flavor's rating,
+// rounded per VM), so quotas, trees included, may be set in HS06. Jobs may
+// ask a minimum rating (Shape.MinHS06PerCore): only flavors rated at least
+// that are booted for them (the smallest such flavor), and only such VMs
+// cover them in the shortfall matching, where the most demanding shapes
+// are matched first. Config.ShareIn ShareHS06 makes FairShare count HS06
+// instead of cores.
+//
 // Rate. At most Config.MaxBootsPerCloud [20] servers may be in flight
 // (booting, or booted but not yet registered with the pool) per cloud
 // endpoint (Cloud.Endpoint; Cloud.MaxInFlight overrides). A group gets no

@@ -14,13 +14,23 @@ type groupState struct {
 	// means any.
 	sites []string
 
-	all, staying, room Usage
-	onSite             map[string]*siteUse
-	vms                []int32
+	all, staying Usage
+	onSite       map[string]*siteUse
+	vms          []int32
+
+	// parent and children place the group in the quota tree; ownBound
+	// is the index of its own quota's bound and poolBound of its
+	// subgroups' pool per resource (-1: none); bounds lists every bound
+	// the group belongs to.
+	parent    *groupState
+	children  []*groupState
+	ownBound  int32
+	poolBound [numDims]int32
+	bounds    []int32
 
 	idle, running, shortfall int // jobs
 	idleVMs, busyVMs         int
-	heldCores                int
+	heldCores, heldHS06      int
 	throttled, overQuota     bool
 
 	booted, bootedJobs int
@@ -30,6 +40,21 @@ type groupState struct {
 	head  int
 	key   float64
 	index int // in the heap
+}
+
+// newGroupState returns the working state of a group with settings g.
+func newGroupState(g Group) *groupState {
+	gs := &groupState{name: g.Name, g: g, ownBound: -1}
+	for d := range gs.poolBound {
+		gs.poolBound[d] = -1
+	}
+	return gs
+}
+
+// hold counts u in what the group holds, for fair share.
+func (g *groupState) hold(u Usage) {
+	g.heldCores += u.Cores
+	g.heldHS06 += u.HS06
 }
 
 // allocate boots VMs for the shortfall. Groups take turns, one VM each,
@@ -50,18 +75,18 @@ func (p *planner) allocate() {
 		switch {
 		case vm.RunningJobs > 0 || vm.State == VMBusy:
 			g.busyVMs++
-			g.heldCores += max(0, vm.Cpus)
+			g.hold(p.vmUsage(i))
 		case vm.State == VMIdle:
 			if !vm.Held {
 				g.idleVMs++
 			}
-			g.heldCores += max(0, vm.Cpus)
+			g.hold(p.vmUsage(i))
 		case vm.State == VMBooting || vm.State == VMStarting:
-			g.heldCores += max(0, vm.Cpus)
+			g.hold(p.vmUsage(i))
 		}
 	}
 
-	h := &groupHeap{share: p.cfg.Fairness == FairShare}
+	h := &groupHeap{share: p.cfg.Fairness == FairShare, hs06: p.cfg.ShareIn == ShareHS06}
 	for si := range p.shapes {
 		st := &p.shapes[si]
 		if st.need > 0 {
@@ -156,9 +181,9 @@ func (p *planner) bootOne(st *shapeState) bool {
 				st.note(reason{code: whyImageBackoff, cloud: int32(ci), image: st.sh.Image})
 				continue
 			}
-			fi := smallestFlavor(c.Flavors, &st.sh, st.pack)
+			fi := smallestFlavor(c.Flavors, &st.sh, st.pack, func(name string) int { return p.rateOf(ci, name) })
 			if fi < 0 {
-				st.note(reason{code: whyNoFlavor, cloud: int32(ci)})
+				st.note(reason{code: whyNoFlavor, cloud: int32(ci), flavor: st.sh.Flavor})
 				continue
 			}
 			st.flavor = fi
@@ -179,7 +204,7 @@ func (p *planner) bootOne(st *shapeState) bool {
 		st.bootedJobs += jobs
 		g.booted++
 		g.bootedJobs += jobs
-		g.heldCores += max(0, f.VCPUs)
+		g.hold(p.flavorUsage(ci, f))
 		p.addBoot(ci, st, f.Name, jobs)
 		return true
 	}
@@ -192,6 +217,7 @@ type bootKey struct {
 	group, vmType string
 	flavor, image string
 	keepAlive     int64
+	maxLifetime   int64
 }
 
 // bootAgg is one Boot being built.
@@ -204,7 +230,8 @@ type bootAgg struct {
 }
 
 func (p *planner) addBoot(ci int, st *shapeState, flavor string, jobs int) {
-	k := bootKey{cloud: ci, group: st.sh.Group, vmType: st.sh.VMType, flavor: flavor, image: st.sh.Image, keepAlive: int64(st.sh.KeepAlive)}
+	k := bootKey{cloud: ci, group: st.sh.Group, vmType: st.sh.VMType, flavor: flavor, image: st.sh.Image, keepAlive: int64(st.sh.KeepAlive),
+		maxLifetime: int64(st.sh.MaxLifetime)}
 	if p.bootIx == nil {
 		p.bootIx = make(map[bootKey]int)
 	}
@@ -222,12 +249,17 @@ func (p *planner) addBoot(ci int, st *shapeState, flavor string, jobs int) {
 type groupHeap struct {
 	items []*groupState
 	share bool
+	// hs06 counts holdings in HS06 rather than cores.
+	hs06 bool
 }
 
 // keyOf is the group's place in the turn order: VMs booted this plan
 // (FairRotate), or cores held per unit of share (FairShare).
 func (h *groupHeap) keyOf(g *groupState) float64 {
 	if h.share {
+		if h.hs06 {
+			return float64(g.heldHS06) / float64(max(1, g.g.Share))
+		}
 		return float64(g.heldCores) / float64(max(1, g.g.Share))
 	}
 	return float64(g.booted)

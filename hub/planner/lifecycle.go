@@ -59,9 +59,9 @@ func (p *planner) lifecycle() {
 
 		if unknown {
 			// Only deadlines: the maximum lifetime, then the unknown one.
-			if lt := p.maxLifetime(c); !notUp && lt > 0 && age >= lt {
-				p.retire(i, RuleMaxLifetime, fmt.Sprintf("up %s since %s, reached max lifetime %s; state unknown (%s), its jobs may finish within %s",
-					fmtDur(age), p.clock(vm.CreatedAt), fmtDur(lt), vm.Why, fmtDur(cfg.RetireDeadline)))
+			if lt, from := p.maxLifetime(vm, c); !notUp && lt > 0 && age >= lt {
+				p.retire(i, RuleMaxLifetime, fmt.Sprintf("up %s since %s, reached %smax lifetime %s; state unknown (%s), its jobs may finish within %s",
+					fmtDur(age), p.clock(vm.CreatedAt), from, fmtDur(lt), vm.Why, fmtDur(cfg.RetireDeadline)))
 				continue
 			}
 			p.unknownDeadline(i)
@@ -94,8 +94,8 @@ func (p *planner) lifecycle() {
 			continue
 		}
 
-		if lt := p.maxLifetime(c); lt > 0 && age >= lt {
-			why := fmt.Sprintf("up %s since %s, reached max lifetime %s", fmtDur(age), p.clock(vm.CreatedAt), fmtDur(lt))
+		if lt, from := p.maxLifetime(vm, c); lt > 0 && age >= lt {
+			why := fmt.Sprintf("up %s since %s, reached %smax lifetime %s", fmtDur(age), p.clock(vm.CreatedAt), from, fmtDur(lt))
 			if busy {
 				why += fmt.Sprintf("; %d running jobs may finish within %s", vm.RunningJobs, fmtDur(cfg.RetireDeadline))
 			}
@@ -168,11 +168,19 @@ func (p *planner) keepAlive(vm *VM, c *Cloud) (time.Duration, string) {
 	return keep, from
 }
 
-func (p *planner) maxLifetime(c *Cloud) time.Duration {
+// maxLifetime is a VM's maximum lifetime and whose it is ("" for the
+// cloud's or config's, "job " for its jobs'): the cloud's setting, else the
+// config's, and the jobs' own (VM.MaxLifetime) when that is shorter. Zero
+// means none.
+func (p *planner) maxLifetime(vm *VM, c *Cloud) (time.Duration, string) {
+	lt := p.cfg.MaxLifetime
 	if c != nil && c.MaxLifetime > 0 {
-		return c.MaxLifetime
+		lt = c.MaxLifetime
 	}
-	return p.cfg.MaxLifetime
+	if vm.MaxLifetime > 0 && (lt <= 0 || vm.MaxLifetime < lt) {
+		return vm.MaxLifetime, "job "
+	}
+	return lt, ""
 }
 
 // retire adds a retirement of VM i to the plan.

@@ -42,9 +42,13 @@ const (
 	dimCores = iota
 	dimRAM
 	dimVMs
+	dimHS06
 )
 
-var dimNames = [3]string{"cores", "memory", "servers"}
+// numDims is the number of resource dimensions.
+const numDims = 4
+
+var dimNames = [numDims]string{"cores", "memory", "servers", "HS06"}
 
 func (u Usage) get(d int) int {
 	switch d {
@@ -52,6 +56,8 @@ func (u Usage) get(d int) int {
 		return u.Cores
 	case dimRAM:
 		return u.RAMMiB
+	case dimHS06:
+		return u.HS06
 	}
 	return u.VMs
 }
@@ -62,6 +68,8 @@ func (u *Usage) set(d, v int) {
 		u.Cores = v
 	case dimRAM:
 		u.RAMMiB = v
+	case dimHS06:
+		u.HS06 = v
 	default:
 		u.VMs = v
 	}
@@ -71,15 +79,17 @@ func (u *Usage) add(v Usage) {
 	u.Cores += v.Cores
 	u.RAMMiB += v.RAMMiB
 	u.VMs += v.VMs
+	u.HS06 += v.HS06
 }
 
 func (u *Usage) sub(v Usage) {
 	u.Cores -= v.Cores
 	u.RAMMiB -= v.RAMMiB
 	u.VMs -= v.VMs
+	u.HS06 -= v.HS06
 }
 
-func (u Usage) anyPositive() bool { return u.Cores > 0 || u.RAMMiB > 0 || u.VMs > 0 }
+func (u Usage) anyPositive() bool { return u.Cores > 0 || u.RAMMiB > 0 || u.VMs > 0 || u.HS06 > 0 }
 
 func capsGet(c Caps, d int) int {
 	switch d {
@@ -87,22 +97,50 @@ func capsGet(c Caps, d int) int {
 		return c.Cores
 	case dimRAM:
 		return c.RAMMiB
+	case dimHS06:
+		return c.HS06
 	}
 	return c.VMs
 }
 
+func capsSet(c *Caps, d, v int) {
+	switch d {
+	case dimCores:
+		c.Cores = v
+	case dimRAM:
+		c.RAMMiB = v
+	case dimHS06:
+		c.HS06 = v
+	default:
+		c.VMs = v
+	}
+}
+
+// limitsGet is a cloud's own limit and usage on a resource; the cloud
+// knows nothing of HS06 (no limit).
 func limitsGet(l protocol.Limits, d int) (maxV, used int) {
 	switch d {
 	case dimCores:
 		return l.MaxCores, l.UsedCores
 	case dimRAM:
 		return l.MaxRAMMiB, l.UsedRAMMiB
+	case dimHS06:
+		return -1, 0
 	}
 	return l.MaxInstances, l.UsedInstances
 }
 
-func usageOf(vm *VM) Usage {
-	return Usage{Cores: max(0, vm.Cpus), RAMMiB: max(0, vm.MemoryMiB), VMs: 1}
+// vmUsage is what VM i uses, its HS06 by its flavor's rating.
+func (p *planner) vmUsage(i int) Usage {
+	vm := &p.vms[i]
+	cpus := max(0, vm.Cpus)
+	return Usage{Cores: cpus, RAMMiB: max(0, vm.MemoryMiB), VMs: 1, HS06: hs06Of(cpus, int(p.vmRate[i]))}
+}
+
+// flavorUsage is what one VM of flavor f on cloud ci uses.
+func (p *planner) flavorUsage(ci int, f *protocol.Flavor) Usage {
+	cpus := max(0, f.VCPUs)
+	return Usage{Cores: cpus, RAMMiB: max(0, f.RAMMiB), VMs: 1, HS06: hs06Of(cpus, p.rateOf(ci, f.Name))}
 }
 
 // cloudState is one cloud's figures while the plan is built.
@@ -119,7 +157,7 @@ type cloudState struct {
 	vms                           []int32
 
 	room Usage
-	bind [3]limitSource
+	bind [numDims]limitSource
 
 	booted    int
 	bootedUse Usage
@@ -176,11 +214,13 @@ func (p *planner) scanVMs() {
 	}
 
 	p.vmCl = make([]int32, len(p.vms))
+	p.vmRate = make([]int32, len(p.vms))
 	p.going = make([]bool, len(p.vms))
 	for i := range p.vms {
 		vm := &p.vms[i]
-		u := usageOf(vm)
 		ci := p.cloudIndex(vm.Site)
+		p.vmRate[i] = int32(p.rateOf(ci, vm.Flavor))
+		u := p.vmUsage(i)
 		p.vmCl[i] = int32(ci)
 		if ci >= 0 {
 			cs := &p.cs[ci]
@@ -209,6 +249,7 @@ func (p *planner) scanVMs() {
 	for _, name := range slices.Sorted(maps.Keys(p.groups)) {
 		p.groupOrder = append(p.groupOrder, p.groups[name])
 	}
+	p.buildBounds()
 }
 
 // staysOn reports whether a VM keeps holding resources beyond this plan:
@@ -229,7 +270,7 @@ func (p *planner) overQuota() {
 			continue
 		}
 		vm := &p.vms[i]
-		u := usageOf(vm)
+		u := p.vmUsage(i)
 		if ci := p.vmCl[i]; ci >= 0 {
 			p.cs[ci].staying.add(u)
 		}
@@ -237,6 +278,9 @@ func (p *planner) overQuota() {
 		g.staying.add(u)
 		if su := g.onSite[vm.Site]; su != nil {
 			su.staying.add(u)
+		}
+		for _, bi := range g.bounds {
+			p.bounds[bi].staying.add(u)
 		}
 	}
 
@@ -252,12 +296,22 @@ func (p *planner) overQuota() {
 		p.shed(cs.vms, d, c.OverQuotaSince, func(vm *VM) bool { return true },
 			fmt.Sprintf("cloud %s over quota (%s)", c.Site, why))
 	}
-	for _, g := range p.groupOrder {
-		if d, why := groupDeficit(g.staying, g.g.Caps); d.anyPositive() {
-			g.overQuota = true
-			p.shed(g.vms, d, g.g.OverQuotaSince, func(vm *VM) bool { return true },
-				fmt.Sprintf("group %s over its cap (%s)", g.name, why))
+	// Group quotas, top of the tree first: VMs shed for a parent's bound
+	// count towards its subgroups' too.
+	for bi := range p.bounds {
+		b := &p.bounds[bi]
+		if d, why := boundDeficit(b); d.anyPositive() {
+			b.overQuota = true
+			b.overWhy = why
+			b.owner.overQuota = true
+			what := fmt.Sprintf("group %s over its cap (%s)", b.owner.name, why)
+			if b.pool || len(b.owner.children) > 0 {
+				what = fmt.Sprintf("%s over quota (%s)", b.name(), why)
+			}
+			p.shed(b.vms, d, b.since, func(vm *VM) bool { return true }, what)
 		}
+	}
+	for _, g := range p.groupOrder {
 		for _, site := range slices.Sorted(maps.Keys(g.onSite)) {
 			su := g.onSite[site]
 			if d, why := groupDeficit(su.staying, g.g.CloudCaps[site]); d.anyPositive() {
@@ -287,7 +341,7 @@ func (p *planner) cloudDeficit(ci int) (Usage, string) {
 		}
 	}
 	reported := c.Connected && c.Limits != (protocol.Limits{})
-	for dim := range 3 {
+	for dim := range numDims {
 		if reported {
 			if maxV, used := limitsGet(c.Limits, dim); maxV >= 0 {
 				foreign := max(0, used-cs.listed.get(dim))
@@ -307,7 +361,7 @@ func (p *planner) cloudDeficit(ci int) (Usage, string) {
 func groupDeficit(staying Usage, caps Caps) (Usage, string) {
 	var d Usage
 	why := ""
-	for dim := range 3 {
+	for dim := range numDims {
 		if v := capsGet(caps, dim); v > 0 && staying.get(dim) > v {
 			d.set(dim, staying.get(dim)-v)
 			if why == "" {
@@ -367,9 +421,8 @@ func (p *planner) shed(cands []int32, d Usage, since time.Time, pick func(*VM) b
 		if !d.anyPositive() {
 			break
 		}
-		vm := &p.vms[c.i]
-		u := usageOf(vm)
-		if !(d.Cores > 0 && u.Cores > 0 || d.RAMMiB > 0 && u.RAMMiB > 0 || d.VMs > 0) {
+		u := p.vmUsage(int(c.i))
+		if !(d.Cores > 0 && u.Cores > 0 || d.RAMMiB > 0 && u.RAMMiB > 0 || d.VMs > 0 || d.HS06 > 0 && u.HS06 > 0) {
 			continue
 		}
 		d.sub(u)
@@ -408,7 +461,7 @@ func (p *planner) leave(i int) {
 		return
 	}
 	vm := &p.vms[i]
-	u := usageOf(vm)
+	u := p.vmUsage(i)
 	if ci := p.vmCl[i]; ci >= 0 {
 		p.cs[ci].staying.sub(u)
 	}
@@ -416,6 +469,9 @@ func (p *planner) leave(i int) {
 	g.staying.sub(u)
 	if su := g.onSite[vm.Site]; su != nil {
 		su.staying.sub(u)
+	}
+	for _, bi := range g.bounds {
+		p.bounds[bi].staying.sub(u)
 	}
 	p.going[i] = true
 }
@@ -428,7 +484,7 @@ func (p *planner) rooms() {
 	for ci := range p.clouds {
 		c := &p.clouds[ci]
 		cs := &p.cs[ci]
-		for dim := range 3 {
+		for dim := range numDims {
 			room, src := unlimited, srcNone
 			lower := func(v int, s limitSource) {
 				if v < room {
@@ -448,17 +504,20 @@ func (p *planner) rooms() {
 			cs.bind[dim] = src
 		}
 	}
-	for _, g := range p.groups {
-		for dim := range 3 {
+	for bi := range p.bounds {
+		b := &p.bounds[bi]
+		for dim := range numDims {
 			room := unlimited
-			if v := capsGet(g.g.Caps, dim); v > 0 {
-				room = v - g.all.get(dim)
+			if v := capsGet(b.limit, dim); v > 0 {
+				room = v - b.all.get(dim)
 			}
-			g.room.set(dim, room)
+			b.room.set(dim, room)
 		}
+	}
+	for _, g := range p.groups {
 		for site, su := range g.onSite {
 			caps := g.g.CloudCaps[site]
-			for dim := range 3 {
+			for dim := range numDims {
 				room := unlimited
 				if v := capsGet(caps, dim); v > 0 {
 					room = v - su.all.get(dim)
@@ -472,8 +531,8 @@ func (p *planner) rooms() {
 // roomFor checks that one more VM of flavor f fits on cloud ci for group g.
 func (p *planner) roomFor(ci int, g *groupState, f *protocol.Flavor) reason {
 	cs := &p.cs[ci]
-	need := Usage{Cores: max(0, f.VCPUs), RAMMiB: max(0, f.RAMMiB), VMs: 1}
-	for dim := range 3 {
+	need := p.flavorUsage(ci, f)
+	for dim := range numDims {
 		if need.get(dim) > cs.room.get(dim) {
 			return reason{code: whyCloudRoom, cloud: int32(ci), dim: uint8(dim), src: cs.bind[dim]}
 		}
@@ -481,13 +540,16 @@ func (p *planner) roomFor(ci int, g *groupState, f *protocol.Flavor) reason {
 	if ep := &p.eps[cs.endpoint]; ep.max > 0 && ep.inFlight >= ep.max {
 		return reason{code: whyInFlight, cloud: int32(ci)}
 	}
-	for dim := range 3 {
-		if need.get(dim) > g.room.get(dim) {
-			return reason{code: whyGroupCap, cloud: int32(ci), dim: uint8(dim)}
+	for _, bi := range g.bounds {
+		b := &p.bounds[bi]
+		for dim := range numDims {
+			if need.get(dim) > b.room.get(dim) {
+				return reason{code: whyGroupCap, cloud: int32(ci), dim: uint8(dim), bound: bi + 1}
+			}
 		}
 	}
 	if su := g.onSite[p.clouds[ci].Site]; su != nil {
-		for dim := range 3 {
+		for dim := range numDims {
 			if need.get(dim) > su.room.get(dim) {
 				return reason{code: whyGroupCloudCap, cloud: int32(ci), dim: uint8(dim)}
 			}
@@ -498,7 +560,7 @@ func (p *planner) roomFor(ci int, g *groupState, f *protocol.Flavor) reason {
 
 // take books one VM of flavor f on cloud ci for group g.
 func (p *planner) take(ci int, g *groupState, f *protocol.Flavor) {
-	u := Usage{Cores: max(0, f.VCPUs), RAMMiB: max(0, f.RAMMiB), VMs: 1}
+	u := p.flavorUsage(ci, f)
 	cs := &p.cs[ci]
 	cs.room.sub(u)
 	cs.all.add(u)
@@ -506,8 +568,11 @@ func (p *planner) take(ci int, g *groupState, f *protocol.Flavor) {
 	cs.booted++
 	cs.bootedUse.add(u)
 	p.eps[cs.endpoint].inFlight++
-	g.room.sub(u)
 	g.all.add(u)
+	for _, bi := range g.bounds {
+		p.bounds[bi].room.sub(u)
+		p.bounds[bi].all.add(u)
+	}
 	if su := g.onSite[p.clouds[ci].Site]; su != nil {
 		su.room.sub(u)
 		su.all.add(u)
@@ -515,11 +580,23 @@ func (p *planner) take(ci int, g *groupState, f *protocol.Flavor) {
 }
 
 // smallestFlavor returns the index of the smallest flavor that holds pack
-// jobs of sh, or -1.
-func smallestFlavor(flavors []protocol.Flavor, sh *Shape, pack int) int {
+// jobs of sh, or -1. A shape that names its flavor (Shape.Flavor) gets
+// that one if it holds at least one job, and nothing else; a shape with a
+// minimum rating (Shape.MinHS06PerCore) gets only flavors rated so.
+func smallestFlavor(flavors []protocol.Flavor, sh *Shape, pack int, rate func(flavor string) int) int {
+	if sh.Flavor != "" {
+		pack = 1
+	}
 	best := -1
+	minRate := rateMilli(sh.MinHS06PerCore)
 	for i := range flavors {
 		f := &flavors[i]
+		if sh.Flavor != "" && f.Name != sh.Flavor {
+			continue
+		}
+		if minRate > 0 && rate(f.Name) < minRate {
+			continue
+		}
 		if f.VCPUs < pack*sh.Cpus || f.RAMMiB < pack*sh.MemoryMiB ||
 			(sh.DiskKiB > 0 && int64(f.DiskGiB)<<20 < int64(pack)*sh.DiskKiB) {
 			continue

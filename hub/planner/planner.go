@@ -35,14 +35,18 @@ type planner struct {
 
 	groups     map[string]*groupState
 	groupOrder []*groupState // by name
-	vmTypes    map[[2]string]int
+	// bounds are the group quotas' bounds (tree.go).
+	bounds  []quotaBound
+	vmTypes map[[2]string]int
 
 	shapes  []shapeState // canonical order, merged
 	buckets map[[2]string]*bucket
 
-	vms   []VM    // the snapshot's, read only
-	vmCl  []int32 // cloud index of each VM, -1 if unknown
-	going []bool  // retired or deleted by this plan
+	vms  []VM    // the snapshot's, read only
+	vmCl []int32 // cloud index of each VM, -1 if unknown
+	// vmRate is each VM's HS06 rating per core, in thousandths.
+	vmRate []int32
+	going  []bool // retired or deleted by this plan
 	// pastKeep marks idle VMs past their keep-alive; kept those of them
 	// that idle jobs will use.
 	pastKeep, kept []bool
@@ -98,8 +102,9 @@ func newPlanner(s Snapshot) *planner {
 				continue
 			}
 		}
-		p.groups[g.Name] = &groupState{name: g.Name, g: g}
+		p.groups[g.Name] = newGroupState(g)
 	}
+	p.linkTree()
 	for _, t := range s.VMTypes {
 		k := [2]string{t.Group, t.Name}
 		if old, ok := p.vmTypes[k]; !ok || t.JobsPerVM > old {
@@ -129,6 +134,8 @@ func compareGroupTie(a, b Group) int {
 		boolCmp(a.Paused, b.Paused),
 		cmp.Compare(a.KeepAlive, b.KeepAlive),
 		slices.Compare(a.Clouds, b.Clouds),
+		cmp.Compare(a.Parent, b.Parent),
+		boolCmp(a.NoBorrow, b.NoBorrow),
 	)
 }
 
@@ -148,7 +155,7 @@ func (p *planner) group(name string) *groupState {
 	if g, ok := p.groups[name]; ok {
 		return g
 	}
-	g := &groupState{name: name, g: Group{Name: name}}
+	g := newGroupState(Group{Name: name})
 	p.groups[name] = g
 	return g
 }

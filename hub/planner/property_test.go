@@ -97,6 +97,7 @@ func genSnapshot(t *rapid.T) Snapshot {
 		}
 		s.Groups = append(s.Groups, g)
 	}
+	genTree(t, &s)
 	s.Aliases = map[string][]string{"eu": {"c1", "c3"}}
 	if rapid.Bool().Draw(t, "vmtypes") {
 		s.VMTypes = []VMType{{Name: "big", JobsPerVM: rapid.IntRange(0, 4).Draw(t, "typePack")}}
@@ -185,7 +186,6 @@ func TestPropertyLimits(t *testing.T) {
 func checkLimits(t *rapid.T, s Snapshot, p Plan) {
 	type use struct{ cores, ram, vms int }
 	booted := map[string]use{}
-	bootedGroup := map[string]use{}
 	bootedGroupSite := map[[2]string]use{}
 	flavorOf := func(site, name string) protocol.Flavor {
 		for _, c := range s.Clouds {
@@ -207,13 +207,11 @@ func checkLimits(t *rapid.T, s Snapshot, p Plan) {
 		f := flavorOf(b.Site, b.Flavor)
 		add := func(u use) use { return use{u.cores + b.Count*f.VCPUs, u.ram + b.Count*f.RAMMiB, u.vms + b.Count} }
 		booted[b.Site] = add(booted[b.Site])
-		bootedGroup[b.Group] = add(bootedGroup[b.Group])
 		k := [2]string{b.Group, b.Site}
 		bootedGroupSite[k] = add(bootedGroupSite[k])
 	}
 	canopy := map[string]use{}
 	pending := map[string]use{}
-	group := map[string]use{}
 	groupSite := map[[2]string]use{}
 	inFlight := map[string]int{}
 	endpoint := func(site string) string {
@@ -231,7 +229,6 @@ func checkLimits(t *rapid.T, s Snapshot, p Plan) {
 			m[k] = use{o.cores + u.cores, o.ram + u.ram, o.vms + u.vms}
 		}
 		add(canopy, vm.Site)
-		add(group, vm.Group)
 		k := [2]string{vm.Group, vm.Site}
 		o := groupSite[k]
 		groupSite[k] = use{o.cores + u.cores, o.ram + u.ram, o.vms + u.vms}
@@ -297,15 +294,8 @@ func checkLimits(t *rapid.T, s Snapshot, p Plan) {
 			within(ep+" in flight", inFlight[ep], n, m)
 		}
 	}
+	checkTreeLimits(t, s, p)
 	for _, g := range s.Groups {
-		b := bootedGroup[g.Name]
-		u := group[g.Name]
-		if g.Caps.Cores > 0 {
-			within(g.Name+" group cores", u.cores, b.cores, g.Caps.Cores)
-		}
-		if g.Caps.VMs > 0 {
-			within(g.Name+" group vms", u.vms, b.vms, g.Caps.VMs)
-		}
 		for site, caps := range g.CloudCaps {
 			k := [2]string{g.Name, site}
 			if caps.VMs > 0 {
@@ -647,9 +637,13 @@ func overQuotaDeadlinePassed(s Snapshot, c Cloud, vm VM) bool {
 	if passed(c.OverQuotaSince) {
 		return true
 	}
-	for _, g := range s.Groups {
-		if g.Name == vm.Group && passed(g.OverQuotaSince) {
-			return true
+	// The VM's group or one of its ancestors (whose quota, or pool of
+	// subgroups, the VM counts towards).
+	for _, name := range ancestry(s, vm.Group) {
+		for _, g := range s.Groups {
+			if g.Name == name && passed(g.OverQuotaSince) {
+				return true
+			}
 		}
 	}
 	return false

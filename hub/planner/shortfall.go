@@ -36,6 +36,9 @@ func (p *planner) indexShapes(in []Shape) {
 		sh.Cpus = max(0, sh.Cpus)
 		sh.MemoryMiB = max(0, sh.MemoryMiB)
 		sh.DiskKiB = max(0, sh.DiskKiB)
+		if rateMilli(sh.MinHS06PerCore) == 0 {
+			sh.MinHS06PerCore = 0
+		}
 		if len(sh.Clouds) > 0 {
 			sh.Clouds = slices.Compact(slices.Sorted(slices.Values(sh.Clouds)))
 		}
@@ -100,6 +103,9 @@ func compareShapes(a, b Shape) int {
 		slices.Compare(a.Clouds, b.Clouds),
 		cmp.Compare(a.KeepAlive, b.KeepAlive),
 		cmp.Compare(a.JobsPerVM, b.JobsPerVM),
+		cmp.Compare(a.Flavor, b.Flavor),
+		cmp.Compare(a.MaxLifetime, b.MaxLifetime),
+		cmp.Compare(a.MinHS06PerCore, b.MinHS06PerCore),
 	)
 }
 
@@ -126,8 +132,10 @@ func jobsFit(sh *Shape, cpus, memMiB int) int {
 type capClass struct {
 	site      string
 	cpus, mem int
-	rank      uint8
-	count     int
+	// rate is the VMs' HS06 rating per core, in thousandths.
+	rate  int
+	rank  uint8
+	count int
 	// vms lists the VMs of a class of idle VMs past their keep-alive,
 	// which are retired unless used.
 	vms []int32
@@ -146,6 +154,7 @@ const (
 type classKey struct {
 	site      string
 	cpus, mem int
+	rate      int
 	rank      uint8
 }
 
@@ -184,12 +193,13 @@ func (p *planner) shortfall() {
 			if rank == rankIdle && p.pastKeep[vi] {
 				rank = rankPastKeep
 			}
-			k := classKey{site: vm.Site, cpus: cpus, mem: mem, rank: rank}
+			rate := int(p.vmRate[vi])
+			k := classKey{site: vm.Site, cpus: cpus, mem: mem, rate: rate, rank: rank}
 			ix, ok := byKey[k]
 			if !ok {
 				ix = len(classes)
 				byKey[k] = ix
-				classes = append(classes, capClass{site: vm.Site, cpus: cpus, mem: mem, rank: rank})
+				classes = append(classes, capClass{site: vm.Site, cpus: cpus, mem: mem, rate: rate, rank: rank})
 			}
 			classes[ix].count++
 			if rank == rankPastKeep {
@@ -197,22 +207,26 @@ func (p *planner) shortfall() {
 			}
 		}
 		slices.SortFunc(classes, func(a, b capClass) int {
-			return cmp.Or(cmp.Compare(a.cpus, b.cpus), cmp.Compare(a.mem, b.mem), cmp.Compare(a.rank, b.rank), cmp.Compare(a.site, b.site))
+			return cmp.Or(cmp.Compare(a.cpus, b.cpus), cmp.Compare(a.mem, b.mem), cmp.Compare(a.rank, b.rank),
+				cmp.Compare(a.rate, b.rate), cmp.Compare(a.site, b.site))
 		})
 		nOrig := len(classes)
 
-		// Shapes, biggest request first.
+		// Shapes, most demanding HS06 rating first (only they may use the
+		// fastest VMs), then biggest request first.
 		order = append(order[:0], b.shapes...)
 		slices.SortStableFunc(order, func(x, y int32) int {
 			a, b := &p.shapes[x].sh, &p.shapes[y].sh
-			return cmp.Or(cmp.Compare(b.Cpus, a.Cpus), cmp.Compare(b.MemoryMiB, a.MemoryMiB), cmp.Compare(b.DiskKiB, a.DiskKiB))
+			return cmp.Or(cmp.Compare(b.MinHS06PerCore, a.MinHS06PerCore),
+				cmp.Compare(b.Cpus, a.Cpus), cmp.Compare(b.MemoryMiB, a.MemoryMiB), cmp.Compare(b.DiskKiB, a.DiskKiB))
 		})
 		for _, si := range order {
 			st := &p.shapes[si]
 			need := st.sh.Idle
+			minRate := rateMilli(st.sh.MinHS06PerCore)
 			for ci := 0; ci < len(classes) && need > 0; ci++ {
 				c := &classes[ci]
-				if c.count == 0 || !hasSite(st.sites, c.site) {
+				if c.count == 0 || !hasSite(st.sites, c.site) || c.rate < minRate {
 					continue
 				}
 				k := jobsFit(&st.sh, c.cpus, c.mem)
@@ -230,10 +244,10 @@ func (p *planner) shortfall() {
 				c.count -= vms
 				// What the used VMs have left may serve later shapes.
 				if full > 0 {
-					classes = appendLeftover(classes, c.site, c.cpus-k*st.sh.Cpus, c.mem-k*st.sh.MemoryMiB, full)
+					classes = appendLeftover(classes, c.site, c.cpus-k*st.sh.Cpus, c.mem-k*st.sh.MemoryMiB, c.rate, full)
 				}
 				if last > 0 {
-					classes = appendLeftover(classes, c.site, c.cpus-last*st.sh.Cpus, c.mem-last*st.sh.MemoryMiB, 1)
+					classes = appendLeftover(classes, c.site, c.cpus-last*st.sh.Cpus, c.mem-last*st.sh.MemoryMiB, c.rate, 1)
 				}
 			}
 			st.covered = st.sh.Idle - need
@@ -259,11 +273,11 @@ func (p *planner) shortfall() {
 
 // appendLeftover adds a class for what used VMs still have free, when they
 // have both cores and memory left.
-func appendLeftover(classes []capClass, site string, cpus, mem, count int) []capClass {
+func appendLeftover(classes []capClass, site string, cpus, mem, rate, count int) []capClass {
 	if cpus <= 0 || mem <= 0 {
 		return classes
 	}
-	return append(classes, capClass{site: site, cpus: cpus, mem: mem, rank: rankBusy, count: count})
+	return append(classes, capClass{site: site, cpus: cpus, mem: mem, rate: rate, rank: rankBusy, count: count})
 }
 
 // freeOf is what a VM offers to idle jobs: all of it while booting,

@@ -33,6 +33,10 @@ type reason struct {
 	dim   uint8
 	src   limitSource
 	image string
+	// flavor is the flavor a shape asks for by name (whyNoFlavor).
+	flavor string
+	// bound is 1 + the index of the group quota bound met; 0: none.
+	bound int32
 }
 
 // note keeps the most telling reason a shape met, and the last cloud it
@@ -59,6 +63,9 @@ func (p *planner) describe(r reason, g *groupState) string {
 	case whyNotAllowed:
 		return "no cloud the jobs may use"
 	case whyNoFlavor:
+		if r.flavor != "" {
+			return fmt.Sprintf("flavor %s the jobs ask for is not offered on %s or does not fit them", r.flavor, site)
+		}
 		return fmt.Sprintf("no flavor on %s fits the jobs", site)
 	case whyImageBackoff:
 		if b, ok := p.imageOff[[2]string{site, r.image}]; ok {
@@ -75,6 +82,11 @@ func (p *planner) describe(r reason, g *groupState) string {
 	case whyGroupCloudCap:
 		return fmt.Sprintf("group %s at its %s cap on %s", group, dimNames[r.dim], site)
 	case whyGroupCap:
+		if r.bound > 0 && int(r.bound) <= len(p.bounds) {
+			if b := &p.bounds[r.bound-1]; b.pool || b.owner != g {
+				return fmt.Sprintf("%s at its %s quota", b.name(), dimNames[r.dim])
+			}
+		}
 		return fmt.Sprintf("group %s at its %s cap", group, dimNames[r.dim])
 	case whyThrottle:
 		if g == nil {
@@ -105,7 +117,7 @@ func (p *planner) finish() Plan {
 		plan.Boots = append(plan.Boots, Boot{
 			Site: p.clouds[b.key.cloud].Site, Group: b.key.group, VMType: b.key.vmType,
 			Flavor: b.key.flavor, Image: b.key.image, Count: b.vms, Jobs: b.jobs,
-			KeepAlive: time.Duration(b.key.keepAlive), Reason: why,
+			KeepAlive: time.Duration(b.key.keepAlive), MaxLifetime: time.Duration(b.key.maxLifetime), Reason: why,
 		})
 	}
 	slices.SortFunc(plan.Boots, func(a, b Boot) int {
@@ -133,7 +145,7 @@ func (p *planner) finish() Plan {
 			Site: c.Site, State: cs.status, Until: cs.until, Reason: cs.reason,
 			OverQuota: cs.overQuota, Used: cs.all, InFlight: ep.inFlight, Booted: cs.booted,
 		}
-		for dim := range 3 {
+		for dim := range numDims {
 			v := cs.room.get(dim)
 			if v >= unlimited/2 {
 				v = math.MaxInt
@@ -156,6 +168,15 @@ func (p *planner) finish() Plan {
 		}
 	}
 	slices.SortFunc(plan.Clouds, func(a, b CloudStatus) int { return cmp.Compare(a.Site, b.Site) })
+	for bi := range p.bounds {
+		if b := &p.bounds[bi]; b.overQuota {
+			what := "group " + b.owner.name
+			if b.pool || len(b.owner.children) > 0 {
+				what = b.name()
+			}
+			plan.Notes = append(plan.Notes, Note{Group: b.owner.name, Reason: fmt.Sprintf("%s over quota (%s): no new boots", what, b.overWhy)})
+		}
+	}
 
 	// Shapes and groups.
 	plan.Shapes = make([]ShapeStatus, len(p.shapes))

@@ -30,6 +30,22 @@ type Shape struct {
 	// one means the smallest flavor that holds one job (which may still
 	// hold several); the VM type's setting applies when zero.
 	JobsPerVM int `json:"jobs_per_vm,omitempty"`
+	// Flavor is the flavor the jobs ask for by name (+VMInstanceType):
+	// their VMs are booted with it, on clouds that offer it and where it
+	// holds a job. Empty means the smallest flavor that holds the jobs.
+	// Idle VMs of any flavor still cover the shape's jobs if they fit, as
+	// HTCondor would match them there.
+	Flavor string `json:"flavor,omitempty"`
+	// MaxLifetime is the jobs' own limit on how long their VMs live
+	// (+VMMaxLifetime): a VM booted for the shape is retired, gracefully,
+	// once this old (the smaller of it and the cloud's or config's
+	// maximum lifetime applies). Zero means the jobs ask for none.
+	MaxLifetime time.Duration `json:"max_lifetime,omitempty"`
+	// MinHS06PerCore is the lowest HS06 rating per core the jobs accept
+	// (the job attribute RequestHS06PerCore): only flavors rated at least
+	// this (Cloud.HS06PerCore) are booted for them, and only VMs of such
+	// flavors cover them. Zero means any.
+	MinHS06PerCore float64 `json:"min_hs06_per_core,omitempty"`
 }
 
 // Caps are admin-set hard maxima for one cloud; zero means no cap.
@@ -37,6 +53,9 @@ type Caps struct {
 	Cores  int `json:"cores" yaml:"cores"`
 	RAMMiB int `json:"ram_mib" yaml:"ram_mib"`
 	VMs    int `json:"vms" yaml:"vms"`
+	// HS06 caps the HS06 rating of the VMs: cores × their flavor's
+	// rating per core (Cloud.HS06PerCore).
+	HS06 int `json:"hs06,omitempty" yaml:"hs06"`
 }
 
 // Usage is an amount of cores, memory and servers in use.
@@ -44,6 +63,9 @@ type Usage struct {
 	Cores  int `json:"cores"`
 	RAMMiB int `json:"ram_mib"`
 	VMs    int `json:"vms"`
+	// HS06 is the VMs' cores weighted by their flavors' HS06 rating per
+	// core, rounded per VM.
+	HS06 int `json:"hs06"`
 }
 
 // Cloud is one site's cloud as the planner sees it.
@@ -57,6 +79,11 @@ type Cloud struct {
 	// Paused clouds get no new boots; their VMs stay.
 	Paused  bool
 	Flavors []protocol.Flavor
+	// HS06PerCore rates the flavors' cores, by flavor name, in HS06 per
+	// core; flavors not listed get HS06Default, and without it 1 (a core
+	// is one unit). Ratings must be positive; others are taken as 1.
+	HS06PerCore map[string]float64
+	HS06Default float64
 	// Limits are the cloud's own absolute limits and usage.
 	Limits protocol.Limits
 	Caps   Caps
@@ -104,7 +131,20 @@ type Group struct {
 	// zero means 1.
 	Share int
 	// Caps bound the group's VMs over all clouds; zero fields mean no cap.
+	// In a tree (Parent) they are the group's quota: they bound the sum of
+	// the group's own VMs and its subgroups' (its subtree), and a group
+	// that may borrow goes past them by what its siblings leave unused.
 	Caps Caps
+	// Parent names the group this one is a subgroup of; empty means a top
+	// group. A parent that names no group, the group itself or one of its
+	// own subgroups (a cycle) is ignored.
+	Parent string
+	// NoBorrow keeps a subgroup within its own quota (Caps). Without it a
+	// subgroup may use what its siblings' quotas leave unused, as long as
+	// the siblings with a quota together stay within the sum of their
+	// quotas and every ancestor that does not borrow within its own. A top
+	// group never borrows.
+	NoBorrow bool
 	// CloudCaps bound the group's VMs on one site; missing sites and zero
 	// fields mean no cap.
 	CloudCaps map[string]Caps
@@ -208,6 +248,9 @@ type VM struct {
 	// KeepAlive is the keep-alive its jobs asked for (Shape.KeepAlive of
 	// the shape it was booted for, or of its last job); zero means none.
 	KeepAlive time.Duration
+	// MaxLifetime is the maximum lifetime its jobs asked for
+	// (Shape.MaxLifetime of the shape it was booted for); zero means none.
+	MaxLifetime time.Duration
 	// RetiringSince is when the VM was told to retire. Zero means unknown,
 	// and turns the stuck-retirement rule off for the VM.
 	RetiringSince time.Time
@@ -271,6 +314,9 @@ type Boot struct {
 	// KeepAlive is the jobs' keep-alive request, to record on the VMs
 	// (VM.KeepAlive); zero means none.
 	KeepAlive time.Duration `json:"keep_alive,omitempty"`
+	// MaxLifetime is the jobs' maximum lifetime request, to record on the
+	// VMs (VM.MaxLifetime); zero means none.
+	MaxLifetime time.Duration `json:"max_lifetime,omitempty"`
 	// Jobs is how many idle jobs the VMs are booted for.
 	Jobs int `json:"jobs"`
 }

@@ -2,6 +2,8 @@ package sim
 
 import (
 	"fmt"
+	"math"
+	"slices"
 	"time"
 
 	"github.com/canopy-grid/canopy/hub/planner"
@@ -17,6 +19,9 @@ func (e *engine) violation(msg string) {
 	}
 }
 
+// use is an amount of cores, memory and servers.
+type use struct{ cores, ram, vms, hs06 int }
+
 // check verifies a plan against the simulated world, independently of the
 // planner's own bookkeeping: no boot on a cloud that may not take one or
 // for a group or shape that may not use it, and no boot past any limit
@@ -27,7 +32,6 @@ func (e *engine) check(s planner.Snapshot, p planner.Plan) {
 		return
 	}
 	cfg := e.tr.Config
-	type use struct{ cores, ram, vms int }
 	booted := make([]use, len(e.clouds))
 	bootedGroup := map[string]use{}
 	for _, b := range p.Boots {
@@ -82,7 +86,7 @@ func (e *engine) check(s planner.Snapshot, p planner.Plan) {
 		booted[ci].ram += b.Count * ram
 		booted[ci].vms += b.Count
 		g := bootedGroup[b.Group]
-		bootedGroup[b.Group] = use{g.cores + b.Count*cores, g.ram + b.Count*ram, g.vms + b.Count}
+		bootedGroup[b.Group] = use{g.cores + b.Count*cores, g.ram + b.Count*ram, g.vms + b.Count, g.hs06 + b.Count*e.hs06(b.Flavor, cores)}
 	}
 
 	over := func(what string, before, add, limit int) {
@@ -97,7 +101,7 @@ func (e *engine) check(s planner.Snapshot, p planner.Plan) {
 			inFlight[e.endpoint(vm.cloud)]++
 		}
 		g := groupUse[vm.group]
-		groupUse[vm.group] = use{g.cores + vm.flavor.VCPUs, g.ram + vm.flavor.RAMMiB, g.vms + 1}
+		groupUse[vm.group] = use{g.cores + vm.flavor.VCPUs, g.ram + vm.flavor.RAMMiB, g.vms + 1, g.hs06 + e.hs06(vm.flavor.Name, vm.flavor.VCPUs)}
 	}
 	epBoots := map[string]int{}
 	epMax := map[string]int{}
@@ -142,18 +146,87 @@ func (e *engine) check(s planner.Snapshot, p planner.Plan) {
 			over("in flight at "+ep, inFlight[ep], n, m)
 		}
 	}
+	e.checkGroupTree(groupUse, bootedGroup, over)
+}
+
+// checkGroupTree checks the group quotas as a tree (a flat list is a tree
+// of top groups): a group that does not borrow keeps its subtree within
+// its caps; the subgroups of a parent with a quota on a resource, when one
+// of them borrows, keep their subtrees within the sum of those quotas.
+func (e *engine) checkGroupTree(groupUse, booted map[string]use, over func(what string, before, add, limit int)) {
+	parent := make(map[string]string, len(e.groups))
 	for _, g := range e.groups {
-		u, b := groupUse[g.Name], bootedGroup[g.Name]
-		if g.Caps.Cores > 0 {
-			over("group "+g.Name+" cores", u.cores, b.cores, g.Caps.Cores)
+		parent[g.Name] = g.Parent
+	}
+	// under reports whether group lies in root's subtree; the walk is
+	// bounded by the number of groups (the planner ignores cycles, the
+	// trace parser checks parents exist).
+	under := func(group, root string) bool {
+		for range len(e.groups) + 1 {
+			if group == root {
+				return true
+			}
+			if group = parent[group]; group == "" {
+				return false
+			}
 		}
-		if g.Caps.RAMMiB > 0 {
-			over("group "+g.Name+" memory", u.ram, b.ram, g.Caps.RAMMiB)
+		return false
+	}
+	sum := func(in func(string) bool) (u, b use) {
+		for name, x := range groupUse {
+			if in(name) {
+				u = use{u.cores + x.cores, u.ram + x.ram, u.vms + x.vms, u.hs06 + x.hs06}
+			}
 		}
-		if g.Caps.VMs > 0 {
-			over("group "+g.Name+" servers", u.vms, b.vms, g.Caps.VMs)
+		for name, x := range booted {
+			if in(name) {
+				b = use{b.cores + x.cores, b.ram + x.ram, b.vms + x.vms, b.hs06 + x.hs06}
+			}
+		}
+		return u, b
+	}
+	get := func(x use, d int) int { return [4]int{x.cores, x.ram, x.vms, x.hs06}[d] }
+	names := [4]string{"cores", "memory", "servers", "HS06"}
+	for _, g := range e.groups {
+		caps := [4]int{g.Caps.Cores, g.Caps.RAMMiB, g.Caps.VMs, g.Caps.HS06}
+		if g.Parent == "" || g.NoBorrow {
+			u, b := sum(func(name string) bool { return under(name, g.Name) })
+			for d := range 4 {
+				if caps[d] > 0 {
+					over("group "+g.Name+" "+names[d], get(u, d), get(b, d), caps[d])
+				}
+			}
+		}
+		for d := range 4 {
+			var kids []string
+			limit, borrowing := 0, false
+			for _, c := range e.groups {
+				if q := [4]int{c.Caps.Cores, c.Caps.RAMMiB, c.Caps.VMs, c.Caps.HS06}[d]; c.Parent == g.Name && q > 0 {
+					kids = append(kids, c.Name)
+					limit += q
+					borrowing = borrowing || !c.NoBorrow
+				}
+			}
+			if !borrowing {
+				continue
+			}
+			u, b := sum(func(name string) bool {
+				return slices.ContainsFunc(kids, func(k string) bool { return under(name, k) })
+			})
+			over("subgroups of "+g.Name+" pooled "+names[d], get(u, d), get(b, d), limit)
 		}
 	}
+}
+
+// hs06 is the HS06 of cpus cores of a flavor, by the trace's rating (1
+// per core when unrated), rounded as the planner rounds it.
+func (e *engine) hs06(flavor string, cpus int) int {
+	r := e.tr.HS06PerCore[flavor]
+	if r <= 0 {
+		r = 1
+	}
+	milli := int64(math.Round(r * 1000))
+	return int((int64(cpus)*milli + 500) / 1000)
 }
 
 func (e *engine) endpoint(ci int) string {

@@ -37,9 +37,11 @@
 //	         max_lifetime idle_throttle_min idle_throttle_percent fairness
 //	         backoff_base backoff_max failure_window freeze_after
 //	         freeze_min_unlisted over_quota_deadline retire_order
-//	         unknown_deadline
+//	         unknown_deadline share_in
 //	         (unset knobs keep planner.DefaultConfig's values)
-//	flavor   name=c8 cpus=8 memory_mib=32768 disk_gib=160
+//	flavor   name=c8 cpus=8 memory_mib=32768 disk_gib=160 hs06_per_core=
+//	         (hs06_per_core: the flavor's HS06 rating per core on every
+//	         cloud; default 1)
 //	cloud    site=west priority=0 flavors=c1,c8 (default: all)
 //	         cores= ram_mib= instances= (project limits; default none)
 //	         caps_cores= caps_ram_mib= caps_vms= soft_cores= soft_ram_mib=
@@ -54,19 +56,23 @@
 //	         bad_images=img1,img2 (boots of these fail: image fault)
 //	         paused=false disabled=false connected=true
 //	         count=N (N clouds named site-001 … site-N, same settings)
-//	group    name=astro share=1 cores= ram_mib= vms= clouds=west,east
-//	         keep_alive= paused=false
+//	group    name=astro share=1 cores= ram_mib= vms= hs06= clouds=west,east
+//	         keep_alive= paused=false parent= borrow=true
+//	         (parent: a group defined by its own line; the caps are then
+//	         a quota in a tree, borrow=false keeps the group within its
+//	         own; see hub/planner)
 //	vmtype   name=multicore group= jobs_per_vm=8
 //	alias    name=eu sites=west,north,uni-*   (prefix* names every
 //	         cloud whose site starts so)
 //	jobs     at=0 every=1h until=3d count=5000 group=astro vm_type=default
 //	         cpus=1 memory_mib=2048 disk_kib=0 image= clouds= keep_alive=
-//	         jobs_per_vm= run=2h..8h
+//	         jobs_per_vm= min_hs06_per_core= run=2h..8h
 //	         (count jobs arrive at "at", and again every "every" until
 //	         "until")
 //	event    at=2d cloud=west <any cloud key but site/count/flavors>
 //	         event at=3d cloud=east outage=6h (every boot fails for 6h)
-//	         event at=4d group=astro vms=100 (any group key but name)
+//	         event at=4d group=astro vms=100 (any group key but name
+//	         and parent)
 //	         cloud=prefix* applies to every cloud whose site starts so.
 //	         event at=2h pool_outage=5m (the collector lists no machine
 //	         for 5 min: running jobs go on, nothing new starts)

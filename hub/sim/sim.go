@@ -64,6 +64,9 @@ type simVM struct {
 	image     string
 	flavor    protocol.Flavor
 	keepAlive time.Duration
+	// maxLifetime is the jobs' +VMMaxLifetime the VM was booted for (listed
+	// back like the agent does from the server's metadata).
+	maxLifetime time.Duration
 
 	phase                               vmPhase
 	created, activeAt, registerAt       time.Time
@@ -149,10 +152,11 @@ type engine struct {
 	invVMs     [][]protocol.VM
 	machines   map[string]demand.Machine
 
-	sum      Summary
-	day      *dayAcc
-	days     []*dayAcc
-	allWaits waitHist
+	sum       Summary
+	groupStat map[string]*GroupStats
+	day       *dayAcc
+	days      []*dayAcc
+	allWaits  waitHist
 }
 
 func newEngine(tr *Trace, opt Options) (*engine, error) {
@@ -557,7 +561,7 @@ func (e *engine) snapshot() (planner.Snapshot, snapshot.Report) {
 			continue // the cloud does not list it (yet)
 		}
 		pv := protocol.VM{ID: vm.id, Name: vm.name, Flavor: vm.flavor.Name, Image: vm.image, Group: vm.group, VMType: vm.vmType,
-			Hub: simHub, CreatedAt: vm.created, State: protocol.VMActive}
+			Hub: simHub, CreatedAt: vm.created, State: protocol.VMActive, KeepAlive: vm.keepAlive, MaxLifetime: vm.maxLifetime}
 		switch vm.phase {
 		case phaseBooting:
 			pv.State = protocol.VMBooting
@@ -584,7 +588,7 @@ func (e *engine) snapshot() (planner.Snapshot, snapshot.Report) {
 		clouds[ci] = snapshot.Cloud{
 			Settings: planner.Cloud{Site: sp.Site, Priority: sp.Priority, Paused: sp.Paused, Disabled: sp.Disabled,
 				Caps: sp.Caps, SoftQuota: sp.SoftQuota, Foreign: sp.Foreign, KeepAlive: sp.KeepAlive, MaxLifetime: sp.MaxLifetime,
-				Endpoint: sp.Endpoint, MaxInFlight: sp.MaxInFlight},
+				Endpoint: sp.Endpoint, MaxInFlight: sp.MaxInFlight, HS06PerCore: e.tr.HS06PerCore},
 			Connected: !sp.Disconnected, InventoryAt: now,
 			Inventory: &protocol.Inventory{Flavors: c.flavors, Limits: l, VMs: e.invVMs[ci], TakenAt: now},
 		}
@@ -685,6 +689,8 @@ func (e *engine) execute(p planner.Plan) {
 		switch d.Rule {
 		case planner.RuleComeAlive:
 			c.stats.NeverRegistered++
+		case planner.RuleOverQuota:
+			e.groupStats(vm.group).OverQuotaRetires++
 		}
 		c.stats.Deleted++
 		if len(vm.jobs) > 0 {
@@ -705,6 +711,13 @@ func (e *engine) execute(p planner.Plan) {
 		}
 		c := &e.clouds[vm.cloud]
 		c.stats.Retired++
+		if r.Rule == planner.RuleOverQuota {
+			st := e.groupStats(vm.group)
+			st.OverQuotaRetires++
+			if len(vm.jobs) > 0 {
+				st.OverQuotaBusy++
+			}
+		}
 		if r.Rule == planner.RuleJobAlive {
 			c.stats.NeverRanJob++
 		}
@@ -742,7 +755,7 @@ func (e *engine) execute(p planner.Plan) {
 				vm := e.boot(ci, b, f)
 				e.tx.PutPending(intent.PendingBoot{Name: vm.name, Cloud: b.Site, Group: b.Group, VMType: b.VMType,
 					Flavor: b.Flavor, Image: b.Image, PlanID: planID, Cpus: f.VCPUs, MemoryMiB: f.RAMMiB,
-					KeepAlive: b.KeepAlive, OrderedAt: e.now, AckedAt: e.now})
+					KeepAlive: b.KeepAlive, MaxLifetime: b.MaxLifetime, OrderedAt: e.now, AckedAt: e.now})
 				continue
 			}
 			failed++
@@ -774,7 +787,7 @@ func (e *engine) boot(ci int, b planner.Boot, f protocol.Flavor) *simVM {
 	e.nextID++
 	vm := &simVM{
 		id: fmt.Sprintf("srv-%07d", e.nextID), name: fmt.Sprintf("%s-%07d", sp.Site, e.nextID),
-		cloud: ci, group: b.Group, vmType: b.VMType, image: b.Image, flavor: f, keepAlive: b.KeepAlive,
+		cloud: ci, group: b.Group, vmType: b.VMType, image: b.Image, flavor: f, keepAlive: b.KeepAlive, maxLifetime: b.MaxLifetime,
 		created: e.now, listedAt: e.now, freeCpus: f.VCPUs, freeMem: f.RAMMiB,
 	}
 	boot := sp.Boot

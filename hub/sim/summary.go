@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -23,8 +24,10 @@ type Summary struct {
 	Steps   int           `json:"steps"`
 	Elapsed time.Duration `json:"elapsed"`
 
-	Days     []DayStats   `json:"days"`
-	Clouds   []CloudStats `json:"clouds"`
+	Days   []DayStats   `json:"days"`
+	Clouds []CloudStats `json:"clouds"`
+	// Groups sums up every group the planner reported, by name.
+	Groups   []GroupStats `json:"groups"`
 	Jobs     JobStats     `json:"jobs"`
 	Failures FailureStats `json:"failures"`
 	// Violations counts boots that broke a limit or went where they must
@@ -77,6 +80,23 @@ type CloudStats struct {
 	// the cloud frozen or backing off.
 	FrozenSteps  int `json:"frozen_steps"`
 	BackoffSteps int `json:"backoff_steps"`
+}
+
+// GroupStats sums up one group.
+type GroupStats struct {
+	Name string `json:"name"`
+	// PeakVMs is the most VMs of the group (its own, not its subgroups')
+	// up at once.
+	PeakVMs int `json:"peak_vms"`
+	// OverQuotaSteps counts plans that reported the group over quota
+	// (its caps, or for a parent its subtree's or its subgroups' pool);
+	// LastOverQuota is the offset from the start of the last one.
+	OverQuotaSteps int           `json:"over_quota_steps"`
+	LastOverQuota  time.Duration `json:"last_over_quota"`
+	// OverQuotaRetires counts the group's VMs retired or deleted by the
+	// over-quota rule, OverQuotaBusy those of them that ran jobs.
+	OverQuotaRetires int `json:"over_quota_retires"`
+	OverQuotaBusy    int `json:"over_quota_busy"`
 }
 
 // JobStats sums up the jobs.
@@ -177,6 +197,18 @@ func (e *engine) record(p planner.Plan) {
 	d.PeakVMs = max(d.PeakVMs, len(e.vms))
 	d.busyCoreSteps += int64(min(busyCores, cores))
 	d.coreSteps += int64(cores)
+	perGroup := map[string]int{}
+	for _, vm := range e.vms {
+		perGroup[vm.group]++
+	}
+	for _, gs := range p.Groups {
+		st := e.groupStats(gs.Name)
+		st.PeakVMs = max(st.PeakVMs, perGroup[gs.Name])
+		if gs.OverQuota {
+			st.OverQuotaSteps++
+			st.LastOverQuota = e.offset()
+		}
+	}
 	for _, cs := range p.Clouds {
 		ci, ok := e.cloudOf[cs.Site]
 		if !ok {
@@ -189,6 +221,19 @@ func (e *engine) record(p planner.Plan) {
 			e.clouds[ci].stats.BackoffSteps++
 		}
 	}
+}
+
+// groupStats returns the named group's figures, creating them.
+func (e *engine) groupStats(name string) *GroupStats {
+	if e.groupStat == nil {
+		e.groupStat = map[string]*GroupStats{}
+	}
+	st, ok := e.groupStat[name]
+	if !ok {
+		st = &GroupStats{Name: name}
+		e.groupStat[name] = st
+	}
+	return st
 }
 
 // summary finishes the figures.
@@ -221,6 +266,9 @@ func (e *engine) summary() *Summary {
 		f.BackoffSteps += c.stats.BackoffSteps
 	}
 	slices.SortStableFunc(s.Clouds, func(a, b CloudStats) int { return cmp.Compare(a.Site, b.Site) })
+	for _, name := range slices.Sorted(maps.Keys(e.groupStat)) {
+		s.Groups = append(s.Groups, *e.groupStat[name])
+	}
 	s.Jobs.Left = e.jobsLeft()
 	s.Jobs.WaitP50 = e.allWaits.quantile(0.5)
 	s.Jobs.WaitP95 = e.allWaits.quantile(0.95)

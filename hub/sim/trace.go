@@ -46,12 +46,15 @@ type Trace struct {
 	BootListTimeout time.Duration
 	Config          planner.Config
 	Flavors         []protocol.Flavor
-	Clouds          []CloudSpec
-	Groups          []planner.Group
-	VMTypes         []planner.VMType
-	Aliases         map[string][]string
-	Jobs            []JobSpec
-	Events          []Event
+	// HS06PerCore rates flavors by name (flavor key hs06_per_core), on
+	// every cloud; unrated flavors count 1 per core.
+	HS06PerCore map[string]float64
+	Clouds      []CloudSpec
+	Groups      []planner.Group
+	VMTypes     []planner.VMType
+	Aliases     map[string][]string
+	Jobs        []JobSpec
+	Events      []Event
 
 	sites map[string]bool
 }
@@ -292,6 +295,13 @@ func parseConfig(c *planner.Config, kvs []KeyValue) error {
 			dur(&c.OverQuotaDeadline)
 		case "unknown_deadline":
 			dur(&c.UnknownDeadline)
+		case "share_in":
+			switch u := planner.ShareUnit(kv.Value); u {
+			case planner.ShareCores, planner.ShareHS06:
+				c.ShareIn = u
+			default:
+				err = errors.New("want cores or hs06")
+			}
 		case "retire_order":
 			switch o := planner.RetireOrder(kv.Value); o {
 			case planner.RetireYoungest, planner.RetireOldest:
@@ -311,6 +321,7 @@ func parseConfig(c *planner.Config, kvs []KeyValue) error {
 
 func (tr *Trace) parseFlavor(kvs []KeyValue) error {
 	var f protocol.Flavor
+	var rating float64
 	for _, kv := range kvs {
 		var err error
 		switch kv.Key {
@@ -322,6 +333,8 @@ func (tr *Trace) parseFlavor(kvs []KeyValue) error {
 			f.RAMMiB, err = parseInt(kv.Value, 0, 1<<30)
 		case "disk_gib":
 			f.DiskGiB, err = parseInt(kv.Value, 0, 1<<30)
+		case "hs06_per_core":
+			rating, err = parseRating(kv.Value)
 		default:
 			err = errUnknownKey
 		}
@@ -334,6 +347,12 @@ func (tr *Trace) parseFlavor(kvs []KeyValue) error {
 	}
 	if slices.ContainsFunc(tr.Flavors, func(o protocol.Flavor) bool { return o.Name == f.Name }) {
 		return fmt.Errorf("flavor %s defined twice", f.Name)
+	}
+	if rating > 0 {
+		if tr.HS06PerCore == nil {
+			tr.HS06PerCore = map[string]float64{}
+		}
+		tr.HS06PerCore[f.Name] = rating
 	}
 	f.ID = "flavor-" + f.Name
 	tr.Flavors = append(tr.Flavors, f)
@@ -519,12 +538,20 @@ func setGroupKey(g *planner.Group, kv KeyValue) error {
 		num(&g.Caps.RAMMiB)
 	case "vms":
 		num(&g.Caps.VMs)
+	case "hs06":
+		num(&g.Caps.HS06)
 	case "clouds":
 		g.Clouds, err = parseList(kv.Value)
 	case "keep_alive":
 		g.KeepAlive, err = parseDur(kv.Value)
 	case "paused":
 		g.Paused, err = strconv.ParseBool(kv.Value)
+	case "parent":
+		g.Parent, err = parseName(kv.Value)
+	case "borrow":
+		var on bool
+		on, err = strconv.ParseBool(kv.Value)
+		g.NoBorrow = !on
 	default:
 		return errUnknownKey
 	}
@@ -619,6 +646,8 @@ func (tr *Trace) parseJobs(kvs []KeyValue) error {
 			j.Shape.KeepAlive, err = parseDur(kv.Value)
 		case "jobs_per_vm":
 			j.Shape.JobsPerVM, err = parseInt(kv.Value, 0, 1<<16)
+		case "min_hs06_per_core":
+			j.Shape.MinHS06PerCore, err = parseRating(kv.Value)
 		case "run":
 			j.Run, err = parseRange(kv.Value)
 		default:
@@ -688,6 +717,8 @@ func (tr *Trace) parseEvent(kvs []KeyValue, line int) error {
 			} else {
 				err = setCloudKey(&c, kv, ev.At)
 			}
+		} else if kv.Key == "parent" {
+			err = errors.New("cannot be changed by an event")
 		} else {
 			var g planner.Group
 			err = setGroupKey(&g, kv)
@@ -760,6 +791,9 @@ func (tr *Trace) validate() error {
 			if !known(name) {
 				return fmt.Errorf("trace: group %s: unknown cloud or alias %s", g.Name, name)
 			}
+		}
+		if g.Parent != "" && !slices.ContainsFunc(tr.Groups, func(o planner.Group) bool { return o.Name == g.Parent }) {
+			return fmt.Errorf("trace: group %s: parent %s is no group (add a group line)", g.Name, g.Parent)
 		}
 	}
 	for i, j := range tr.Jobs {
@@ -865,6 +899,15 @@ func parseInt(s string, lo, hi int) (int, error) {
 		return 0, fmt.Errorf("out of range [%d, %d]", lo, hi)
 	}
 	return n, nil
+}
+
+// parseRating accepts an HS06 rating per core: above 0, at most 10,000.
+func parseRating(s string) (float64, error) {
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || !(f > 0 && f <= 10000) {
+		return 0, errors.New("want an HS06 rating per core above 0 and at most 10000")
+	}
+	return f, nil
 }
 
 func parseFrac(s string) (float64, error) {

@@ -62,6 +62,33 @@ event at=4h pool_outage=5m
 	}
 }
 
+// TestParseTraceResources: the quota tree and HS06 keys reach the planner's
+// settings.
+func TestParseTraceResources(t *testing.T) {
+	tr, err := ParseTrace(strings.NewReader(minimal + `config share_in=hs06
+flavor name=c8 cpus=8 memory_mib=16384 hs06_per_core=12.5
+group name=atlas hs06=1000
+group name=prod parent=atlas borrow=false vms=5
+jobs group=prod min_hs06_per_core=10 count=1
+event at=1h group=prod borrow=true
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.Config.ShareIn != planner.ShareHS06 || tr.HS06PerCore["c8"] != 12.5 || len(tr.HS06PerCore) != 1 {
+		t.Errorf("share_in %q, ratings %v", tr.Config.ShareIn, tr.HS06PerCore)
+	}
+	if g := tr.Groups[0]; g.Name != "atlas" || g.Caps.HS06 != 1000 || g.Parent != "" {
+		t.Errorf("atlas = %+v", g)
+	}
+	if g := tr.Groups[1]; g.Parent != "atlas" || !g.NoBorrow || g.Caps.VMs != 5 {
+		t.Errorf("prod = %+v", g)
+	}
+	if j := tr.Jobs[0]; j.Shape.MinHS06PerCore != 10 {
+		t.Errorf("jobs = %+v", j.Shape)
+	}
+}
+
 func TestParseTraceErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name, trace, want string
@@ -102,6 +129,13 @@ func TestParseTraceErrors(t *testing.T) {
 		{"group unknown cloud", minimal + "group name=g clouds=mars\n", "group g: unknown cloud or alias mars"},
 		{"too many arrivals", minimal + "jobs group=g every=1s until=3650d\n", "arrivals"},
 		{"bad fairness", minimal + "config fairness=random\n", "want rotate or share"},
+		{"bad share_in", minimal + "config share_in=watts\n", "want cores or hs06"},
+		{"bad rating", minimal + "flavor name=c2 hs06_per_core=0\n", "want an HS06 rating per core above 0"},
+		{"NaN rating", minimal + "flavor name=c2 hs06_per_core=NaN\n", "want an HS06 rating per core above 0"},
+		{"bad job rating", minimal + "jobs group=g min_hs06_per_core=-1\n", "want an HS06 rating per core above 0"},
+		{"unknown parent", minimal + "group name=g parent=top\n", "group g: parent top is no group"},
+		{"bad borrow", minimal + "group name=top\ngroup name=g parent=top borrow=maybe\n", `borrow="maybe"`},
+		{"event sets parent", minimal + "group name=g\ngroup name=h\nevent at=1h group=g parent=h\n", "cannot be changed"},
 		{"long line", minimal + "cloud site=" + strings.Repeat("a", 70000) + "\n", "token too long"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -384,7 +384,7 @@ func (b *Builder) Build(in Input) (planner.Snapshot, Report) {
 		for _, p := range pendingBy[c.Site] {
 			snap.VMs = append(snap.VMs, planner.VM{Site: c.Site, Name: p.Name, Group: p.Group, VMType: p.VMType,
 				Flavor: p.Flavor, Cpus: p.Cpus, MemoryMiB: p.MemoryMiB, State: planner.VMBooting, CreatedAt: p.OrderedAt,
-				Image: p.Image, KeepAlive: p.KeepAlive, Evidence: planner.EvidenceUnregistered})
+				Image: p.Image, KeepAlive: p.KeepAlive, MaxLifetime: p.MaxLifetime, Evidence: planner.EvidenceUnregistered})
 		}
 	}
 	// Forget VMs that no longer exist; keep those of clouds that list
@@ -598,7 +598,7 @@ func vmFor(vm *protocol.VM, f protocol.Flavor, site string, o obs, m *memo, now 
 	}
 	pv := planner.VM{ID: vm.ID, Site: site, Name: vm.Name, Group: vm.Group, VMType: vm.VMType, Flavor: vm.Flavor,
 		Image: vm.Image, Cpus: f.VCPUs, MemoryMiB: f.RAMMiB, CreatedAt: vm.CreatedAt, RetiringSince: sn.orderAt,
-		Held: held, Evidence: o.ev, Why: o.why}
+		KeepAlive: vm.KeepAlive, MaxLifetime: vm.MaxLifetime, Held: held, Evidence: o.ev, Why: o.why}
 
 	switch o.ev {
 	case planner.EvidenceUnknown:

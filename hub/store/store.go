@@ -43,6 +43,9 @@ func Open(path string) (*Store, error) {
 				return err
 			}
 		}
+		if _, err := tx.CreateBucketIfNotExists([]byte(blobBucket)); err != nil {
+			return err
+		}
 		return migrate(tx)
 	})
 	if err != nil {
@@ -133,6 +136,38 @@ func (s *Store) Commit(changes []intent.Change) error {
 		return fmt.Errorf("commit hub state (%d changes): %w", len(changes), err)
 	}
 	return nil
+}
+
+// blobBucket holds what the hub keeps besides its intent, one value a
+// key: its time series and its accounting ledger. They are observations
+// the hub made itself, not intent: losing one loses history, never a
+// decision.
+const blobBucket = "blobs"
+
+// PutBlob stores one value under key (its own transaction).
+func (s *Store) PutBlob(key string, value []byte) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte(blobBucket)).Put([]byte(key), value)
+	})
+	if err != nil {
+		return fmt.Errorf("store %s: %w", key, err)
+	}
+	return nil
+}
+
+// Blob returns the value stored under key, nil if none.
+func (s *Store) Blob(key string) ([]byte, error) {
+	var out []byte
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket([]byte(blobBucket)).Get([]byte(key)); v != nil {
+			out = append([]byte{}, v...)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", key, err)
+	}
+	return out, nil
 }
 
 // Stats counts the file's commits, for metrics and benchmarks.

@@ -216,3 +216,27 @@ func BenchmarkRetire1000(b *testing.B) {
 		})
 	}
 }
+
+// TestBlobsSurviveRestart: a blob written is read back after the file is
+// closed and opened again; a key never written reads as nil.
+func TestBlobsSurviveRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "hub.db")
+	s := open(t, path)
+	if err := s.PutBlob("series", []byte("abc")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, path)
+	defer s.Close()
+	tests := []struct {
+		key, want string
+	}{{"series", "abc"}, {"ledger", ""}}
+	for _, tc := range tests {
+		b, err := s.Blob(tc.key)
+		if err != nil || string(b) != tc.want {
+			t.Fatalf("blob %s: %q, %v; want %q", tc.key, b, err, tc.want)
+		}
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 )
@@ -30,6 +31,9 @@ const (
 	// OUAgentVM marks an agent's VM endpoint certificate (server
 	// authentication towards its VMs).
 	OUAgentVM = "site-agent-vm"
+	// OUAdmin marks an admin's client certificate (hub tls issue-admin):
+	// it authenticates to the hub's admin listener, never as an agent.
+	OUAdmin = "canopy-admin"
 )
 
 // File names inside a PKI directory.
@@ -169,6 +173,23 @@ func (ca *CA) IssueAgent(site string, notBefore, notAfter time.Time) (*Issued, e
 	})
 }
 
+// IssueAdmin issues an admin's client certificate: client authentication
+// for the hub's admin listener, common name the admin's name (written in
+// the events log for every action), organizational unit OUAdmin. The
+// agent listener refuses it (Verifier.Verify).
+func (ca *CA) IssueAdmin(name string, notBefore, notAfter time.Time) (*Issued, error) {
+	if err := ValidSite(name); err != nil {
+		return nil, fmt.Errorf("issue admin certificate: admin name: %w", err)
+	}
+	return ca.issue(&x509.Certificate{
+		Subject:     pkix.Name{CommonName: name, OrganizationalUnit: []string{OUAdmin}, Organization: []string{"Canopy"}},
+		NotBefore:   notBefore,
+		NotAfter:    notAfter,
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+}
+
 // IssueAgentVM issues a site agent's VM endpoint certificate: server
 // authentication only, for the names and addresses its VMs reach it by,
 // common name the site and organizational unit OUAgentVM (VMs check both,
@@ -299,6 +320,9 @@ type Verifier struct {
 	Roots   *x509.CertPool
 	Revoked map[string]bool // lowercase hex serials
 	Now     func() time.Time
+	// Admin makes the verifier accept admin certificates (OUAdmin) only,
+	// for the hub's admin listener; otherwise it refuses them.
+	Admin bool
 }
 
 // Verify checks the presented chain (leaf first) and returns the site name
@@ -343,6 +367,13 @@ func (v *Verifier) Verify(chain []*x509.Certificate) (string, error) {
 	}
 	if v.Revoked[serial] {
 		return "", rej(RejectRevoked, "serial is on the hub's revocation list")
+	}
+	isAdmin := slices.Contains(leaf.Subject.OrganizationalUnit, OUAdmin)
+	if isAdmin != v.Admin {
+		if v.Admin {
+			return "", rej(RejectWrongUsage, "not an admin certificate (hub tls issue-admin)")
+		}
+		return "", rej(RejectWrongUsage, "an admin certificate is not a site agent's identity")
 	}
 	site := leaf.Subject.CommonName
 	if err := ValidSite(site); err != nil {

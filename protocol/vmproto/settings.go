@@ -79,6 +79,12 @@ type Settings struct {
 	// GossipJoin: no gossip, check-ins only.
 	GossipJoin     string `yaml:"gossip_join"`
 	GossipAgentKey string `yaml:"gossip_agent_key"`
+	// KeepAlive and MaxLifetime are the jobs' own requests (+VMKeepAlive,
+	// +VMMaxLifetime) the VM was booted for; the startd advertises them
+	// (CanopyKeepAlive, CanopyMaxLifetime, in seconds). The hub's planner
+	// acts on them; zero means none. Optional.
+	KeepAlive   time.Duration `yaml:"keep_alive,omitempty"`
+	MaxLifetime time.Duration `yaml:"max_lifetime,omitempty"`
 }
 
 // retiredSettings are keys older agents put into user-data, each a secret
@@ -201,6 +207,9 @@ func (s Settings) Validate() error {
 	}
 	if s.CheckinEvery < 0 {
 		return fmt.Errorf("vmagent settings: checkin_every %s is negative", s.CheckinEvery)
+	}
+	if s.KeepAlive < 0 || s.MaxLifetime < 0 {
+		return fmt.Errorf("vmagent settings: keep_alive %s or max_lifetime %s is negative", s.KeepAlive, s.MaxLifetime)
 	}
 	if s.Gluster != nil {
 		if err := s.Gluster.Validate(); err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/canopy-grid/canopy/agent"
 	"github.com/canopy-grid/canopy/agent/driver"
 	"github.com/canopy-grid/canopy/agent/gluster"
+	"github.com/canopy-grid/canopy/agent/imagecopy"
 	"github.com/canopy-grid/canopy/agent/localcloud"
 	"github.com/canopy-grid/canopy/agent/openstack"
 	"github.com/canopy-grid/canopy/deploy/config"
@@ -40,6 +41,9 @@ type fileConfig struct {
 	// Gluster, when present, makes the agent watch the site's GlusterFS
 	// replicas (volumes, bricks, heals, geo-replication).
 	Gluster *gluster.Config `yaml:"gluster"`
+	// ImageSources are read credentials for other sites' Glance, by site
+	// name: image copies into this site read their bytes there directly.
+	ImageSources map[string]*openstack.Config `yaml:"image_sources"`
 }
 
 func main() {
@@ -124,6 +128,24 @@ func run(args []string) error {
 		fc.Config.Policy = &protocol.SitePolicy{Disabled: !oc.IsEnabled(), KeepAlive: oc.KeepAlive, CoresSoftMax: oc.CoresSoftMax}
 	default:
 		return fmt.Errorf("%s: driver %q: want local or openstack", *cfgPath, fc.Driver)
+	}
+	for site, oc := range fc.ImageSources {
+		if oc == nil {
+			return fmt.Errorf("%s: image_sources.%s: empty", *cfgPath, site)
+		}
+		if err := oc.Validate(); err != nil {
+			return fmt.Errorf("%s: image_sources.%s: %w", *cfgPath, site, err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		d, err := openstack.New(ctx, *oc, log.WithFields(logrus.Fields{"component": "image-source", "site": fc.Site, "source_site": site}))
+		cancel()
+		if err != nil {
+			return fmt.Errorf("%s: image_sources.%s: %w", *cfgPath, site, err)
+		}
+		if fc.Config.ImageSources == nil {
+			fc.Config.ImageSources = map[string]imagecopy.Source{}
+		}
+		fc.Config.ImageSources[site] = d
 	}
 	a, err := agent.New(fc.Config, cloud, log.WithField("component", "agent"))
 	if err != nil {

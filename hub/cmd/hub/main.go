@@ -21,7 +21,6 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/canopy-grid/canopy/deploy/config"
 	"github.com/canopy-grid/canopy/hub"
 	"github.com/canopy-grid/canopy/hub/htcondor"
 	"github.com/canopy-grid/canopy/hub/trace"
@@ -29,7 +28,18 @@ import (
 )
 
 const usage = `usage:
-  hub run --config FILE                     run the hub
+  hub run --config FILE                     run the hub (SIGHUP: reload the config)
+  hub status [-o json]                      the per-site table of the running hub
+  hub cloud pause|resume|disable|drain NAME change a site at run time (logged)
+  hub vm ls [--site S] [--state S] [-o json] list VMs
+  hub vm hold|release|retire ID             act on one VM (logged)
+  hub events [--kind K] [--site S] [--limit N] [-o json]
+  hub accounting [--from DAY] [--to DAY] [--by group,cloud,day] [-o table|json|csv]
+  hub reload                                re-read the running hub's config (as SIGHUP)
+      operator commands reach the hub by its admin socket (found from --config, default
+      /etc/canopy/hub.yaml) or --hub https://HOST:PORT --cert NAME.crt --key NAME.key --ca ca.crt
+  hub tls issue-admin NAME [--dir DIR] [--out DIR] [--days N]
+                                            issue an admin's client certificate
   hub simulate --trace FILE [flags]         replay a workload through the planner on simulated clouds
   hub tls init --dir DIR [--host H]...      create the CA and the hub's certificate
   hub tls issue-agent --dir DIR --site NAME [--out DIR] [--days N] [--vm-host H]... [--vm-only]
@@ -59,6 +69,8 @@ func run(args []string, stdout io.Writer) error {
 		return runHub(args[1:])
 	case "simulate":
 		return runSimulate(args[1:], stdout)
+	case "status", "cloud", "vm", "events", "accounting", "reload":
+		return operator(args[0], args[1:], stdout)
 	case "tls":
 		if len(args) < 2 {
 			return fmt.Errorf("%w: tls needs init or issue-agent", errUsage)
@@ -68,6 +80,8 @@ func run(args []string, stdout io.Writer) error {
 			return tlsInit(args[2:], stdout)
 		case "issue-agent":
 			return tlsIssueAgent(args[2:], stdout)
+		case "issue-admin":
+			return tlsIssueAdmin(args[2:], stdout)
 		}
 	case "-h", "--help", "help":
 		_, err := io.WriteString(stdout, usage)
@@ -175,13 +189,9 @@ func runHub(args []string) error {
 	if err != nil {
 		return err
 	}
-	var cfg hub.Config
-	if err := config.Load(*cfgPath, &cfg); err != nil {
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
 		return err
-	}
-	cfg = cfg.WithDefaults()
-	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("%s: %w", *cfgPath, err)
 	}
 	src, err := newSource(cfg, filepath.Dir(*cfgPath), log)
 	if err != nil {
@@ -194,9 +204,32 @@ func runHub(args []string) error {
 	if hc, ok := src.(*htcondor.Source); ok {
 		hc.Manual = h.HeldByName // never invalidate a held VM's ads
 	}
+	h.SetReloader(func() (hub.Config, error) { return loadConfig(*cfgPath) })
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go watchReload(ctx, hup, func() error { return reloadFile(ctx, h, *cfgPath, log) }, func(err error) {
+		log.WithError(err).Error("config reload refused; the running config stays")
+	})
 	return h.Run(ctx, nil)
+}
+
+// reloadFile re-reads the config file and applies it to a running hub.
+func reloadFile(ctx context.Context, h *hub.Hub, path string, log *logrus.Logger) error {
+	cfg, err := loadConfig(path)
+	if err != nil {
+		return err
+	}
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	res, err := h.Reload(rctx, cfg, "SIGHUP")
+	if err != nil {
+		return err
+	}
+	log.WithFields(logrus.Fields{"applied": strings.Join(res.Applied, ","), "need_restart": strings.Join(res.NeedRestart, ",")}).Info("config reloaded")
+	return nil
 }
 
 func newSource(cfg hub.Config, base string, log *logrus.Logger) (hub.Source, error) {
