@@ -3,13 +3,14 @@
 #   make check   every test (unit, integration against real services, fuzz seeds, lint)
 #   make test    the quick unit subset
 #   make fuzz    every fuzz target, FUZZTIME each (default 60s)
+#   make package .deb packages for hub, agent and vmagent in dist/
 SHELL := /bin/bash
 export PATH := $(PATH):/usr/local/go/bin:$(HOME)/go/bin
 GO ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BINS := ./hub/cmd/hub ./agent/cmd/agent ./vmagent/cmd/vmagent
 
-.PHONY: build demo test check lint bench bench-scale fuzz testbed-up testbed-down integration clean
+.PHONY: build demo test check lint bench bench-scale fuzz testbed-up testbed-down integration clean package
 
 build:
 	$(GO) build -o bin/ $(BINS)
@@ -62,5 +63,15 @@ FUZZTIME ?= 60s
 fuzz:
 	GO=$(GO) FUZZTIME=$(FUZZTIME) deploy/fuzz.sh
 
+# Debian packages (deploy/package, nfpm as a Go library: nothing to install).
+# VERSION defaults to 0.0.0~git<commit>; the binaries are built for
+# GOARCH (default: this machine's) without cgo.
+VERSION ?= 0.0.0~git$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+GOARCH ?= $(shell $(GO) env GOARCH)
+package:
+	rm -rf dist/bin && mkdir -p dist/bin
+	CGO_ENABLED=0 GOARCH=$(GOARCH) $(GO) build -trimpath -o dist/bin/ $(BINS)
+	$(GO) run ./deploy/package --bin dist/bin --out dist --version $(VERSION) --arch $(GOARCH)
+
 clean:
-	rm -rf bin .demo .scale
+	rm -rf bin .demo .scale dist

@@ -401,8 +401,8 @@ func newAgent(cfg Config, d driver.Driver, log *logrus.Entry) (*Agent, error) {
 		changed: make(chan struct{}, 1),
 		resync:  make(chan struct{}, 1),
 		epoch:   epoch,
-		metrics: newMetrics(cfg.Site),
 	}
+	a.metrics = newMetrics(cfg.Site, func() bool { return a.Status().Connected })
 	now := func() time.Time { return a.now() }
 	a.checkinLog = newThrottle(refusalLogEvery, now, func(n map[string]int, window time.Duration) {
 		a.log.WithFields(logrus.Fields{"refused": n, "window": window.Round(time.Second)}).Warn("VM check-ins refused (more of the same; counted in canopy_agent_checkins_refused_total)")
@@ -523,6 +523,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	wg.Go(func() { a.throttleLoop(ctx) })
 	wg.Go(func() { a.reaper(ctx) })
 	wg.Go(func() { a.storageLoop(ctx) })
+	wg.Go(func() { a.credentialLoop(ctx) })
 	wg.Go(func() { _ = a.squids.Run(ctx) })
 	defer wg.Wait()
 

@@ -39,13 +39,16 @@ type metrics struct {
 	stateFailures   prometheus.Counter
 	stateSeconds    prometheus.Histogram
 	inventories     *prometheus.CounterVec
+	credential      *credentialCollector
 	// Image copies carried out by this agent (as the destination).
 	imageCopies         *prometheus.CounterVec
 	imageBytes          prometheus.Counter
 	imageCopiesInFlight prometheus.Gauge
 }
 
-func newMetrics(site string) *metrics {
+// newMetrics makes the agent's metrics; connected tells whether the agent
+// holds a session with the hub now (canopy_agent_hub_connected).
+func newMetrics(site string, connected func() bool) *metrics {
 	c := prometheus.Labels{"site": site}
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
@@ -84,9 +87,17 @@ func newMetrics(site string) *metrics {
 			Help: "Image bytes streamed into this site's image service (every attempt)."}),
 		imageCopiesInFlight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "canopy_image_agent_copies_in_flight", ConstLabels: c,
 			Help: "Image copies into this site under way."}),
+		credential: newCredentialCollector(site),
 	}
 	m.reg.MustRegister(m.imageCopies, m.imageBytes, m.imageCopiesInFlight, m.inventories, m.checkins, m.checkinsRefused, m.enrolls, m.enrollsRefused, m.condorTokens, m.vmTLSErrors, m.deletesRefused, m.retiresRefused, m.commandsStale, m.deletes,
-		m.stateCommits, m.stateFailures, m.stateSeconds)
+		m.stateCommits, m.stateFailures, m.stateSeconds, m.credential,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "canopy_agent_hub_connected", ConstLabels: c,
+			Help: "1 while the agent holds a session with the hub, 0 while it reconnects."}, func() float64 {
+			if connected() {
+				return 1
+			}
+			return 0
+		}))
 	return m
 }
 

@@ -94,12 +94,17 @@ var (
 	descFinished = prometheus.NewDesc("canopy_hub_jobs_finished", "Jobs finished since the job source started (simulated sources only).", nil, nil)
 	descPending  = prometheus.NewDesc("canopy_hub_boots_pending", "Boots ordered that the cloud does not list yet.", []string{"site"}, nil)
 	descPoolView = prometheus.NewDesc("canopy_hub_pool_view_ok", "1 if the job source's view of the VMs in the pool is usable evidence this cycle, 0 if it failed or is implausible (nothing is retired on it).", nil, nil)
+	descState    = prometheus.NewDesc("canopy_hub_site_state", "The planner's state for the site's cloud: 1 for its current state (ok, disconnected, disabled, paused, frozen, backoff), 0 for the others.", []string{"site", "state"}, nil)
 	descEvidence = prometheus.NewDesc("canopy_hub_vms_by_evidence", "Canopy's VMs by what fresh evidence says of them: registered, unregistered, or unknown (kept until evidence returns or a deadline passes).", []string{"evidence"}, nil)
 )
 
+// cloudStates are the values of canopy_hub_site_state's state label.
+var cloudStates = []planner.CloudState{planner.CloudOK, planner.CloudDisconnected, planner.CloudDisabled,
+	planner.CloudPaused, planner.CloudFrozen, planner.CloudBackoff}
+
 // Describe implements prometheus.Collector.
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSiteUp, descVMs, descIdle, descRunning, descFinished, descPending, descPoolView, descEvidence} {
+	for _, d := range []*prometheus.Desc{descSiteUp, descVMs, descIdle, descRunning, descFinished, descPending, descPoolView, descEvidence, descState} {
 		ch <- d
 	}
 }
@@ -119,6 +124,15 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descSiteUp, prometheus.GaugeValue, up, s.Name)
 		ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, float64(s.Pending), s.Name)
+		if s.State != "" {
+			for _, cs := range cloudStates {
+				v := 0.0
+				if s.State == cs {
+					v = 1
+				}
+				ch <- prometheus.MustNewConstMetric(descState, prometheus.GaugeValue, v, s.Name, string(cs))
+			}
+		}
 		for _, state := range []planner.VMState{planner.VMBooting, planner.VMStarting, planner.VMIdle, planner.VMBusy, planner.VMRetiring, planner.VMError} {
 			ch <- prometheus.MustNewConstMetric(descVMs, prometheus.GaugeValue, float64(counts[key{s.Name, string(state)}]), s.Name, string(state))
 		}

@@ -22,6 +22,9 @@ type counters struct {
 var (
 	descSquids = prometheus.NewDesc("canopy_squids", "Registered squids by state and whether they are offered to clients.",
 		[]string{"state", "offered"}, nil)
+	descSiteVerified = prometheus.NewDesc("canopy_squid_site_verified",
+		"Verified squids offered to clients, by the site they belong to (squids registered without a site are not counted).",
+		[]string{"site"}, nil)
 	descQueries = prometheus.NewDesc("canopy_squid_queries_total", "Nearest-squid queries answered (JSON and WPAD).",
 		nil, nil)
 	descRegistrations = prometheus.NewDesc("canopy_squid_registrations_total", "Squid registrations by result.",
@@ -33,7 +36,7 @@ var (
 
 // Describe implements prometheus.Collector.
 func (r *Registry) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSquids, descQueries, descRegistrations, descVerifications} {
+	for _, d := range []*prometheus.Desc{descSquids, descSiteVerified, descQueries, descRegistrations, descVerifications} {
 		ch <- d
 	}
 }
@@ -46,8 +49,19 @@ func (r *Registry) Collect(ch chan<- prometheus.Metric) {
 		offered bool
 	}
 	n := map[key]int{}
+	bySite := map[string]int{}
 	for _, s := range r.Squids() {
 		n[key{s.State, s.Offered}]++
+		if s.Site == "" {
+			continue
+		}
+		bySite[s.Site] += 0 // a site whose squids all fail is exported at 0
+		if s.State == squidreg.StateVerified && s.Offered {
+			bySite[s.Site]++
+		}
+	}
+	for site, c := range bySite {
+		ch <- prometheus.MustNewConstMetric(descSiteVerified, prometheus.GaugeValue, float64(c), site)
 	}
 	for _, st := range []squidreg.State{squidreg.StatePending, squidreg.StateVerified, squidreg.StateOriginDown, squidreg.StateFailed, squidreg.StateUnverified} {
 		for _, off := range []bool{true, false} {
