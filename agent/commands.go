@@ -294,6 +294,7 @@ func (a *Agent) boot(ctx context.Context, b protocol.BootCommand) ([]string, err
 		}
 		vs := a.vmSettings(vmURL, tok, gossipJoin, b.Group, b.VMType)
 		vs.HS06PerCore = b.HS06PerCore
+		vs.Preemptible = b.Preemptible && !b.PreemptibleGroup
 		ud, err := a.userData.Render(vs)
 		if err != nil {
 			return ids, err

@@ -594,7 +594,7 @@ func (l *loop) execute(now time.Time, plan planner.Plan, views map[string]*cloud
 		cmd := protocol.Command{ID: fmt.Sprintf("%s-%s-b%d", h.cfg.ID, planID, i), Op: protocol.CmdBoot,
 			Epoch: v.Epoch, Generation: v.Inventory.Seq,
 			Boot: &protocol.BootCommand{PlanID: planID, Group: b.Group, VMType: b.VMType, Flavor: b.Flavor, Image: image,
-				HS06PerCore: b.HS06PerCore}}
+				HS06PerCore: b.HS06PerCore, Preemptible: b.Preemptible, PreemptibleGroup: b.PreemptibleGroup}}
 		for k := range b.Count {
 			name := fmt.Sprintf("canopy-%s-%s-%d-%d", b.Site, planID, i, k)
 			cmd.Boot.Names = append(cmd.Boot.Names, name)

@@ -116,6 +116,7 @@ func (p *planner) finish() Plan {
 			Site: p.clouds[b.key.cloud].Site, Group: b.key.group, VMType: b.key.vmType,
 			Flavor: b.key.flavor, Image: b.key.image, Count: b.vms, Jobs: b.jobs,
 			KeepAlive: time.Duration(b.key.keepAlive), Reason: why, HS06PerCore: p.advertisedRate(b.key.cloud, b.key.flavor),
+			Preemptible: p.preemptible(b.key.cloud, b.key.flavor), PreemptibleGroup: g.g.Preemptible,
 		})
 	}
 	slices.SortFunc(plan.Boots, func(a, b Boot) int {
