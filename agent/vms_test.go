@@ -557,7 +557,8 @@ func TestVMLifecycleThroughEndpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	const name = "canopy-east-p1-0-0"
-	ids, err := a.boot(ctx, protocol.BootCommand{PlanID: "p1", Group: "atlas", VMType: "el9", Flavor: "c2", Names: []string{name}, HS06PerCore: 11.25})
+	ids, err := a.boot(ctx, protocol.BootCommand{PlanID: "p1", Group: "atlas", VMType: "el9", Flavor: "c2", Names: []string{name}, HS06PerCore: 11.25,
+		Preemptible: true})
 	if err != nil || len(ids) != 1 {
 		t.Fatal(ids, err)
 	}
@@ -571,7 +572,7 @@ func TestVMLifecycleThroughEndpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	if set.AgentURL != agentSrv.URL || set.AgentCA != a.caPEM || set.EnrollToken == "" || set.Site != "east" || set.Group != "atlas" ||
-		set.HS06PerCore != 11.25 {
+		set.HS06PerCore != 11.25 || !set.Preemptible {
 		t.Fatalf("settings read back: %+v", set)
 	}
 	status, body := enroll(t, set.AgentURL, set.EnrollToken, vmproto.EnrollRequest{ServerID: s.ID, Server: s.Name})

@@ -59,6 +59,12 @@ type loop struct {
 	// image matrix (the snapshot's image readiness comes from it).
 	images     imageState
 	imageCells []imageplan.Cell
+	// listedPre holds, per site with preemptible capacity, the VMs (id to
+	// flavor) its last fresh inventory listed; deleting the VMs Canopy
+	// ordered deleted. A VM that leaves the listing without a retirement
+	// or deletion order was taken back by the cloud: preempted.
+	listedPre map[string]map[string]string
+	deleting  map[string]bool
 
 	lastPlan   planner.Plan
 	lastStates map[string]planner.VMState  // by VM id, from the last snapshot
@@ -366,6 +372,7 @@ func (l *loop) reconcile(now time.Time, views map[string]*cloudView) {
 		ids   map[string]*protocol.VM
 		names map[string]bool
 	}
+	l.preemptions(now, views)
 	indexes := map[string]*index{}
 	lookup := func(cloud string) *index {
 		if ix, ok := indexes[cloud]; ok {
@@ -473,6 +480,57 @@ func (l *loop) reconcile(now time.Time, views map[string]*cloudView) {
 	}
 }
 
+// preemptions notes the VMs that sites with preemptible capacity took
+// back since their last fresh inventory: listed then, not now, on
+// preemptible capacity, with no retirement or deletion order of Canopy's.
+// Each is an event and a History record (the planner backs off a site
+// that preempts too fast), never a boot failure. Sites without a fresh
+// inventory are left alone: unknown is not gone.
+func (l *loop) preemptions(now time.Time, views map[string]*cloudView) {
+	n := len(l.hist.State().Preemptions)
+	defer func() {
+		// This cycle's snapshot reads the history from the intent.
+		if len(l.hist.State().Preemptions) != n {
+			l.tx.SetHistory(l.hist.State())
+		}
+	}()
+	for _, site := range slices.Sorted(maps.Keys(l.h.cfg.Sites)) {
+		sc := l.h.cfg.Sites[site]
+		if !sc.Preemptible && len(sc.PreemptibleFlavors) == 0 {
+			continue
+		}
+		v := views[site]
+		if v == nil || !l.fresh(v, now) {
+			continue
+		}
+		cur := make(map[string]string, len(v.Inventory.VMs))
+		for i := range v.Inventory.VMs {
+			vm := &v.Inventory.VMs[i]
+			cur[vm.ID] = vm.Flavor
+		}
+		for _, id := range slices.Sorted(maps.Keys(l.listedPre[site])) {
+			flavor := l.listedPre[site][id]
+			if _, listed := cur[id]; listed {
+				continue
+			}
+			_, retired := l.st.Retire[id]
+			if retired || l.deleting[id] {
+				delete(l.deleting, id)
+				continue
+			}
+			if sc.Preemptible || slices.Contains(sc.PreemptibleFlavors, flavor) {
+				l.hist.Preempted(site, id, now)
+				l.h.m.preempted.WithLabelValues(site).Inc()
+				l.event(now, site, id, "", "preempted", "taken back by the cloud (preemptible capacity); its jobs return to the queue")
+			}
+		}
+		if l.listedPre == nil {
+			l.listedPre = map[string]map[string]string{}
+		}
+		l.listedPre[site] = cur
+	}
+}
+
 // grace reports whether planning may start: every configured cloud has
 // reported once since the hub started, or the startup grace has passed.
 // Until then a restarted hub would plan on a partial view.
@@ -563,7 +621,8 @@ func (l *loop) execute(now time.Time, plan planner.Plan, views map[string]*cloud
 		cmd := protocol.Command{ID: fmt.Sprintf("%s-%s-b%d", h.cfg.ID, planID, i), Op: protocol.CmdBoot,
 			Epoch: v.Epoch, Generation: v.Inventory.Seq,
 			Boot: &protocol.BootCommand{PlanID: planID, Group: b.Group, VMType: b.VMType, Flavor: b.Flavor, Image: image,
-				KeepAlive: b.KeepAlive, MaxLifetime: b.MaxLifetime, HS06PerCore: b.HS06PerCore}}
+				KeepAlive: b.KeepAlive, MaxLifetime: b.MaxLifetime, HS06PerCore: b.HS06PerCore,
+				Preemptible: b.Preemptible, PreemptibleGroup: b.PreemptibleGroup}}
 		for k := range b.Count {
 			name := fmt.Sprintf("canopy-%s-%s-%d-%d", b.Site, planID, i, k)
 			cmd.Boot.Names = append(cmd.Boot.Names, name)
@@ -592,6 +651,10 @@ func (l *loop) execute(now time.Time, plan planner.Plan, views map[string]*cloud
 	deletes := map[string][]planner.Delete{}
 	for _, d := range plan.Deletes {
 		deletes[d.Site] = append(deletes[d.Site], d)
+		if l.deleting == nil {
+			l.deleting = map[string]bool{}
+		}
+		l.deleting[d.VMID] = true
 		log.WithFields(logrus.Fields{"site": d.Site, "vm_id": d.VMID}).Info("delete: " + d.Reason)
 		l.event(now, d.Site, d.VMID, planID, "delete", d.Reason)
 	}

@@ -745,3 +745,50 @@ func TestFailedRetirementKeptAndShown(t *testing.T) {
 		t.Fatalf("status does not show the failed retirement: %+v", vms)
 	}
 }
+
+// TestPreemptionRecognised: on a site with preemptible capacity, a VM that
+// leaves the listing without an order of Canopy's was taken back by the
+// cloud: an event, a preemption in the history the planner reads (not a
+// boot failure). A VM Canopy retired that leaves is not; nor is one on a
+// site that is not preemptible.
+func TestPreemptionRecognised(t *testing.T) {
+	tests := []struct {
+		name        string
+		preemptible bool
+		retired     bool
+		want        int
+	}{
+		{"preemptible site, taken back", true, false, 1},
+		{"preemptible site, retired by Canopy", true, true, 0},
+		{"ordinary site", false, false, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, &scriptedSource{}, func(c *Config) {
+				c.Sites = map[string]SiteConfig{"spot": {Preemptible: tc.preemptible}}
+			})
+			a := vm("id-1", "canopy-spot-p1-0-0", readySince(e.now.Add(-time.Hour)))
+			b := vm("id-2", "canopy-spot-p1-0-1", readySince(e.now.Add(-time.Hour)))
+			e.connect("spot", a, b)
+			e.cycle()
+			if tc.retired {
+				e.h.loop.tx.PutRetire(intent.RetireOrder{VMID: "id-2", Cloud: "spot", At: *e.now})
+			}
+			e.advance(10 * time.Second)
+			e.report("spot", a)
+			e.cycle()
+			got := len(e.h.loop.hist.State().Preemptions)
+			if got != tc.want || hasEvent(e.h.Status().Events, "preempted", "taken back") != (tc.want > 0) {
+				t.Fatalf("%d preemptions recorded (events %+v), want %d", got, e.h.Status().Events, tc.want)
+			}
+			if n := len(e.h.loop.hist.State().Failures); n != 0 {
+				t.Fatalf("%d boot failures recorded", n)
+			}
+			if tc.want > 0 {
+				if p := e.h.loop.lastPlan; len(p.Clouds) != 1 || p.Clouds[0].Preempted != 1 {
+					t.Fatalf("plan's clouds %+v: want spot with 1 preempted", p.Clouds)
+				}
+			}
+		})
+	}
+}

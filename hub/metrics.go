@@ -14,6 +14,7 @@ type metrics struct {
 	boots         *prometheus.CounterVec
 	retires       *prometheus.CounterVec
 	bootFailures  *prometheus.CounterVec
+	preempted     *prometheus.CounterVec
 	refusals      *prometheus.CounterVec
 	sendOverflows *prometheus.CounterVec
 	apiRefused    *prometheus.CounterVec
@@ -44,6 +45,8 @@ func newMetrics(reg *prometheus.Registry, h *Hub) *metrics {
 			Help: "VM boots ordered, by site."}, []string{"site"}),
 		retires: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_hub_vm_retirements_ordered_total",
 			Help: "VM retirements ordered, by site."}, []string{"site"}),
+		preempted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_hub_preempted_vms_total",
+			Help: "VMs a preemptible cloud took back (deleted without Canopy asking), by site."}, []string{"site"}),
 		bootFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_hub_boot_failures_total",
 			Help: "Failed boot commands, by site and error class."}, []string{"site", "class"}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_hub_agent_refusals_total",
@@ -69,7 +72,7 @@ func newMetrics(reg *prometheus.Registry, h *Hub) *metrics {
 		storeSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "canopy_hub_store_commit_seconds",
 			Help: "Time to write one transaction to the hub's state file.", Buckets: prometheus.ExponentialBuckets(0.0002, 4, 10)}),
 	}
-	reg.MustRegister(m.rejected, m.sessions, m.heartbeats, m.boots, m.retires, m.bootFailures, m.refusals, m.sendOverflows,
+	reg.MustRegister(m.rejected, m.sessions, m.heartbeats, m.boots, m.retires, m.bootFailures, m.preempted, m.refusals, m.sendOverflows,
 		m.apiRefused, m.deltas, m.resyncs, m.pollFailures, m.planSeconds, m.cmdSeconds, m.storeCommits, m.storeFailures, m.storeSeconds,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &stateCollector{h: h})
 	m.handshakesFailed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_hub_agent_handshakes_failed_total",

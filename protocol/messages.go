@@ -261,6 +261,11 @@ type BootCommand struct {
 	// HS06PerCore is the flavor's HS06 rating per core as the hub's site
 	// settings give it, for the VMs to advertise; zero: not rated.
 	HS06PerCore float64 `cbor:"hs06_per_core,omitempty"`
+	// Preemptible is set for servers on preemptible capacity: their
+	// startd takes only jobs that accept it, unless PreemptibleGroup (the
+	// whole group accepts it).
+	Preemptible      bool `cbor:"preemptible,omitempty"`
+	PreemptibleGroup bool `cbor:"preemptible_group,omitempty"`
 }
 
 // RetireCommand asks VMs to stop taking jobs, finish within Deadline, and be deleted.

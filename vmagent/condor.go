@@ -99,7 +99,14 @@ func CondorConfig(md Metadata, s vmproto.Settings) (string, error) {
 	}
 	line("")
 	line("# Only jobs of the group this VM was booted for.")
-	line("START = (TARGET.CanopyGroup =?= MY.CanopyGroup) || (TARGET.AcctGroup =?= MY.CanopyGroup)")
+	if s.Preemptible {
+		line("# Preemptible capacity: only jobs that accept it (+Preemptible = True).")
+		line("Preemptible = True")
+		line("STARTD_ATTRS = $(STARTD_ATTRS) Preemptible")
+		line("START = ((TARGET.CanopyGroup =?= MY.CanopyGroup) || (TARGET.AcctGroup =?= MY.CanopyGroup)) && (TARGET.Preemptible =?= True)")
+	} else {
+		line("START = (TARGET.CanopyGroup =?= MY.CanopyGroup) || (TARGET.AcctGroup =?= MY.CanopyGroup)")
+	}
 	line("")
 	line("# One partitionable slot holding the whole VM.")
 	line("NUM_SLOTS = 1")

@@ -73,6 +73,24 @@ func TestCondorConfigContent(t *testing.T) {
 	if strings.Contains(conf, "PASSWORD") || strings.Contains(conf, "passwords.d") {
 		t.Error("config mentions the pool password: VMs never hold the signing key")
 	}
+	if strings.Contains(minimal, "Preemptible") || strings.Contains(conf, "Preemptible") {
+		t.Error("a VM not on preemptible capacity mentions Preemptible")
+	}
+	pre := fullSettings()
+	pre.Preemptible = true
+	preConf, err := CondorConfig(testMetadata, pre)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range []string{
+		"Preemptible = True",
+		"STARTD_ATTRS = $(STARTD_ATTRS) Preemptible",
+		"START = ((TARGET.CanopyGroup =?= MY.CanopyGroup) || (TARGET.AcctGroup =?= MY.CanopyGroup)) && (TARGET.Preemptible =?= True)",
+	} {
+		if !containsLine(preConf, line) {
+			t.Errorf("preemptible VM's config lacks %q", line)
+		}
+	}
 	// Metadata from the cloud is untrusted too.
 	bad := testMetadata
 	bad.Name = "x\nSTART = True"

@@ -382,7 +382,7 @@ func (tx *Tx) SetHistory(h planner.HistoryState) {
 
 func historyEqual(a, b planner.HistoryState) bool {
 	return slices.Equal(a.Failures, b.Failures) && maps.EqualFunc(a.CloudOver, b.CloudOver, time.Time.Equal) &&
-		maps.EqualFunc(a.GroupOver, b.GroupOver, time.Time.Equal)
+		maps.EqualFunc(a.GroupOver, b.GroupOver, time.Time.Equal) && slices.Equal(a.Preemptions, b.Preemptions)
 }
 
 // AddEvent appends an event to the lifecycle log (its Seq is assigned) and

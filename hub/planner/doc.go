@@ -75,6 +75,9 @@
 // accept it (Shape.Preemptible, Group.Preemptible) are placed there, and
 // they try it first (preemptible clouds before the others, then
 // preemptible flavors before the others); VMs there cover only such jobs.
+// Boots there say so (Boot.Preemptible, Boot.PreemptibleGroup): the VM's
+// startd then admits only jobs with +Preemptible = True, unless the whole
+// group accepts preemptible capacity.
 // VMs a preemptible cloud took back (Snapshot.Preemptions) are not boot
 // failures; Config.PreemptMax [20] of them within Config.PreemptWindow
 // [1 h] back the cloud off for Config.PreemptBackoff [30 min] after the

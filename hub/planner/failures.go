@@ -176,6 +176,20 @@ type History struct {
 	Failures  FailureLog
 	cloudOver map[string]time.Time
 	groupOver map[string]time.Time
+	// preempted are the VMs preemptible clouds took back, oldest first.
+	preempted []Preemption
+}
+
+// maxPreemptions bounds the preemptions a History keeps.
+const maxPreemptions = 10000
+
+// Preempted records that a preemptible cloud took a VM back (deleted it
+// without Canopy asking): not a failure; Fill passes recent ones on.
+func (h *History) Preempted(site, vmID string, at time.Time) {
+	h.preempted = append(h.preempted, Preemption{Site: site, VMID: vmID, At: at})
+	if n := len(h.preempted) - maxPreemptions; n > 0 {
+		h.preempted = slices.Delete(h.preempted, 0, n)
+	}
 }
 
 // BootFailed records a failed boot; image is kept only when the failure
@@ -199,6 +213,9 @@ func (h *History) Fill(s *Snapshot) {
 	cfg := s.Config.withDefaults()
 	h.Failures.Prune(s.Now.Add(-cfg.FailureWindow))
 	s.Failures = h.Failures.Failures()
+	from := s.Now.Add(-cfg.PreemptWindow)
+	h.preempted = slices.DeleteFunc(h.preempted, func(p Preemption) bool { return p.At.Before(from) })
+	s.Preemptions = slices.Clone(h.preempted)
 	if len(h.cloudOver) > 0 {
 		s.Clouds = slices.Clone(s.Clouds)
 		for i := range s.Clouds {
@@ -235,17 +252,20 @@ type HistoryState struct {
 	// over quota without a break.
 	CloudOver map[string]time.Time `json:"cloud_over,omitempty"`
 	GroupOver map[string]time.Time `json:"group_over,omitempty"`
+	// Preemptions are the VMs preemptible clouds took back recently.
+	Preemptions []Preemption `json:"preemptions,omitempty"`
 }
 
 // State returns a copy of the history's content.
 func (h *History) State() HistoryState {
-	return HistoryState{Failures: h.Failures.Failures(), CloudOver: maps.Clone(h.cloudOver), GroupOver: maps.Clone(h.groupOver)}
+	return HistoryState{Failures: h.Failures.Failures(), CloudOver: maps.Clone(h.cloudOver), GroupOver: maps.Clone(h.groupOver),
+		Preemptions: slices.Clone(h.preempted)}
 }
 
 // RestoreHistory returns a History holding st.
 func RestoreHistory(st HistoryState) History {
 	return History{Failures: FailureLog{list: slices.Clone(st.Failures)}, cloudOver: maps.Clone(st.CloudOver),
-		groupOver: maps.Clone(st.GroupOver)}
+		groupOver: maps.Clone(st.GroupOver), preempted: slices.Clone(st.Preemptions)}
 }
 
 func observeOver(prev map[string]time.Time, now time.Time, n int, at func(int) (string, bool)) map[string]time.Time {

@@ -381,3 +381,34 @@ func TestPreemptionBackoff(t *testing.T) {
 		})
 	}
 }
+
+// TestBootPreemptibleFlags: a boot on preemptible capacity says so, and
+// whether the whole group accepts it (its VMs then take any job of the
+// group), for the VMs' startd to admit only jobs that accept it.
+func TestBootPreemptibleFlags(t *testing.T) {
+	spot := testCloud("spot", 0)
+	spot.Preemptible = true
+	tests := []struct {
+		name          string
+		groups        []Group
+		shape         Shape
+		pre, preGroup bool
+	}{
+		{"jobs opt in", nil, func() Shape { sh := testShape("atlas", 1, 1); sh.Preemptible = true; return sh }(), true, false},
+		{"group default", []Group{{Name: "atlas", Preemptible: true}}, testShape("atlas", 1, 1), true, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := snap([]Cloud{spot}, []Shape{tc.shape}, nil)
+			s.Groups = tc.groups
+			p := Decide(s)
+			if len(p.Boots) != 1 || p.Boots[0].Preemptible != tc.pre || p.Boots[0].PreemptibleGroup != tc.preGroup {
+				t.Fatalf("boots %+v, want preemptible %v, group %v", p.Boots, tc.pre, tc.preGroup)
+			}
+		})
+	}
+	p := Decide(snap([]Cloud{testCloud("west", 0)}, []Shape{testShape("atlas", 1, 1)}, nil))
+	if len(p.Boots) != 1 || p.Boots[0].Preemptible {
+		t.Fatalf("boot on ordinary capacity %+v", p.Boots)
+	}
+}

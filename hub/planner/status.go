@@ -122,6 +122,7 @@ func (p *planner) finish() Plan {
 			Flavor: b.key.flavor, Image: b.key.image, Count: b.vms, Jobs: b.jobs,
 			KeepAlive: time.Duration(b.key.keepAlive), MaxLifetime: time.Duration(b.key.maxLifetime), Reason: why,
 			HS06PerCore: p.advertisedRate(b.key.cloud, b.key.flavor),
+			Preemptible: p.preemptible(b.key.cloud, b.key.flavor), PreemptibleGroup: g.g.Preemptible,
 		})
 	}
 	slices.SortFunc(plan.Boots, func(a, b Boot) int {

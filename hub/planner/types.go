@@ -351,6 +351,11 @@ type Boot struct {
 	// (Cloud.HS06PerCore, HS06Default), for the VMs to advertise; zero
 	// when it does not.
 	HS06PerCore float64 `json:"hs06_per_core,omitempty"`
+	// Preemptible is set when the VMs go on preemptible capacity; their
+	// startd then takes only jobs that accept it (+Preemptible = True),
+	// unless PreemptibleGroup says the whole group accepts it.
+	Preemptible      bool `json:"preemptible,omitempty"`
+	PreemptibleGroup bool `json:"preemptible_group,omitempty"`
 }
 
 // Rule names the lifecycle or admin rule behind a retirement or deletion.

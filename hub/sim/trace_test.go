@@ -173,6 +173,9 @@ func TestParseDur(t *testing.T) {
 func FuzzParseTrace(f *testing.F) {
 	f.Add(minimal)
 	f.Add(minimal + "jobs at=0 count=3 group=g run=1m..2m\nevent at=10m cloud=west paused=true\n")
+	f.Add(minimal + "config share_in=hs06 preempt_max=2 disruption_budget=5\nflavor name=c4 cpus=4 hs06_per_core=11.5\n" +
+		"cloud site=spot preemptible=true preemptible_flavors=c4\ngroup name=a hs06=40\ngroup name=b parent=a borrow=false vms=2 preemptible=true\n" +
+		"jobs at=0 count=5 group=b min_hs06_per_core=10 preemptible=true run=1m..5m\nevent at=10m cloud=spot reclaim=0.5\nevent at=20m group=a vms=1\n")
 	f.Fuzz(func(t *testing.T, in string) {
 		tr, err := ParseTrace(strings.NewReader(in))
 		if err != nil {

@@ -66,6 +66,10 @@ type Settings struct {
 	// site rates it; the startd advertises it (HS06PerCore) so that jobs'
 	// Requirements may test it. Zero: not rated, not advertised.
 	HS06PerCore float64 `yaml:"hs06_per_core,omitempty"`
+	// Preemptible VMs run on capacity the cloud may take back: the startd
+	// advertises Preemptible = True and takes only jobs that accept it
+	// (+Preemptible = True). False: any job of the group.
+	Preemptible bool `yaml:"preemptible,omitempty"`
 	// CheckinEvery is how often the VM reports to its agent.
 	CheckinEvery time.Duration `yaml:"checkin_every"`
 	// Gluster is a GlusterFS volume to mount read-only. Optional.
