@@ -631,6 +631,7 @@ func (a *Agent) slowParts(ctx context.Context) ([]protocol.Flavor, []images.Imag
 	if err != nil {
 		return nil, nil, fmt.Errorf("images: %w", err)
 	}
+	a.sweepLeftovers(ctx)
 	a.mu.Lock()
 	a.flavors, a.images, a.slowAt = flavors, imgs, a.now()
 	a.mu.Unlock()

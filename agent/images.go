@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -47,7 +48,7 @@ func (a *Agent) copyImage(ctx context.Context, id string, c protocol.ImageCopyCo
 	// One copy of an image at a time: a second one (a hub that restarted
 	// and lost track of the first) would delete the first one's upload as
 	// a leftover.
-	key := c.Ref.Name + "|" + c.Ref.Algo + ":" + c.Ref.Hex
+	key := c.Ref.Name + "|" + strings.ToLower(c.Ref.Algo) + ":" + strings.ToLower(c.Ref.Hex) // as canopy_copy_of
 	if _, busy := a.copying.LoadOrStore(key, id); busy {
 		return nil, transientf("a copy of %s is already under way", c.Ref)
 	}
@@ -144,4 +145,37 @@ func (e transientError) ErrorClass() protocol.ErrorClass { return protocol.ErrCl
 
 func transientf(format string, args ...any) error {
 	return transientError{fmt.Sprintf(format, args...)}
+}
+
+// leftoverAge is how old a hidden copy must be before the sweeper deletes
+// it: older than any attempt's start, so never one being uploaded.
+const leftoverAge = 10 * time.Minute
+
+// sweepLeftovers deletes hidden, unverified copies this hub's agent left
+// (an agent killed mid-copy) that no copy of this run is writing. It runs
+// with the slow listing.
+func (a *Agent) sweepLeftovers(ctx context.Context) {
+	dst, ok := a.driver.(imagecopy.Dest)
+	hub := a.currentHubID()
+	if !ok || hub == "" {
+		return
+	}
+	left, err := dst.HiddenImages(ctx, "")
+	if err != nil {
+		a.log.WithError(err).Debug("list hidden images")
+		return
+	}
+	for _, im := range left {
+		if im.Hub != hub || im.CopyOf == "" || a.now().Sub(im.CreatedAt) < leftoverAge {
+			continue
+		}
+		if _, busy := a.copying.Load(im.Name + "|" + im.CopyOf); busy {
+			continue
+		}
+		if err := dst.DeleteImage(ctx, im.ID); err != nil {
+			a.log.WithError(err).WithField("image_id", im.ID).Warn("delete a leftover of an interrupted image copy")
+			continue
+		}
+		a.log.WithFields(logrus.Fields{"image": im.Name, "image_id": im.ID}).Info("deleted a leftover of an interrupted image copy")
+	}
 }

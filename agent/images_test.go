@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/canopy-grid/canopy/agent/driver"
 	"github.com/canopy-grid/canopy/agent/imagecopy"
@@ -78,7 +80,17 @@ func (g *glanceDriver) DeleteImage(_ context.Context, id string) error {
 	return nil
 }
 
-func (g *glanceDriver) HiddenImages(context.Context, string) ([]images.Image, error) { return nil, nil }
+func (g *glanceDriver) HiddenImages(_ context.Context, name string) ([]images.Image, error) {
+	g.gmu.Lock()
+	defer g.gmu.Unlock()
+	var out []images.Image
+	for _, im := range g.images {
+		if im.Hidden && (name == "" || im.Name == name) {
+			out = append(out, *im)
+		}
+	}
+	return out, nil
+}
 
 type bytesSource []byte
 
@@ -145,5 +157,30 @@ func TestImageCommands(t *testing.T) {
 	}
 	if _, ok := g.images[copied.ID]; ok {
 		t.Fatal("the unused image is still there")
+	}
+}
+
+// TestSweepLeftovers: hidden copies this hub's agent left behind are
+// deleted once old; a recent one, one being copied, another hub's and a
+// visible image are not.
+func TestSweepLeftovers(t *testing.T) {
+	g := &glanceDriver{fakeDriver: newFakeDriver(), images: map[string]*images.Image{}}
+	a := testAgent(t, g)
+	now := a.now()
+	old := now.Add(-time.Hour)
+	g.images["old"] = &images.Image{ID: "old", Name: "el9", Hidden: true, Hub: "hub", CopyOf: "sha512:aa", CreatedAt: old}
+	g.images["recent"] = &images.Image{ID: "recent", Name: "el9", Hidden: true, Hub: "hub", CopyOf: "sha512:bb", CreatedAt: now}
+	g.images["busy"] = &images.Image{ID: "busy", Name: "el8", Hidden: true, Hub: "hub", CopyOf: "sha512:cc", CreatedAt: old}
+	g.images["other"] = &images.Image{ID: "other", Name: "el9", Hidden: true, Hub: "other-hub", CopyOf: "sha512:aa", CreatedAt: old}
+	g.images["visible"] = &images.Image{ID: "visible", Name: "el9", Hub: "hub", CreatedAt: old}
+	a.copying.Store("el8|sha512:cc", "c1")
+	a.sweepLeftovers(context.Background())
+	var left []string
+	for id := range g.images {
+		left = append(left, id)
+	}
+	slices.Sort(left)
+	if strings.Join(left, ",") != "busy,other,recent,visible" {
+		t.Fatalf("left %v, want only the old leftover deleted", left)
 	}
 }

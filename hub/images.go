@@ -248,6 +248,17 @@ func (l *loop) imageCycle(now time.Time, views map[string]*cloudView) []outgoing
 			}
 		}
 	}
+	if !l.graceOver {
+		// A restarted hub does not know the copies its agents may still
+		// be carrying out: it orders nothing until every site reported
+		// (graceOver is the previous cycle's verdict).
+		p.Copies, p.Deletes = nil, nil
+		for i := range p.Cells {
+			if p.Cells[i].State == imageplan.CellStarting {
+				p.Cells[i].State, p.Cells[i].Reason = imageplan.CellQueued, "the hub waits for every site's first report before it copies"
+			}
+		}
+	}
 	var out []outgoing
 	for _, c := range p.Copies {
 		v := views[c.Dest]

@@ -64,6 +64,7 @@ func TestImageDistribution(t *testing.T) {
 	west, east := e.connect("west"), e.connect("east")
 	e.setImages("west", glanceImage("w1", "el9", el9Hex, 1<<20, ""))
 	e.setImages("east")
+	e.cycle() // every site reported: the startup grace is over
 	e.serveLoop()
 	srv := httptest.NewServer(e.h.handler(chanSocket))
 	defer srv.Close()
@@ -246,7 +247,10 @@ func TestPlannerWaitsForImage(t *testing.T) {
 	east := e.connect("east")
 	e.setImages("west", glanceImage("w1", "el9", el9Hex, 1<<20, ""))
 	e.setImages("east")
-	e.cycle() // the image cycle starts the copy
+	e.cycle() // the startup grace ends; the copy waits for it
+	if c := e.cell("el9", "east"); c.State != imageplan.CellQueued || !strings.Contains(c.Reason, "first report") {
+		t.Fatalf("during the startup grace east cell %+v", c)
+	}
 	e.advance(10 * time.Second)
 	e.report("west")
 	e.setImages("west", glanceImage("w1", "el9", el9Hex, 1<<20, ""))
@@ -260,7 +264,7 @@ func TestPlannerWaitsForImage(t *testing.T) {
 	for _, n := range e.h.loop.lastPlan.Notes {
 		notes += n.Reason + "\n"
 	}
-	if !strings.Contains(notes, "image el9 is copying on east") {
+	if !strings.Contains(notes, "because image el9 is starting on east: copy from west") {
 		t.Fatalf("plan notes %q, want the image as the reason", notes)
 	}
 	e.advance(10 * time.Second)

@@ -413,8 +413,9 @@ func (d *Driver) DeleteImage(ctx context.Context, id string) error {
 	return nil
 }
 
-// HiddenImages lists the project's hidden images named name (copies under
-// way or left over), with their canopy_copy_of marks.
+// HiddenImages lists the project's hidden images named name, or all of
+// them when name is empty (copies under way or left over), with their
+// canopy_copy_of marks.
 func (d *Driver) HiddenImages(ctx context.Context, name string) ([]images.Image, error) {
 	op := fmt.Sprintf("list hidden images %q", name)
 	if err := d.imageService(op); err != nil {
