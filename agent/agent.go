@@ -259,8 +259,10 @@ type Agent struct {
 	// enrolls are the enrollment tokens minted for booted servers.
 	enrolls *enrollBook
 
-	// progress carries image copy reports to the current hub session.
+	// progress carries image copy reports to the current hub session;
+	// copying holds the images being copied in (by name and digest).
 	progress progressSink
+	copying  sync.Map
 
 	db      *agentdb.Store // nil: the book is not persisted (tests)
 	flushMu sync.Mutex     // serialises flushes

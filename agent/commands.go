@@ -306,6 +306,7 @@ func (a *Agent) boot(ctx context.Context, b protocol.BootCommand) ([]string, err
 		}
 		settings := a.vmSettings(vmURL, tok, gossipJoin, b.Group, b.VMType)
 		settings.KeepAlive, settings.MaxLifetime = b.KeepAlive, b.MaxLifetime
+		settings.HS06PerCore = b.HS06PerCore
 		ud, err := a.userData.Render(settings)
 		if err != nil {
 			return ids, err

@@ -44,6 +44,14 @@ func (a *Agent) copyImage(ctx context.Context, id string, c protocol.ImageCopyCo
 	if !ok {
 		return nil, invalidf("no image source configured for site %q (agent config image_sources); relaying through its agent is not built", c.SourceSite)
 	}
+	// One copy of an image at a time: a second one (a hub that restarted
+	// and lost track of the first) would delete the first one's upload as
+	// a leftover.
+	key := c.Ref.Name + "|" + c.Ref.Algo + ":" + c.Ref.Hex
+	if _, busy := a.copying.LoadOrStore(key, id); busy {
+		return nil, transientf("a copy of %s is already under way", c.Ref)
+	}
+	defer a.copying.Delete(key)
 	log := a.log.WithFields(logrus.Fields{"image": c.Ref.Name, "source_site": c.SourceSite, "command": id})
 	log.WithField("bytes", c.SizeBytes).Info("image copy starting")
 	task := imagecopy.Task{Ref: c.Ref, SourceImageID: c.SourceImageID, SizeBytes: c.SizeBytes, HubID: a.currentHubID()}
@@ -123,4 +131,17 @@ func clipText(s string) string {
 		return s[:4000]
 	}
 	return s
+}
+
+// transientError is a failure worth retrying later.
+type transientError struct{ msg string }
+
+// Error returns the message.
+func (e transientError) Error() string { return e.msg }
+
+// ErrorClass reports the class the hub sees: transient.
+func (e transientError) ErrorClass() protocol.ErrorClass { return protocol.ErrClassTransient }
+
+func transientf(format string, args ...any) error {
+	return transientError{fmt.Sprintf(format, args...)}
 }

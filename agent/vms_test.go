@@ -557,19 +557,21 @@ func TestVMLifecycleThroughEndpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	const name = "canopy-east-p1-0-0"
-	ids, err := a.boot(ctx, protocol.BootCommand{PlanID: "p1", Group: "atlas", VMType: "el9", Flavor: "c2", Names: []string{name}})
+	ids, err := a.boot(ctx, protocol.BootCommand{PlanID: "p1", Group: "atlas", VMType: "el9", Flavor: "c2", Names: []string{name}, HS06PerCore: 11.25})
 	if err != nil || len(ids) != 1 {
 		t.Fatal(ids, err)
 	}
 	s, _ := d.server(ids[0])
 	ud := d.userDataOf(name)
 
-	// The VM reads its settings back from the user-data.
+	// The VM reads its settings back from the user-data, the flavor's HS06
+	// rating (for its startd to advertise) included.
 	set, err := vmproto.ParseUserData(ud)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if set.AgentURL != agentSrv.URL || set.AgentCA != a.caPEM || set.EnrollToken == "" || set.Site != "east" || set.Group != "atlas" {
+	if set.AgentURL != agentSrv.URL || set.AgentCA != a.caPEM || set.EnrollToken == "" || set.Site != "east" || set.Group != "atlas" ||
+		set.HS06PerCore != 11.25 {
 		t.Fatalf("settings read back: %+v", set)
 	}
 	status, body := enroll(t, set.AgentURL, set.EnrollToken, vmproto.EnrollRequest{ServerID: s.ID, Server: s.Name})

@@ -308,22 +308,16 @@ func (h *Hub) adminTLS() (*tls.Config, error) {
 func (h *Hub) listenAdmin(ctx context.Context) ([]net.Listener, error) {
 	var lns []net.Listener
 	if p := h.cfg.AdminSocket; p != "" {
-		if fi, err := os.Lstat(p); err == nil && fi.Mode()&os.ModeSocket != 0 {
-			_ = os.Remove(p) // a stale socket of a hub that stopped; the state file lock says we are alone
+		// The socket is a convenience for `hub` commands on this host: a
+		// hub that cannot open it (a path too long for a socket, a
+		// directory it may not write) runs without it, and says so.
+		if ln, err := listenSocket(p); err != nil {
+			h.log.WithError(err).Error("admin socket not opened: `hub` commands on this host cannot reach the hub " +
+				"(set admin_socket to a short writable path)")
+		} else {
+			lns = append(lns, ln)
+			h.serve(ctx, ln, h.handler(chanSocket))
 		}
-		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-			return nil, fmt.Errorf("admin socket dir: %w", err)
-		}
-		ln, err := net.Listen("unix", p)
-		if err != nil {
-			return nil, fmt.Errorf("admin socket %s: %w", p, err)
-		}
-		if err := os.Chmod(p, 0o600); err != nil {
-			_ = ln.Close()
-			return nil, fmt.Errorf("admin socket %s: %w", p, err)
-		}
-		lns = append(lns, ln)
-		h.serve(ctx, ln, h.handler(chanSocket))
 	}
 	if a := h.cfg.AdminListen; a != "" {
 		tc, err := h.adminTLS()
@@ -341,6 +335,32 @@ func (h *Hub) listenAdmin(ctx context.Context) ([]net.Listener, error) {
 		h.serve(ctx, ln, h.handler(chanTLS))
 	}
 	return lns, nil
+}
+
+// maxSocketPath is the longest path a Unix socket may have (sun_path).
+const maxSocketPath = 107
+
+// listenSocket opens the admin socket at p, mode 0600, replacing a stale
+// one (the state file's lock says no other hub runs here).
+func listenSocket(p string) (net.Listener, error) {
+	if len(p) > maxSocketPath {
+		return nil, fmt.Errorf("admin socket %s: path longer than %d bytes", p, maxSocketPath)
+	}
+	if fi, err := os.Lstat(p); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		_ = os.Remove(p)
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return nil, fmt.Errorf("admin socket dir: %w", err)
+	}
+	ln, err := net.Listen("unix", p)
+	if err != nil {
+		return nil, fmt.Errorf("admin socket %s: %w", p, err)
+	}
+	if err := os.Chmod(p, 0o600); err != nil {
+		_ = ln.Close()
+		return nil, fmt.Errorf("admin socket %s: %w", p, err)
+	}
+	return ln, nil
 }
 
 type adminAddr struct{ net.Addr }

@@ -3,8 +3,10 @@ package hub
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -226,5 +228,44 @@ func TestAdminTLS(t *testing.T) {
 	// The agent listener's verifier refuses the admin certificate.
 	if _, err := e.h.verifier.Verify([]*x509.Certificate{admin.Leaf}); err == nil || !strings.Contains(err.Error(), "admin certificate") {
 		t.Fatalf("agent verifier on an admin certificate: %v", err)
+	}
+}
+
+// TestAdminSocket: the socket is made mode 0600, a stale one is replaced,
+// and a path too long for a socket is an error that says so.
+func TestAdminSocket(t *testing.T) {
+	dir, err := os.MkdirTemp("", "sock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	p := filepath.Join(dir, "hub.sock")
+	tests := []struct {
+		name, path, wantErr string
+	}{
+		{"new", p, ""},
+		{"stale one replaced", p, ""},
+		{"too long", filepath.Join(dir, strings.Repeat("x", 120)), "longer than"},
+	}
+	for _, tc := range tests {
+		ln, err := listenSocket(tc.path)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("%s: error %v, want %q", tc.name, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		fi, err := os.Stat(tc.path)
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: socket mode %v, %v", tc.name, fi.Mode(), err)
+		}
+		if tc.name == "new" {
+			// Leave it behind as a crashed hub would (no unlink on close).
+			ln.(*net.UnixListener).SetUnlinkOnClose(false)
+		}
+		ln.Close()
 	}
 }

@@ -106,6 +106,7 @@ func (h *Hub) handler(ch channel) http.Handler {
 	mux.Handle(squidreg.PathNearest, sq)
 	mux.Handle(squidreg.PathWPAD, sq)
 	h.adminRoutes(mux, ch)
+	h.imageRoutes(mux, ch)
 	mux.HandleFunc("GET /api/v1/storage", func(w http.ResponseWriter, _ *http.Request) {
 		out := map[string]*protocol.StorageReport{}
 		for _, s := range h.Sites() {

@@ -3,6 +3,7 @@ package hub
 import (
 	"errors"
 	"fmt"
+	"net"
 	"path/filepath"
 	"slices"
 	"time"
@@ -71,6 +72,9 @@ type Config struct {
 	GeoIPCityDB string `yaml:"geoip_city_db"`
 	// Demand selects the job source; main wires it.
 	Demand DemandConfig `yaml:"demand"`
+	// Images configures image distribution: the desired matrix's rows the
+	// config holds, transfer limits, backoff and per-site quotas.
+	Images ImagesConfig `yaml:"images"`
 }
 
 // DemandConfig selects and configures the job source.
@@ -107,13 +111,15 @@ type GroupConfig struct {
 	// Borrow lets a subgroup use what its siblings' caps leave unused, up
 	// to its parent's; default true, false keeps it within its own caps.
 	Borrow *bool `yaml:"borrow"`
+	// Preemptible makes all the group's jobs accept preemptible capacity.
+	Preemptible bool `yaml:"preemptible"`
 }
 
 // PlannerGroup is the group's settings as the planner takes them.
 func (g GroupConfig) PlannerGroup(name string) planner.Group {
 	return planner.Group{Name: name, Share: g.Share, Caps: g.Caps, CloudCaps: g.CloudCaps,
 		Clouds: g.Clouds, KeepAlive: g.KeepAlive, Paused: g.Paused, Parent: g.Parent,
-		NoBorrow: g.Borrow != nil && !*g.Borrow}
+		NoBorrow: g.Borrow != nil && !*g.Borrow, Preemptible: g.Preemptible}
 }
 
 // SiteConfig is an admin's settings for one cloud.
@@ -143,6 +149,11 @@ type SiteConfig struct {
 	// here, or all of them once HS06Default is set).
 	HS06PerCore map[string]float64 `yaml:"hs06_per_core"`
 	HS06Default float64            `yaml:"hs06_default"`
+	// Preemptible marks the whole site, PreemptibleFlavors some of its
+	// flavors, as capacity the cloud may take back: only jobs that accept
+	// it (+Preemptible = True, or their group's preemptible) go there.
+	Preemptible        bool     `yaml:"preemptible"`
+	PreemptibleFlavors []string `yaml:"preemptible_flavors"`
 }
 
 // WithDefaults fills unset fields with the documented defaults.
@@ -220,6 +231,15 @@ func (c Config) Validate() error {
 	if err := checkListen(c.HTTP); err != nil {
 		errs = append(errs, err)
 	}
+	if c.AdminListen != "" {
+		if _, _, err := net.SplitHostPort(c.AdminListen); err != nil {
+			errs = append(errs, fmt.Errorf("admin_listen %q: %w", c.AdminListen, err))
+		}
+	}
+	if c.AdminOnHTTP && c.AdminListen != "" {
+		errs = append(errs, errors.New("admin_on_http and admin_listen together: the admin listener's certificates would protect nothing "+
+			"while the http listener administers the hub to every local user; drop admin_on_http"))
+	}
 	if c.PlanEvery < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("plan_every %s is below 100ms", c.PlanEvery))
 	}
@@ -232,6 +252,7 @@ func (c Config) Validate() error {
 	if c.Demand.Trace.TimeScale < 0 {
 		errs = append(errs, fmt.Errorf("demand.trace.time_scale %v is negative (0: real time)", c.Demand.Trace.TimeScale))
 	}
+	errs = append(errs, c.Images.validate()...)
 	if c.Planner.IdleThrottlePercent < 0 {
 		errs = append(errs, fmt.Errorf("planner.idle_throttle_percent %d is negative", c.Planner.IdleThrottlePercent))
 	}
@@ -265,6 +286,8 @@ func (c Config) validateDurations() []error {
 		{"planner.max_lifetime", c.Planner.MaxLifetime}, {"planner.backoff_base", c.Planner.BackoffBase},
 		{"planner.backoff_max", c.Planner.BackoffMax}, {"planner.failure_window", c.Planner.FailureWindow},
 		{"planner.freeze_after", c.Planner.FreezeAfter}, {"planner.over_quota_deadline", c.Planner.OverQuotaDeadline},
+		{"planner.hold_max", c.Planner.HoldMax}, {"planner.preempt_window", c.Planner.PreemptWindow},
+		{"planner.preempt_backoff", c.Planner.PreemptBackoff},
 	}
 	for _, name := range sortedKeys(c.Groups) {
 		nonNegative = append(nonNegative, setting{"groups." + name + ".keep_alive", c.Groups[name].KeepAlive})

@@ -47,10 +47,15 @@ func TestValidateDurations(t *testing.T) {
 		{"hs06 ratings", "sites: {west: {hs06_default: 10.5, hs06_per_core: {c8: 12}}}\ngroups: {atlas: {caps: {hs06: 1000}}}\nplanner: {share_in: hs06}\n", ""},
 		{"negative hs06 rating", "sites: {west: {hs06_per_core: {c8: -3}}}\n", "sites.west.hs06_per_core.c8 -3: want a rating above 0"},
 		{"huge hs06 default", "sites: {west: {hs06_default: 1e9}}\n", "sites.west.hs06_default 1e+09: want a rating above 0"},
+		{"preemptible", "sites: {spot: {preemptible: true}, west: {preemptible_flavors: [c8.spot]}}\ngroups: {sim: {preemptible: true}}\n", ""},
+		{"negative hold_max", "planner: {hold_max: -1h}\n", "planner.hold_max is -1h0m0s"},
 		{"bad share_in", "planner: {share_in: furlongs}\n", `planner.share_in "furlongs": want cores or hs06`},
 		{"borrow on a top group", "groups: {atlas: {borrow: true}}\n", "groups.atlas.borrow is set but the group has no parent"},
 		{"negative site keep_alive", "sites: {west: {keep_alive: -1s}}\n", "sites.west.keep_alive is -1s"},
 		{"negative site max_lifetime", "sites: {west: {max_lifetime: -2s}}\n", "sites.west.max_lifetime is -2s"},
+		{"admin listener", "admin_listen: 0.0.0.0:8443\n", ""},
+		{"bad admin listener", "admin_listen: nowhere\n", `admin_listen "nowhere"`},
+		{"admin on http with a listener", "admin_listen: :8443\nadmin_on_http: true\n", "drop admin_on_http"},
 		{"negative time_scale", "demand: {source: trace, trace: {file: t.yaml, time_scale: -2}}\n", "demand.trace.time_scale -2 is negative"},
 	}
 	for _, tt := range tests {
@@ -101,5 +106,15 @@ func TestPlannerGroup(t *testing.T) {
 				t.Fatalf("planner group = %+v, want parent %q, NoBorrow %v", pg, tt.parent, tt.wantNoBorrow)
 			}
 		})
+	}
+}
+
+// TestPlannerGroupPreemptible: a group's preemptible default reaches the
+// planner.
+func TestPlannerGroupPreemptible(t *testing.T) {
+	for _, want := range []bool{false, true} {
+		if got := (GroupConfig{Preemptible: want}).PlannerGroup("sim").Preemptible; got != want {
+			t.Errorf("preemptible %v became %v", want, got)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,6 +33,11 @@ type console struct {
 	series  *series.Set
 	ledger  *ledger.Ledger
 	coreSec *prometheus.CounterVec
+
+	// observed counts the statuses sampled: the plots drawn are cached
+	// until it moves (plotCache).
+	observed  atomic.Uint64
+	plotCache atomic.Pointer[drawnPlots]
 
 	// Owned by observe (called under publishMu).
 	prev     *Status
@@ -172,6 +178,7 @@ func (h *Hub) observe(st *Status) {
 		}
 	}
 	c.prevJobs = jobs
+	defer c.observed.Add(1)
 	for k, u := range use {
 		if *u == (ledger.Usage{}) {
 			continue
@@ -181,6 +188,29 @@ func (h *Hub) observe(st *Status) {
 			c.coreSec.WithLabelValues(k.group, k.site).Add(u.CoreSeconds)
 		}
 	}
+}
+
+// drawnPlots are the plots of one tier drawn after a number of samples.
+type drawnPlots struct {
+	observed uint64
+	tier     int
+	plots    []plotView
+}
+
+// plots returns the page's plots in a tier, drawn once per sample and tier
+// (a page view between two samples reuses them).
+func (h *Hub) plots(tier int, at time.Time) []plotView {
+	c := h.con
+	n := c.observed.Load()
+	if d := c.plotCache.Load(); d != nil && d.observed == n && d.tier == tier {
+		return d.plots
+	}
+	out := make([]plotView, 0, len(plots))
+	for _, p := range plots {
+		out = append(out, drawPlot(c.series, p, tier, at))
+	}
+	c.plotCache.Store(&drawnPlots{observed: n, tier: tier, plots: out})
+	return out
 }
 
 // rating is a flavor's HS06 per core for accounting: its own rating, else

@@ -74,3 +74,17 @@ func TestConsoleSamplesAndAccounts(t *testing.T) {
 		t.Fatal("no month tier")
 	}
 }
+
+// TestConsoleMetricsLint: the hub's registry, with the core-seconds
+// counters set, passes client_golang's metric lint.
+func TestConsoleMetricsLint(t *testing.T) {
+	e := newEnv(t, &scriptedSource{})
+	e.h.con.coreSec.WithLabelValues("atlas", "west").Add(2)
+	problems, err := testutil.GatherAndLint(e.h.reg, "canopy_core_seconds_total")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(problems) != 0 {
+		t.Fatalf("lint: %+v", problems)
+	}
+}

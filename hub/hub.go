@@ -80,6 +80,10 @@ type Hub struct {
 	sessionSeq atomic.Int64
 	inbox      inbox
 	inflight   inflight
+	// progress carries image copy reports to the loop; imageStatus is the
+	// image distribution's last state, for the API.
+	progress    progressBox
+	imageStatus atomic.Pointer[ImageStatus]
 
 	loop   *loop
 	wakeC  chan struct{}

@@ -309,6 +309,8 @@ func (h *Hub) receive(l *link, s *session, m protocol.Message, log *logrus.Entry
 			h.m.cmdSeconds.Observe(now.Sub(at).Seconds())
 		}
 		h.inbox.put(inboxItem{cloud: l.name, session: s.id, result: v})
+	case protocol.ImageProgress:
+		h.progress.put(l.name, v)
 	case protocol.Error:
 		log.WithField("code", v.Code).Warn("agent reported a protocol error: " + v.Message)
 	default:

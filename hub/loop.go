@@ -12,6 +12,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/canopy-grid/canopy/hub/demand"
+	"github.com/canopy-grid/canopy/hub/imageplan"
 	"github.com/canopy-grid/canopy/hub/intent"
 	"github.com/canopy-grid/canopy/hub/planner"
 	"github.com/canopy-grid/canopy/hub/snapshot"
@@ -54,6 +55,11 @@ type loop struct {
 	pubIn atomic.Pointer[statusInput]
 	pubC  chan struct{}
 
+	// images is the image distribution's soft state; imageCells the last
+	// image matrix (the snapshot's image readiness comes from it).
+	images     imageState
+	imageCells []imageplan.Cell
+
 	lastPlan   planner.Plan
 	lastStates map[string]planner.VMState  // by VM id, from the last snapshot
 	lastEvid   map[string]planner.Evidence // by VM id, from the last snapshot
@@ -68,6 +74,7 @@ type loop struct {
 func newLoop(h *Hub, st *intent.State) *loop {
 	return &loop{h: h, st: st, tx: st.Begin(), hist: planner.RestoreHistory(st.History), builder: snapshot.NewBuilder(),
 		lastStates: map[string]planner.VMState{},
+		images:     imageState{transfers: map[string]*ImageTransfer{}, failures: map[string]imageplan.Failure{}, deleting: map[string]time.Time{}},
 		sent:       map[string]protocol.Command{}, bootSession: map[string]int{}, retireSent: map[string]int{},
 		invalidate: make(chan string, 1024)}
 }
@@ -209,6 +216,7 @@ func (l *loop) cycle(ctx context.Context) {
 
 	views := l.views()
 	l.reconcile(now, views)
+	imageCmds := l.imageCycle(now, views)
 
 	// The builder runs every cycle (its evidence clocks count time between
 	// builds); the planner only once the startup grace is over.
@@ -217,6 +225,7 @@ func (l *loop) cycle(ctx context.Context) {
 		in.Demand.Shapes = nil // too old to boot for
 	}
 	snap, rep := l.builder.Build(in)
+	l.holdForImages(snap.Clouds)
 	l.report = rep
 	l.lastStates = make(map[string]planner.VMState, len(snap.VMs)) // the old one may be read by a status being built
 	l.lastEvid = make(map[string]planner.Evidence, len(snap.VMs))
@@ -250,6 +259,7 @@ func (l *loop) cycle(ctx context.Context) {
 		cmds = l.execute(now, plan, views)
 	}
 	cmds = append(cmds, l.retireOrders(now, views)...)
+	cmds = append(cmds, imageCmds...)
 	if err := l.commit(); err != nil {
 		// Nothing is sent that is not durable first: the next cycle
 		// plans again from the same intent.
@@ -334,6 +344,8 @@ func (l *loop) takeResults(now time.Time) {
 					delete(l.bootSession, name)
 				}
 			}
+		case protocol.CmdImageCopy, protocol.CmdImageDelete:
+			l.imageResult(now, it.cloud, cmd, r, log)
 		default:
 			if !r.OK && r.Class != protocol.ErrClassRefused {
 				log.WithField("class", r.Class).Warn(string(cmd.Op) + " failed: " + r.Error)
@@ -505,7 +517,8 @@ func (l *loop) input(now time.Time, views map[string]*cloudView, demandOK bool) 
 		}
 		c := snapshot.Cloud{Settings: planner.Cloud{Site: name, Priority: sc.Priority, Paused: sc.Paused, Disabled: sc.Disabled,
 			Caps: sc.Caps, SoftQuota: sc.SoftQuota, KeepAlive: sc.KeepAlive, MaxLifetime: sc.MaxLifetime,
-			Endpoint: sc.Endpoint, MaxInFlight: sc.MaxInFlight, HS06PerCore: sc.HS06PerCore, HS06Default: sc.HS06Default},
+			Endpoint: sc.Endpoint, MaxInFlight: sc.MaxInFlight, HS06PerCore: sc.HS06PerCore, HS06Default: sc.HS06Default,
+			Preemptible: sc.Preemptible, PreemptibleFlavors: sc.PreemptibleFlavors},
 			Connected: l.fresh(v, now), Inventory: v.Inventory, InventoryAt: v.InventoryAt}
 		// An inventory of an earlier session still lists the cloud's VMs:
 		// the builder holds them unknown, not gone.
@@ -550,7 +563,7 @@ func (l *loop) execute(now time.Time, plan planner.Plan, views map[string]*cloud
 		cmd := protocol.Command{ID: fmt.Sprintf("%s-%s-b%d", h.cfg.ID, planID, i), Op: protocol.CmdBoot,
 			Epoch: v.Epoch, Generation: v.Inventory.Seq,
 			Boot: &protocol.BootCommand{PlanID: planID, Group: b.Group, VMType: b.VMType, Flavor: b.Flavor, Image: image,
-				KeepAlive: b.KeepAlive, MaxLifetime: b.MaxLifetime}}
+				KeepAlive: b.KeepAlive, MaxLifetime: b.MaxLifetime, HS06PerCore: b.HS06PerCore}}
 		for k := range b.Count {
 			name := fmt.Sprintf("canopy-%s-%s-%d-%d", b.Site, planID, i, k)
 			cmd.Boot.Names = append(cmd.Boot.Names, name)
@@ -683,6 +696,10 @@ func (l *loop) send(c outgoing) {
 // their intent stays and is reconciled from the next inventories.
 func (l *loop) forgetUnsent(cmds []outgoing) {
 	for _, c := range cmds {
+		delete(l.images.transfers, c.cmd.ID)
+		if d := c.cmd.ImageDelete; d != nil {
+			delete(l.images.deleting, c.cloud+"|"+d.ImageID)
+		}
 		for _, n := range c.names {
 			delete(l.bootSession, n)
 		}

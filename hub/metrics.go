@@ -28,6 +28,8 @@ type metrics struct {
 
 	// handshakesFailed counts agent handshakes that did not complete.
 	handshakesFailed *prometheus.CounterVec
+
+	imageMetrics
 }
 
 func newMetrics(reg *prometheus.Registry, h *Hub) *metrics {
@@ -77,6 +79,7 @@ func newMetrics(reg *prometheus.Registry, h *Hub) *metrics {
 		m.handshakesFailed.WithLabelValues(r) // every reason is exported from the start, at 0
 	}
 	reg.MustRegister(m.handshakesFailed)
+	m.imageMetrics = newImageMetrics(reg)
 	return m
 }
 

@@ -2,11 +2,15 @@ package hub
 
 import (
 	_ "embed"
+	"fmt"
+	"html"
 	"html/template"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/canopy-grid/canopy/hub/intent"
@@ -80,7 +84,24 @@ type pageData struct {
 	EvKinds []string
 	Squids  []squid.Status
 	Query   string
+	// Images is the image × site matrix (rows by image name); empty when
+	// no cloud lists images.
+	Images     []imageRow
+	ImageSites []string
+	// SitesHTML is the per-site table's rows, written in Go (100 sites ×
+	// 30 cells through the template's reflection cost most of a render).
+	SitesHTML template.HTML
 }
+
+// imageRow is one image's status on each site (in ImageSites order; ""
+// where the site does not have it).
+type imageRow struct {
+	Name  string
+	Sites []string
+}
+
+// maxImageRows bounds the image matrix on the page.
+const maxImageRows = 100
 
 type siteRow struct {
 	SiteStatus
@@ -125,9 +146,8 @@ func (h *Hub) renderPage(w http.ResponseWriter, r *http.Request, ch channel, pub
 		}
 		d.Sites = append(d.Sites, row)
 	}
-	for _, p := range plots {
-		d.Plots = append(d.Plots, drawPlot(h.con.series, p, tier, st.At))
-	}
+	d.SitesHTML = sitesHTML(d.Sites, admin, public, d.Now)
+	d.Plots = h.plots(tier, st.At)
 	if !public {
 		d.VMSite, d.VMState = q.Get("vmsite"), q.Get("vmstate")
 		d.VMPage, _ = strconv.Atoi(q.Get("vmpage"))
@@ -147,6 +167,7 @@ func (h *Hub) renderPage(w http.ResponseWriter, r *http.Request, ch channel, pub
 		}
 		slices.Sort(d.EvKinds)
 		d.Squids = h.squids.Squids()
+		d.Images, d.ImageSites = imageMatrix(st.Sites)
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
@@ -209,4 +230,124 @@ func pageURL(raw, key, value string) string {
 		return "?"
 	}
 	return "?" + q.Encode()
+}
+
+// imageMatrix is the image × site matrix of the sites' image lists.
+func imageMatrix(sites []SiteStatus) ([]imageRow, []string) {
+	names := map[string]bool{}
+	var cols []string
+	for _, s := range sites {
+		if len(s.Images) == 0 {
+			continue
+		}
+		cols = append(cols, s.Name)
+		for n := range s.Images {
+			names[n] = true
+		}
+	}
+	var rows []imageRow
+	for _, n := range slices.Sorted(maps.Keys(names)) {
+		if len(rows) == maxImageRows {
+			break
+		}
+		r := imageRow{Name: n}
+		for _, s := range sites {
+			if len(s.Images) > 0 {
+				r.Sites = append(r.Sites, s.Images[n])
+			}
+		}
+		rows = append(rows, r)
+	}
+	return rows, cols
+}
+
+// sitesHTML writes the per-site table's rows. Every string from outside
+// (names, reasons, modes) is escaped; the rest are numbers.
+func sitesHTML(rows []siteRow, admin, public bool, now time.Time) template.HTML {
+	if len(rows) == 0 {
+		return `<tr><td colspan="20" class="muted">no site configured and no agent connected</td></tr>`
+	}
+	var b strings.Builder
+	b.Grow(len(rows) * 1400)
+	esc := html.EscapeString
+	num := strconv.Itoa
+	gib := func(mib int) string {
+		if mib < 0 {
+			return "∞"
+		}
+		return strconv.FormatFloat(float64(mib)/1024, 'f', 0, 64)
+	}
+	capStr := func(v int) string {
+		if v <= 0 {
+			return "–"
+		}
+		return num(v)
+	}
+	for _, s := range rows {
+		cls := ""
+		if s.Paused || s.Disabled {
+			cls = "off"
+		}
+		fmt.Fprintf(&b, `<tr class="%s" data-site="%s">`+"\n"+`<td><b>%s</b>`, cls, esc(s.Name), esc(s.Name))
+		switch {
+		case s.Mode != "":
+			when := " at run time"
+			if public {
+				when = ""
+			}
+			fmt.Fprintf(&b, ` <span class="muted">(%s%s)</span>`, esc(s.Mode), when)
+		case s.Disabled:
+			b.WriteString(` <span class="muted">(disabled)</span>`)
+		case s.Paused:
+			b.WriteString(` <span class="muted">(paused)</span>`)
+		}
+		b.WriteString("</td>\n<td>")
+		if s.Connected {
+			b.WriteString(`<span class="good">connected</span>`)
+		} else {
+			b.WriteString(`<span class="bad">disconnected</span>`)
+		}
+		switch {
+		case s.APIUp:
+			fmt.Fprintf(&b, "\n"+`<span class="good">API %d ms</span>`, s.APIMillis)
+		case s.InventoryAt.IsZero():
+			b.WriteString("\n" + `<span class="bad">API never listed</span>`)
+		default:
+			fmt.Fprintf(&b, "\n"+`<span class="bad">API last listed %s ago</span>`, now.Sub(s.InventoryAt).Round(time.Second))
+		}
+		b.WriteString("</td>\n<td>")
+		if s.State != "" {
+			b.WriteString(esc(string(s.State)))
+		} else {
+			b.WriteString("–")
+		}
+		if s.Reason != "" {
+			fmt.Fprintf(&b, ` <span class="muted">%s</span>`, esc(s.Reason))
+		}
+		b.WriteString("</td>\n")
+		for _, st := range DisplayStates {
+			fmt.Fprintf(&b, `<td class="n" data-state="%s">%d</td>`, st, s.Counts[st])
+		}
+		fmt.Fprintf(&b, "\n"+`<td class="n">%d</td><td class="n">%d</td>`+"\n", s.Slots, s.IdleSlotCores)
+		fmt.Fprintf(&b, `<td class="n">%d / %s</td><td class="n">%d / %s</td>`+"\n", s.CanopyCores, gib(s.CanopyRAMMiB), s.ForeignCores, gib(s.ForeignRAMMiB))
+		maxCores := "∞"
+		if s.MaxCores >= 0 {
+			maxCores = num(s.MaxCores)
+		}
+		fmt.Fprintf(&b, `<td class="n">%d / %s</td><td class="n">%s / %s</td>`+"\n", s.UsedCores, maxCores, gib(s.UsedRAMMiB), gib(s.MaxRAMMiB))
+		fmt.Fprintf(&b, `<td>%s · %s</td>`+"\n<td>", capStr(s.Caps.Cores), capStr(s.SoftQuota.Cores))
+		for _, g := range s.Groups {
+			fmt.Fprintf(&b, "%s %d; ", esc(g.Name), g.Running)
+		}
+		b.WriteString("</td>\n")
+		if admin {
+			b.WriteString("<td>")
+			for _, a := range s.Actions {
+				fmt.Fprintf(&b, `<button type="button" data-act="site" data-site="%s" data-action="%s">%s</button>`, esc(s.Name), a, a)
+			}
+			b.WriteString("</td>")
+		}
+		b.WriteString("\n</tr>\n")
+	}
+	return template.HTML(b.String()) //nolint:gosec // every value from outside is escaped
 }

@@ -110,6 +110,8 @@ type SiteStatus struct {
 	IdleSlotCores int `json:"idle_slot_cores"`
 	// RunningJobs are the jobs running on the site's VMs, by group.
 	RunningJobs map[string]int `json:"running_jobs"`
+	// Images are the cloud's images' statuses, by image name.
+	Images map[string]string `json:"images,omitempty"`
 }
 
 // DisplayStates are the VM states the page and `hub status` count, in
@@ -304,6 +306,12 @@ func (h *Hub) buildStatus(in statusInput) *Status {
 			s.Flavors, s.MaxCores, s.UsedCores, s.MaxInstances = len(inv.Flavors), inv.Limits.MaxCores, inv.Limits.UsedCores, inv.Limits.MaxInstances
 			s.MaxRAMMiB, s.UsedRAMMiB, s.APIMillis = inv.Limits.MaxRAMMiB, inv.Limits.UsedRAMMiB, inv.APIMillis
 			s.Storage = inv.Storage
+			if len(inv.Images) > 0 {
+				s.Images = make(map[string]string, len(inv.Images))
+				for _, im := range inv.Images {
+					s.Images[im.Name] = string(im.Status)
+				}
+			}
 			flavors := make(map[string]protocol.Flavor, len(inv.Flavors))
 			for _, f := range inv.Flavors {
 				flavors[f.Name] = f

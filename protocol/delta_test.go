@@ -23,6 +23,9 @@ func TestDeltaRoundTrip(t *testing.T) {
 		testInv(4, c), // removed
 	}
 	steps[3].Limits.MaxCores = 50
+	for i := range steps {
+		steps[i].APIMillis = 10 * (i + 1) // the cloud API's time, carried in every delta
+	}
 	var df Differ
 	df.Full(steps[0])
 	hub := steps[0]
@@ -36,7 +39,7 @@ func TestDeltaRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("step %d: %v", i+1, err)
 		}
-		if VMChecksum(got.VMs) != VMChecksum(next.VMs) || got.Limits != next.Limits || got.Seq != next.Seq {
+		if VMChecksum(got.VMs) != VMChecksum(next.VMs) || got.Limits != next.Limits || got.Seq != next.Seq || got.APIMillis != next.APIMillis {
 			t.Fatalf("step %d: hub copy %+v, agent %+v", i+1, got, next)
 		}
 		hub = got

@@ -258,6 +258,9 @@ type BootCommand struct {
 	// inventory (VM.KeepAlive, VM.MaxLifetime) and gives them to the VM.
 	KeepAlive   time.Duration `cbor:"keep_alive,omitempty"`
 	MaxLifetime time.Duration `cbor:"max_lifetime,omitempty"`
+	// HS06PerCore is the flavor's HS06 rating per core as the hub's site
+	// settings give it, for the VMs to advertise; zero: not rated.
+	HS06PerCore float64 `cbor:"hs06_per_core,omitempty"`
 }
 
 // RetireCommand asks VMs to stop taking jobs, finish within Deadline, and be deleted.

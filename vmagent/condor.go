@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -91,6 +92,11 @@ func CondorConfig(md Metadata, s vmproto.Settings) (string, error) {
 		attrs += " CanopyMaxLifetime"
 	}
 	line("STARTD_ATTRS = $(STARTD_ATTRS) %s", attrs)
+	if s.HS06PerCore > 0 {
+		line("# The flavor's HS06 rating per core, as the site rates it.")
+		line("HS06PerCore = %s", strconv.FormatFloat(s.HS06PerCore, 'f', -1, 64))
+		line("STARTD_ATTRS = $(STARTD_ATTRS) HS06PerCore")
+	}
 	line("")
 	line("# Only jobs of the group this VM was booted for.")
 	line("START = (TARGET.CanopyGroup =?= MY.CanopyGroup) || (TARGET.AcctGroup =?= MY.CanopyGroup)")

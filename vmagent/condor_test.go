@@ -45,6 +45,8 @@ func TestCondorConfigContent(t *testing.T) {
 		`CanopyGroup = "atlas"`,
 		`VMType = "el9"`,
 		"STARTD_ATTRS = $(STARTD_ATTRS) CanopyVMID CanopyVMName CanopySite CanopyGroup VMType",
+		"HS06PerCore = 10.5",
+		"STARTD_ATTRS = $(STARTD_ATTRS) HS06PerCore",
 		"START = (TARGET.CanopyGroup =?= MY.CanopyGroup) || (TARGET.AcctGroup =?= MY.CanopyGroup)",
 		"SLOT_TYPE_1_PARTITIONABLE = True",
 		"SEC_TOKEN_DIRECTORY = /etc/condor/tokens.d",
@@ -63,7 +65,7 @@ func TestCondorConfigContent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, key := range []string{"TRUST_DOMAIN", "UID_DOMAIN", "CCB_ADDRESS", "SEC_PASSWORD_DIRECTORY", "SEC_TOKEN_POOL_SIGNING_KEY_FILE"} {
+	for _, key := range []string{"TRUST_DOMAIN", "UID_DOMAIN", "CCB_ADDRESS", "SEC_PASSWORD_DIRECTORY", "SEC_TOKEN_POOL_SIGNING_KEY_FILE", "HS06PerCore"} {
 		if strings.Contains(minimal, key+" =") {
 			t.Errorf("minimal config sets %s", key)
 		}

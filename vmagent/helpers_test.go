@@ -115,6 +115,7 @@ func fullSettings() vmproto.Settings {
 		Site:              "east",
 		Group:             "atlas",
 		VMType:            "el9",
+		HS06PerCore:       10.5,
 		Gluster: &vmproto.GlusterMount{Servers: []string{"gl1.example.org", "gl2.example.org", "10.0.0.9"},
 			Volume: "software", MountPoint: "/mnt/canopy"},
 		Proxies: [][]string{{"http://squid1.example.org:3128", "http://squid2.example.org:3128"}, {"http://squid3.example.org:3128"}},

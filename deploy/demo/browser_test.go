@@ -207,7 +207,7 @@ func TestBrowserStatusPage(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := startFaults(t, 4*time.Minute, Options{Replace: map[string]string{
-		"id: canopy-demo": fmt.Sprintf("id: canopy-demo\nadmin_listen: 127.0.0.1:%d", adminPort)}})
+		`admin_listen: ""`: fmt.Sprintf("admin_listen: 127.0.0.1:%d", adminPort)}})
 	vms := e.busyVMs("west", 2)
 
 	// One VM's machine stops: the cloud lists it stopped; the hub shows it

@@ -71,7 +71,8 @@ type Config struct {
 	// ExtraJobAttributes are more job attributes to read: those that
 	// users' Requirements refer to with MY. (anything not read is
 	// undefined when Requirements is evaluated). List RequestHS06PerCore
-	// here to honour jobs' minimum HS06 rating per core.
+	// here to honour jobs' minimum HS06 rating per core, and Preemptible
+	// for jobs to accept preemptible capacity (+Preemptible = True).
 	ExtraJobAttributes []string `yaml:"extra_job_attributes"`
 	// ExtraMachineAttributes are more slot-ad attributes to read, for
 	// Requirements that refer to machine attributes not named in

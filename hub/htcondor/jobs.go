@@ -99,6 +99,9 @@ type shapeKey struct {
 	keepAlive     time.Duration
 	maxLifetime   time.Duration
 	jobsPerVM     int
+	// preemptible is the job attribute Preemptible: the job accepts
+	// preemptible capacity.
+	preemptible bool
 	// minHS06 is RequestHS06PerCore: the lowest HS06 rating per core the
 	// job accepts; zero means any.
 	minHS06 float64
@@ -450,6 +453,8 @@ func (s *Source) shapeOf(job *classad.Ad) (shapeKey, string) {
 	} else if ok {
 		key.minHS06 = v
 	}
+	// Preemptible too is read only when listed in ExtraJobAttributes.
+	key.preemptible = evalBool(job, "Preemptible")
 
 	sz := size{cpus: key.cpus, memMiB: key.memMiB, diskKiB: key.diskKiB}
 	names := s.cfg.Attributes

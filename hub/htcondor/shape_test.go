@@ -150,6 +150,8 @@ func TestShapeOf(t *testing.T) {
 		{name: "bad keep-alive", set: map[string]string{"VMKeepAlive": `"soon"`}, reason: "not a duration"},
 		{name: "minimum HS06 rating", set: map[string]string{"RequestHS06PerCore": "10.5"},
 			want: shapeKey{group: "alice", vmType: "ubuntu22", cpus: 2, memMiB: 2048, diskKiB: 4194304, minHS06: 10.5}},
+		{name: "preemptible", set: map[string]string{"Preemptible": "True"},
+			want: shapeKey{group: "alice", vmType: "ubuntu22", cpus: 2, memMiB: 2048, diskKiB: 4194304, preemptible: true}},
 		{name: "HS06 rating not a number", set: map[string]string{"RequestHS06PerCore": `"fast"`}, reason: "RequestHS06PerCore is not an HS06 rating"},
 		{name: "HS06 rating not positive", set: map[string]string{"RequestHS06PerCore": "0"}, reason: "RequestHS06PerCore is not an HS06 rating"},
 		{name: "HS06 rating absurd", set: map[string]string{"RequestHS06PerCore": "1e9"}, reason: "RequestHS06PerCore is not an HS06 rating"},

@@ -511,14 +511,14 @@ func (acc *shapeAcc) info() ShapeInfo {
 	return ShapeInfo{
 		Shape: planner.Shape{Group: k.group, VMType: k.vmType, Cpus: k.cpus, MemoryMiB: k.memMiB, DiskKiB: k.diskKiB,
 			Image: k.image, Clouds: clouds, Idle: acc.idle, Running: acc.running, KeepAlive: k.keepAlive, JobsPerVM: k.jobsPerVM,
-			Flavor: k.flavor, MaxLifetime: k.maxLifetime, MinHS06PerCore: k.minHS06},
+			Flavor: k.flavor, MaxLifetime: k.maxLifetime, MinHS06PerCore: k.minHS06, Preemptible: k.preemptible},
 	}
 }
 
 // plannerKey identifies a planner.Shape without its counts.
 func plannerKey(sh planner.Shape) string {
-	return fmt.Sprintf("%s\x00%s\x00%d\x00%d\x00%d\x00%s\x00%s\x00%d\x00%d\x00%s\x00%d\x00%v", sh.Group, sh.VMType, sh.Cpus, sh.MemoryMiB,
-		sh.DiskKiB, sh.Image, strings.Join(sh.Clouds, ","), sh.KeepAlive, sh.JobsPerVM, sh.Flavor, sh.MaxLifetime, sh.MinHS06PerCore)
+	return fmt.Sprintf("%s\x00%s\x00%d\x00%d\x00%d\x00%s\x00%s\x00%d\x00%d\x00%s\x00%d\x00%v\x00%v", sh.Group, sh.VMType, sh.Cpus, sh.MemoryMiB,
+		sh.DiskKiB, sh.Image, strings.Join(sh.Clouds, ","), sh.KeepAlive, sh.JobsPerVM, sh.Flavor, sh.MaxLifetime, sh.MinHS06PerCore, sh.Preemptible)
 }
 
 // plannerShapes merges shapes that differ only in what planner.Shape does
@@ -539,12 +539,23 @@ func plannerShapes(infos []ShapeInfo) []planner.Shape {
 	return out
 }
 
+func boolCompare(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
+}
+
 func compareShapes(a, b planner.Shape) int {
 	return cmp.Or(strings.Compare(a.Group, b.Group), strings.Compare(a.VMType, b.VMType),
 		cmp.Compare(a.Cpus, b.Cpus), cmp.Compare(a.MemoryMiB, b.MemoryMiB), cmp.Compare(a.DiskKiB, b.DiskKiB),
 		strings.Compare(a.Image, b.Image), strings.Compare(strings.Join(a.Clouds, ","), strings.Join(b.Clouds, ",")),
 		cmp.Compare(a.KeepAlive, b.KeepAlive), cmp.Compare(a.JobsPerVM, b.JobsPerVM),
-		strings.Compare(a.Flavor, b.Flavor), cmp.Compare(a.MaxLifetime, b.MaxLifetime), cmp.Compare(a.MinHS06PerCore, b.MinHS06PerCore))
+		strings.Compare(a.Flavor, b.Flavor), cmp.Compare(a.MaxLifetime, b.MaxLifetime), cmp.Compare(a.MinHS06PerCore, b.MinHS06PerCore),
+		boolCompare(a.Preemptible, b.Preemptible))
 }
 
 // Matcher tells whether the jobs of a shape would match a VM of the shape's

@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/canopy-grid/canopy/hub/imageplan"
 	"github.com/canopy-grid/canopy/hub/planner"
 )
 
@@ -39,10 +40,13 @@ const (
 	TableHistory Table = "history" // planner.HistoryState under "all"
 	TableEvents  Table = "events"  // Event by zero-padded sequence number
 	TableSite    Table = "site"    // SiteMode by site name
+	// TableImageWant holds the rows of the desired image matrix set
+	// through the API (imageplan.Want by image name).
+	TableImageWant Table = "image_want"
 )
 
 // Tables lists every table, in the order a store creates them.
-var Tables = []Table{TableMeta, TablePending, TableRetire, TableHold, TableError, TableHistory, TableEvents, TableSite}
+var Tables = []Table{TableMeta, TablePending, TableRetire, TableHold, TableError, TableHistory, TableEvents, TableSite, TableImageWant}
 
 // Change is one record written (Value set) or deleted (Value nil). Values
 // are JSON: readable with any bbolt tool, and stable across versions that
@@ -96,6 +100,13 @@ type Hold struct {
 	At     time.Time `json:"at"`
 	By     string    `json:"by,omitempty"`
 	Reason string    `json:"reason,omitempty"`
+}
+
+// Active reports whether the hold still holds at now: it expires maxAge
+// after it was put (or last renewed), unless maxAge is zero or negative
+// (holds never expire).
+func (h Hold) Active(now time.Time, maxAge time.Duration) bool {
+	return maxAge <= 0 || now.Before(h.At.Add(maxAge))
 }
 
 // ErrorMark is when the hub first saw a VM in error (or stopped) without a
@@ -153,6 +164,9 @@ type State struct {
 	// at most MaxEvents).
 	Events   []Event
 	EventSeq uint64
+	// ImageWants are the desired image matrix's rows set through the API,
+	// by image name.
+	ImageWants map[string]imageplan.Want
 }
 
 // MaxEvents bounds the lifecycle log kept in the state (and on disk).
@@ -161,7 +175,7 @@ const MaxEvents = 10000
 // New returns an empty State.
 func New() *State {
 	return &State{Pending: map[string]PendingBoot{}, Retire: map[string]RetireOrder{}, Hold: map[string]Hold{},
-		Error: map[string]ErrorMark{}, Sites: map[string]SiteMode{}}
+		Error: map[string]ErrorMark{}, Sites: map[string]SiteMode{}, ImageWants: map[string]imageplan.Want{}}
 }
 
 // Apply makes one change. An undecodable value is an error naming the
@@ -190,6 +204,8 @@ func (s *State) Apply(c Change) error {
 		err = applyMap(s.Error, c)
 	case TableSite:
 		err = applyMap(s.Sites, c)
+	case TableImageWant:
+		err = applyMap(s.ImageWants, c)
 	case TableHistory:
 		if del {
 			s.History = planner.HistoryState{}
@@ -253,6 +269,7 @@ func (s *State) Clone() *State {
 	c.Hold = maps.Clone(s.Hold)
 	c.Error = maps.Clone(s.Error)
 	c.Sites = maps.Clone(s.Sites)
+	c.ImageWants = maps.Clone(s.ImageWants)
 	c.History = planner.HistoryState{Failures: slices.Clone(s.History.Failures),
 		CloudOver: maps.Clone(s.History.CloudOver), GroupOver: maps.Clone(s.History.GroupOver)}
 	c.Events = slices.Clone(s.Events)
@@ -384,5 +401,15 @@ func (tx *Tx) AddEvent(e Event) Event {
 func (tx *Tx) PruneEvents(before time.Time) {
 	for len(tx.s.Events) > 0 && tx.s.Events[0].At.Before(before) {
 		tx.del(TableEvents, EventKey(tx.s.Events[0].Seq))
+	}
+}
+
+// PutImageWant records a row of the desired image matrix.
+func (tx *Tx) PutImageWant(w imageplan.Want) { tx.put(TableImageWant, w.Ref.Name, w) }
+
+// DropImageWant forgets a row of the desired image matrix.
+func (tx *Tx) DropImageWant(name string) {
+	if _, ok := tx.s.ImageWants[name]; ok {
+		tx.del(TableImageWant, name)
 	}
 }

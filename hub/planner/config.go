@@ -93,6 +93,25 @@ type Config struct {
 	// ShareIn is what FairShare counts a group's holding in: ShareCores
 	// [default] or ShareHS06 (cores weighted by their HS06 rating).
 	ShareIn ShareUnit `yaml:"share_in"`
+	// DisruptionBudget bounds the VMs of one cloud that reclaiming
+	// (idle capacity yielding to waiting demand) retires while VMs there
+	// are retiring: at most DisruptionBudget percent of the cloud's VMs,
+	// at least one. Default 10; negative turns reclaiming off.
+	// DisruptionBudgetVMs, when positive, is the bound in VMs instead.
+	DisruptionBudget    int `yaml:"disruption_budget"`
+	DisruptionBudgetVMs int `yaml:"disruption_budget_vms"`
+	// PreemptMax, PreemptWindow and PreemptBackoff back off a cloud that
+	// takes back PreemptMax VMs or more within PreemptWindow: no boots
+	// until PreemptBackoff after the last. Defaults 20, 1 h and 30 min;
+	// a negative PreemptMax turns it off.
+	PreemptMax     int           `yaml:"preempt_max"`
+	PreemptWindow  time.Duration `yaml:"preempt_window"`
+	PreemptBackoff time.Duration `yaml:"preempt_backoff"`
+	// HoldMax is how long a manual hold lasts unless an admin renews it
+	// (holds it again); past it the VM is under the planner's rules again
+	// (which never retire a busy VM for being idle). Zero, the default:
+	// holds never expire. The hub's snapshot builder applies it.
+	HoldMax time.Duration `yaml:"hold_max"`
 }
 
 // ShareUnit is the unit fair share counts in.
@@ -121,6 +140,10 @@ const (
 	DefaultFreezeAfter         = 10 * time.Minute
 	DefaultFreezeMinUnlisted   = 1
 	DefaultUnknownDeadline     = 24 * time.Hour
+	DefaultDisruptionBudget    = 10
+	DefaultPreemptMax          = 20
+	DefaultPreemptWindow       = time.Hour
+	DefaultPreemptBackoff      = 30 * time.Minute
 )
 
 // DefaultConfig returns the documented defaults.
@@ -157,6 +180,14 @@ func (c Config) withDefaults() Config {
 	}
 	if c.IdleThrottlePercent == 0 {
 		c.IdleThrottlePercent = DefaultIdleThrottlePercent
+	}
+	def(&c.PreemptWindow, DefaultPreemptWindow)
+	def(&c.PreemptBackoff, DefaultPreemptBackoff)
+	if c.PreemptMax == 0 {
+		c.PreemptMax = DefaultPreemptMax
+	}
+	if c.DisruptionBudget == 0 {
+		c.DisruptionBudget = DefaultDisruptionBudget
 	}
 	if c.FreezeMinUnlisted <= 0 {
 		c.FreezeMinUnlisted = DefaultFreezeMinUnlisted

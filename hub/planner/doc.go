@@ -70,6 +70,28 @@
 // are matched first. Config.ShareIn ShareHS06 makes FairShare count HS06
 // instead of cores.
 //
+// Preemptible capacity. A cloud (Cloud.Preemptible) or some of its flavors
+// (Cloud.PreemptibleFlavors) may be taken back by the cloud. Only jobs that
+// accept it (Shape.Preemptible, Group.Preemptible) are placed there, and
+// they try it first (preemptible clouds before the others, then
+// preemptible flavors before the others); VMs there cover only such jobs.
+// VMs a preemptible cloud took back (Snapshot.Preemptions) are not boot
+// failures; Config.PreemptMax [20] of them within Config.PreemptWindow
+// [1 h] back the cloud off for Config.PreemptBackoff [30 min] after the
+// last (Plan.Clouds[].Preempted counts them).
+//
+// Reclaiming. Jobs still waiting after the boots because a cloud they could
+// use is full (its room) take back cores that idle VMs hold there: idle
+// preemptible VMs first when the jobs do not accept preemptible capacity,
+// then idle VMs of other groups that have no idle job and hold more cores
+// per unit of share than the waiting group. Only idle VMs with fresh
+// evidence, running nothing, not held and not kept for jobs go (RuleReclaim,
+// gracefully); never a busy or unknown one. With the VMs already retiring
+// there, at most Config.DisruptionBudget [10] percent of a cloud's VMs (at
+// least one; Config.DisruptionBudgetVMs sets a number instead) retire at
+// once; a note says what waits on the budget. The jobs boot in a later plan,
+// once the VMs are gone.
+//
 // Rate. At most Config.MaxBootsPerCloud [20] servers may be in flight
 // (booting, or booted but not yet registered with the pool) per cloud
 // endpoint (Cloud.Endpoint; Cloud.MaxInFlight overrides). A group gets no
@@ -127,7 +149,8 @@
 // cloud is drained (VMs not yet registered deleted, the others retired;
 // unknown ones wait for evidence or their deadline);
 // a held VM is never retired or deleted (it still counts against limits
-// and may take jobs). When Canopy's VMs exceed a limit (a cap or quota was
+// and may take jobs). A hold lasts Config.HoldMax [forever] after it was
+// put or renewed (the hub's snapshot builder stops marking the VM held). When Canopy's VMs exceed a limit (a cap or quota was
 // lowered, or foreign usage grew), there are no boots there, and VMs are
 // shed until it fits: idle VMs first, then VMs not yet registered; VMs
 // running jobs, and VMs whose evidence is unknown, only once the cloud or

@@ -81,6 +81,17 @@ func (p *planner) cloudStates(fails []Failure) {
 				k[1], k[0], p.clock(until), a.n, a.reason)}
 		}
 	}
+	// An image the image matrix wants on a cloud but that is not there yet
+	// (hub/imageplan) keeps its VM types off that cloud like a backoff.
+	for ci := range p.clouds {
+		c := &p.clouds[ci]
+		for image, why := range c.ImagesNotReady {
+			if p.imageOff == nil {
+				p.imageOff = make(map[[2]string]imageBackoff)
+			}
+			p.imageOff[[2]string{c.Site, image}] = imageBackoff{reason: why}
+		}
+	}
 
 	for ci := range p.clouds {
 		c := &p.clouds[ci]

@@ -167,10 +167,17 @@ func (p *planner) bootOne(st *shapeState) bool {
 	g := st.group
 	for ; st.cursor < len(p.clouds); st.cursor, st.flavor = st.cursor+1, -1 {
 		ci := st.cursor
+		if st.pre {
+			ci = p.preOrder[st.cursor]
+		}
 		c := &p.clouds[ci]
 		if st.flavor < 0 {
 			if !hasSite(st.sites, c.Site) || !hasSite(g.sites, c.Site) {
 				st.note(reason{code: whyNotAllowed})
+				continue
+			}
+			if c.Preemptible && !st.pre {
+				st.note(reason{code: whyPreemptible, cloud: int32(ci)})
 				continue
 			}
 			if p.cs[ci].status != CloudOK {
@@ -181,7 +188,7 @@ func (p *planner) bootOne(st *shapeState) bool {
 				st.note(reason{code: whyImageBackoff, cloud: int32(ci), image: st.sh.Image})
 				continue
 			}
-			fi := smallestFlavor(c.Flavors, &st.sh, st.pack, func(name string) int { return p.rateOf(ci, name) })
+			fi := p.chooseFlavor(ci, st)
 			if fi < 0 {
 				st.note(reason{code: whyNoFlavor, cloud: int32(ci), flavor: st.sh.Flavor})
 				continue

@@ -36,6 +36,16 @@ func (p *planner) rateOf(ci int, flavor string) int {
 	return 1000
 }
 
+// advertisedRate is the rating a VM of the flavor on cloud ci advertises:
+// zero when the site rates no flavor.
+func (p *planner) advertisedRate(ci int, flavor string) float64 {
+	c := &p.clouds[ci]
+	if len(c.HS06PerCore) == 0 && rateMilli(c.HS06Default) == 0 {
+		return 0
+	}
+	return float64(p.rateOf(ci, flavor)) / 1000
+}
+
 // hs06Of is the HS06 of cpus cores rated rate thousandths each, rounded.
 func hs06Of(cpus, rate int) int {
 	return int((int64(max(0, cpus))*int64(rate) + 500) / 1000)

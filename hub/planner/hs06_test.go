@@ -162,3 +162,26 @@ func TestPropertyHS06(t *testing.T) {
 		}
 	})
 }
+
+// TestBootAdvertisesRating: a boot carries its flavor's rating when the
+// site rates its flavors, for the VMs to advertise, and none otherwise.
+func TestBootAdvertisesRating(t *testing.T) {
+	tests := []struct {
+		name  string
+		cloud Cloud
+		want  float64
+	}{
+		{"unrated site", testCloud("west", 0), 0},
+		{"rated flavor", func() Cloud { c := testCloud("west", 0); c.HS06PerCore = map[string]float64{"c1m2": 9.5}; return c }(), 9.5},
+		{"site default", func() Cloud { c := testCloud("west", 0); c.HS06Default = 12; return c }(), 12},
+		{"another flavor rated: 1 for this one", func() Cloud { c := testCloud("west", 0); c.HS06PerCore = map[string]float64{"c8m16": 20}; return c }(), 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := Decide(snap([]Cloud{tc.cloud}, []Shape{testShape("atlas", 1, 1)}, nil))
+			if len(p.Boots) != 1 || p.Boots[0].HS06PerCore != tc.want {
+				t.Fatalf("boots %+v, want one rated %v", p.Boots, tc.want)
+			}
+		})
+	}
+}

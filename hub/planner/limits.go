@@ -161,6 +161,8 @@ type cloudState struct {
 
 	booted    int
 	bootedUse Usage
+	// preempted counts VMs the cloud took back within the window.
+	preempted int
 	overQuota bool
 	overWhy   string
 	// full is the first reason a shape found no room there.
@@ -215,11 +217,13 @@ func (p *planner) scanVMs() {
 
 	p.vmCl = make([]int32, len(p.vms))
 	p.vmRate = make([]int32, len(p.vms))
+	p.vmPre = make([]bool, len(p.vms))
 	p.going = make([]bool, len(p.vms))
 	for i := range p.vms {
 		vm := &p.vms[i]
 		ci := p.cloudIndex(vm.Site)
 		p.vmRate[i] = int32(p.rateOf(ci, vm.Flavor))
+		p.vmPre[i] = p.preemptible(ci, vm.Flavor)
 		u := p.vmUsage(i)
 		p.vmCl[i] = int32(ci)
 		if ci >= 0 {
@@ -580,21 +584,20 @@ func (p *planner) take(ci int, g *groupState, f *protocol.Flavor) {
 }
 
 // smallestFlavor returns the index of the smallest flavor that holds pack
-// jobs of sh, or -1. A shape that names its flavor (Shape.Flavor) gets
-// that one if it holds at least one job, and nothing else; a shape with a
-// minimum rating (Shape.MinHS06PerCore) gets only flavors rated so.
-func smallestFlavor(flavors []protocol.Flavor, sh *Shape, pack int, rate func(flavor string) int) int {
+// jobs of sh and that ok accepts, or -1. A shape that names its flavor
+// (Shape.Flavor) gets that one if it holds at least one job, and nothing
+// else.
+func smallestFlavor(flavors []protocol.Flavor, sh *Shape, pack int, ok func(*protocol.Flavor) bool) int {
 	if sh.Flavor != "" {
 		pack = 1
 	}
 	best := -1
-	minRate := rateMilli(sh.MinHS06PerCore)
 	for i := range flavors {
 		f := &flavors[i]
 		if sh.Flavor != "" && f.Name != sh.Flavor {
 			continue
 		}
-		if minRate > 0 && rate(f.Name) < minRate {
+		if !ok(f) {
 			continue
 		}
 		if f.VCPUs < pack*sh.Cpus || f.RAMMiB < pack*sh.MemoryMiB ||

@@ -12,6 +12,7 @@ func Decide(s Snapshot) Plan {
 	p := newPlanner(s)
 	p.indexShapes(s.Shapes)
 	p.cloudStates(s.Failures)
+	p.preemptions(s.Preemptions)
 	p.scanVMs()
 	p.lifecycle()
 	p.overQuota()
@@ -19,6 +20,7 @@ func Decide(s Snapshot) Plan {
 	p.keepAliveRetire()
 	p.rooms()
 	p.allocate()
+	p.reclaim()
 	return p.finish()
 }
 
@@ -44,9 +46,14 @@ type planner struct {
 
 	vms  []VM    // the snapshot's, read only
 	vmCl []int32 // cloud index of each VM, -1 if unknown
-	// vmRate is each VM's HS06 rating per core, in thousandths.
+	// vmRate is each VM's HS06 rating per core, in thousandths; vmPre
+	// marks VMs on preemptible capacity.
 	vmRate []int32
-	going  []bool // retired or deleted by this plan
+	vmPre  []bool
+	// preOrder lists the clouds preemptible ones first, each part in
+	// priority order: the order preemptible jobs try them in.
+	preOrder []int
+	going    []bool // retired or deleted by this plan
 	// pastKeep marks idle VMs past their keep-alive; kept those of them
 	// that idle jobs will use.
 	pastKeep, kept []bool
@@ -92,6 +99,7 @@ func newPlanner(s Snapshot) *planner {
 		p.cloudOf[c.Site] = i
 	}
 	p.cs = make([]cloudState, len(p.clouds))
+	p.preOrder = preemptibleFirst(p.clouds)
 
 	// Groups: settings first, then every group that has demand or VMs.
 	for _, g := range s.Groups {
@@ -122,6 +130,7 @@ func compareCloudTie(a, b Cloud) int {
 		boolCmp(!a.Paused, !b.Paused),
 		boolCmp(!a.Disabled, !b.Disabled),
 		cmp.Compare(len(a.Flavors), len(b.Flavors)),
+		boolCmp(a.Preemptible, b.Preemptible),
 	)
 }
 
@@ -136,6 +145,7 @@ func compareGroupTie(a, b Group) int {
 		slices.Compare(a.Clouds, b.Clouds),
 		cmp.Compare(a.Parent, b.Parent),
 		boolCmp(a.NoBorrow, b.NoBorrow),
+		boolCmp(a.Preemptible, b.Preemptible),
 	)
 }
 

@@ -20,6 +20,9 @@ type shapeState struct {
 	// cursor walks the clouds in priority order while booting; flavor and
 	// perVM are the flavor chosen on clouds[cursor] (flavor -1: not yet).
 	cursor, flavor, perVM int
+	// pre is set when the jobs accept preemptible capacity: they walk
+	// the clouds preemptible ones first.
+	pre                   bool
 	bootedVMs, bootedJobs int
 	// why is the most telling reason the shape could not boot somewhere;
 	// skipped the last cloud it fell back from.
@@ -51,7 +54,7 @@ func (p *planner) indexShapes(in []Shape) {
 	for i, sh := range shapes {
 		g := p.group(sh.Group)
 		st := &p.shapes[i]
-		*st = shapeState{sh: sh, group: g, sites: p.expandSites(sh.Clouds), flavor: -1}
+		*st = shapeState{sh: sh, group: g, sites: p.expandSites(sh.Clouds), flavor: -1, pre: sh.Preemptible || g.g.Preemptible}
 		st.pack = max(1, sh.JobsPerVM)
 		if sh.JobsPerVM <= 0 {
 			if n, ok := p.vmTypes[[2]string{sh.Group, sh.VMType}]; ok {
@@ -106,6 +109,7 @@ func compareShapes(a, b Shape) int {
 		cmp.Compare(a.Flavor, b.Flavor),
 		cmp.Compare(a.MaxLifetime, b.MaxLifetime),
 		cmp.Compare(a.MinHS06PerCore, b.MinHS06PerCore),
+		boolCmp(a.Preemptible, b.Preemptible),
 	)
 }
 
@@ -132,8 +136,10 @@ func jobsFit(sh *Shape, cpus, memMiB int) int {
 type capClass struct {
 	site      string
 	cpus, mem int
-	// rate is the VMs' HS06 rating per core, in thousandths.
+	// rate is the VMs' HS06 rating per core, in thousandths; pre is set
+	// for VMs on preemptible capacity.
 	rate  int
+	pre   bool
 	rank  uint8
 	count int
 	// vms lists the VMs of a class of idle VMs past their keep-alive,
@@ -155,6 +161,7 @@ type classKey struct {
 	site      string
 	cpus, mem int
 	rate      int
+	pre       bool
 	rank      uint8
 }
 
@@ -193,13 +200,13 @@ func (p *planner) shortfall() {
 			if rank == rankIdle && p.pastKeep[vi] {
 				rank = rankPastKeep
 			}
-			rate := int(p.vmRate[vi])
-			k := classKey{site: vm.Site, cpus: cpus, mem: mem, rate: rate, rank: rank}
+			rate, pre := int(p.vmRate[vi]), p.vmPre[vi]
+			k := classKey{site: vm.Site, cpus: cpus, mem: mem, rate: rate, pre: pre, rank: rank}
 			ix, ok := byKey[k]
 			if !ok {
 				ix = len(classes)
 				byKey[k] = ix
-				classes = append(classes, capClass{site: vm.Site, cpus: cpus, mem: mem, rate: rate, rank: rank})
+				classes = append(classes, capClass{site: vm.Site, cpus: cpus, mem: mem, rate: rate, pre: pre, rank: rank})
 			}
 			classes[ix].count++
 			if rank == rankPastKeep {
@@ -208,7 +215,7 @@ func (p *planner) shortfall() {
 		}
 		slices.SortFunc(classes, func(a, b capClass) int {
 			return cmp.Or(cmp.Compare(a.cpus, b.cpus), cmp.Compare(a.mem, b.mem), cmp.Compare(a.rank, b.rank),
-				cmp.Compare(a.rate, b.rate), cmp.Compare(a.site, b.site))
+				cmp.Compare(a.rate, b.rate), boolCmp(a.pre, b.pre), cmp.Compare(a.site, b.site))
 		})
 		nOrig := len(classes)
 
@@ -226,7 +233,7 @@ func (p *planner) shortfall() {
 			minRate := rateMilli(st.sh.MinHS06PerCore)
 			for ci := 0; ci < len(classes) && need > 0; ci++ {
 				c := &classes[ci]
-				if c.count == 0 || !hasSite(st.sites, c.site) || c.rate < minRate {
+				if c.count == 0 || !hasSite(st.sites, c.site) || c.rate < minRate || c.pre && !st.pre {
 					continue
 				}
 				k := jobsFit(&st.sh, c.cpus, c.mem)
@@ -244,10 +251,10 @@ func (p *planner) shortfall() {
 				c.count -= vms
 				// What the used VMs have left may serve later shapes.
 				if full > 0 {
-					classes = appendLeftover(classes, c.site, c.cpus-k*st.sh.Cpus, c.mem-k*st.sh.MemoryMiB, c.rate, full)
+					classes = appendLeftover(classes, c, c.cpus-k*st.sh.Cpus, c.mem-k*st.sh.MemoryMiB, full)
 				}
 				if last > 0 {
-					classes = appendLeftover(classes, c.site, c.cpus-last*st.sh.Cpus, c.mem-last*st.sh.MemoryMiB, c.rate, 1)
+					classes = appendLeftover(classes, c, c.cpus-last*st.sh.Cpus, c.mem-last*st.sh.MemoryMiB, 1)
 				}
 			}
 			st.covered = st.sh.Idle - need
@@ -273,11 +280,11 @@ func (p *planner) shortfall() {
 
 // appendLeftover adds a class for what used VMs still have free, when they
 // have both cores and memory left.
-func appendLeftover(classes []capClass, site string, cpus, mem, rate, count int) []capClass {
+func appendLeftover(classes []capClass, of *capClass, cpus, mem, count int) []capClass {
 	if cpus <= 0 || mem <= 0 {
 		return classes
 	}
-	return append(classes, capClass{site: site, cpus: cpus, mem: mem, rate: rate, rank: rankBusy, count: count})
+	return append(classes, capClass{site: of.site, cpus: cpus, mem: mem, rate: of.rate, pre: of.pre, rank: rankBusy, count: count})
 }
 
 // freeOf is what a VM offers to idle jobs: all of it while booting,

@@ -14,6 +14,7 @@ type whyCode uint8
 const (
 	whyNone whyCode = iota
 	whyNotAllowed
+	whyPreemptible
 	whyNoFlavor
 	whyImageBackoff
 	whyCloudState
@@ -62,6 +63,8 @@ func (p *planner) describe(r reason, g *groupState) string {
 	switch r.code {
 	case whyNotAllowed:
 		return "no cloud the jobs may use"
+	case whyPreemptible:
+		return fmt.Sprintf("cloud %s is preemptible and the jobs do not accept it (+Preemptible)", site)
 	case whyNoFlavor:
 		if r.flavor != "" {
 			return fmt.Sprintf("flavor %s the jobs ask for is not offered on %s or does not fit them", r.flavor, site)
@@ -118,6 +121,7 @@ func (p *planner) finish() Plan {
 			Site: p.clouds[b.key.cloud].Site, Group: b.key.group, VMType: b.key.vmType,
 			Flavor: b.key.flavor, Image: b.key.image, Count: b.vms, Jobs: b.jobs,
 			KeepAlive: time.Duration(b.key.keepAlive), MaxLifetime: time.Duration(b.key.maxLifetime), Reason: why,
+			HS06PerCore: p.advertisedRate(b.key.cloud, b.key.flavor),
 		})
 	}
 	slices.SortFunc(plan.Boots, func(a, b Boot) int {
@@ -143,7 +147,7 @@ func (p *planner) finish() Plan {
 		ep := &p.eps[cs.endpoint]
 		st := CloudStatus{
 			Site: c.Site, State: cs.status, Until: cs.until, Reason: cs.reason,
-			OverQuota: cs.overQuota, Used: cs.all, InFlight: ep.inFlight, Booted: cs.booted,
+			OverQuota: cs.overQuota, Used: cs.all, InFlight: ep.inFlight, Booted: cs.booted, Preempted: cs.preempted,
 		}
 		for dim := range numDims {
 			v := cs.room.get(dim)

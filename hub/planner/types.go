@@ -46,6 +46,10 @@ type Shape struct {
 	// this (Cloud.HS06PerCore) are booted for them, and only VMs of such
 	// flavors cover them. Zero means any.
 	MinHS06PerCore float64 `json:"min_hs06_per_core,omitempty"`
+	// Preemptible jobs accept preemptible capacity (the job attribute
+	// Preemptible, or Group.Preemptible): they are placed there first.
+	// Jobs that do not are never placed there.
+	Preemptible bool `json:"preemptible,omitempty"`
 }
 
 // Caps are admin-set hard maxima for one cloud; zero means no cap.
@@ -84,6 +88,11 @@ type Cloud struct {
 	// is one unit). Ratings must be positive; others are taken as 1.
 	HS06PerCore map[string]float64
 	HS06Default float64
+	// Preemptible clouds, and PreemptibleFlavors (by name) of any cloud,
+	// may take their servers back at any time: only jobs that accept it
+	// (Shape.Preemptible) are placed there, and they go there first.
+	Preemptible        bool
+	PreemptibleFlavors []string
 	// Limits are the cloud's own absolute limits and usage.
 	Limits protocol.Limits
 	Caps   Caps
@@ -121,6 +130,11 @@ type Cloud struct {
 	// keeps it. Zero means not over, or not known to be: then no VM with
 	// running jobs is retired for the cloud's quota.
 	OverQuotaSince time.Time
+	// ImagesNotReady are images this cloud should hold (the image matrix
+	// wants them there) but does not yet, by image name, with why
+	// (missing, still copying, refused by quota): VM types booting one of
+	// them are not booted here. Nil means none.
+	ImagesNotReady map[string]string
 }
 
 // Group is one owner group's settings. Groups without an entry get the
@@ -158,6 +172,9 @@ type Group struct {
 	Paused bool
 	// OverQuotaSince is like Cloud.OverQuotaSince, for the group's caps.
 	OverQuotaSince time.Time
+	// Preemptible makes every job of the group accept preemptible
+	// capacity (Shape.Preemptible), whatever the job says.
+	Preemptible bool
 }
 
 // VMType is a VM type's settings for one group, or for every group when
@@ -300,6 +317,17 @@ type Snapshot struct {
 	// cloud (or image on that cloud), as a FailureLog keeps them; the
 	// planner derives backoff from them.
 	Failures []Failure
+	// Preemptions are recent VMs a preemptible cloud took back (deleted
+	// without Canopy asking): not failures, but a cloud that preempts too
+	// fast is backed off (Config.PreemptMax).
+	Preemptions []Preemption
+}
+
+// Preemption is one VM a preemptible cloud took back.
+type Preemption struct {
+	Site string    `json:"site"`
+	VMID string    `json:"vm_id"`
+	At   time.Time `json:"at"`
 }
 
 // Boot asks for Count VMs of one flavor on one site.
@@ -319,6 +347,10 @@ type Boot struct {
 	MaxLifetime time.Duration `json:"max_lifetime,omitempty"`
 	// Jobs is how many idle jobs the VMs are booted for.
 	Jobs int `json:"jobs"`
+	// HS06PerCore is the flavor's rating when the site rates its flavors
+	// (Cloud.HS06PerCore, HS06Default), for the VMs to advertise; zero
+	// when it does not.
+	HS06PerCore float64 `json:"hs06_per_core,omitempty"`
 }
 
 // Rule names the lifecycle or admin rule behind a retirement or deletion.
@@ -337,6 +369,10 @@ const (
 	// RuleUnknownDeadline retires a VM whose evidence has been unknown for
 	// longer than Config.UnknownDeadline.
 	RuleUnknownDeadline Rule = "unknown-deadline"
+	// RuleReclaim retires an idle VM whose cores waiting jobs of another
+	// group (or, for a preemptible VM, jobs that do not accept preemptible
+	// capacity) need on a full cloud.
+	RuleReclaim Rule = "reclaim"
 )
 
 // Retire asks a VM to finish its jobs and go.
@@ -409,6 +445,9 @@ type CloudStatus struct {
 	MaxInFlight int `json:"max_in_flight"`
 	// Booted is how many VMs this plan boots there.
 	Booted int `json:"booted"`
+	// Preempted counts the VMs the cloud took back within
+	// Config.PreemptWindow.
+	Preempted int `json:"preempted,omitempty"`
 }
 
 // GroupStatus sums up one group's demand and what the plan does about it.

@@ -65,15 +65,17 @@ func (e *engine) check(s planner.Snapshot, p planner.Plan) {
 				e.violation(fmt.Sprintf("boot for paused group %s", b.Group))
 			}
 		}
+		onPre := sp.Preemptible || slices.Contains(sp.PreemptibleFlavors, b.Flavor)
+		groupPre := slices.ContainsFunc(e.groups, func(g planner.Group) bool { return g.Name == b.Group && g.Preemptible })
 		wanted := false
 		for _, si := range e.buckets[[2]string{b.Group, b.VMType}] {
 			sh := &e.shapes[si]
-			if sh.idle > 0 && sh.sh.Image == b.Image && allowed(sh.sites, b.Site) {
+			if sh.idle > 0 && sh.sh.Image == b.Image && allowed(sh.sites, b.Site) && (!onPre || groupPre || sh.sh.Preemptible) {
 				wanted = true
 			}
 		}
 		if !wanted {
-			e.violation(fmt.Sprintf("boot for %s/%s on %s: no idle job may use it", b.Group, b.VMType, b.Site))
+			e.violation(fmt.Sprintf("boot for %s/%s on %s (flavor %s): no idle job may use it", b.Group, b.VMType, b.Site, b.Flavor))
 		}
 		var f = c.flavors
 		var cores, ram int

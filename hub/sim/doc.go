@@ -37,7 +37,9 @@
 //	         max_lifetime idle_throttle_min idle_throttle_percent fairness
 //	         backoff_base backoff_max failure_window freeze_after
 //	         freeze_min_unlisted over_quota_deadline retire_order
-//	         unknown_deadline share_in
+//	         unknown_deadline share_in disruption_budget
+//	         disruption_budget_vms preempt_max preempt_window
+//	         preempt_backoff
 //	         (unset knobs keep planner.DefaultConfig's values)
 //	flavor   name=c8 cpus=8 memory_mib=32768 disk_gib=160 hs06_per_core=
 //	         (hs06_per_core: the flavor's HS06 rating per core on every
@@ -55,9 +57,12 @@
 //	         of servers is missing from the listing for that long)
 //	         bad_images=img1,img2 (boots of these fail: image fault)
 //	         paused=false disabled=false connected=true
+//	         preemptible=false preemptible_flavors=c1,c2 (only jobs
+//	         that accept preemptible capacity are placed there)
 //	         count=N (N clouds named site-001 … site-N, same settings)
 //	group    name=astro share=1 cores= ram_mib= vms= hs06= clouds=west,east
 //	         keep_alive= paused=false parent= borrow=true
+//	         preemptible=false (all the group's jobs accept it)
 //	         (parent: a group defined by its own line; the caps are then
 //	         a quota in a tree, borrow=false keeps the group within its
 //	         own; see hub/planner)
@@ -66,11 +71,15 @@
 //	         cloud whose site starts so)
 //	jobs     at=0 every=1h until=3d count=5000 group=astro vm_type=default
 //	         cpus=1 memory_mib=2048 disk_kib=0 image= clouds= keep_alive=
-//	         jobs_per_vm= min_hs06_per_core= run=2h..8h
+//	         jobs_per_vm= min_hs06_per_core= preemptible=false
+//	         run=2h..8h
 //	         (count jobs arrive at "at", and again every "every" until
 //	         "until")
 //	event    at=2d cloud=west <any cloud key but site/count/flavors>
 //	         event at=3d cloud=east outage=6h (every boot fails for 6h)
+//	         event at=3h cloud=spot reclaim=0.5 (the cloud takes back
+//	         half the VMs on its preemptible capacity; their jobs go
+//	         back to the queue)
 //	         event at=4d group=astro vms=100 (any group key but name
 //	         and parent)
 //	         cloud=prefix* applies to every cloud whose site starts so.

@@ -76,3 +76,48 @@ func TestQuotaBelowUse(t *testing.T) {
 		t.Errorf("with a deadline the tree was over quota until %s, without until %s: the deadline did not help", lastOver[1], lastOver[0])
 	}
 }
+
+// TestPreemptibleReclaim runs deploy/traces/preemptible-reclaim.trace: a
+// preemptible cloud takes back half of Canopy's VMs at once. Jobs that do
+// not accept preemptible capacity are never placed there (a violation
+// otherwise); jobs that do go there first; the VMs taken back count as
+// preempted, their jobs return to the queue (not killed by Canopy) and
+// finish; the cloud, preempting too fast, is backed off for a while.
+func TestPreemptibleReclaim(t *testing.T) {
+	tr := loadTrace(t, "../../deploy/traces/preemptible-reclaim.trace")
+	sum, err := Run(tr, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Violations != 0 {
+		t.Errorf("%d violations: %v", sum.Violations, sum.FirstViolations)
+	}
+	if sum.Failures.KilledJobs != 0 {
+		t.Errorf("%d jobs killed by Canopy", sum.Failures.KilledJobs)
+	}
+	if !sum.AllFinished() {
+		t.Errorf("jobs left: %+v", sum.Jobs)
+	}
+	byCloud := map[string]CloudStats{}
+	for _, c := range sum.Clouds {
+		byCloud[c.Site] = c
+	}
+	spot, west := byCloud["spot"], byCloud["west"]
+	if n := spot.BootsByGroup["analysis"]; n != 0 {
+		t.Errorf("analysis booted %d VMs on preemptible spot", n)
+	}
+	if spot.BootsByGroup["sim"] <= west.BootsByGroup["sim"] {
+		t.Errorf("sim booted %d VMs on spot and %d on west: preemptible capacity not used first", spot.BootsByGroup["sim"], west.BootsByGroup["sim"])
+	}
+	// Half of the VMs there at 3h (spot's cores cap them at 60).
+	if spot.Preempted < 10 || spot.Preempted > 30 {
+		t.Errorf("spot took back %d VMs, want about half of its up to 60", spot.Preempted)
+	}
+	if sum.Failures.PreemptedJobs == 0 || sum.Jobs.Started != sum.Jobs.Finished+sum.Failures.PreemptedJobs {
+		t.Errorf("started %d, finished %d, preempted %d: preempted jobs must run again", sum.Jobs.Started, sum.Jobs.Finished, sum.Failures.PreemptedJobs)
+	}
+	if spot.BackoffSteps == 0 || west.BackoffSteps != 0 {
+		t.Errorf("backoff steps: spot %d, west %d; want spot backed off for preempting too fast", spot.BackoffSteps, west.BackoffSteps)
+	}
+	t.Logf("spot: %d boots, %d preempted, %d plans backed off; %d jobs preempted and run again", spot.Boots, spot.Preempted, spot.BackoffSteps, sum.Failures.PreemptedJobs)
+}

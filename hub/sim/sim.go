@@ -3,6 +3,7 @@ package sim
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -154,6 +155,9 @@ type engine struct {
 
 	sum       Summary
 	groupStat map[string]*GroupStats
+	// preempted are the VMs preemptible clouds took back, recent first
+	// pruned.
+	preempted []planner.Preemption
 	day       *dayAcc
 	days      []*dayAcc
 	allWaits  waitHist
@@ -292,6 +296,7 @@ func (e *engine) step() (planner.Plan, snapshot.Report, bool) {
 	e.advanceVMs()
 	e.negotiate()
 	snap, rep := e.snapshot()
+	snap.Preemptions = e.recentPreemptions()
 	plan := planner.Decide(snap)
 	e.check(snap, plan)
 	e.hist.Observe(e.now, plan)
@@ -328,6 +333,10 @@ func (e *engine) applyEvents() {
 				for _, kv := range ev.Set {
 					// Checked at parse time.
 					_ = setCloudKey(&e.clouds[ci].spec, kv, ev.At)
+				}
+				if f := e.clouds[ci].spec.Reclaim; f > 0 {
+					e.reclaim(ci, f)
+					e.clouds[ci].spec.Reclaim = 0
 				}
 			}
 			continue
@@ -430,14 +439,50 @@ func (e *engine) finishJobs(vm *simVM) {
 
 // killJobs ends a VM's jobs before they finish; they go back to the queue.
 func (e *engine) killJobs(vm *simVM) {
+	e.sum.Failures.KilledJobs += len(vm.jobs)
+	e.requeue(vm)
+}
+
+// requeue puts a VM's jobs back in the queue, with the run time they had
+// left.
+func (e *engine) requeue(vm *simVM) {
 	for _, j := range vm.jobs {
 		s := &e.shapes[j.shape]
 		s.running--
 		s.idle++
 		s.queue = append(s.queue, batch{arrived: e.now, count: 1, run: Range{j.finish.Sub(e.now), j.finish.Sub(e.now)}})
-		e.sum.Failures.KilledJobs++
 	}
 	vm.jobs = nil
+}
+
+// reclaim makes cloud ci take back a fraction of the VMs on its
+// preemptible capacity (rounded up), oldest first: deleted without Canopy
+// asking, their jobs back in the queue (preempted, not killed by Canopy).
+func (e *engine) reclaim(ci int, frac float64) {
+	sp := &e.clouds[ci].spec
+	var on []*simVM
+	for _, vm := range e.vms {
+		if vm.cloud == ci && vm.phase != phaseGone && (sp.Preemptible || slices.Contains(sp.PreemptibleFlavors, vm.flavor.Name)) {
+			on = append(on, vm)
+		}
+	}
+	n := int(math.Ceil(frac * float64(len(on))))
+	for _, vm := range on[:n] {
+		e.sum.Failures.PreemptedJobs += len(vm.jobs)
+		e.requeue(vm)
+		e.clouds[ci].stats.Preempted++
+		e.preempted = append(e.preempted, planner.Preemption{Site: sp.Site, VMID: vm.id, At: e.now})
+		e.gone(vm)
+	}
+	e.vms = slices.DeleteFunc(e.vms, func(vm *simVM) bool { return vm.phase == phaseGone })
+}
+
+// recentPreemptions are the preemptions within the planner's window, as
+// the hub would keep them.
+func (e *engine) recentPreemptions() []planner.Preemption {
+	from := e.now.Add(-cfgOr(e.tr.Config.PreemptWindow, planner.DefaultPreemptWindow))
+	e.preempted = slices.DeleteFunc(e.preempted, func(p planner.Preemption) bool { return p.At.Before(from) })
+	return e.preempted
 }
 
 func (e *engine) gone(vm *simVM) {
@@ -588,7 +633,8 @@ func (e *engine) snapshot() (planner.Snapshot, snapshot.Report) {
 		clouds[ci] = snapshot.Cloud{
 			Settings: planner.Cloud{Site: sp.Site, Priority: sp.Priority, Paused: sp.Paused, Disabled: sp.Disabled,
 				Caps: sp.Caps, SoftQuota: sp.SoftQuota, Foreign: sp.Foreign, KeepAlive: sp.KeepAlive, MaxLifetime: sp.MaxLifetime,
-				Endpoint: sp.Endpoint, MaxInFlight: sp.MaxInFlight, HS06PerCore: e.tr.HS06PerCore},
+				Endpoint: sp.Endpoint, MaxInFlight: sp.MaxInFlight, HS06PerCore: e.tr.HS06PerCore,
+				Preemptible: sp.Preemptible, PreemptibleFlavors: sp.PreemptibleFlavors},
 			Connected: !sp.Disconnected, InventoryAt: now,
 			Inventory: &protocol.Inventory{Flavors: c.flavors, Limits: l, VMs: e.invVMs[ci], TakenAt: now},
 		}

@@ -80,6 +80,8 @@ type CloudStats struct {
 	// the cloud frozen or backing off.
 	FrozenSteps  int `json:"frozen_steps"`
 	BackoffSteps int `json:"backoff_steps"`
+	// Preempted counts VMs the cloud took back (preemptible capacity).
+	Preempted int `json:"preempted"`
 }
 
 // GroupStats sums up one group.
@@ -120,6 +122,9 @@ type FailureStats struct {
 	FrozenSteps     int `json:"frozen_steps"`
 	BackoffSteps    int `json:"backoff_steps"`
 	KilledJobs      int `json:"killed_jobs"`
+	// PreemptedJobs went back to the queue when a preemptible cloud took
+	// their VM back: the cloud's doing, not Canopy's.
+	PreemptedJobs int `json:"preempted_jobs"`
 }
 
 // dayAcc accumulates one day.

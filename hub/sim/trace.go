@@ -92,6 +92,13 @@ type CloudSpec struct {
 	BadImages []string
 
 	Paused, Disabled, Disconnected bool
+	// Preemptible clouds, and PreemptibleFlavors of any cloud, may take
+	// their servers back; Reclaim, set by an event, is the fraction of the
+	// VMs on such capacity the cloud deletes at that moment (their jobs go
+	// back to the queue).
+	Preemptible        bool
+	PreemptibleFlavors []string
+	Reclaim            float64
 	// Outage, set by an event, makes every boot fail until then (an
 	// offset from the start).
 	Outage time.Duration
@@ -295,6 +302,16 @@ func parseConfig(c *planner.Config, kvs []KeyValue) error {
 			dur(&c.OverQuotaDeadline)
 		case "unknown_deadline":
 			dur(&c.UnknownDeadline)
+		case "preempt_max":
+			c.PreemptMax, err = parseInt(kv.Value, -1, maxCount)
+		case "preempt_window":
+			dur(&c.PreemptWindow)
+		case "preempt_backoff":
+			dur(&c.PreemptBackoff)
+		case "disruption_budget":
+			c.DisruptionBudget, err = parseInt(kv.Value, -1, 100)
+		case "disruption_budget_vms":
+			num(&c.DisruptionBudgetVMs)
 		case "share_in":
 			switch u := planner.ShareUnit(kv.Value); u {
 			case planner.ShareCores, planner.ShareHS06:
@@ -379,6 +396,8 @@ func (tr *Trace) parseCloud(kvs []KeyValue) error {
 			c.Site, err = parseName(kv.Value)
 		case "count":
 			count, err = parseInt(kv.Value, 1, maxClouds)
+		case "reclaim":
+			err = errors.New("an event key (the cloud takes back VMs at that time)")
 		case "flavors":
 			c.Flavors, err = parseList(kv.Value)
 		default:
@@ -487,6 +506,12 @@ func setCloudKey(c *CloudSpec, kv KeyValue, at time.Duration) error {
 		c.BadImages, err = parseList(kv.Value)
 	case "paused":
 		flag(&c.Paused)
+	case "preemptible":
+		flag(&c.Preemptible)
+	case "preemptible_flavors":
+		c.PreemptibleFlavors, err = parseList(kv.Value)
+	case "reclaim":
+		frac(&c.Reclaim)
 	case "disabled":
 		flag(&c.Disabled)
 	case "connected":
@@ -548,6 +573,8 @@ func setGroupKey(g *planner.Group, kv KeyValue) error {
 		g.Paused, err = strconv.ParseBool(kv.Value)
 	case "parent":
 		g.Parent, err = parseName(kv.Value)
+	case "preemptible":
+		g.Preemptible, err = strconv.ParseBool(kv.Value)
 	case "borrow":
 		var on bool
 		on, err = strconv.ParseBool(kv.Value)
@@ -648,6 +675,8 @@ func (tr *Trace) parseJobs(kvs []KeyValue) error {
 			j.Shape.JobsPerVM, err = parseInt(kv.Value, 0, 1<<16)
 		case "min_hs06_per_core":
 			j.Shape.MinHS06PerCore, err = parseRating(kv.Value)
+		case "preemptible":
+			j.Shape.Preemptible, err = strconv.ParseBool(kv.Value)
 		case "run":
 			j.Run, err = parseRange(kv.Value)
 		default:

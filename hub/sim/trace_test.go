@@ -68,8 +68,9 @@ func TestParseTraceResources(t *testing.T) {
 	tr, err := ParseTrace(strings.NewReader(minimal + `config share_in=hs06
 flavor name=c8 cpus=8 memory_mib=16384 hs06_per_core=12.5
 group name=atlas hs06=1000
-group name=prod parent=atlas borrow=false vms=5
-jobs group=prod min_hs06_per_core=10 count=1
+group name=prod parent=atlas borrow=false vms=5 preemptible=true
+cloud site=spot preemptible=true preemptible_flavors=c8
+jobs group=prod min_hs06_per_core=10 count=1 preemptible=true
 event at=1h group=prod borrow=true
 `))
 	if err != nil {
@@ -84,7 +85,10 @@ event at=1h group=prod borrow=true
 	if g := tr.Groups[1]; g.Parent != "atlas" || !g.NoBorrow || g.Caps.VMs != 5 {
 		t.Errorf("prod = %+v", g)
 	}
-	if j := tr.Jobs[0]; j.Shape.MinHS06PerCore != 10 {
+	if c := tr.Clouds[1]; !c.Preemptible || len(c.PreemptibleFlavors) != 1 || !tr.Groups[1].Preemptible {
+		t.Errorf("spot = %+v, prod = %+v", c, tr.Groups[1])
+	}
+	if j := tr.Jobs[0]; j.Shape.MinHS06PerCore != 10 || !j.Shape.Preemptible {
 		t.Errorf("jobs = %+v", j.Shape)
 	}
 }
@@ -135,6 +139,9 @@ func TestParseTraceErrors(t *testing.T) {
 		{"bad job rating", minimal + "jobs group=g min_hs06_per_core=-1\n", "want an HS06 rating per core above 0"},
 		{"unknown parent", minimal + "group name=g parent=top\n", "group g: parent top is no group"},
 		{"bad borrow", minimal + "group name=top\ngroup name=g parent=top borrow=maybe\n", `borrow="maybe"`},
+		{"reclaim on a cloud line", minimal + "cloud site=x reclaim=0.5\n", "an event key"},
+		{"bad reclaim", minimal + "event at=1h cloud=west reclaim=2\n", "fraction"},
+		{"bad preempt_max", minimal + "config preempt_max=-5\n", "out of range"},
 		{"event sets parent", minimal + "group name=g\ngroup name=h\nevent at=1h group=g parent=h\n", "cannot be changed"},
 		{"long line", minimal + "cloud site=" + strings.Repeat("a", 70000) + "\n", "token too long"},
 	} {

@@ -358,7 +358,7 @@ func (b *Builder) Build(in Input) (planner.Snapshot, Report) {
 					m.inView = o.inPool
 				}
 			}
-			pv := vmFor(vm, f, c.Site, o, m, now, step, sn, st)
+			pv := vmFor(vm, f, c.Site, o, m, now, step, sn, st, in.Config.HoldMax)
 			switch pv.Evidence {
 			case planner.EvidenceRegistered:
 				rep.Counts.Registered++
@@ -586,7 +586,7 @@ func observe(vm *protocol.VM, sn *seen, poolOK bool, poolWhy string, m *memo) ob
 // build did not list the VM). A clock counts dt only when the last build
 // saw the same evidence: time between two kinds of evidence is unknown.
 func vmFor(vm *protocol.VM, f protocol.Flavor, site string, o obs, m *memo, now time.Time, dt time.Duration,
-	sn *seen, st *intent.State) planner.VM {
+	sn *seen, st *intent.State, holdMax time.Duration) planner.VM {
 	if m.lastEv != o.ev {
 		dt = 0
 	}
@@ -594,7 +594,8 @@ func vmFor(vm *protocol.VM, f protocol.Flavor, site string, o obs, m *memo, now 
 	ordered := sn.ordered
 	held := false
 	if len(st.Hold) > 0 {
-		_, held = st.Hold[vm.ID]
+		h, ok := st.Hold[vm.ID]
+		held = ok && h.Active(now, holdMax)
 	}
 	pv := planner.VM{ID: vm.ID, Site: site, Name: vm.Name, Group: vm.Group, VMType: vm.VMType, Flavor: vm.Flavor,
 		Image: vm.Image, Cpus: f.VCPUs, MemoryMiB: f.RAMMiB, CreatedAt: vm.CreatedAt, RetiringSince: sn.orderAt,

@@ -552,3 +552,47 @@ func TestReportBounded(t *testing.T) {
 		t.Fatalf("view %s, %d listed, %d left out, counts %+v", r.PoolView, len(r.Unknown), r.UnknownLeftOut, r.Counts)
 	}
 }
+
+// TestHoldExpiry: a manual hold expires planner.Config.HoldMax after it was
+// put or renewed; without HoldMax it never does. An expired hold returns
+// the VM to the planner's rules: an idle VM past its keep-alive is retired,
+// a busy one is not.
+func TestHoldExpiry(t *testing.T) {
+	tests := []struct {
+		name     string
+		holdMax  time.Duration
+		heldAgo  time.Duration
+		running  int
+		wantHeld bool
+		wantGone bool
+	}{
+		{"no hold_max: a hold never expires", 0, 1000 * time.Hour, 0, true, false},
+		{"within hold_max", 24 * time.Hour, 23 * time.Hour, 0, true, false},
+		{"expired: the idle VM goes by its keep-alive", 24 * time.Hour, 25 * time.Hour, 0, false, true},
+		{"expired: a busy VM stays", 24 * time.Hour, 25 * time.Hour, 2, false, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld("west")
+			w.planner.HoldMax = tc.holdMax
+			w.set("west", vmW("v1"))
+			w.pool(map[string]int{"v1": tc.running}) // idle for an hour when running nothing
+			w.intent.Begin().PutHold(intent.Hold{VMID: "v1", Cloud: "west", At: w.now.Add(-tc.heldAgo)})
+			// Two builds 15 minutes apart: idle time counts only with fresh
+			// evidence, and a hold put 15 minutes before the second.
+			b := NewBuilder()
+			b.Build(w.input())
+			w.now = w.now.Add(15 * time.Minute)
+			w.intent.Begin().PutHold(intent.Hold{VMID: "v1", Cloud: "west", At: w.now.Add(-tc.heldAgo)})
+			s, _ := b.Build(w.input())
+			vm, ok := find(s, "v1")
+			if !ok || vm.Held != tc.wantHeld {
+				t.Fatalf("VM %+v (found %v): held %v, want %v", vm, ok, vm.Held, tc.wantHeld)
+			}
+			p := planner.Decide(s)
+			if gone := len(p.Retires)+len(p.Deletes) > 0; gone != tc.wantGone {
+				t.Fatalf("retires %+v deletes %+v, want the VM gone: %v", p.Retires, p.Deletes, tc.wantGone)
+			}
+		})
+	}
+}

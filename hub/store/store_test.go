@@ -9,8 +9,10 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/canopy-grid/canopy/hub/imageplan"
 	"github.com/canopy-grid/canopy/hub/intent"
 	"github.com/canopy-grid/canopy/hub/planner"
+	"github.com/canopy-grid/canopy/images"
 )
 
 func open(t testing.TB, path string) *Store {
@@ -46,6 +48,10 @@ func TestIntentSurvivesRestart(t *testing.T) {
 	tx.AddEvent(intent.Event{At: now, Cloud: "west", Kind: "boot", Detail: "2 x small"})
 	tx.AddEvent(intent.Event{At: now, Cloud: "west", Kind: "retire"})
 	tx.DropPending("canopy-west-p1-0-1")
+	el9 := images.Ref{Name: "el9", Algo: "sha512", Hex: strings.Repeat("ab", 64)}
+	tx.PutImageWant(imageplan.Want{Ref: el9, Sites: []string{"west", "east"}, From: "api", Seen: map[string]time.Time{"west": now}})
+	tx.PutImageWant(imageplan.Want{Ref: images.Ref{Name: "gone", Algo: "md5", Hex: strings.Repeat("0", 32)}, Sites: []string{"west"}})
+	tx.DropImageWant("gone")
 	if err := s.Commit(tx.Changes()); err != nil {
 		t.Fatal(err)
 	}
@@ -71,6 +77,9 @@ func TestIntentSurvivesRestart(t *testing.T) {
 	}
 	if len(got.History.Failures) != 1 || !got.History.CloudOver["east"].Equal(now) {
 		t.Fatalf("history %+v", got.History)
+	}
+	if w, ok := got.ImageWants["el9"]; len(got.ImageWants) != 1 || !ok || w.Ref != el9 || len(w.Sites) != 2 || !w.Seen["west"].Equal(now) {
+		t.Fatalf("image wants after restart: %+v", got.ImageWants)
 	}
 	if len(got.Events) != 2 || got.Events[0].Kind != "boot" || got.Events[1].Seq != 2 || got.EventSeq != 2 {
 		t.Fatalf("events %+v", got.Events)

@@ -62,6 +62,10 @@ type Settings struct {
 	Site   string `yaml:"site"`
 	Group  string `yaml:"group"`
 	VMType string `yaml:"vm_type"`
+	// HS06PerCore is the HS06 rating per core of the VM's flavor, as its
+	// site rates it; the startd advertises it (HS06PerCore) so that jobs'
+	// Requirements may test it. Zero: not rated, not advertised.
+	HS06PerCore float64 `yaml:"hs06_per_core,omitempty"`
 	// CheckinEvery is how often the VM reports to its agent.
 	CheckinEvery time.Duration `yaml:"checkin_every"`
 	// Gluster is a GlusterFS volume to mount read-only. Optional.
@@ -106,6 +110,9 @@ var (
 	// domainRE is what TRUST_DOMAIN and UID_DOMAIN may look like.
 	domainRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.:_-]{0,252}$`)
 )
+
+// MaxHS06PerCore bounds Settings.HS06PerCore: far above any CPU's rating.
+const MaxHS06PerCore = 10000
 
 // Limits on settings values.
 const (
@@ -210,6 +217,9 @@ func (s Settings) Validate() error {
 	}
 	if s.KeepAlive < 0 || s.MaxLifetime < 0 {
 		return fmt.Errorf("vmagent settings: keep_alive %s or max_lifetime %s is negative", s.KeepAlive, s.MaxLifetime)
+	}
+	if s.HS06PerCore != 0 && !(s.HS06PerCore > 0 && s.HS06PerCore <= MaxHS06PerCore) {
+		return fmt.Errorf("vmagent settings: hs06_per_core %v is not a rating above 0 and at most %d", s.HS06PerCore, MaxHS06PerCore)
 	}
 	if s.Gluster != nil {
 		if err := s.Gluster.Validate(); err != nil {

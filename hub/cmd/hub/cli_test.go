@@ -52,7 +52,7 @@ demand:
 
 // runningHub starts a hub from a config file in dir, as `hub run` does,
 // with SIGHUP delivered through the returned channel.
-func runningHub(t *testing.T) (dir string, cfgPath string, hup chan os.Signal, h *hub.Hub) {
+func runningHub(t testing.TB) (dir string, cfgPath string, hup chan os.Signal, h *hub.Hub) {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "cli") // short: a socket path has ~100 bytes
 	if err != nil {
@@ -273,5 +273,20 @@ func TestReloadKeepsOldConfigOnError(t *testing.T) {
 	out, err := cli(t, append([]string{"events", "--kind", "config_reloaded"}, sock...)...)
 	if err != nil || !strings.Contains(out, "applied sites") || !strings.Contains(out, "SIGHUP") {
 		t.Fatalf("reloads not in the events log: %q %v", out, err)
+	}
+}
+
+// BenchmarkCLIStatus is `hub status` (table and JSON) against a running
+// hub through its admin socket, in-process (no exec): dial, ask, render.
+func BenchmarkCLIStatus(b *testing.B) {
+	_, cfgPath, _, _ := runningHub(b)
+	for _, o := range []string{"table", "json"} {
+		b.Run(o, func(b *testing.B) {
+			for b.Loop() {
+				if err := run([]string{"status", "-o", o, "--config", cfgPath}, io.Discard); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

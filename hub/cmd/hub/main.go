@@ -2,6 +2,7 @@
 // collector, plans VMs across clouds and commands the site agents.
 //
 //	hub run --config hub.yaml
+//	hub image want|unwant|ls|status
 //	hub tls init --dir DIR [--host NAME]...
 //	hub tls issue-agent --dir DIR --site NAME --out DIR [--vm-host H]... [--vm-only]
 package main
@@ -41,6 +42,10 @@ const usage = `usage:
   hub tls issue-admin NAME [--dir DIR] [--out DIR] [--days N]
                                             issue an admin's client certificate
   hub simulate --trace FILE [flags]         replay a workload through the planner on simulated clouds
+  hub image want --hash ALGO:HEX IMAGE SITE...   want an image (name and digest) in sites
+  hub image unwant IMAGE [SITE...]          stop wanting it there (Canopy's copies are deleted unless in use)
+  hub image ls                              print the image x site matrix and the conflicts
+  hub image status                          print the copies under way (bytes, rate, ETA)
   hub tls init --dir DIR [--host H]...      create the CA and the hub's certificate
   hub tls issue-agent --dir DIR --site NAME [--out DIR] [--days N] [--vm-host H]... [--vm-only]
                                             issue a site agent's certificate and, with
@@ -69,6 +74,8 @@ func run(args []string, stdout io.Writer) error {
 		return runHub(args[1:])
 	case "simulate":
 		return runSimulate(args[1:], stdout)
+	case "image":
+		return runImage(args[1:], stdout)
 	case "status", "cloud", "vm", "events", "accounting", "reload":
 		return operator(args[0], args[1:], stdout)
 	case "tls":
