@@ -114,11 +114,13 @@ func cli(t *testing.T, args ...string) (string, error) {
 func eventually(t *testing.T, what string, f func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
+	poll := time.NewTicker(50 * time.Millisecond)
+	defer poll.Stop()
 	for !f() {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: not within 20s", what)
 		}
-		time.Sleep(50 * time.Millisecond)
+		<-poll.C
 	}
 }
 
