@@ -61,7 +61,7 @@ func TestPackagesInstall(t *testing.T) {
 				"/etc/canopy/hub.yaml.example": 0o640, "/usr/share/canopy/prometheus/alerts.yml": 0o644,
 				"/usr/share/canopy/grafana/canopy.json": 0o644, "/usr/share/doc/canopy-hub/operations.md": 0o644},
 			conf:    []string{"/etc/canopy/hub.yaml.example"},
-			unitHas: []string{"ExecStart=/usr/bin/canopy-hub run --config /etc/canopy/hub.yaml", "User=canopy", "NoNewPrivileges=yes", "ProtectSystem=strict", "CapabilityBoundingSet=\n", "ConditionPathExists=/etc/canopy/hub.yaml"},
+			unitHas: []string{"ExecStart=/usr/bin/canopy-hub run --config /etc/canopy/hub.yaml", "ExecReload=/bin/kill -HUP $MAINPID", "User=canopy", "NoNewPrivileges=yes", "ProtectSystem=strict", "CapabilityBoundingSet=\n", "ConditionPathExists=/etc/canopy/hub.yaml"},
 			maxExp:  2.5, postinst: []string{"adduser --system --group", "canopy"}},
 		{name: "agent",
 			files: map[string]os.FileMode{"/usr/bin/canopy-agent": 0o755, "/lib/systemd/system/canopy-agent.service": 0o644,
