@@ -98,7 +98,7 @@ func (l *loop) drainSite(now time.Time, site, by string) int {
 		if _, ordered := l.st.Retire[vm.ID]; ordered {
 			continue
 		}
-		l.tx.PutRetire(intent.RetireOrder{VMID: vm.ID, Cloud: site, Name: vm.Name, At: now,
+		l.tx.PutRetire(intent.RetireOrder{VMID: vm.ID, Site: site, Name: vm.Name, At: now,
 			Deadline: now.Add(l.h.retireDeadline()), Rule: "admin", Reason: "site drained by " + by})
 		n++
 	}
@@ -120,7 +120,7 @@ func (h *Hub) RetireVM(ctx context.Context, vmID, by string) error {
 			return fmt.Errorf("%w: VM %s is already retiring", errRefused, vm.Name)
 		}
 		deadline := now.Add(h.retireDeadline())
-		l.tx.PutRetire(intent.RetireOrder{VMID: vmID, Cloud: vm.Site, Name: vm.Name, At: now, Deadline: deadline,
+		l.tx.PutRetire(intent.RetireOrder{VMID: vmID, Site: vm.Site, Name: vm.Name, At: now, Deadline: deadline,
 			Rule: "admin", Reason: "retired by " + by})
 		l.event(now, vm.Site, vmID, "", "retire", fmt.Sprintf("retired by %s; jobs may run until %s", by, deadline.UTC().Format(time.RFC3339)))
 		return nil

@@ -38,7 +38,7 @@ func (h *Hub) SetHeld(ctx context.Context, vmID string, held bool, by string) er
 		}
 		tx := l.tx
 		if held {
-			tx.PutHold(intent.Hold{VMID: vmID, Cloud: vm.Site, Name: vm.Name, At: now, By: by})
+			tx.PutHold(intent.Hold{VMID: vmID, Site: vm.Site, Name: vm.Name, At: now, By: by})
 			l.event(now, vm.Site, vmID, "", "held", "manual control by "+by)
 		} else {
 			tx.DropHold(vmID)
@@ -168,7 +168,7 @@ func (h *Hub) serveEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	out := []intent.Event{}
 	for _, e := range h.Status().Events {
-		if (kind == "" || e.Kind == kind) && (site == "" || e.Cloud == site) && len(out) < limit {
+		if (kind == "" || e.Kind == kind) && (site == "" || e.Site == site) && len(out) < limit {
 			out = append(out, e)
 		}
 	}

@@ -47,7 +47,7 @@ type console struct {
 func newConsole(reg *prometheus.Registry) *console {
 	c := &console{series: series.New(), ledger: ledger.New(), prevJobs: map[string]int{},
 		coreSec: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "canopy_core_seconds_total",
-			Help: "Core-seconds Canopy's VMs were up (booted, not in error), by group and cloud (site)."}, []string{"group", "cloud"})}
+			Help: "Core-seconds Canopy's VMs were up (booted, not in error), by group and site."}, []string{"group", "site"})}
 	reg.MustRegister(c.coreSec)
 	return c
 }

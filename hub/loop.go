@@ -193,7 +193,7 @@ func (l *loop) commit() error {
 
 // event adds an entry to the lifecycle log.
 func (l *loop) event(now time.Time, cloud, vm, plan, kind, detail string) {
-	l.tx.AddEvent(intent.Event{At: now, Cloud: cloud, VM: vm, Plan: plan, Kind: kind, Detail: detail})
+	l.tx.AddEvent(intent.Event{At: now, Site: cloud, VM: vm, Plan: plan, Kind: kind, Detail: detail})
 }
 
 // cycle is one turn of the control loop.
@@ -392,11 +392,11 @@ func (l *loop) reconcile(now time.Time, views map[string]*cloudView) {
 	}
 	for _, name := range slices.Sorted(maps.Keys(l.st.Pending)) {
 		p := l.st.Pending[name]
-		ix := lookup(p.Cloud)
+		ix := lookup(p.Site)
 		if ix == nil {
 			continue
 		}
-		v := views[p.Cloud]
+		v := views[p.Site]
 		switch {
 		case ix.names[name]:
 			l.tx.DropPending(name)
@@ -404,27 +404,27 @@ func (l *loop) reconcile(now time.Time, views map[string]*cloudView) {
 		case !p.AckedAt.IsZero() && now.Sub(p.AckedAt) > h.cfg.BootListTimeout:
 			l.tx.DropPending(name)
 			delete(l.bootSession, name)
-			h.m.bootFailures.WithLabelValues(p.Cloud, "not_listed").Inc()
-			l.event(now, p.Cloud, name, p.PlanID, "boot_lost",
+			h.m.bootFailures.WithLabelValues(p.Site, "not_listed").Inc()
+			l.event(now, p.Site, name, p.PlanID, "boot_lost",
 				fmt.Sprintf("not listed by the cloud %s after the agent reported it booted", h.cfg.BootListTimeout))
 		case p.AckedAt.IsZero() && l.bootSession[name] != v.Session && !slices.Contains(v.Inventory.Running, p.CommandID):
 			// Ordered on a session that ended before the agent answered,
 			// and the agent is not carrying it out: it never will.
 			l.tx.DropPending(name)
 			delete(l.bootSession, name)
-			l.event(now, p.Cloud, name, p.PlanID, "boot_dropped", "the session it was sent on ended before the agent answered")
+			l.event(now, p.Site, name, p.PlanID, "boot_dropped", "the session it was sent on ended before the agent answered")
 		}
 	}
 	for _, id := range slices.Sorted(maps.Keys(l.st.Retire)) {
 		r := l.st.Retire[id]
-		ix := lookup(r.Cloud)
+		ix := lookup(r.Site)
 		if ix == nil {
 			continue
 		}
 		if _, listed := ix.ids[id]; !listed {
 			l.tx.DropRetire(id)
 			delete(l.retireSent, id)
-			l.event(now, r.Cloud, id, r.PlanID, "deleted", "retired server no longer listed")
+			l.event(now, r.Site, id, r.PlanID, "deleted", "retired server no longer listed")
 			if r.Name != "" {
 				select {
 				case l.invalidate <- r.Name:
@@ -452,14 +452,14 @@ func (l *loop) reconcile(now time.Time, views map[string]*cloudView) {
 				if fault == "" {
 					fault = vm.CloudStatus
 				}
-				l.tx.PutError(intent.ErrorMark{VMID: vm.ID, Cloud: cloud, Since: now, Fault: fault})
+				l.tx.PutError(intent.ErrorMark{VMID: vm.ID, Site: cloud, Since: now, Fault: fault})
 				l.event(now, cloud, vm.ID, "", string(vm.State), fault)
 			}
 		}
 	}
 	for _, id := range slices.Sorted(maps.Keys(l.st.Error)) {
 		e := l.st.Error[id]
-		ix := lookup(e.Cloud)
+		ix := lookup(e.Site)
 		if ix == nil {
 			continue
 		}
@@ -469,13 +469,13 @@ func (l *loop) reconcile(now time.Time, views map[string]*cloudView) {
 	}
 	for _, id := range slices.Sorted(maps.Keys(l.st.Hold)) {
 		hd := l.st.Hold[id]
-		ix := lookup(hd.Cloud)
+		ix := lookup(hd.Site)
 		if ix == nil {
 			continue
 		}
 		if _, listed := ix.ids[id]; !listed {
 			l.tx.DropHold(id)
-			l.event(now, hd.Cloud, id, "", "hold_dropped", "held server no longer listed")
+			l.event(now, hd.Site, id, "", "hold_dropped", "held server no longer listed")
 		}
 	}
 }
@@ -626,7 +626,7 @@ func (l *loop) execute(now time.Time, plan planner.Plan, views map[string]*cloud
 		for k := range b.Count {
 			name := fmt.Sprintf("canopy-%s-%s-%d-%d", b.Site, planID, i, k)
 			cmd.Boot.Names = append(cmd.Boot.Names, name)
-			l.tx.PutPending(intent.PendingBoot{Name: name, Cloud: b.Site, Group: b.Group, VMType: b.VMType, Flavor: b.Flavor,
+			l.tx.PutPending(intent.PendingBoot{Name: name, Site: b.Site, Group: b.Group, VMType: b.VMType, Flavor: b.Flavor,
 				Image: image, PlanID: planID, CommandID: cmd.ID, Cpus: f.VCPUs, MemoryMiB: f.RAMMiB, KeepAlive: b.KeepAlive,
 				MaxLifetime: b.MaxLifetime, OrderedAt: now})
 		}
@@ -642,7 +642,7 @@ func (l *loop) execute(now time.Time, plan planner.Plan, views map[string]*cloud
 		if v := views[r.Site]; v != nil && v.Inventory != nil {
 			name = vmName(v.Inventory.VMs, r.VMID)
 		}
-		l.tx.PutRetire(intent.RetireOrder{VMID: r.VMID, Cloud: r.Site, Name: name, At: now, Deadline: deadline,
+		l.tx.PutRetire(intent.RetireOrder{VMID: r.VMID, Site: r.Site, Name: name, At: now, Deadline: deadline,
 			Rule: string(r.Rule), Reason: r.Reason, PlanID: planID})
 		h.m.retires.WithLabelValues(r.Site).Inc()
 		log.WithFields(logrus.Fields{"site": r.Site, "vm_id": r.VMID}).Info("retire: " + r.Reason)
@@ -696,7 +696,7 @@ func (l *loop) retireOrders(now time.Time, views map[string]*cloudView) []outgoi
 	by := map[string][]string{}
 	for _, id := range slices.Sorted(maps.Keys(l.st.Retire)) {
 		r := l.st.Retire[id]
-		v := views[r.Cloud]
+		v := views[r.Site]
 		if v == nil || !l.fresh(v, now) || l.retireSent[id] == v.Session {
 			continue
 		}
@@ -704,7 +704,7 @@ func (l *loop) retireOrders(now time.Time, views map[string]*cloudView) []outgoi
 		if !ok || vm.Retiring {
 			continue
 		}
-		by[r.Cloud] = append(by[r.Cloud], id)
+		by[r.Site] = append(by[r.Site], id)
 	}
 	var out []outgoing
 	for _, cloud := range slices.Sorted(maps.Keys(by)) {

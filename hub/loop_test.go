@@ -318,7 +318,7 @@ func TestHeldVMIsNeverRetired(t *testing.T) {
 	v := vm("id-1", "canopy-west-p1-0-0", readySince(e.now.Add(-time.Hour)))
 	src.d = inPool(demand.Demand{}, *e.now, v)
 	s := e.connect("west", v)
-	e.h.loop.tx.PutHold(intent.Hold{VMID: "id-1", Cloud: "west", At: *e.now})
+	e.h.loop.tx.PutHold(intent.Hold{VMID: "id-1", Site: "west", At: *e.now})
 	e.cycle()
 	e.warm(3*time.Minute, "west", v)
 	if r := drain(s, protocol.CmdRetire); len(r) != 0 {
@@ -625,7 +625,7 @@ func TestRetireDeadlineDeleteOverrides(t *testing.T) {
 	e := newEnv(t, src)
 	v := vm("id-1", "canopy-west-p1-0-0", readySince(e.now.Add(-30*time.Hour)), func(v *protocol.VM) { v.Retiring = true })
 	src.d = inPool(demand.Demand{}, *e.now, v)
-	e.h.loop.tx.PutRetire(intent.RetireOrder{VMID: "id-1", Cloud: "west", At: e.now.Add(-25 * time.Hour)})
+	e.h.loop.tx.PutRetire(intent.RetireOrder{VMID: "id-1", Site: "west", At: e.now.Add(-25 * time.Hour)})
 	s := e.connect("west", v)
 	e.cycle()
 	d := drain(s, protocol.CmdDelete)
@@ -668,7 +668,7 @@ func TestReconnectingAgentsVMsStayCapacity(t *testing.T) {
 func TestHoldOfGoneServerDropped(t *testing.T) {
 	e := newEnv(t, &scriptedSource{})
 	e.connect("west", vm("id-1", "canopy-west-p1-0-0", readySince(*e.now)))
-	e.h.loop.tx.PutHold(intent.Hold{VMID: "id-1", Cloud: "west", At: *e.now})
+	e.h.loop.tx.PutHold(intent.Hold{VMID: "id-1", Site: "west", At: *e.now})
 	e.cycle()
 	if len(e.h.loop.st.Hold) != 1 {
 		t.Fatal("hold lost while its server exists")
@@ -772,7 +772,7 @@ func TestPreemptionRecognised(t *testing.T) {
 			e.connect("spot", a, b)
 			e.cycle()
 			if tc.retired {
-				e.h.loop.tx.PutRetire(intent.RetireOrder{VMID: "id-2", Cloud: "spot", At: *e.now})
+				e.h.loop.tx.PutRetire(intent.RetireOrder{VMID: "id-2", Site: "spot", At: *e.now})
 			}
 			e.advance(10 * time.Second)
 			e.report("spot", a)

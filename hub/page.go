@@ -158,7 +158,7 @@ func (h *Hub) renderPage(w http.ResponseWriter, r *http.Request, ch channel, pub
 		kinds := map[string]bool{}
 		for _, e := range st.Events {
 			kinds[e.Kind] = true
-			if (d.EvKind == "" || e.Kind == d.EvKind) && (d.EvSite == "" || e.Cloud == d.EvSite) && len(d.Events) < pageEvents {
+			if (d.EvKind == "" || e.Kind == d.EvKind) && (d.EvSite == "" || e.Site == d.EvSite) && len(d.Events) < pageEvents {
 				d.Events = append(d.Events, e)
 			}
 		}

@@ -271,7 +271,7 @@ func (h *Hub) buildStatus(in statusInput) *Status {
 	}
 	pending := map[string]int{}
 	for _, p := range in.pending {
-		pending[p.Cloud]++
+		pending[p.Site]++
 	}
 	views := in.views
 	total := len(in.pending)
@@ -350,7 +350,7 @@ func (h *Hub) buildStatus(in statusInput) *Status {
 		st.Sites = append(st.Sites, s)
 	}
 	for name, p := range in.pending {
-		refs = append(refs, ref{name: name, cloud: p.Cloud, pend: name})
+		refs = append(refs, ref{name: name, cloud: p.Site, pend: name})
 	}
 	siteIndex := make(map[string]int, len(st.Sites))
 	for i := range st.Sites {
@@ -362,9 +362,9 @@ func (h *Hub) buildStatus(in statusInput) *Status {
 		vs := &st.VMs[k]
 		if r.vm == nil {
 			p := in.pending[r.pend]
-			*vs = VMStatus{Name: r.name, Site: p.Cloud, Group: p.Group, VMType: p.VMType, Flavor: p.Flavor,
+			*vs = VMStatus{Name: r.name, Site: p.Site, Group: p.Group, VMType: p.VMType, Flavor: p.Flavor,
 				State: planner.VMBooting, CreatedAt: p.OrderedAt, Cores: p.Cpus, RAMMiB: p.MemoryMiB}
-			if si := siteIndex[p.Cloud]; si >= 0 && si < len(st.Sites) && st.Sites[si].Name == p.Cloud {
+			if si := siteIndex[p.Site]; si >= 0 && si < len(st.Sites) && st.Sites[si].Name == p.Site {
 				st.Sites[si].Counts[displayState(vs)]++
 			}
 			continue

@@ -211,7 +211,7 @@ jobs:
 	// Kill the hub as soon as it orders west's burst.
 	e.poll(90*time.Second, "west's burst to be ordered", func() bool {
 		for _, x := range e.events() {
-			if x.Kind == "boot" && x.Cloud == "west" {
+			if x.Kind == "boot" && x.Site == "west" {
 				return true
 			}
 		}

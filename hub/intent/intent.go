@@ -60,7 +60,7 @@ type Change struct {
 // PendingBoot is a server the hub ordered that its cloud does not list yet.
 type PendingBoot struct {
 	Name      string `json:"name"`
-	Cloud     string `json:"cloud"`
+	Site      string `json:"site"`
 	Group     string `json:"group"`
 	VMType    string `json:"vm_type"`
 	Flavor    string `json:"flavor"`
@@ -81,9 +81,9 @@ type PendingBoot struct {
 
 // RetireOrder is the hub's order that a VM finish its jobs and go.
 type RetireOrder struct {
-	VMID  string `json:"vm_id"`
-	Cloud string `json:"cloud"`
-	Name  string `json:"name,omitempty"`
+	VMID string `json:"vm_id"`
+	Site string `json:"site"`
+	Name string `json:"name,omitempty"`
 	// At is when it was ordered; Deadline when running jobs may be cut.
 	At       time.Time `json:"at"`
 	Deadline time.Time `json:"deadline"`
@@ -95,7 +95,7 @@ type RetireOrder struct {
 // Hold puts a VM under manual control: the planner never touches it.
 type Hold struct {
 	VMID   string    `json:"vm_id"`
-	Cloud  string    `json:"cloud,omitempty"`
+	Site   string    `json:"site,omitempty"`
 	Name   string    `json:"name,omitempty"`
 	At     time.Time `json:"at"`
 	By     string    `json:"by,omitempty"`
@@ -113,7 +113,7 @@ func (h Hold) Active(now time.Time, maxAge time.Duration) bool {
 // break since, and the cloud's fault message.
 type ErrorMark struct {
 	VMID  string    `json:"vm_id"`
-	Cloud string    `json:"cloud"`
+	Site  string    `json:"site"`
 	Since time.Time `json:"since"`
 	Fault string    `json:"fault,omitempty"`
 }
@@ -122,7 +122,7 @@ type ErrorMark struct {
 type Event struct {
 	Seq    uint64    `json:"seq"`
 	At     time.Time `json:"at"`
-	Cloud  string    `json:"cloud,omitempty"`
+	Site   string    `json:"site,omitempty"`
 	VM     string    `json:"vm,omitempty"`
 	Plan   string    `json:"plan,omitempty"`
 	Kind   string    `json:"kind"`

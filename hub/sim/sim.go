@@ -684,7 +684,7 @@ func (e *engine) reconcile() {
 		return ok && !e.clouds[ci].spec.Disconnected
 	}
 	for name, p := range e.st.Pending {
-		if !connected(p.Cloud) {
+		if !connected(p.Site) {
 			continue
 		}
 		if listed(e.byName[name]) || (!p.AckedAt.IsZero() && e.now.Sub(p.AckedAt) > e.tr.BootListTimeout) {
@@ -692,7 +692,7 @@ func (e *engine) reconcile() {
 		}
 	}
 	for id, r := range e.st.Retire {
-		if connected(r.Cloud) && !listed(e.byID[id]) {
+		if connected(r.Site) && !listed(e.byID[id]) {
 			e.tx.DropRetire(id)
 		}
 	}
@@ -701,11 +701,11 @@ func (e *engine) reconcile() {
 			continue
 		}
 		if _, ok := e.st.Error[vm.id]; !ok {
-			e.tx.PutError(intent.ErrorMark{VMID: vm.id, Cloud: e.clouds[vm.cloud].spec.Site, Since: e.now})
+			e.tx.PutError(intent.ErrorMark{VMID: vm.id, Site: e.clouds[vm.cloud].spec.Site, Since: e.now})
 		}
 	}
 	for id, m := range e.st.Error {
-		if !connected(m.Cloud) {
+		if !connected(m.Site) {
 			continue
 		}
 		if vm := e.byID[id]; !listed(vm) || vm.phase != phaseError {
@@ -750,7 +750,7 @@ func (e *engine) execute(p planner.Plan) {
 		if vm == nil || vm.phase == phaseGone {
 			continue
 		}
-		e.tx.PutRetire(intent.RetireOrder{VMID: r.VMID, Cloud: r.Site, Name: vm.name, At: e.now, Deadline: deadline,
+		e.tx.PutRetire(intent.RetireOrder{VMID: r.VMID, Site: r.Site, Name: vm.name, At: e.now, Deadline: deadline,
 			Rule: string(r.Rule), PlanID: planID})
 		if vm.phase == phaseRetiring {
 			continue
@@ -799,7 +799,7 @@ func (e *engine) execute(p planner.Plan) {
 				why, class = "no valid host", protocol.ErrClassNoHost
 			default:
 				vm := e.boot(ci, b, f)
-				e.tx.PutPending(intent.PendingBoot{Name: vm.name, Cloud: b.Site, Group: b.Group, VMType: b.VMType,
+				e.tx.PutPending(intent.PendingBoot{Name: vm.name, Site: b.Site, Group: b.Group, VMType: b.VMType,
 					Flavor: b.Flavor, Image: b.Image, PlanID: planID, Cpus: f.VCPUs, MemoryMiB: f.RAMMiB,
 					KeepAlive: b.KeepAlive, MaxLifetime: b.MaxLifetime, OrderedAt: e.now, AckedAt: e.now})
 				continue

@@ -16,7 +16,7 @@ import (
 func TestJobAttributesReachVMs(t *testing.T) {
 	w := newWorld("west")
 	tx := w.intent.Begin()
-	tx.PutPending(intent.PendingBoot{Name: "canopy-west-p1-0-0", Cloud: "west", Group: "atlas", VMType: "el9", Flavor: "c4",
+	tx.PutPending(intent.PendingBoot{Name: "canopy-west-p1-0-0", Site: "west", Group: "atlas", VMType: "el9", Flavor: "c4",
 		Cpus: 4, MemoryMiB: 8192, KeepAlive: 7 * time.Minute, MaxLifetime: 3 * time.Hour, OrderedAt: t0})
 	w.set("west",
 		vmW("listed", func(v *protocol.VM) { v.KeepAlive, v.MaxLifetime = 5*time.Minute, 2*time.Hour }),

@@ -297,7 +297,7 @@ func (b *Builder) Build(in Input) (planner.Snapshot, Report) {
 	pendingBy := map[string][]intent.PendingBoot{}
 	for _, name := range slices.Sorted(maps.Keys(st.Pending)) {
 		p := st.Pending[name]
-		pendingBy[p.Cloud] = append(pendingBy[p.Cloud], p)
+		pendingBy[p.Site] = append(pendingBy[p.Site], p)
 	}
 	keepSites := map[string]bool{} // sites whose VMs are not listed now
 	k := 0                         // index into b.seen

@@ -280,7 +280,7 @@ func TestEvidenceRules(t *testing.T) {
 				w.set("west", vmW("e", func(v *protocol.VM) { v.State = protocol.VMError }),
 					vmW("s", func(v *protocol.VM) { v.State = protocol.VMStopped }),
 					vmW("j", busy2, func(v *protocol.VM) { v.State = protocol.VMError }))
-				w.intent.Error["e"] = intent.ErrorMark{VMID: "e", Cloud: "west", Since: t0.Add(-time.Hour)}
+				w.intent.Error["e"] = intent.ErrorMark{VMID: "e", Site: "west", Since: t0.Add(-time.Hour)}
 			}},
 			wants: []want{{id: "e", ev: planner.EvidenceUnregistered, state: planner.VMError},
 				{id: "s", ev: planner.EvidenceUnregistered, state: planner.VMError},
@@ -297,8 +297,8 @@ func TestEvidenceRules(t *testing.T) {
 			steps: []func(*world){func(w *world) {
 				w.set("west", vmW("d", func(v *protocol.VM) { v.State = protocol.VMDeleting }), vmW("r"), vmW("u"))
 				w.pool(map[string]int{"d": 0, "r": 1})
-				w.intent.Retire["r"] = intent.RetireOrder{VMID: "r", Cloud: "west", At: t0.Add(-time.Hour)}
-				w.intent.Retire["u"] = intent.RetireOrder{VMID: "u", Cloud: "west", At: t0.Add(-time.Hour)}
+				w.intent.Retire["r"] = intent.RetireOrder{VMID: "r", Site: "west", At: t0.Add(-time.Hour)}
+				w.intent.Retire["u"] = intent.RetireOrder{VMID: "u", Site: "west", At: t0.Add(-time.Hour)}
 				w.ok = false
 			}},
 			wants: []want{{id: "d", ev: planner.EvidenceUnknown, state: planner.VMRetiring, why: "poll failed"},
@@ -355,7 +355,7 @@ func TestEvidenceRules(t *testing.T) {
 			wants: []want{{id: "a", ev: planner.EvidenceUnregistered, state: planner.VMBooting}}},
 		{name: "pending boots are booting VMs without an id",
 			steps: []func(*world){func(w *world) {
-				w.intent.Pending["canopy-west-p1-0-0"] = intent.PendingBoot{Name: "canopy-west-p1-0-0", Cloud: "west", Cpus: 4, AckedAt: t0}
+				w.intent.Pending["canopy-west-p1-0-0"] = intent.PendingBoot{Name: "canopy-west-p1-0-0", Site: "west", Cpus: 4, AckedAt: t0}
 			}},
 			report: func(t *testing.T, r Report, s planner.Snapshot) {
 				if len(s.VMs) != 1 || s.VMs[0].ID != "" || s.VMs[0].State != planner.VMBooting || s.Clouds[0].Unlisted != 1 {
@@ -577,13 +577,13 @@ func TestHoldExpiry(t *testing.T) {
 			w.planner.HoldMax = tc.holdMax
 			w.set("west", vmW("v1"))
 			w.pool(map[string]int{"v1": tc.running}) // idle for an hour when running nothing
-			w.intent.Begin().PutHold(intent.Hold{VMID: "v1", Cloud: "west", At: w.now.Add(-tc.heldAgo)})
+			w.intent.Begin().PutHold(intent.Hold{VMID: "v1", Site: "west", At: w.now.Add(-tc.heldAgo)})
 			// Two builds 15 minutes apart: idle time counts only with fresh
 			// evidence, and a hold put 15 minutes before the second.
 			b := NewBuilder()
 			b.Build(w.input())
 			w.now = w.now.Add(15 * time.Minute)
-			w.intent.Begin().PutHold(intent.Hold{VMID: "v1", Cloud: "west", At: w.now.Add(-tc.heldAgo)})
+			w.intent.Begin().PutHold(intent.Hold{VMID: "v1", Site: "west", At: w.now.Add(-tc.heldAgo)})
 			s, _ := b.Build(w.input())
 			vm, ok := find(s, "v1")
 			if !ok || vm.Held != tc.wantHeld {

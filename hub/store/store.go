@@ -11,10 +11,12 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -46,7 +48,10 @@ func Open(path string) (*Store, error) {
 		if _, err := tx.CreateBucketIfNotExists([]byte(blobBucket)); err != nil {
 			return err
 		}
-		return migrate(tx)
+		if err := migrate(tx); err != nil {
+			return err
+		}
+		return renameCloudToSite(tx)
 	})
 	if err != nil {
 		_ = db.Close()
@@ -82,6 +87,50 @@ func migrate(tx *bolt.Tx) error {
 		return err
 	}
 	return tx.DeleteBucket([]byte("held"))
+}
+
+// renameCloudToSite rewrites records written before the intent tables
+// named their site "cloud" (see Terms in docs/architecture.md): the key
+// becomes "site". A record already carrying "site" is left alone, so the
+// rewrite runs at every open at no cost but a read of these tables.
+func renameCloudToSite(tx *bolt.Tx) error {
+	for _, t := range []intent.Table{intent.TablePending, intent.TableRetire, intent.TableHold, intent.TableError, intent.TableEvents} {
+		b := tx.Bucket([]byte(t))
+		type rewrite struct{ k, v []byte }
+		var rewrites []rewrite
+		err := b.ForEach(func(k, v []byte) error {
+			if !bytes.Contains(v, []byte(`"cloud"`)) {
+				return nil
+			}
+			var rec map[string]json.RawMessage
+			if err := json.Unmarshal(v, &rec); err != nil {
+				return fmt.Errorf("%s/%s: %w", t, k, err)
+			}
+			c, ok := rec["cloud"]
+			if !ok {
+				return nil
+			}
+			delete(rec, "cloud")
+			if _, has := rec["site"]; !has {
+				rec["site"] = c
+			}
+			nv, err := json.Marshal(rec)
+			if err != nil {
+				return fmt.Errorf("%s/%s: %w", t, k, err)
+			}
+			rewrites = append(rewrites, rewrite{k: slices.Clone(k), v: nv})
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, r := range rewrites {
+			if err := b.Put(r.k, r.v); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // Close closes the file.

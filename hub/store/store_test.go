@@ -3,6 +3,7 @@ package store
 import (
 	"encoding/binary"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -38,15 +39,15 @@ func TestIntentSurvivesRestart(t *testing.T) {
 	if id := tx.NextPlanID(); id != "p1" {
 		t.Fatalf("first plan id %s", id)
 	}
-	tx.PutPending(intent.PendingBoot{Name: "canopy-west-p1-0-0", Cloud: "west", Group: "atlas", OrderedAt: now})
-	tx.PutPending(intent.PendingBoot{Name: "canopy-west-p1-0-1", Cloud: "west", Group: "atlas", OrderedAt: now})
-	tx.PutRetire(intent.RetireOrder{VMID: "vm-1", Cloud: "west", At: now, Deadline: now.Add(time.Hour), Rule: "keep-alive"})
-	tx.PutHold(intent.Hold{VMID: "vm-2", Cloud: "east", At: now, By: "admin"})
-	tx.PutError(intent.ErrorMark{VMID: "vm-3", Cloud: "east", Since: now, Fault: "No valid host"})
+	tx.PutPending(intent.PendingBoot{Name: "canopy-west-p1-0-0", Site: "west", Group: "atlas", OrderedAt: now})
+	tx.PutPending(intent.PendingBoot{Name: "canopy-west-p1-0-1", Site: "west", Group: "atlas", OrderedAt: now})
+	tx.PutRetire(intent.RetireOrder{VMID: "vm-1", Site: "west", At: now, Deadline: now.Add(time.Hour), Rule: "keep-alive"})
+	tx.PutHold(intent.Hold{VMID: "vm-2", Site: "east", At: now, By: "admin"})
+	tx.PutError(intent.ErrorMark{VMID: "vm-3", Site: "east", Since: now, Fault: "No valid host"})
 	tx.SetHistory(planner.HistoryState{Failures: []planner.Failure{{Site: "east", At: now, Reason: "quota"}},
 		CloudOver: map[string]time.Time{"east": now}})
-	tx.AddEvent(intent.Event{At: now, Cloud: "west", Kind: "boot", Detail: "2 x small"})
-	tx.AddEvent(intent.Event{At: now, Cloud: "west", Kind: "retire"})
+	tx.AddEvent(intent.Event{At: now, Site: "west", Kind: "boot", Detail: "2 x small"})
+	tx.AddEvent(intent.Event{At: now, Site: "west", Kind: "retire"})
 	tx.DropPending("canopy-west-p1-0-1")
 	el9 := images.Ref{Name: "el9", Algo: "sha512", Hex: strings.Repeat("ab", 64)}
 	tx.PutImageWant(imageplan.Want{Ref: el9, Sites: []string{"west", "east"}, From: "api", Seen: map[string]time.Time{"west": now}})
@@ -98,7 +99,7 @@ func TestOneCommitPerBatch(t *testing.T) {
 	st, _ := s.Load()
 	tx := st.Begin()
 	for i := range 1000 {
-		tx.PutRetire(intent.RetireOrder{VMID: "vm-" + string(rune('a'+i%26)) + "-" + itoa(i), Cloud: "west"})
+		tx.PutRetire(intent.RetireOrder{VMID: "vm-" + string(rune('a'+i%26)) + "-" + itoa(i), Site: "west"})
 	}
 	before := s.Stats().Write
 	if err := s.Commit(tx.Changes()); err != nil {
@@ -169,6 +170,47 @@ func TestMigratesFirstLayout(t *testing.T) {
 	}
 }
 
+// TestMigratesCloudToSite: records written when the intent tables named a
+// site "cloud" load with their site, and are rewritten once.
+func TestMigratesCloudToSite(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "hub.db")
+	old := []struct {
+		table intent.Table
+		key   string
+		value string
+	}{
+		{intent.TablePending, "canopy-west-p1-0-0", `{"name":"canopy-west-p1-0-0","cloud":"west","group":"atlas","vm_type":"el9","flavor":"c4","plan_id":"p1","command_id":"c1","cpus":4,"memory_mib":8000,"ordered_at":"2026-01-02T03:04:05Z"}`},
+		{intent.TableRetire, "vm-1", `{"vm_id":"vm-1","cloud":"west","at":"2026-01-02T03:04:05Z","deadline":"2026-01-03T03:04:05Z"}`},
+		{intent.TableHold, "vm-2", `{"vm_id":"vm-2","cloud":"east","at":"2026-01-02T03:04:05Z"}`},
+		{intent.TableError, "vm-3", `{"vm_id":"vm-3","cloud":"east","since":"2026-01-02T03:04:05Z","fault":"No valid host"}`},
+		{intent.TableEvents, "00000000000000000001", `{"seq":1,"at":"2026-01-02T03:04:05Z","cloud":"west","kind":"boot","detail":"the \"cloud\" said no"}`},
+	}
+	s := open(t, path)
+	var cs []intent.Change
+	for _, o := range old {
+		cs = append(cs, intent.Change{Table: o.table, Key: o.key, Value: []byte(o.value)})
+	}
+	if err := s.Commit(cs); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+	for range 2 { // the second open finds nothing left to rewrite
+		s = open(t, path)
+		st, err := s.Load()
+		_ = s.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := []string{st.Pending["canopy-west-p1-0-0"].Site, st.Retire["vm-1"].Site, st.Hold["vm-2"].Site, st.Error["vm-3"].Site}
+		if want := []string{"west", "west", "east", "east"}; !slices.Equal(got, want) {
+			t.Fatalf("sites after the rewrite: %v, want %v", got, want)
+		}
+		if len(st.Events) != 1 || st.Events[0].Site != "west" || st.Events[0].Detail != `the "cloud" said no` {
+			t.Fatalf("events after the rewrite: %+v", st.Events)
+		}
+	}
+}
+
 // TestCorruptRecordRefused: a record that does not decode stops the load
 // with its table and key named.
 func TestCorruptRecordRefused(t *testing.T) {
@@ -193,9 +235,9 @@ func BenchmarkRetire1000(b *testing.B) {
 		tx := st.Begin()
 		for i := range 1000 {
 			id := "vm-" + itoa(i)
-			tx.PutRetire(intent.RetireOrder{VMID: id, Cloud: "west", At: now, Deadline: now.Add(24 * time.Hour), Rule: "keep-alive",
+			tx.PutRetire(intent.RetireOrder{VMID: id, Site: "west", At: now, Deadline: now.Add(24 * time.Hour), Rule: "keep-alive",
 				Reason: "idle for 12m since 10:00, past default keep-alive 10m; no idle job needs it"})
-			tx.AddEvent(intent.Event{At: now, Cloud: "west", VM: id, Plan: "p1", Kind: "retire", Detail: "idle"})
+			tx.AddEvent(intent.Event{At: now, Site: "west", VM: id, Plan: "p1", Kind: "retire", Detail: "idle"})
 		}
 		return tx.Changes()
 	}

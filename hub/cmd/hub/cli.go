@@ -186,9 +186,9 @@ func operator(cmd string, args []string, stdout io.Writer) error {
 	switch cmd {
 	case "status":
 		return cmdStatus(c, *output, stdout)
-	case "cloud":
+	case "site", "cloud": // "hub cloud" is another name for it
 		if len(words) != 2 || !slices.Contains([]string{hub.ActionPause, hub.ActionResume, hub.ActionDisable, hub.ActionDrain}, words[0]) {
-			return fmt.Errorf("%w: hub cloud pause|resume|disable|drain NAME", errUsage)
+			return fmt.Errorf("%w: hub site pause|resume|disable|drain NAME", errUsage)
 		}
 		if err := c.do("POST", "/api/v1/sites/"+url.PathEscape(words[1])+"/"+words[0], nil); err != nil {
 			return err
@@ -338,7 +338,7 @@ func cmdEvents(c *client, kind, site string, limit int, output string, stdout io
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "WHEN (UTC)\tSITE\tKIND\tVM\tDETAIL")
 	for _, e := range evs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.At.UTC().Format(time.DateTime), e.Cloud, e.Kind, e.VM, e.Detail)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.At.UTC().Format(time.DateTime), e.Site, e.Kind, e.VM, e.Detail)
 	}
 	return tw.Flush()
 }

@@ -138,7 +138,7 @@ func TestCLIRoundTrips(t *testing.T) {
 	}{
 		{"status", []string{"status"}, []string{"hub clitest", "west", "SITE", "UNKNOWN", "atlas"}, ""},
 		{"status json", []string{"status", "-o", "json"}, []string{`"hub_id": "clitest"`, `"name": "west"`}, ""},
-		{"pause", []string{"cloud", "pause", "west"}, []string{"west: pause done"}, ""},
+		{"pause", []string{"site", "pause", "west"}, []string{"west: pause done"}, ""},
 		{"paused in status", []string{"status"}, []string{"paused"}, ""},
 		{"resume", []string{"cloud", "resume", "west"}, []string{"west: resume done"}, ""},
 		{"disable", []string{"cloud", "disable", "west"}, []string{"west: disable done"}, ""},

@@ -31,11 +31,11 @@ import (
 const usage = `usage:
   hub run --config FILE                     run the hub (SIGHUP: reload the config)
   hub status [-o json]                      the per-site table of the running hub
-  hub cloud pause|resume|disable|drain NAME change a site at run time (logged)
+  hub site pause|resume|disable|drain NAME  change a site at run time (logged; "hub cloud" is the same)
   hub vm ls [--site S] [--state S] [-o json] list VMs
   hub vm hold|release|retire ID             act on one VM (logged)
   hub events [--kind K] [--site S] [--limit N] [-o json]
-  hub accounting [--from DAY] [--to DAY] [--by group,cloud,day] [-o table|json|csv]
+  hub accounting [--from DAY] [--to DAY] [--by group,site,day] [-o table|json|csv]
   hub reload                                re-read the running hub's config (as SIGHUP)
       operator commands reach the hub by its admin socket (found from --config, default
       /etc/canopy/hub.yaml) or --hub https://HOST:PORT --cert NAME.crt --key NAME.key --ca ca.crt
@@ -76,7 +76,7 @@ func run(args []string, stdout io.Writer) error {
 		return runSimulate(args[1:], stdout)
 	case "image":
 		return runImage(args[1:], stdout)
-	case "status", "cloud", "vm", "events", "accounting", "reload":
+	case "status", "site", "cloud", "vm", "events", "accounting", "reload":
 		return operator(args[0], args[1:], stdout)
 	case "tls":
 		if len(args) < 2 {

@@ -82,7 +82,7 @@ func run(bin, dir string) error {
 		_ = demo.GetJSON(ctx, sys.HTTPURL+"/api/v1/events", &events)
 		for i := len(events) - 1; i >= 0; i-- {
 			if e := events[i]; e.Seq > lastSeq {
-				fmt.Printf("  %6.1fs  %-5s %-7s %s %s\n", time.Since(start).Seconds(), e.Cloud, e.Kind, e.VM, e.Detail)
+				fmt.Printf("  %6.1fs  %-5s %-7s %s %s\n", time.Since(start).Seconds(), e.Site, e.Kind, e.VM, e.Detail)
 				lastSeq = e.Seq
 			}
 		}
