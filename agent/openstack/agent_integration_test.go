@@ -105,7 +105,7 @@ func TestAgentKilledMidBurst(t *testing.T) {
 	}
 	pki := filepath.Join(dir, "pki")
 	run("tls", "init", "--dir", pki)
-	run("tls", "issue-agent", "--dir", pki, "--site", "osa")
+	run("tls", "issue-agent", "--dir", pki, "--site", "osa", "--vm-host", "127.0.0.1")
 
 	hubID := fmt.Sprintf("kill-test-%d", time.Now().UnixNano()%1e9)
 	quicAddr, httpAddr := freeAddr(t, "udp"), freeAddr(t, "tcp")
@@ -128,6 +128,9 @@ demand: {source: trace, trace: {file: %s/trace.yaml}}
 	agentCfg := fmt.Sprintf(`site: osa
 hub: {addr: %s, server_name: localhost, ca: %s/agents/ca.crt, cert: %s/agents/osa.crt, key: %s/agents/osa.key}
 state_dir: %s/agent
+vm_listen: 127.0.0.1:0
+vm_cert: %s/agents/osa-vm.crt
+vm_key: %s/agents/osa-vm.key
 condor_host: 127.0.0.1:9618
 gossip_listen: 127.0.0.1:0
 reconnect_min: 100ms
@@ -143,7 +146,7 @@ openstack:
   project_domain_name: %s
   network: none
   default_image: canopy-tiny
-`, quicAddr, pki, pki, pki, dir, cfg.AuthURL, cfg.Username, cfg.Password.Reveal(), cfg.UserDomainName, cfg.ProjectName, cfg.ProjectDomainName)
+`, quicAddr, pki, pki, pki, dir, pki, pki, cfg.AuthURL, cfg.Username, cfg.Password.Reveal(), cfg.UserDomainName, cfg.ProjectName, cfg.ProjectDomainName)
 	must(t, os.WriteFile(filepath.Join(dir, "agent.yaml"), []byte(agentCfg), 0o600))
 
 	d := newDriver(t, ctx, cfg)
