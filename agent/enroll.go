@@ -194,22 +194,9 @@ const (
 )
 
 // refuseEnroll answers a refused enrollment, counts it and logs it (rate
-// limited like check-in refusals: the first of a reason in an interval in
-// full, the rest in the interval's summary).
+// limited like check-in refusals, see refuseVM).
 func (a *Agent) refuseEnroll(w http.ResponseWriter, log *logrus.Entry, status int, reason, detail string) {
-	a.metrics.enrollsRefused.WithLabelValues(reason).Inc()
-	if a.enrollLog.allow(reason) {
-		e := log.WithField("reason", reason)
-		if detail != "" {
-			e = e.WithField("detail", detail)
-		}
-		e.Warn("VM enrollment refused")
-	}
-	msg := "enrollment refused: " + reason
-	if status == http.StatusBadRequest && detail != "" {
-		msg += ": " + detail
-	}
-	http.Error(w, msg, status)
+	refuseVM(w, log, "enrollment", a.metrics.enrollsRefused, a.enrollLog, status, reason, detail)
 }
 
 // maxEnrollBody bounds an enrollment request.

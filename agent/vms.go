@@ -12,6 +12,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
 	"github.com/canopy-grid/canopy/agent/agentdb"
@@ -366,21 +367,28 @@ const (
 	reasonInvalid = "invalid check-in"
 )
 
-// refuse answers a refused check-in, counts it, and logs it: in full for
-// the first of its reason in an interval, in the interval's summary for
-// the rest (see throttle).
+// refuse answers a refused check-in, counts it, and logs it (see refuseVM).
 func (a *Agent) refuse(w http.ResponseWriter, log *logrus.Entry, status int, reason, detail string) {
-	a.metrics.checkinsRefused.WithLabelValues(reason).Inc()
-	if a.checkinLog.allow(reason) {
+	refuseVM(w, log, "check-in", a.metrics.checkinsRefused, a.checkinLog, status, reason, detail)
+}
+
+// refuseVM answers a VM's refused request (what: "check-in",
+// "enrollment"), counts it by reason, and logs it: in full for the first
+// of its reason in an interval, in the interval's summary for the rest
+// (see throttle). Only a 400 — the VM's own mistake — says precisely what
+// was wrong; other refusals name the reason alone.
+func refuseVM(w http.ResponseWriter, log *logrus.Entry, what string, refused *prometheus.CounterVec, th *throttle, status int, reason, detail string) {
+	refused.WithLabelValues(reason).Inc()
+	if th.allow(reason) {
 		e := log.WithField("reason", reason)
 		if detail != "" {
 			e = e.WithField("detail", detail)
 		}
-		e.Warn("VM check-in refused")
+		e.Warn("VM " + what + " refused")
 	}
-	msg := "check-in refused: " + reason
+	msg := what + " refused: " + reason
 	if status == http.StatusBadRequest && detail != "" {
-		msg += ": " + detail // the VM's own mistake: say precisely what
+		msg += ": " + detail
 	}
 	http.Error(w, msg, status)
 }
