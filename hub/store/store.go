@@ -89,11 +89,18 @@ func migrate(tx *bolt.Tx) error {
 	return tx.DeleteBucket([]byte("held"))
 }
 
-// renameCloudToSite rewrites records written before the intent tables
-// named their site "cloud" (see Terms in docs/architecture.md): the key
-// becomes "site". A record already carrying "site" is left alone, so the
-// rewrite runs at every open at no cost but a read of these tables.
+// siteKeysDone marks, in the blobs bucket (the store's own, not intent),
+// a store whose records name their site "site": renameCloudToSite has run.
+const siteKeysDone = "schema/site_keys"
+
+// renameCloudToSite rewrites, once per store, records written before the
+// intent tables named their site "cloud" (see Terms in
+// docs/architecture.md): the key becomes "site".
 func renameCloudToSite(tx *bolt.Tx) error {
+	done := tx.Bucket([]byte(blobBucket))
+	if done.Get([]byte(siteKeysDone)) != nil {
+		return nil
+	}
 	for _, t := range []intent.Table{intent.TablePending, intent.TableRetire, intent.TableHold, intent.TableError, intent.TableEvents} {
 		b := tx.Bucket([]byte(t))
 		type rewrite struct{ k, v []byte }
@@ -130,7 +137,7 @@ func renameCloudToSite(tx *bolt.Tx) error {
 			}
 		}
 	}
-	return nil
+	return done.Put([]byte(siteKeysDone), []byte("true"))
 }
 
 // Close closes the file.

@@ -185,15 +185,28 @@ func TestMigratesCloudToSite(t *testing.T) {
 		{intent.TableError, "vm-3", `{"vm_id":"vm-3","cloud":"east","since":"2026-01-02T03:04:05Z","fault":"No valid host"}`},
 		{intent.TableEvents, "00000000000000000001", `{"seq":1,"at":"2026-01-02T03:04:05Z","cloud":"west","kind":"boot","detail":"the \"cloud\" said no"}`},
 	}
-	s := open(t, path)
-	var cs []intent.Change
-	for _, o := range old {
-		cs = append(cs, intent.Change{Table: o.table, Key: o.key, Value: []byte(o.value)})
-	}
-	if err := s.Commit(cs); err != nil {
+	// The file as a hub before the rename left it: records only.
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
 		t.Fatal(err)
 	}
-	_ = s.Close()
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, o := range old {
+			b, err := tx.CreateBucketIfNotExists([]byte(o.table))
+			if err != nil {
+				return err
+			}
+			if err := b.Put([]byte(o.key), []byte(o.value)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = db.Close()
+	var s *Store
 	for range 2 { // the second open finds nothing left to rewrite
 		s = open(t, path)
 		st, err := s.Load()
